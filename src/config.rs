@@ -1,0 +1,675 @@
+//! The TOML configuration: types, defaults, and validation with `file:line` errors.
+//!
+//! Parsing is strict (`deny_unknown_fields`) so that a misspelt key is an error, not a silently
+//! ignored setting. Entries that refer to the zone catalog (profiles, set ids) are checked when the
+//! policy is compiled; they keep their line number ([`Located`]) so that those errors still point
+//! into this file.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::zones::{TenantRegion, line_of};
+
+/// An error in the config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The config file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not TOML, or not the config's shape.
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("{path}:{line}: '{entry}': {reason}")]
+    Entry {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The offending value as written.
+        entry: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// A value with the config line it was written on, for errors found after parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<T> {
+    /// The value.
+    pub value: T,
+    /// 1-based line in the config file.
+    pub line: usize,
+}
+
+/// What a denied query is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DenyRcode {
+    /// REFUSED: the default; the resolver will not answer this name.
+    Refused,
+    /// NXDOMAIN: suits stub resolvers (musl) that stop walking the search list on REFUSED.
+    Nxdomain,
+}
+
+impl DenyRcode {
+    /// The response code's name, as `dig` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyRcode::Refused => "REFUSED",
+            DenyRcode::Nxdomain => "NXDOMAIN",
+        }
+    }
+}
+
+/// Whether a view enforces its allowlist or only reports what it would deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ViewMode {
+    /// Denied names get the deny answer.
+    Enforce,
+    /// Denied names are answered normally, logged and counted as would-be denials.
+    Report,
+}
+
+impl ViewMode {
+    /// The mode's name, as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewMode::Enforce => "enforce",
+            ViewMode::Report => "report",
+        }
+    }
+}
+
+/// How much the query log writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Nothing.
+    None,
+    /// Denied and would-be denied queries only.
+    Denied,
+    /// Every query.
+    All,
+}
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (errors and relative paths refer to it).
+    pub path: PathBuf,
+    /// Listening sockets and limits.
+    pub server: ServerConfig,
+    /// Where the catalog is and which tenant-specific rows apply.
+    pub zones: ZonesConfig,
+    /// Upstream resolvers and the cache.
+    pub upstream: UpstreamConfig,
+    /// The per-query JSON log.
+    pub query_log: QueryLogConfig,
+    /// Client networks and what they may resolve.
+    pub views: Vec<ViewConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Addresses served on both UDP and TCP.
+    pub listen: Vec<SocketAddr>,
+    /// How long an idle TCP connection is kept.
+    pub tcp_idle_timeout: Duration,
+    /// Largest UDP answer we send to an EDNS client, whatever it advertises (RFC 9715 suggests
+    /// 1232 to avoid fragmentation).
+    pub max_udp_payload: u16,
+}
+
+/// `[zones]`.
+#[derive(Debug, Clone)]
+pub struct ZonesConfig {
+    /// The zone directory, resolved against the config file's directory.
+    pub dir: PathBuf,
+    /// Tenant regions whose region-specific endpoint sets apply.
+    pub tenant_regions: Vec<TenantRegion>,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Upstream resolvers; when the config names none, the name servers of /etc/resolv.conf.
+    pub servers: Vec<SocketAddr>,
+    /// Whether `servers` came from /etc/resolv.conf.
+    pub from_resolv_conf: bool,
+    /// Deadline of one upstream resolution, after which the client gets SERVFAIL.
+    pub timeout: Duration,
+    /// Number of cached answers.
+    pub cache_size: u64,
+    /// Lower bound of a positive answer's cached TTL.
+    pub positive_min_ttl: Duration,
+    /// Upper bound of a positive answer's cached TTL.
+    pub positive_max_ttl: Duration,
+    /// Lower bound of a negative answer's cached TTL.
+    pub negative_min_ttl: Duration,
+    /// Upper bound of a negative answer's cached TTL.
+    pub negative_max_ttl: Duration,
+}
+
+/// `[query_log]`.
+#[derive(Debug, Clone)]
+pub struct QueryLogConfig {
+    /// What is logged.
+    pub level: LogLevel,
+    /// A file to append to; standard output when `None`.
+    pub path: Option<PathBuf>,
+}
+
+/// One `[[view]]`.
+#[derive(Debug, Clone)]
+pub struct ViewConfig {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Client networks of this view.
+    pub networks: Vec<IpNet>,
+    /// Profiles whose endpoint sets are allowed.
+    pub profiles: Vec<Located<String>>,
+    /// Extra endpoint set ids allowed beyond the profiles.
+    pub sets: Vec<Located<String>>,
+    /// Endpoint set ids removed from the profiles.
+    pub exclude_sets: Vec<Located<String>>,
+    /// Answer for denied names.
+    pub deny_rcode: DenyRcode,
+    /// Enforce or report.
+    pub mode: ViewMode,
+    /// Line of the `[[view]]` header.
+    pub line: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    zones: RawZones,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    query_log: RawQueryLog,
+    #[serde(default)]
+    view: Vec<Spanned<RawView>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_listen")]
+    listen: Vec<Spanned<String>>,
+    #[serde(default = "default_tcp_idle_timeout_ms")]
+    tcp_idle_timeout_ms: u64,
+    #[serde(default = "default_max_udp_payload")]
+    max_udp_payload: u16,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: default_listen(),
+            tcp_idle_timeout_ms: default_tcp_idle_timeout_ms(),
+            max_udp_payload: default_max_udp_payload(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "127.0.0.1:5353".to_string())]
+}
+fn default_tcp_idle_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_udp_payload() -> u16 {
+    1232
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZones {
+    #[serde(default = "default_zones_dir")]
+    dir: PathBuf,
+    #[serde(default = "default_tenant_regions")]
+    tenant_regions: Vec<TenantRegion>,
+}
+
+impl Default for RawZones {
+    fn default() -> Self {
+        RawZones {
+            dir: default_zones_dir(),
+            tenant_regions: default_tenant_regions(),
+        }
+    }
+}
+
+fn default_zones_dir() -> PathBuf {
+    PathBuf::from("../zones")
+}
+fn default_tenant_regions() -> Vec<TenantRegion> {
+    vec![TenantRegion::Na, TenantRegion::Eu, TenantRegion::Ap]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    #[serde(default)]
+    servers: Vec<Spanned<String>>,
+    #[serde(default = "default_upstream_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_cache_size")]
+    cache_size: u64,
+    #[serde(default)]
+    positive_min_ttl_secs: u64,
+    #[serde(default = "default_positive_max_ttl_secs")]
+    positive_max_ttl_secs: u64,
+    #[serde(default)]
+    negative_min_ttl_secs: u64,
+    #[serde(default = "default_negative_max_ttl_secs")]
+    negative_max_ttl_secs: u64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            servers: Vec::new(),
+            timeout_ms: default_upstream_timeout_ms(),
+            cache_size: default_cache_size(),
+            positive_min_ttl_secs: 0,
+            positive_max_ttl_secs: default_positive_max_ttl_secs(),
+            negative_min_ttl_secs: 0,
+            negative_max_ttl_secs: default_negative_max_ttl_secs(),
+        }
+    }
+}
+
+fn default_upstream_timeout_ms() -> u64 {
+    2_000
+}
+fn default_cache_size() -> u64 {
+    10_000
+}
+fn default_positive_max_ttl_secs() -> u64 {
+    86_400
+}
+fn default_negative_max_ttl_secs() -> u64 {
+    3_600
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueryLog {
+    #[serde(default = "default_log_level")]
+    level: LogLevel,
+    #[serde(default)]
+    path: Option<PathBuf>,
+}
+
+impl Default for RawQueryLog {
+    fn default() -> Self {
+        RawQueryLog {
+            level: default_log_level(),
+            path: None,
+        }
+    }
+}
+
+fn default_log_level() -> LogLevel {
+    LogLevel::Denied
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawView {
+    name: Spanned<String>,
+    networks: Vec<Spanned<String>>,
+    #[serde(default)]
+    profiles: Vec<Spanned<String>>,
+    #[serde(default)]
+    sets: Vec<Spanned<String>>,
+    #[serde(default)]
+    exclude_sets: Vec<Spanned<String>>,
+    #[serde(default = "default_deny_rcode")]
+    deny_rcode: DenyRcode,
+    #[serde(default = "default_mode")]
+    mode: ViewMode,
+}
+
+fn default_deny_rcode() -> DenyRcode {
+    DenyRcode::Refused
+}
+fn default_mode() -> ViewMode {
+    ViewMode::Enforce
+}
+
+impl Config {
+    /// Reads and validates a config file. With no `upstream.servers`, the name servers of
+    /// /etc/resolv.conf are used.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text, Path::new("/etc/resolv.conf"))
+    }
+
+    /// Parses config text; `path` locates errors and relative paths, `resolv_conf` is read only
+    /// when the config names no upstream.
+    pub fn parse(path: &Path, text: &str, resolv_conf: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line: e.span().map_or(1, |s| line_of(text, s.start)),
+            message: e.message().to_string(),
+        })?;
+        let entry = |s: &Spanned<String>, reason: String| ConfigError::Entry {
+            path: path.to_path_buf(),
+            line: line_of(text, s.span().start),
+            entry: s.get_ref().clone(),
+            reason,
+        };
+        let located = |s: &Spanned<String>| Located {
+            value: s.get_ref().trim().to_string(),
+            line: line_of(text, s.span().start),
+        };
+        let whole = |line: usize, entry: &str, reason: &str| ConfigError::Entry {
+            path: path.to_path_buf(),
+            line,
+            entry: entry.to_string(),
+            reason: reason.to_string(),
+        };
+
+        let mut listen = Vec::new();
+        for l in &raw.server.listen {
+            let addr: SocketAddr = l.get_ref().trim().parse().map_err(|_| {
+                entry(
+                    l,
+                    "not an ip:port address (e.g. 127.0.0.1:5353 or [::1]:5353)".into(),
+                )
+            })?;
+            listen.push(addr);
+        }
+        if listen.is_empty() {
+            return Err(whole(1, "server.listen", "at least one address is needed"));
+        }
+        if raw.server.max_udp_payload < 512 {
+            return Err(whole(
+                1,
+                &raw.server.max_udp_payload.to_string(),
+                "server.max_udp_payload must be at least 512",
+            ));
+        }
+
+        let mut servers = Vec::new();
+        for s in &raw.upstream.servers {
+            servers.push(parse_upstream(s.get_ref()).map_err(|r| entry(s, r.into()))?);
+        }
+        let from_resolv_conf = servers.is_empty();
+        if from_resolv_conf {
+            servers = read_resolv_conf(resolv_conf).map_err(|reason| ConfigError::Entry {
+                path: path.to_path_buf(),
+                line: 1,
+                entry: "upstream.servers".into(),
+                reason,
+            })?;
+        }
+        let up = &raw.upstream;
+        if up.timeout_ms == 0 {
+            return Err(whole(1, "upstream.timeout_ms", "must be greater than 0"));
+        }
+        if up.positive_min_ttl_secs > up.positive_max_ttl_secs
+            || up.negative_min_ttl_secs > up.negative_max_ttl_secs
+        {
+            return Err(whole(
+                1,
+                "upstream.*_ttl_secs",
+                "a minimum TTL is greater than its maximum",
+            ));
+        }
+
+        let mut views: Vec<ViewConfig> = Vec::new();
+        for v in &raw.view {
+            let line = line_of(text, v.span().start);
+            let v = v.get_ref();
+            let name = v.name.get_ref().trim();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(entry(
+                    &v.name,
+                    "a view name is letters, digits, '-' and '_'".into(),
+                ));
+            }
+            if views.iter().any(|o| o.name == name) {
+                return Err(entry(&v.name, "duplicate view name".into()));
+            }
+            let mut networks = Vec::new();
+            for n in &v.networks {
+                let text = n.get_ref().trim();
+                let net: IpNet = text
+                    .parse()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| entry(n, "not a network in CIDR form".into()))?;
+                if net.trunc() != net {
+                    return Err(entry(
+                        n,
+                        format!("host bits set; the network is {}", net.trunc()),
+                    ));
+                }
+                if let Some(other) = views.iter().find(|o| o.networks.contains(&net)) {
+                    return Err(entry(
+                        n,
+                        format!("already the network of view '{}'", other.name),
+                    ));
+                }
+                networks.push(net);
+            }
+            if networks.is_empty() {
+                return Err(entry(&v.name, "a view needs at least one network".into()));
+            }
+            if v.profiles.is_empty() && v.sets.is_empty() {
+                return Err(entry(
+                    &v.name,
+                    "a view needs profiles or sets: it would deny everything".into(),
+                ));
+            }
+            views.push(ViewConfig {
+                name: name.to_string(),
+                networks,
+                profiles: v.profiles.iter().map(located).collect(),
+                sets: v.sets.iter().map(located).collect(),
+                exclude_sets: v.exclude_sets.iter().map(located).collect(),
+                deny_rcode: v.deny_rcode,
+                mode: v.mode,
+                line,
+            });
+        }
+        if views.is_empty() {
+            return Err(whole(
+                1,
+                "view",
+                "no [[view]]: every client would be refused",
+            ));
+        }
+
+        let base = path.parent().unwrap_or(Path::new("."));
+        let zones_dir = if raw.zones.dir.is_absolute() {
+            raw.zones.dir.clone()
+        } else {
+            base.join(&raw.zones.dir)
+        };
+        let log_path = raw
+            .query_log
+            .path
+            .filter(|p| !p.as_os_str().is_empty() && p != Path::new("-"))
+            .map(|p| if p.is_absolute() { p } else { base.join(p) });
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            server: ServerConfig {
+                listen,
+                tcp_idle_timeout: Duration::from_millis(raw.server.tcp_idle_timeout_ms),
+                max_udp_payload: raw.server.max_udp_payload,
+            },
+            zones: ZonesConfig {
+                dir: zones_dir,
+                tenant_regions: raw.zones.tenant_regions,
+            },
+            upstream: UpstreamConfig {
+                servers,
+                from_resolv_conf,
+                timeout: Duration::from_millis(up.timeout_ms),
+                cache_size: up.cache_size,
+                positive_min_ttl: Duration::from_secs(up.positive_min_ttl_secs),
+                positive_max_ttl: Duration::from_secs(up.positive_max_ttl_secs),
+                negative_min_ttl: Duration::from_secs(up.negative_min_ttl_secs),
+                negative_max_ttl: Duration::from_secs(up.negative_max_ttl_secs),
+            },
+            query_log: QueryLogConfig {
+                level: raw.query_log.level,
+                path: log_path,
+            },
+            views,
+        })
+    }
+}
+
+/// `1.2.3.4`, `1.2.3.4:5300`, `::1`, `[::1]:5300`; port 53 when none is given.
+fn parse_upstream(text: &str) -> Result<SocketAddr, &'static str> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| "not an upstream address (ip or ip:port, e.g. 127.0.0.1:5300)")
+}
+
+/// The `nameserver` lines of a resolv.conf, on port 53.
+fn read_resolv_conf(path: &Path) -> Result<Vec<SocketAddr>, String> {
+    let text = fs::read_to_string(path).map_err(|e| {
+        format!(
+            "no upstream configured and {} unreadable: {e}",
+            path.display()
+        )
+    })?;
+    let servers: Vec<SocketAddr> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| {
+            // Strip an IPv6 zone index ("fe80::1%eth0"): not representable in SocketAddr parsing.
+            let ip = rest.trim().split('%').next()?;
+            ip.parse::<std::net::IpAddr>().ok()
+        })
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect();
+    if servers.is_empty() {
+        return Err(format!(
+            "no upstream configured and {} names no nameserver",
+            path.display()
+        ));
+    }
+    Ok(servers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[upstream]
+servers = ["127.0.0.1:5300"]
+
+[[view]]
+name = "lab"
+networks = ["10.0.0.0/8"]
+profiles = ["apple"]
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            Path::new("config/test.toml"),
+            text,
+            Path::new("/nonexistent"),
+        )
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.server.listen, ["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(c.upstream.timeout, Duration::from_secs(2));
+        assert_eq!(c.zones.dir, Path::new("config/../zones"));
+        assert_eq!(c.views[0].deny_rcode, DenyRcode::Refused);
+        assert_eq!(c.views[0].mode, ViewMode::Enforce);
+        assert_eq!(c.views[0].profiles[0].line, 8);
+        assert_eq!(c.query_log.level, LogLevel::Denied);
+    }
+
+    #[test]
+    fn errors_name_line_and_entry() {
+        let e = parse(&MIN.replace("10.0.0.0/8", "10.0.0.1/8"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config/test.toml:7: '10.0.0.1/8': host bits set; the network is 10.0.0.0/8"
+        );
+        let e = parse(&MIN.replace("127.0.0.1:5300", "localhost"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config/test.toml:3: 'localhost': not an upstream"),
+            "{e}"
+        );
+        let e = parse(&MIN.replace("profiles", "profile"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("config/test.toml:8:"), "{e}");
+        assert!(e.contains("profile"), "{e}");
+    }
+
+    #[test]
+    fn resolv_conf_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let rc = dir.path().join("resolv.conf");
+        fs::write(
+            &rc,
+            "# x\nsearch lan\nnameserver 127.0.0.53\nnameserver ::1\n",
+        )
+        .unwrap();
+        let text = MIN.replace("servers = [\"127.0.0.1:5300\"]", "");
+        let c = Config::parse(Path::new("c.toml"), &text, &rc).unwrap();
+        assert!(c.upstream.from_resolv_conf);
+        assert_eq!(
+            c.upstream.servers,
+            [
+                "127.0.0.53:53".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! dnsfence: a DNS resolver for locked-down networks that answers only allowlisted names (the
+//! Microsoft Intune endpoint catalog in `zones/`) and refuses everything else without forwarding it.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration, defaults and validation with `file:line` errors.
+//! - [`zones`]: the endpoint-set catalog parsed from `zones/*.toml`.
+//! - [`matcher`]: the compiled name matcher (exact, `*.suffix`, in-label globs).
+//! - [`policy`]: views (client networks) and their compiled allowlists.
+//! - [`upstream`]: hickory-resolver with the answer cache, TTL bounds and deadline.
+//! - [`answer`]: the addresses of an answer (A/AAAA across the CNAME chain, SVCB/HTTPS hints).
+//! - [`server`]: hickory-server wiring and the request handler with deny answers and RFC 8914 errors.
+//! - [`querylog`]: one JSON line per query.
+//! - [`app`]: start-up order, shared by the binary and the tests.
+
+pub mod answer;
+pub mod app;
+pub mod config;
+pub mod matcher;
+pub mod policy;
+pub mod querylog;
+pub mod server;
+pub mod upstream;
+pub mod zones;

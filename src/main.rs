@@ -1,0 +1,234 @@
+//! The `dnsfence` command line: parses arguments, calls the library, turns errors into exit codes.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dnsfence::app::{self, App};
+use dnsfence::config::ViewMode;
+use dnsfence::policy::Policy;
+
+/// An allowlist DNS resolver for Intune-managed kiosk and shared-device networks.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve DNS on the configured addresses until SIGTERM or SIGINT.
+    Run {
+        /// Config file.
+        #[arg(short, long, default_value = "config/dnsfence.toml")]
+        config: PathBuf,
+    },
+    /// Load the config and zones, print what they hold, exit 1 on the first error.
+    Check {
+        /// Config file.
+        #[arg(short, long, default_value = "config/dnsfence.toml")]
+        config: PathBuf,
+    },
+    /// Say whether a name would be answered, for which view, and which endpoint set allows it.
+    Explain {
+        /// The name to look up.
+        name: String,
+        /// Client address; without it every view is explained.
+        #[arg(long)]
+        client: Option<IpAddr>,
+        /// Config file.
+        #[arg(short, long, default_value = "config/dnsfence.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(config),
+        Command::Check { config } => check(config),
+        Command::Explain {
+            name,
+            client,
+            config,
+        } => explain(config, &name, client),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dnsfence: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // hickory-server logs every request at info; the query log does that job.
+                .unwrap_or_else(|_| {
+                    "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn".into()
+                }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let config = dnsfence::config::Config::load(&path)?;
+        if config.upstream.from_resolv_conf {
+            tracing::info!(servers = ?config.upstream.servers, "no upstream configured: using /etc/resolv.conf");
+        }
+        let app = App::build(config).await?;
+        let listeners = app.bind().await?;
+        app.run(listeners, shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops dnsfence");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let (config, policy) = app::load(&path)?;
+    let catalog = &policy.catalog;
+    println!("{}: ok", path.display());
+    println!(
+        "zones {}: {} endpoint sets, {} name patterns, {} networks, {} profiles",
+        config.zones.dir.display(),
+        catalog.sets.len(),
+        catalog.name_count(),
+        catalog.network_count(),
+        catalog.profiles().len()
+    );
+    let upstream_source = if config.upstream.from_resolv_conf {
+        " (from /etc/resolv.conf)"
+    } else {
+        ""
+    };
+    println!(
+        "upstream: {}{upstream_source}",
+        config
+            .upstream
+            .servers
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for view in &policy.views {
+        println!(
+            "view {}: networks {}; {} endpoint sets, {} name patterns; mode {}; denied names get {}",
+            view.name,
+            view.networks
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            view.sets.len(),
+            view.pattern_count(),
+            view.mode.as_str(),
+            view.deny_rcode.as_str(),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(path: PathBuf, name: &str, client: Option<IpAddr>) -> anyhow::Result<ExitCode> {
+    let (_, policy) = app::load(&path)?;
+    let views: Vec<_> = match client {
+        Some(ip) => match policy.view_for(ip) {
+            Some(view) => vec![view],
+            None => {
+                println!("client {ip}: in no view: every query is REFUSED (EDE 18 Prohibited)");
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
+        None => policy.views.iter().collect(),
+    };
+    for view in views {
+        explain_view(&policy, view, name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain_view(policy: &Policy, view: &dnsfence::policy::View, name: &str) {
+    match view.lookup(name) {
+        Some(entry) => {
+            println!(
+                "view {}: {name}: allowed by pattern '{}'",
+                view.name, entry.pattern
+            );
+            for &i in &entry.values {
+                let set = &policy.catalog.sets[i as usize];
+                let ports: Vec<String> = set.ports.iter().map(|p| p.to_string()).collect();
+                println!(
+                    "  endpoint set {} ({}, {}{}): {} [ports {}] from {}",
+                    set.id,
+                    set.profile,
+                    set.category.as_str(),
+                    if set.required { ", required" } else { "" },
+                    set.description,
+                    ports.join(" "),
+                    set.source.display()
+                );
+            }
+        }
+        None => {
+            let answer = view.deny_rcode.as_str();
+            match view.mode {
+                ViewMode::Enforce => println!(
+                    "view {}: {name}: denied (not_allowlisted): no endpoint set of this view matches; answered {answer} with EDE 15 (Blocked), never forwarded",
+                    view.name
+                ),
+                ViewMode::Report => println!(
+                    "view {}: {name}: would be denied (not_allowlisted); the view is in report mode, so it is answered and logged as would_deny",
+                    view.name
+                ),
+            }
+            let elsewhere: Vec<&str> = policy
+                .catalog
+                .sets
+                .iter()
+                .filter(|s| {
+                    let mut b = dnsfence::matcher::MatcherBuilder::new();
+                    for n in &s.names {
+                        b.add(n.clone(), 0);
+                    }
+                    b.build().is_ok_and(|m| m.lookup(name).is_some())
+                })
+                .map(|s| s.id.as_str())
+                .collect();
+            if !elsewhere.is_empty() {
+                println!(
+                    "  note: endpoint sets not selected by this view match it: {}",
+                    elsewhere.join(", ")
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The DNS server: sockets, the request handler, and deny answers with RFC 8914 extended errors.
+//!
+//! hickory-server owns the sockets and the wire format (UDP, TCP, EDNS, truncation); this module
+//! decides what to answer. Checks run cheapest first, and a denied name never reaches the upstream:
+//! opcode and question count, class, the client's view, the view's allowlist, then the upstream.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{
+    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
+};
+use hickory_server::proto::rr::rdata::HINFO;
+use hickory_server::proto::rr::rdata::opt::EdnsOption;
+use hickory_server::proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::config::{DenyRcode, ViewMode};
+use crate::policy::{DenyReason, Policy};
+use crate::querylog::{QueryLog, QueryRecord, Verdict, rfc3339};
+use crate::upstream::{Resolution, Upstream, UpstreamError};
+
+/// RFC 8914 extended DNS error codes we send.
+pub mod ede {
+    /// The option code of Extended DNS Errors in EDNS.
+    pub const OPTION_CODE: u16 = 15;
+    /// Blocked: the name is not on the view's allowlist.
+    pub const BLOCKED: u16 = 15;
+    /// Prohibited: the client is in no view.
+    pub const PROHIBITED: u16 = 18;
+    /// No Reachable Authority: the upstream did not answer in time.
+    pub const NO_REACHABLE_AUTHORITY: u16 = 22;
+    /// Network Error: the upstream exchange failed.
+    pub const NETWORK_ERROR: u16 = 23;
+    /// Not Supported: an opcode or query type we do not serve.
+    pub const NOT_SUPPORTED: u16 = 21;
+}
+
+/// TTL of the RFC 8482 answer to ANY queries.
+const ANY_TTL: u32 = 3600;
+
+/// The sockets a server answers on: UDP and TCP on the same addresses.
+#[derive(Debug)]
+pub struct Listeners {
+    /// UDP sockets.
+    pub udp: Vec<UdpSocket>,
+    /// TCP listeners, one per UDP socket, on the same address and port.
+    pub tcp: Vec<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds UDP and TCP on every address. Port 0 picks a free port that is then used for both
+    /// protocols (retrying when TCP finds that port taken), which is what tests want.
+    pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Listeners> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for addr in addrs {
+            let mut attempt = 0;
+            loop {
+                let u = UdpSocket::bind(addr)
+                    .await
+                    .map_err(|e| bind_err(addr, "udp", e))?;
+                let bound = u.local_addr()?;
+                match TcpListener::bind(bound).await {
+                    Ok(t) => {
+                        udp.push(u);
+                        tcp.push(t);
+                        break;
+                    }
+                    Err(e) if addr.port() == 0 && attempt < 16 => {
+                        attempt += 1;
+                        tracing::debug!(%bound, error = %e, "tcp port taken, picking another");
+                    }
+                    Err(e) => return Err(bind_err(&bound, "tcp", e)),
+                }
+            }
+        }
+        Ok(Listeners { udp, tcp })
+    }
+
+    /// The bound addresses (UDP; TCP listens on the same ones).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+}
+
+fn bind_err(addr: &SocketAddr, proto: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot listen on {proto} {addr}: {e}"))
+}
+
+/// Everything the handler reads. The policy is swapped whole on reload; the cache (inside
+/// `upstream`) survives.
+pub struct Shared {
+    /// The compiled views; read lock-free on every query.
+    pub policy: ArcSwap<Policy>,
+    /// Upstream resolvers and the answer cache.
+    pub upstream: Upstream,
+    /// The query log.
+    pub log: QueryLog,
+    /// Largest UDP payload we answer with.
+    pub max_udp_payload: u16,
+}
+
+/// hickory-server's entry point into dnsfence.
+#[derive(Clone)]
+pub struct Handler(pub Arc<Shared>);
+
+/// What one query is answered with, decided before anything is encoded.
+enum Reply {
+    /// A bare response code, optionally with an extended error.
+    Code {
+        rcode: ResponseCode,
+        ede: Option<(u16, &'static str)>,
+    },
+    /// Records (possibly none) with a response code.
+    Records {
+        rcode: ResponseCode,
+        answers: Vec<Record>,
+        authorities: Vec<Record>,
+    },
+}
+
+/// What the query log and metrics learn about a query while it is handled.
+struct Outcome<'p> {
+    view: Option<&'p str>,
+    verdict: Verdict,
+    endpoint_set: Option<&'p str>,
+    reason: Option<&'static str>,
+    cache_hit: bool,
+}
+
+impl Outcome<'_> {
+    fn refused(reason: &'static str) -> Self {
+        Outcome {
+            view: None,
+            verdict: Verdict::Refused,
+            endpoint_set: None,
+            reason: Some(reason),
+            cache_hit: false,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        self.0.handle(request, response).await
+    }
+}
+
+impl Shared {
+    async fn handle<R: ResponseHandler>(&self, request: &Request, mut response: R) -> ResponseInfo {
+        let started = Instant::now();
+        let policy = self.policy.load_full();
+        let (reply, outcome) = self.decide(request, &policy).await;
+
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.recursion_available = true;
+        let mut edns = request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(req.max_payload().clamp(512, self.max_udp_payload));
+            e.set_version(0);
+            e.set_dnssec_ok(req.flags().dnssec_ok);
+            e
+        });
+        let builder_queries = &request.queries;
+        let result = match &reply {
+            Reply::Code { rcode, ede } => {
+                metadata.response_code = *rcode;
+                if let (Some(e), Some((code, text))) = (edns.as_mut(), ede) {
+                    let mut data = code.to_be_bytes().to_vec();
+                    data.extend_from_slice(text.as_bytes());
+                    e.options_mut()
+                        .insert(EdnsOption::Unknown(ede::OPTION_CODE, data));
+                }
+                let builder = MessageResponseBuilder::new(builder_queries, edns.as_ref());
+                response
+                    .send_response(builder.build(
+                        metadata,
+                        std::iter::empty(),
+                        std::iter::empty(),
+                        std::iter::empty(),
+                        std::iter::empty(),
+                    ))
+                    .await
+            }
+            Reply::Records {
+                rcode,
+                answers,
+                authorities,
+            } => {
+                metadata.response_code = *rcode;
+                let builder = MessageResponseBuilder::new(builder_queries, edns.as_ref());
+                response
+                    .send_response(builder.build(
+                        metadata,
+                        answers.iter(),
+                        authorities.iter(),
+                        std::iter::empty(),
+                        std::iter::empty(),
+                    ))
+                    .await
+            }
+        };
+        let info = match result {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::warn!(client = %request.src(), %error, "could not send the answer");
+                ResponseInfo::from(Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                })
+            }
+        };
+        if self.log.wants(outcome.verdict) {
+            self.log_query(request, &outcome, info.response_code, started);
+        }
+        info
+    }
+
+    fn log_query(
+        &self,
+        request: &Request,
+        outcome: &Outcome<'_>,
+        rcode: ResponseCode,
+        started: Instant,
+    ) {
+        let (name, qtype) = match request.queries.queries().first() {
+            Some(q) => (q.original().name().to_string(), q.query_type().to_string()),
+            None => (String::new(), String::new()),
+        };
+        let elapsed = started.elapsed();
+        let arrived = SystemTime::now()
+            .checked_sub(elapsed)
+            .unwrap_or_else(SystemTime::now);
+        self.log.log(&QueryRecord {
+            time: rfc3339(arrived),
+            client: request.src().ip(),
+            protocol: if request.protocol().is_datagram() {
+                "udp"
+            } else {
+                "tcp"
+            },
+            view: outcome.view,
+            name,
+            qtype,
+            verdict: outcome.verdict,
+            endpoint_set: outcome.endpoint_set,
+            reason: outcome.reason,
+            rcode: rcode.to_string(),
+            duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            cache_hit: outcome.cache_hit,
+        });
+    }
+
+    async fn decide<'p>(&self, request: &Request, policy: &'p Policy) -> (Reply, Outcome<'p>) {
+        let code = |rcode, ede| Reply::Code { rcode, ede };
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return (
+                code(ResponseCode::BADVERS, None),
+                Outcome::refused("edns_version"),
+            );
+        }
+        if request.metadata.message_type != MessageType::Query
+            || request.metadata.op_code != OpCode::Query
+        {
+            return (
+                code(
+                    ResponseCode::NotImp,
+                    Some((ede::NOT_SUPPORTED, "only standard queries are served")),
+                ),
+                Outcome::refused("opcode"),
+            );
+        }
+        let [query] = request.queries.queries() else {
+            return (
+                code(ResponseCode::FormErr, None),
+                Outcome::refused("malformed"),
+            );
+        };
+        if query.query_class() != DNSClass::IN {
+            return (code(ResponseCode::Refused, None), Outcome::refused("class"));
+        }
+        let Some(view) = policy.view_for(request.src().ip()) else {
+            return (
+                code(
+                    ResponseCode::Refused,
+                    Some((ede::PROHIBITED, "client is in no dnsfence view")),
+                ),
+                Outcome::refused(DenyReason::NoView.as_str()),
+            );
+        };
+        let mut outcome = Outcome {
+            view: Some(&view.name),
+            verdict: Verdict::Allowed,
+            endpoint_set: None,
+            reason: None,
+            cache_hit: false,
+        };
+        let qtype = query.query_type();
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            outcome.verdict = Verdict::Refused;
+            outcome.reason = Some("qtype");
+            return (
+                code(
+                    ResponseCode::Refused,
+                    Some((ede::NOT_SUPPORTED, "zone transfers are not served")),
+                ),
+                outcome,
+            );
+        }
+        match view.lookup_name(query.name()) {
+            Some(entry) => {
+                outcome.endpoint_set = entry
+                    .values
+                    .first()
+                    .map(|&i| policy.catalog.sets[i as usize].id.as_str());
+            }
+            None => {
+                outcome.reason = Some(DenyReason::NotAllowlisted.as_str());
+                if view.mode == ViewMode::Enforce {
+                    outcome.verdict = Verdict::Denied;
+                    let rcode = match view.deny_rcode {
+                        DenyRcode::Refused => ResponseCode::Refused,
+                        DenyRcode::Nxdomain => ResponseCode::NXDomain,
+                    };
+                    return (
+                        code(
+                            rcode,
+                            Some((ede::BLOCKED, "name is not on the dnsfence allowlist")),
+                        ),
+                        outcome,
+                    );
+                }
+                outcome.verdict = Verdict::WouldDeny;
+            }
+        }
+        if qtype == RecordType::ANY {
+            // RFC 8482: answer ANY with one synthesized HINFO instead of every record.
+            let hinfo = HINFO::new("RFC8482".to_string(), String::new());
+            let record = Record::from_rdata(
+                query.original().name().clone(),
+                ANY_TTL,
+                RData::HINFO(hinfo),
+            );
+            return (
+                Reply::Records {
+                    rcode: ResponseCode::NoError,
+                    answers: vec![record],
+                    authorities: Vec::new(),
+                },
+                outcome,
+            );
+        }
+        let resolved = self.upstream.resolve(query.name(), qtype).await;
+        outcome.cache_hit = resolved.cache_hit;
+        let reply = match resolved.result {
+            Ok(Resolution::Records {
+                answers,
+                authorities,
+            }) => Reply::Records {
+                rcode: ResponseCode::NoError,
+                answers,
+                authorities,
+            },
+            Ok(Resolution::Negative { rcode, soa }) => Reply::Records {
+                rcode,
+                answers: Vec::new(),
+                authorities: soa.into_iter().collect(),
+            },
+            Err(error) => {
+                tracing::warn!(name = %query.name(), %qtype, %error, "upstream failure");
+                if outcome.reason.is_none() {
+                    outcome.reason = Some(error.kind());
+                }
+                let ede = match error {
+                    UpstreamError::Timeout(_) => {
+                        (ede::NO_REACHABLE_AUTHORITY, "upstream timed out")
+                    }
+                    UpstreamError::Failed(_) => (ede::NETWORK_ERROR, "upstream failed"),
+                };
+                code(ResponseCode::ServFail, Some(ede))
+            }
+        };
+        (reply, outcome)
+    }
+}
+
+/// Serves `listeners` until `shutdown` completes, then stops accepting, lets in-flight answers
+/// finish and returns.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listeners: Listeners,
+    tcp_idle_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut server = hickory_server::Server::new(Handler(shared));
+    for socket in listeners.udp {
+        server.register_socket(socket);
+    }
+    for listener in listeners.tcp {
+        server.register_listener(listener, tcp_idle_timeout, 64);
+    }
+    tokio::select! {
+        result = server.block_until_done() => {
+            result.map_err(|e| io::Error::other(format!("server stopped: {e}")))
+        }
+        () = shutdown => {
+            tracing::info!("shutting down: finishing in-flight queries");
+            server
+                .shutdown_gracefully()
+                .await
+                .map_err(|e| io::Error::other(format!("shutdown: {e}")))
+        }
+    }
+}

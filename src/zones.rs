@@ -1,0 +1,451 @@
+//! The endpoint-set catalog: parsing `zones/*.toml` into [`Catalog`].
+//!
+//! Each zone file lists endpoint sets taken from Microsoft's Intune network-endpoints document
+//! (id, description, category, required flag, ExpressRoute flag, ports, names, networks, profile and,
+//! for tenant-specific rows, the tenant region). Everything is validated here, right after parsing,
+//! so that a bad entry fails start-up with `file:line: 'entry': reason` rather than at query time.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::matcher::Pattern;
+
+/// An error in a zone file or the zone directory, naming the file, the line and the entry.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    /// The directory or a file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// What was being read.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not have the zone file's shape.
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        /// The zone file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// One entry is invalid.
+    #[error("{path}:{line}: '{entry}': {reason}")]
+    Entry {
+        /// The zone file.
+        path: PathBuf,
+        /// 1-based line of the entry.
+        line: usize,
+        /// The offending entry as written.
+        entry: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The directory holds no zone file.
+    #[error("{0}: no zone files (*.toml) found")]
+    Empty(PathBuf),
+}
+
+/// How Microsoft categorises an endpoint set (Optimize / Allow / Default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    /// Latency-sensitive, should bypass proxies.
+    Optimize,
+    /// Should bypass proxies when possible.
+    Allow,
+    /// Internet access is enough.
+    Default,
+}
+
+impl Category {
+    /// The lower-case name, as written in zone files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Optimize => "optimize",
+            Category::Allow => "allow",
+            Category::Default => "default",
+        }
+    }
+}
+
+/// Transport protocol of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// A `tcp/443`-style port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortSpec {
+    /// Protocol.
+    pub proto: Proto,
+    /// Port number (never 0).
+    pub port: u16,
+}
+
+impl FromStr for PortSpec {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (proto, port) = s
+            .split_once('/')
+            .ok_or("a port is written proto/number, e.g. tcp/443")?;
+        let proto = match proto.to_ascii_lowercase().as_str() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            _ => return Err("protocol must be tcp or udp"),
+        };
+        match port.parse::<u16>() {
+            Ok(0) | Err(_) => Err("port must be a number from 1 to 65535"),
+            Ok(port) => Ok(PortSpec { proto, port }),
+        }
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proto = match self.proto {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        };
+        write!(f, "{proto}/{}", self.port)
+    }
+}
+
+/// A tenant location for rows the document distinguishes by Azure scale unit region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantRegion {
+    /// North America.
+    Na,
+    /// Europe.
+    Eu,
+    /// Asia Pacific.
+    Ap,
+}
+
+/// One endpoint set, validated.
+#[derive(Debug, Clone)]
+pub struct EndpointSet {
+    /// The document's ID (`"163"`) or dnsfence's for rows without one (`"win32-na"`).
+    pub id: String,
+    /// English description.
+    pub description: String,
+    /// Microsoft's category.
+    pub category: Category,
+    /// Whether the document marks it required for connectivity.
+    pub required: bool,
+    /// Whether ExpressRoute carries it.
+    pub express_route: bool,
+    /// Ports the names and networks are reached on.
+    pub ports: Vec<PortSpec>,
+    /// The profile (group of sets) a view selects it by.
+    pub profile: String,
+    /// Set only for tenant-specific rows.
+    pub tenant_region: Option<TenantRegion>,
+    /// Name patterns, validated.
+    pub names: Vec<Pattern>,
+    /// Static address ranges.
+    pub networks: Vec<IpNet>,
+    /// The file it came from.
+    pub source: PathBuf,
+}
+
+/// Every endpoint set of the zone directory.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Endpoint sets in file-name order, then file order.
+    pub sets: Vec<EndpointSet>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZoneFile {
+    #[serde(default)]
+    endpoint_set: Vec<Spanned<RawSet>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSet {
+    id: Spanned<String>,
+    description: String,
+    category: Category,
+    required: bool,
+    express_route: bool,
+    ports: Vec<Spanned<String>>,
+    profile: Spanned<String>,
+    #[serde(default)]
+    tenant_region: Option<TenantRegion>,
+    #[serde(default)]
+    names: Vec<Spanned<String>>,
+    #[serde(default)]
+    networks: Vec<Spanned<String>>,
+}
+
+/// 1-based line number of a byte offset.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl Catalog {
+    /// Loads every `*.toml` file of `dir`, in file-name order. `README.md` and other files are
+    /// ignored.
+    pub fn load_dir(dir: &Path) -> Result<Catalog, ZoneError> {
+        let io = |source| ZoneError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(ZoneError::Empty(dir.to_path_buf()));
+        }
+        let mut catalog = Catalog::default();
+        let mut seen: HashMap<String, (PathBuf, usize)> = HashMap::new();
+        for path in files {
+            let text = fs::read_to_string(&path).map_err(|source| ZoneError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            for (set, line) in parse_file(&path, &text)? {
+                if let Some((first, first_line)) = seen.get(&set.id) {
+                    return Err(ZoneError::Entry {
+                        path,
+                        line,
+                        entry: set.id.clone(),
+                        reason: format!(
+                            "duplicate endpoint set id (first defined at {}:{first_line})",
+                            first.display()
+                        ),
+                    });
+                }
+                seen.insert(set.id.clone(), (path.clone(), line));
+                catalog.sets.push(set);
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// Every profile name, sorted.
+    pub fn profiles(&self) -> BTreeSet<&str> {
+        self.sets.iter().map(|s| s.profile.as_str()).collect()
+    }
+
+    /// The endpoint set with this id.
+    pub fn set(&self, id: &str) -> Option<&EndpointSet> {
+        self.sets.iter().find(|s| s.id == id)
+    }
+
+    /// Total number of name patterns.
+    pub fn name_count(&self) -> usize {
+        self.sets.iter().map(|s| s.names.len()).sum()
+    }
+
+    /// Total number of static networks.
+    pub fn network_count(&self) -> usize {
+        self.sets.iter().map(|s| s.networks.len()).sum()
+    }
+}
+
+/// Parses one zone file's text; `path` is only used in errors.
+pub fn parse_file(path: &Path, text: &str) -> Result<Vec<(EndpointSet, usize)>, ZoneError> {
+    let file: ZoneFile = toml::from_str(text).map_err(|e| ZoneError::Syntax {
+        path: path.to_path_buf(),
+        line: e.span().map_or(1, |s| line_of(text, s.start)),
+        message: e.message().to_string(),
+    })?;
+    let entry_err = |span: std::ops::Range<usize>, entry: &str, reason: String| ZoneError::Entry {
+        path: path.to_path_buf(),
+        line: line_of(text, span.start),
+        entry: entry.to_string(),
+        reason,
+    };
+    let mut out = Vec::with_capacity(file.endpoint_set.len());
+    for raw in file.endpoint_set {
+        let line = line_of(text, raw.span().start);
+        let raw = raw.into_inner();
+        let id = raw.id.get_ref().trim();
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(entry_err(
+                raw.id.span(),
+                raw.id.get_ref(),
+                "an id is letters, digits, '-' and '_'".into(),
+            ));
+        }
+        let profile = raw.profile.get_ref();
+        if profile.is_empty()
+            || !profile
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(entry_err(
+                raw.profile.span(),
+                profile,
+                "a profile name is lower-case letters, digits and '-'".into(),
+            ));
+        }
+        let mut ports = Vec::with_capacity(raw.ports.len());
+        for p in &raw.ports {
+            let spec = p
+                .get_ref()
+                .parse::<PortSpec>()
+                .map_err(|r| entry_err(p.span(), p.get_ref(), r.into()))?;
+            if !ports.contains(&spec) {
+                ports.push(spec);
+            }
+        }
+        if ports.is_empty() {
+            return Err(entry_err(
+                raw.id.span(),
+                id,
+                "an endpoint set needs at least one port".into(),
+            ));
+        }
+        let mut names = Vec::with_capacity(raw.names.len());
+        for n in &raw.names {
+            let pattern = Pattern::parse(n.get_ref())
+                .map_err(|e| entry_err(n.span(), n.get_ref(), e.reason.into()))?;
+            if !names.contains(&pattern) {
+                names.push(pattern);
+            }
+        }
+        let mut networks = Vec::with_capacity(raw.networks.len());
+        for n in &raw.networks {
+            let net: IpNet = n.get_ref().trim().parse().map_err(|_| {
+                entry_err(
+                    n.span(),
+                    n.get_ref(),
+                    "not a network in CIDR form (e.g. 13.67.13.176/28)".into(),
+                )
+            })?;
+            if net.trunc() != net {
+                return Err(entry_err(
+                    n.span(),
+                    n.get_ref(),
+                    format!("host bits set; the network is {}", net.trunc()),
+                ));
+            }
+            networks.push(net);
+        }
+        if names.is_empty() && networks.is_empty() {
+            return Err(entry_err(
+                raw.id.span(),
+                id,
+                "an endpoint set needs names or networks".into(),
+            ));
+        }
+        out.push((
+            EndpointSet {
+                id: id.to_string(),
+                description: raw.description,
+                category: raw.category,
+                required: raw.required,
+                express_route: raw.express_route,
+                ports,
+                profile: profile.clone(),
+                tenant_region: raw.tenant_region,
+                names,
+                networks,
+                source: path.to_path_buf(),
+            },
+            line,
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[endpoint_set]]
+id = "178"
+description = "Apple"
+category = "default"
+required = true
+express_route = false
+ports = ["tcp/443", "TCP/5223"]
+profile = "apple"
+names = ["*.itunes.apple.com", "ITunes.apple.com."]
+networks = ["17.0.0.0/8"]
+"#;
+
+    #[test]
+    fn parses_a_set() {
+        let sets = parse_file(Path::new("zones/apple.toml"), GOOD).unwrap();
+        assert_eq!(sets.len(), 1);
+        let (set, line) = &sets[0];
+        assert_eq!(*line, 2);
+        assert_eq!(set.id, "178");
+        assert_eq!(set.ports[1].to_string(), "tcp/5223");
+        assert_eq!(set.names[1].to_string(), "itunes.apple.com");
+        assert_eq!(set.networks[0].to_string(), "17.0.0.0/8");
+    }
+
+    fn err(text: &str) -> String {
+        parse_file(Path::new("zones/apple.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn bad_name_names_file_line_and_entry() {
+        let text = GOOD.replace("\"*.itunes.apple.com\"", "\n  \"*.*.apple.com\"");
+        assert_eq!(
+            err(&text),
+            "zones/apple.toml:11: '*.*.apple.com': more than one wildcard label"
+        );
+    }
+
+    #[test]
+    fn bad_port_and_network() {
+        let text = GOOD.replace("TCP/5223", "icmp/1");
+        assert_eq!(
+            err(&text),
+            "zones/apple.toml:8: 'icmp/1': protocol must be tcp or udp"
+        );
+        let text = GOOD.replace("17.0.0.0/8", "17.0.0.1/8");
+        assert_eq!(
+            err(&text),
+            "zones/apple.toml:11: '17.0.0.1/8': host bits set; the network is 17.0.0.0/8"
+        );
+        let text = GOOD.replace("17.0.0.0/8", "17.0.0/8");
+        assert!(err(&text).starts_with("zones/apple.toml:11: '17.0.0/8': not a network"));
+    }
+
+    #[test]
+    fn unknown_field_and_syntax() {
+        let text = GOOD.replace("required = true", "requird = true");
+        let e = err(&text);
+        assert!(e.starts_with("zones/apple.toml:"), "{e}");
+        assert!(e.contains("requird"), "{e}");
+        let e = err("[[endpoint_set]\n");
+        assert!(e.starts_with("zones/apple.toml:1:"), "{e}");
+    }
+}
