@@ -58,7 +58,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("dnsfence: {e:#}");
+            // The error types already name file, line and cause; the chain would repeat them.
+            eprintln!("dnsfence: {e}");
             ExitCode::FAILURE
         }
     }

@@ -261,7 +261,7 @@ impl Shared {
             verdict: outcome.verdict,
             endpoint_set: outcome.endpoint_set,
             reason: outcome.reason,
-            rcode: rcode.to_string(),
+            rcode: rcode_name(rcode),
             duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             cache_hit: outcome.cache_hit,
         });
@@ -380,7 +380,7 @@ impl Shared {
             Ok(Resolution::Negative { rcode, soa }) => Reply::Records {
                 rcode,
                 answers: Vec::new(),
-                authorities: soa.into_iter().collect(),
+                authorities: soa.map(|s| *s).into_iter().collect(),
             },
             Err(error) => {
                 tracing::warn!(name = %query.name(), %qtype, %error, "upstream failure");
@@ -397,6 +397,20 @@ impl Shared {
             }
         };
         (reply, outcome)
+    }
+}
+
+/// The response code as `dig` writes it, for the query log.
+fn rcode_name(rcode: ResponseCode) -> String {
+    match rcode {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::BADVERS => "BADVERS".into(),
+        other => u16::from(other).to_string(),
     }
 }
 

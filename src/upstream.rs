@@ -58,7 +58,7 @@ pub enum Resolution {
         /// NXDOMAIN or NOERROR.
         rcode: ResponseCode,
         /// The zone's SOA, for the authority section (RFC 2308), when the upstream sent one.
-        soa: Option<Record>,
+        soa: Option<Box<Record>>,
     },
 }
 
@@ -184,7 +184,7 @@ fn resolution(result: Result<Message, NetError>) -> Result<Resolution, UpstreamE
             } else {
                 ResponseCode::NoError
             },
-            soa: soa.map(|s| s.into_record_of_rdata()),
+            soa: soa.map(|s| Box::new(s.into_record_of_rdata())),
         }),
         Err(e) => Err(UpstreamError::Failed(e.to_string())),
     }

@@ -1,0 +1,233 @@
+//! The command line (`check`, `explain`) and the shipped config and zone files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dnsfence::config::Config;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn dnsfence(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dnsfence"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("dnsfence runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn shipped_configs_and_zones_load() {
+    // The default config takes its upstream from resolv.conf: give it one that names loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let rc = dir.path().join("resolv.conf");
+    std::fs::write(&rc, "nameserver 127.0.0.1\n").unwrap();
+    let path = repo().join("config/dnsfence.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = Config::parse(&path, &text, &rc).unwrap();
+    assert_eq!(config.server.listen, ["127.0.0.1:5353".parse().unwrap()]);
+    assert!(config.upstream.from_resolv_conf);
+    let policy = dnsfence::app::compile(&config).unwrap();
+    let view = policy.view_for("127.0.0.1".parse().unwrap()).unwrap();
+    assert!(policy.view_for("::1".parse().unwrap()).is_some());
+    assert!(policy.view_for("10.0.0.1".parse().unwrap()).is_none());
+    // Every endpoint set of the seed but the GCC one.
+    let all = policy.catalog.sets.len();
+    assert_eq!(view.sets.len(), all - 1);
+    assert!(view.lookup("gcc.remotehelp.microsoft.com").is_none());
+    for name in [
+        "manage.microsoft.com",
+        "x.manage.microsoft.com",
+        "swdin02-mscdn.azureedge.net",
+        "login.live.com",
+        "au.download.windowsupdate.com",
+        "time.windows.com",
+        "5-courier.push.apple.com",
+        "intunecdnpeasd.azureedge.net",
+        "login.microsoftonline.com",
+        "approdimedatahotfix.azureedge.net",
+        "sparkcdneus2.azureedge.net",
+        "storeedgefd.dsx.mp.microsoft.com",
+        "intunemaape6.ncus.attest.azure.net",
+        "has.spserv.microsoft.com",
+        "a.dm.microsoft.com",
+        "graph.microsoft.com",
+        "amsua0101-remoteassistservice-pubsub.webpubsub.azure.com",
+        "sin.notify.windows.com",
+    ] {
+        assert!(view.lookup(name).is_some(), "{name} should be allowed");
+    }
+
+    let kiosk = dnsfence::app::load(&repo().join("config/examples/kiosk.toml"));
+    let (config, policy) = kiosk.unwrap();
+    assert_eq!(config.views.len(), 2);
+    let win = policy.view("windows-kiosk").unwrap();
+    assert!(win.lookup("euprodimedatapri.azureedge.net").is_some());
+    assert!(
+        win.lookup("naprodimedatapri.azureedge.net").is_none(),
+        "tenant region eu only"
+    );
+    assert!(win.lookup("login.live.com").is_none(), "set 97 excluded");
+    let mobile = policy.view_for("2001:db8:30::5".parse().unwrap()).unwrap();
+    assert_eq!(mobile.name, "shared-mobile");
+    assert!(mobile.lookup("itunes.apple.com").is_some());
+}
+
+#[test]
+fn zone_catalog_keeps_the_seed_fields() {
+    let catalog = dnsfence::zones::Catalog::load_dir(&repo().join("zones")).unwrap();
+    let s163 = catalog.set("163").unwrap();
+    assert_eq!(s163.networks.len(), 50, "every CIDR of ID 163");
+    assert_eq!(
+        s163.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        ["tcp/80", "tcp/443"]
+    );
+    assert!(s163.required);
+    assert_eq!(s163.category.as_str(), "allow");
+    let s56 = catalog.set("56").unwrap();
+    assert!(s56.express_route);
+    let s178 = catalog.set("178").unwrap();
+    assert!(s178.ports.iter().any(|p| p.to_string() == "tcp/5223"));
+    assert!(!catalog.set("97").unwrap().required);
+    assert!(!catalog.set("150").unwrap().required);
+    for id in [
+        "163",
+        "172",
+        "170",
+        "97",
+        "164",
+        "165",
+        "169",
+        "173",
+        "182",
+        "181",
+        "187",
+        "188",
+        "171",
+        "178",
+        "179",
+        "56",
+        "150",
+        "59",
+        "win32-na",
+        "win32-eu",
+        "win32-ap",
+        "store-api",
+        "win32-fallback-cache",
+        "maa-na",
+        "dha",
+        "mde-settings",
+        "epm",
+        "graph",
+    ] {
+        assert!(catalog.set(id).is_some(), "endpoint set {id} missing");
+    }
+    assert_eq!(catalog.sets.len(), 28);
+}
+
+#[test]
+fn check_prints_counts_and_explain_names_the_endpoint_set() {
+    let (code, out, err) = dnsfence(&["check", "-c", "config/examples/kiosk.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("28 endpoint sets"), "{out}");
+    assert!(
+        out.contains("view windows-kiosk: networks 10.20.0.0/22"),
+        "{out}"
+    );
+    assert!(
+        out.contains("mode report; denied names get NXDOMAIN"),
+        "{out}"
+    );
+
+    let (code, out, _) = dnsfence(&[
+        "explain",
+        "TIME.windows.com.",
+        "--client",
+        "10.20.1.9",
+        "-c",
+        "config/examples/kiosk.toml",
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("view windows-kiosk: TIME.windows.com.: allowed"),
+        "{out}"
+    );
+    assert!(out.contains("endpoint set 165"), "{out}");
+    assert!(out.contains("udp/123"), "{out}");
+
+    let (code, out, _) = dnsfence(&[
+        "explain",
+        "evilmanage.microsoft.com",
+        "--client",
+        "10.20.1.9",
+        "-c",
+        "config/examples/kiosk.toml",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("denied (not_allowlisted)"), "{out}");
+    assert!(out.contains("REFUSED with EDE 15"), "{out}");
+
+    let (_, out, _) = dnsfence(&[
+        "explain",
+        "manage.microsoft.com",
+        "--client",
+        "192.0.2.1",
+        "-c",
+        "config/examples/kiosk.toml",
+    ]);
+    assert!(out.contains("in no view"), "{out}");
+}
+
+#[test]
+fn check_on_a_broken_zone_reports_file_line_and_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).unwrap();
+    for entry in std::fs::read_dir(repo().join("zones")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, zones.join(p.file_name().unwrap())).unwrap();
+    }
+    let apple = std::fs::read_to_string(zones.join("apple.toml")).unwrap();
+    let broken = apple.replace("\"ocsp.apple.com\"", "\"*.*.apple.com\"");
+    assert_ne!(apple, broken);
+    let line = broken
+        .lines()
+        .position(|l| l.contains("*.*.apple.com"))
+        .unwrap()
+        + 1;
+    std::fs::write(zones.join("apple.toml"), broken).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[zones]\ndir = \"zones\"\n[upstream]\nservers = [\"127.0.0.1:5300\"]\n[[view]]\nname = \"v\"\nnetworks = [\"10.0.0.0/8\"]\nprofiles = [\"apple\"]\n",
+    )
+    .unwrap();
+    let (code, out, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    let want = format!(
+        "{}:{line}: '*.*.apple.com': more than one wildcard label",
+        Path::new(&dir.path().join("c.toml"))
+            .parent()
+            .unwrap()
+            .join("zones/apple.toml")
+            .display()
+    );
+    assert!(err.contains(&want), "stderr: {err}\nwanted: {want}");
+
+    // A config error names the config's line.
+    std::fs::write(
+        &cfg,
+        "[zones]\ndir = \"zones\"\n[upstream]\nservers = [\"127.0.0.1:5300\"]\n[[view]]\nname = \"v\"\nnetworks = [\"10.0.0.0/8\"]\nprofiles = [\"aple\"]\n",
+    )
+    .unwrap();
+    std::fs::write(zones.join("apple.toml"), apple).unwrap();
+    let (code, _, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("c.toml:8: 'aple': no such profile"), "{err}");
+}

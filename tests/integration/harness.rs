@@ -1,0 +1,508 @@
+//! The test harness: a real upstream (hickory-server authority on 127.0.0.1:0 that counts every
+//! query), a real dnsfence on 127.0.0.1:0 (UDP and TCP), and a raw DNS client over real sockets.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dnsfence::app::App;
+use dnsfence::config::Config;
+use dnsfence::server::Listeners;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::svcb::{IpHint, SVCB, SvcParamKey, SvcParamValue};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, HTTPS, SOA};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::oneshot;
+
+/// Every test's overall bound: nothing here may hang a CI run.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Queries whose name is under this label are swallowed by the upstream: it never answers them.
+pub const BLACKHOLE: &str = "slow.manage.microsoft.com.";
+
+/// The zones the test upstream serves.
+fn test_zones() -> Vec<(Name, Vec<Record>)> {
+    let n = |s: &str| Name::from_str(s).unwrap();
+    let rec = |name: &str, ttl: u32, data: RData| Record::from_rdata(n(name), ttl, data);
+    let soa = |origin: &str| {
+        rec(
+            origin,
+            3600,
+            RData::SOA(SOA::new(
+                n(&format!("ns1.{origin}")),
+                n(&format!("hostmaster.{origin}")),
+                2026112501,
+                3600,
+                600,
+                86400,
+                // Negative TTL (RFC 2308): how long NXDOMAIN/NODATA may be cached.
+                300,
+            )),
+        )
+    };
+    let mut microsoft = vec![
+        soa("microsoft.com."),
+        rec(
+            "manage.microsoft.com.",
+            300,
+            RData::CNAME(CNAME(n("manage.trafficmanager.net."))),
+        ),
+        rec(
+            "enterpriseenrollment.manage.microsoft.com.",
+            120,
+            RData::A(A::new(192, 0, 2, 10)),
+        ),
+        rec(
+            "fef.msua06.manage.microsoft.com.",
+            120,
+            RData::A(A::new(192, 0, 2, 11)),
+        ),
+        rec(
+            "fef.msua06.manage.microsoft.com.",
+            120,
+            RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11)),
+        ),
+        rec("graph.microsoft.com.", 60, RData::A(A::new(192, 0, 2, 30))),
+        rec(
+            "graph.microsoft.com.",
+            60,
+            RData::HTTPS(HTTPS(SVCB::new(
+                1,
+                Name::root(),
+                vec![
+                    (
+                        SvcParamKey::Ipv4Hint,
+                        SvcParamValue::Ipv4Hint(IpHint(vec![A::new(192, 0, 2, 31)])),
+                    ),
+                    (
+                        SvcParamKey::Ipv6Hint,
+                        SvcParamValue::Ipv6Hint(IpHint(vec![AAAA::new(
+                            0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x31,
+                        )])),
+                    ),
+                ],
+            ))),
+        ),
+        // Exists upstream, so a leak would be visible: dnsfence must never ask for it.
+        rec(
+            "evilmanage.microsoft.com.",
+            60,
+            RData::A(A::new(192, 0, 2, 66)),
+        ),
+        rec("manage-microsoft.com.", 60, RData::A(A::new(192, 0, 2, 67))),
+    ];
+    // 40 A records: about 680 bytes, more than a plain (non-EDNS) UDP answer may carry.
+    for i in 0..40u8 {
+        microsoft.push(rec(
+            "big.manage.microsoft.com.",
+            60,
+            RData::A(A::new(198, 51, 100, i)),
+        ));
+    }
+    let trafficmanager = vec![
+        soa("trafficmanager.net."),
+        rec(
+            "manage.trafficmanager.net.",
+            60,
+            RData::A(A::new(192, 0, 2, 20)),
+        ),
+        rec(
+            "manage.trafficmanager.net.",
+            60,
+            RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20)),
+        ),
+    ];
+    let example = vec![
+        soa("evil.example."),
+        rec(
+            "manage.microsoft.com.evil.example.",
+            60,
+            RData::A(A::new(192, 0, 2, 68)),
+        ),
+    ];
+    vec![
+        (n("microsoft.com."), microsoft),
+        (n("trafficmanager.net."), trafficmanager),
+        (n("evil.example."), example),
+    ]
+}
+
+/// Records every query the upstream receives.
+#[derive(Clone, Default)]
+pub struct QueryCounter(Arc<Mutex<Vec<(String, RecordType)>>>);
+
+impl QueryCounter {
+    /// How many queries for `name` (any type) arrived. `name` is lower case with trailing dot.
+    pub fn count(&self, name: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, _)| n == name)
+            .count()
+    }
+
+    /// How many queries for `name` of `qtype` arrived.
+    pub fn count_type(&self, name: &str, qtype: RecordType) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, t)| n == name && *t == qtype)
+            .count()
+    }
+
+    /// Every query so far.
+    pub fn all(&self) -> Vec<(String, RecordType)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+struct CountingHandler {
+    catalog: Catalog,
+    seen: QueryCounter,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for CountingHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        let mut blackhole = false;
+        for q in request.queries.queries() {
+            let name = q.name().to_string().to_ascii_lowercase();
+            blackhole |= name.ends_with(BLACKHOLE);
+            self.seen.0.lock().unwrap().push((name, q.query_type()));
+        }
+        if blackhole {
+            // Never answer: the resolver must give up on its own deadline.
+            let mut md = request.metadata;
+            md.message_type = MessageType::Response;
+            return ResponseInfo::from(hickory_proto::op::Header {
+                metadata: md,
+                counts: Default::default(),
+            });
+        }
+        self.catalog.handle_request::<R, T>(request, response).await
+    }
+}
+
+/// A running in-process upstream.
+pub struct Upstream {
+    /// Where it listens (UDP and TCP).
+    pub addr: SocketAddr,
+    /// What it was asked.
+    pub seen: QueryCounter,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Upstream {
+    /// Starts the authority on 127.0.0.1, an ephemeral port.
+    pub async fn start() -> Upstream {
+        let mut catalog = Catalog::new();
+        for (origin, records) in test_zones() {
+            let mut zone =
+                InMemoryZoneHandler::<hickory_server::net::runtime::TokioRuntimeProvider>::empty(
+                    origin.clone(),
+                    ZoneType::Primary,
+                    AxfrPolicy::Deny,
+                );
+            for r in records {
+                assert!(zone.upsert_mut(r, 1), "test zone record refused");
+            }
+            catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
+        }
+        let seen = QueryCounter::default();
+        let handler = CountingHandler {
+            catalog,
+            seen: seen.clone(),
+        };
+        let listeners = Listeners::bind(&["127.0.0.1:0".parse().unwrap()])
+            .await
+            .unwrap();
+        let addr = listeners.local_addrs()[0];
+        let mut server = hickory_server::Server::new(handler);
+        for s in listeners.udp {
+            server.register_socket(s);
+        }
+        for l in listeners.tcp {
+            server.register_listener(l, Duration::from_secs(5), 16);
+        }
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = server.block_until_done() => {}
+                _ = rx => { let _ = server.shutdown_gracefully().await; }
+            }
+        });
+        Upstream {
+            addr,
+            seen,
+            _stop: tx,
+        }
+    }
+}
+
+/// The repository's own zone directory.
+pub fn zones_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("zones")
+}
+
+/// A single-view config for clients in `networks` (a TOML array body), with `view_opts` added to
+/// that view and `extra` appended (more views, other sections).
+pub fn config_text(upstream: SocketAddr, networks: &str, view_opts: &str, extra: &str) -> String {
+    let log = if extra.contains("[query_log]") {
+        ""
+    } else {
+        "[query_log]\nlevel = \"none\""
+    };
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+
+[zones]
+dir = "{zones}"
+tenant_regions = ["na", "eu", "ap"]
+
+[upstream]
+servers = ["{upstream}"]
+timeout_ms = 700
+cache_size = 1000
+
+{log}
+
+[[view]]
+name = "loopback"
+networks = [{networks}]
+profiles = ["intune-core", "autopilot", "wns", "delivery-optimization", "apple", "authentication", "win32-apps"]
+{view_opts}
+{extra}
+"#,
+        zones = zones_dir().display()
+    )
+}
+
+/// A running dnsfence and its upstream.
+pub struct Fence {
+    /// dnsfence's address (UDP and TCP).
+    pub addr: SocketAddr,
+    /// The upstream and its query record.
+    pub upstream: Upstream,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Fence {
+    /// Starts an upstream and dnsfence with the default test config plus `view_opts`.
+    pub async fn start(view_opts: &str) -> Fence {
+        Fence::start_with("\"127.0.0.0/8\"", view_opts, "").await
+    }
+
+    /// Same, with the view's networks and extra config text after the view.
+    pub async fn start_with(networks: &str, view_opts: &str, extra: &str) -> Fence {
+        let upstream = Upstream::start().await;
+        let text = config_text(upstream.addr, networks, view_opts, extra);
+        let config = Config::parse(Path::new("test.toml"), &text, Path::new("/nonexistent"))
+            .expect("test config parses");
+        let app = App::build(config).await.expect("dnsfence starts");
+        let listeners = app.bind().await.expect("dnsfence binds");
+        let addr = listeners.local_addrs()[0];
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.run(listeners, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("dnsfence serves");
+        });
+        Fence {
+            addr,
+            upstream,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// A client of this dnsfence.
+    pub fn client(&self) -> Client {
+        Client { server: self.addr }
+    }
+
+    /// Stops dnsfence gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("dnsfence stops within 5 s")
+                .expect("dnsfence task ends cleanly");
+        }
+    }
+}
+
+/// A DNS client over real sockets that shows every bit of the answer.
+pub struct Client {
+    /// The server.
+    pub server: SocketAddr,
+}
+
+/// A query message. `edns`: the advertised UDP payload size, or no EDNS at all.
+pub fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Message {
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    // from_ascii keeps the case as written (from_str lower-cases).
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m
+}
+
+fn rand_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(4242);
+    NEXT.fetch_add(7, Ordering::Relaxed)
+}
+
+impl Client {
+    /// Sends a message over UDP and returns the answer, or `None` after `wait`.
+    pub async fn udp_raw(&self, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
+        self.udp_raw_from("127.0.0.1", bytes, wait).await
+    }
+
+    /// Same, from a chosen loopback source address (127.0.0.0/8 is all local on Linux).
+    pub async fn udp_raw_from(&self, src: &str, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
+        let sock = UdpSocket::bind((src, 0)).await.unwrap();
+        sock.send_to(bytes, self.server).await.unwrap();
+        let mut buf = vec![0u8; 65535];
+        match tokio::time::timeout(wait, sock.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+            _ => None,
+        }
+    }
+
+    /// A UDP exchange that must be answered within 5 s with the request's id.
+    pub async fn udp(&self, msg: &Message) -> Message {
+        self.udp_from("127.0.0.1", msg).await
+    }
+
+    /// A UDP exchange from a chosen loopback source address.
+    pub async fn udp_from(&self, src: &str, msg: &Message) -> Message {
+        let bytes = self
+            .udp_raw_from(src, &msg.to_vec().unwrap(), Duration::from_secs(5))
+            .await
+            .expect("an answer over UDP within 5 s");
+        let answer = Message::from_vec(&bytes).expect("a well-formed answer");
+        assert_eq!(answer.metadata.id, msg.metadata.id);
+        assert_eq!(answer.metadata.message_type, MessageType::Response);
+        answer
+    }
+
+    /// A TCP exchange (two-byte length prefix) that must be answered within 5 s.
+    pub async fn tcp(&self, msg: &Message) -> Message {
+        let mut stream = TcpStream::connect(self.server).await.unwrap();
+        let bytes = msg.to_vec().unwrap();
+        stream
+            .write_all(&(bytes.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&bytes).await.unwrap();
+        let read = async {
+            let len = stream.read_u16().await.unwrap() as usize;
+            let mut buf = vec![0u8; len];
+            stream.read_exact(&mut buf).await.unwrap();
+            buf
+        };
+        let buf = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("an answer over TCP within 5 s");
+        let answer = Message::from_vec(&buf).expect("a well-formed answer");
+        assert_eq!(answer.metadata.id, msg.metadata.id);
+        answer
+    }
+}
+
+/// The RFC 8914 extended error of an answer: (info code, text).
+pub fn ede(msg: &Message) -> Option<(u16, String)> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let edns = msg.edns.as_ref()?;
+    match edns.option(EdnsCode::Unknown(15))? {
+        EdnsOption::Unknown(15, data) if data.len() >= 2 => Some((
+            u16::from_be_bytes([data[0], data[1]]),
+            String::from_utf8_lossy(&data[2..]).into_owned(),
+        )),
+        _ => None,
+    }
+}
+
+/// The A and AAAA addresses of the answer section.
+pub fn ips(msg: &Message) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for r in &msg.answers {
+        match &r.data {
+            RData::A(a) => v4.push(a.0),
+            RData::AAAA(a) => v6.push(a.0),
+            _ => {}
+        }
+    }
+    (v4, v6)
+}
+
+/// The response code.
+pub fn rcode(msg: &Message) -> ResponseCode {
+    msg.metadata.response_code
+}
+
+/// Record types of the answer section, in order, with their owner names.
+pub fn answer_types(msg: &Message) -> Vec<(String, RecordType)> {
+    msg.answers
+        .iter()
+        .map(|r| (r.name.to_string(), r.record_type()))
+        .collect()
+}
+
+/// The query log's lines once at least `n` have been written (polls for up to 3 s).
+pub async fn log_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each log line is JSON"))
+            .collect();
+        if lines.len() >= n || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs a test body on a fresh multi-threaded runtime with the overall time bound.
+pub fn run<F: std::future::Future<Output = ()>>(body: F) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(TEST_TIMEOUT, body)
+            .await
+            .expect("test finished within its time bound");
+    });
+}

@@ -1,0 +1,8 @@
+//! One integration-test binary, a module per area, all through the harness that starts the real
+//! server and a real upstream on loopback ephemeral ports.
+
+mod cli;
+mod deny;
+mod harness;
+mod protocol;
+mod resolve;
