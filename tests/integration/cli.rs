@@ -231,3 +231,74 @@ fn check_on_a_broken_zone_reports_file_line_and_entry() {
     assert_eq!(code, 1);
     assert!(err.contains("c.toml:8: 'aple': no such profile"), "{err}");
 }
+
+#[test]
+fn run_serves_and_stops_cleanly_on_sigterm() {
+    crate::harness::run(async {
+        let upstream = crate::harness::Upstream::start().await;
+        // A free port for both UDP and TCP, released just before dnsfence binds it.
+        let port = {
+            let l = dnsfence::server::Listeners::bind(&["127.0.0.1:0".parse().unwrap()])
+                .await
+                .unwrap();
+            l.local_addrs()[0].port()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("run.toml");
+        let text = crate::harness::config_text(upstream.addr, "\"127.0.0.0/8\"", "", "")
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        std::fs::write(&cfg, text).unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dnsfence"))
+            .args(["run", "-c", cfg.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let client = crate::harness::Client {
+            server: format!("127.0.0.1:{port}").parse().unwrap(),
+        };
+        let q = crate::harness::query(
+            "manage.microsoft.com.",
+            hickory_proto::rr::RecordType::A,
+            Some(1232),
+        );
+        let bytes = q.to_vec().unwrap();
+        let mut answered = None;
+        for _ in 0..50 {
+            if let Some(a) = client
+                .udp_raw(&bytes, std::time::Duration::from_millis(100))
+                .await
+            {
+                answered = Some(a);
+                break;
+            }
+        }
+        let a = hickory_proto::op::Message::from_vec(&answered.expect("dnsfence answers")).unwrap();
+        assert_eq!(
+            a.metadata.response_code,
+            hickory_proto::op::ResponseCode::NoError
+        );
+        let pid = child.id().unwrap();
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -TERM {pid}")])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
+            .await
+            .expect("dnsfence exits within 5 s of SIGTERM")
+            .unwrap();
+        assert!(exit.success(), "exit status {exit:?}");
+        let mut err = String::new();
+        use tokio::io::AsyncReadExt;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .await
+            .unwrap();
+        assert!(err.contains("dnsfence ready"), "{err}");
+        assert!(err.contains("shutting down"), "{err}");
+    });
+}
