@@ -46,6 +46,28 @@ fn bench_shipped(c: &mut Criterion) {
             b.iter(|| view.lookup_name(black_box(&name)).is_some())
         });
     }
+    for (kind, name) in names() {
+        let mut wire = Vec::new();
+        {
+            use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+            let mut enc = BinEncoder::new(&mut wire);
+            name.emit(&mut enc).unwrap();
+        }
+        group.bench_function(format!("wire_{kind}"), |b| {
+            b.iter(|| view.lookup_wire(black_box(&wire)).is_some())
+        });
+        group.bench_function(format!("wire_to_text_only_{kind}"), |b| {
+            b.iter(|| {
+                let mut buf = [0u8; 256];
+                dnsfence::policy::wire_name_text(black_box(&wire), &mut buf).map(|t| t.len())
+            })
+        });
+        let text = name.to_ascii().to_ascii_lowercase();
+        let text = text.trim_end_matches('.').to_string();
+        group.bench_function(format!("text_only_{kind}"), |b| {
+            b.iter(|| view.lookup_normalized(black_box(&text)).is_some())
+        });
+    }
     let client = "10.20.1.9".parse().unwrap();
     group.bench_function("view_for_client", |b| {
         b.iter(|| policy.view_for(black_box(client)).is_some())

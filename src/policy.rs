@@ -82,24 +82,44 @@ impl View {
     pub fn lookup_name(&self, name: &Name) -> Option<&Entry> {
         let mut buf = [0u8; 256];
         let mut len = 0;
+        let mut labels = 0usize;
         for label in name.iter() {
-            if len > 0 {
+            if labels > 0 {
                 buf[len] = b'.';
                 len += 1;
             }
-            if len + label.len() > buf.len()
-                || label.iter().any(|&b| b == b'.' || !b.is_ascii_graphic())
-            {
+            let end = len + label.len();
+            if end > buf.len() {
                 return None;
             }
-            for (dst, src) in buf[len..len + label.len()].iter_mut().zip(label) {
-                *dst = src.to_ascii_lowercase();
-            }
-            len += label.len();
+            buf[len..end].copy_from_slice(label);
+            len = end;
+            labels += 1;
         }
+        let text = &mut buf[..len];
+        // A `.` inside a label would read as a label boundary; anything but printable ASCII
+        // cannot be in an allowlisted name. Either way the name is not allowed.
+        if text.iter().filter(|&&b| b == b'.').count() != labels.saturating_sub(1)
+            || !text.iter().all(u8::is_ascii_graphic)
+        {
+            return None;
+        }
+        text.make_ascii_lowercase();
         // Every byte was checked to be ASCII above, so this cannot fail.
-        let text = std::str::from_utf8(&buf[..len]).ok()?;
-        self.matcher.lookup_normalized(text)
+        self.lookup_normalized(std::str::from_utf8(text).ok()?)
+    }
+
+    /// The entry allowing a name in wire form (length-prefixed labels, as in the question section),
+    /// or `None` when denied. This is the query path: one pass over the bytes, no allocation.
+    /// Compressed or malformed names are not allowed (a question's name is never compressed).
+    pub fn lookup_wire(&self, wire: &[u8]) -> Option<&Entry> {
+        let mut buf = [0u8; 256];
+        self.lookup_normalized(wire_name_text(wire, &mut buf)?)
+    }
+
+    /// The entry allowing a name already in lower case without the trailing dot.
+    pub fn lookup_normalized(&self, name: &str) -> Option<&Entry> {
+        self.matcher.lookup_normalized(name)
     }
 
     /// Number of distinct name patterns the view allows.
@@ -107,6 +127,54 @@ impl View {
         self.matcher.len()
     }
 }
+
+/// Writes a wire-format name as lower-case dotted text (no trailing dot) into `buf`. `None` for a
+/// compression pointer, a truncated name, a `.` inside a label or bytes that are not printable
+/// ASCII: no allowlisted name can be any of those.
+pub fn wire_name_text<'b>(wire: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b str> {
+    let mut i = 0;
+    let mut len = 0;
+    let mut bad = false;
+    loop {
+        let n = *wire.get(i)? as usize;
+        if n == 0 {
+            break;
+        }
+        let label = wire.get(i + 1..i + 1 + n)?;
+        if n > 63 || len + n + 1 > buf.len() {
+            return None;
+        }
+        if len > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        for (d, &b) in buf[len..len + n].iter_mut().zip(label) {
+            let m = NAME_BYTE[b as usize];
+            bad |= m == 0;
+            *d = m;
+        }
+        len += n;
+        i += 1 + n;
+    }
+    if bad {
+        return None;
+    }
+    // Only printable ASCII was written, so this cannot fail.
+    std::str::from_utf8(&buf[..len]).ok()
+}
+
+/// Byte → lower-case byte for printable ASCII other than `.`; 0 for anything that cannot be in an
+/// allowlisted name.
+static NAME_BYTE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        t[b] = (b as u8).to_ascii_lowercase();
+        b += 1;
+    }
+    t[b'.' as usize] = 0;
+    t
+};
 
 /// Every view, and the catalog they were compiled from.
 #[derive(Debug)]
@@ -315,5 +383,30 @@ profiles = ["wns"]
         ])
         .unwrap();
         assert!(v.lookup_name(&dotted).is_none());
+        // The wire form gives the same answers.
+        let wire = |s: &str| {
+            let mut out = Vec::new();
+            for l in s.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+                out.push(l.len() as u8);
+                out.extend_from_slice(l.as_bytes());
+            }
+            out.push(0);
+            out
+        };
+        assert!(
+            v.lookup_wire(&wire("Fef.MSUA06.Manage.Microsoft.com."))
+                .is_some()
+        );
+        assert!(v.lookup_wire(&wire("evilmanage.microsoft.com.")).is_none());
+        assert!(v.lookup_wire(&[0]).is_none());
+        assert!(v.lookup_wire(&[]).is_none());
+        assert!(v.lookup_wire(&[6, b'm', b'a']).is_none(), "truncated");
+        assert!(
+            v.lookup_wire(&[0xc0, 0x0c]).is_none(),
+            "compression pointer"
+        );
+        let mut dotted = vec![3, b'a', b'.', b'b'];
+        dotted.extend(wire("manage.microsoft.com"));
+        assert!(v.lookup_wire(&dotted).is_none());
     }
 }

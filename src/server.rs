@@ -23,7 +23,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::{DenyRcode, ViewMode};
-use crate::policy::{DenyReason, Policy};
+use crate::policy::{DenyReason, Policy, wire_name_text};
 use crate::querylog::{QueryLog, QueryRecord, Verdict, rfc3339};
 use crate::upstream::{Resolution, Upstream, UpstreamError};
 
@@ -323,7 +323,14 @@ impl Shared {
                 outcome,
             );
         }
-        match view.lookup_name(query.name()) {
+        // The question's wire bytes start with the name: match on them directly (no allocation,
+        // no re-encoding); a name we cannot read that way falls back to the parsed form.
+        let mut buf = [0u8; 256];
+        let entry = match wire_name_text(request.queries.as_bytes(), &mut buf) {
+            Some(text) => view.lookup_normalized(text),
+            None => view.lookup_name(query.name()),
+        };
+        match entry {
             Some(entry) => {
                 outcome.endpoint_set = entry
                     .values
