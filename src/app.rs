@@ -9,6 +9,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError};
+use crate::fence::nft::ViewPlan;
+use crate::fence::{Fence, FenceError};
 use crate::policy::{Policy, PolicyError};
 use crate::querylog::QueryLog;
 use crate::server::{Listeners, Shared, serve};
@@ -30,6 +32,9 @@ pub enum StartError {
     /// The upstream resolver could not be built.
     #[error("upstream: {0}")]
     Upstream(#[from] UpstreamError),
+    /// The firewall sets could not be set up.
+    #[error(transparent)]
+    Fence(#[from] FenceError),
     /// Sockets or the query log file.
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -62,11 +67,24 @@ impl App {
         let policy = compile(&config)?;
         let upstream = Upstream::new(&config.upstream)?;
         let log = QueryLog::start(&config.query_log).await?;
+        let fence = if config.fence.enabled {
+            let plans = ViewPlan::for_views(&config, &policy);
+            let fence_config = config.fence.clone();
+            // Start-up blocks on netlink and one `nft -f`: keep it off the runtime's workers.
+            let fence = tokio::task::spawn_blocking(move || Fence::start(&fence_config, plans))
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))??;
+            Some(fence)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             policy: ArcSwap::from_pointee(policy),
             upstream,
             log,
             max_udp_payload: config.server.max_udp_payload,
+            fence,
+            on_admit_failure: config.fence.on_admit_failure,
         });
         Ok(App { config, shared })
     }

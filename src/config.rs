@@ -125,8 +125,88 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// The per-query JSON log.
     pub query_log: QueryLogConfig,
+    /// The firewall sets.
+    pub fence: FenceConfig,
     /// Client networks and what they may resolve.
     pub views: Vec<ViewConfig>,
+}
+
+/// What to answer when the firewall could not be updated in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdmitFailure {
+    /// Answer anyway: the firewall still enforces, the client's first connection may be dropped.
+    Answer,
+    /// SERVFAIL: the client retries, and no answer ever points at an address not in the set.
+    Servfail,
+}
+
+/// `[fence]`: the nftables sets fed with every answered address.
+#[derive(Debug, Clone)]
+pub struct FenceConfig {
+    /// Whether dnsfence writes to nftables at all (needs CAP_NET_ADMIN).
+    pub enabled: bool,
+    /// Work in this named network namespace (`ip netns`), not dnsfence's own.
+    pub netns: Option<String>,
+    /// The `nft` binary, run once at start-up and on resync to create the table and sets.
+    pub nft: PathBuf,
+    /// Element timeout = clamp(TTL, min_ttl, max_ttl) + grace.
+    pub min_ttl: Duration,
+    /// See `min_ttl`.
+    pub max_ttl: Duration,
+    /// See `min_ttl`.
+    pub grace: Duration,
+    /// How long an answer waits for the kernel to confirm its addresses.
+    pub admit_deadline: Duration,
+    /// What to answer when that fails or times out.
+    pub on_admit_failure: AdmitFailure,
+    /// How often the table and sets are checked (and restored with every live element).
+    pub resync_interval: Duration,
+    /// On a cache hit, an element confirmed this recently is trusted without a kernel round trip;
+    /// older ones are written again (which also repairs a deletion by hand).
+    pub recheck: Duration,
+}
+
+/// How a view's dynamic sets are keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FenceMode {
+    /// `ipv4_addr` / `ipv6_addr`.
+    Addr,
+    /// `ipv4_addr . inet_proto . inet_service`: only the matched endpoint set's ports.
+    AddrPort,
+}
+
+/// An nftables table: family and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableRef {
+    /// Always `inet`: a view's sets hold both IPv4 and IPv6.
+    pub family: String,
+    /// The table's name.
+    pub name: String,
+}
+
+impl std::fmt::Display for TableRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.family, self.name)
+    }
+}
+
+/// A view's firewall sets.
+#[derive(Debug, Clone)]
+pub struct ViewFence {
+    /// The table holding them.
+    pub table: TableRef,
+    /// Dynamic IPv4 set (answered addresses, with timeouts).
+    pub set_v4: String,
+    /// Dynamic IPv6 set.
+    pub set_v6: String,
+    /// Static IPv4 ranges of the view's endpoint sets (interval set, no timeout).
+    pub net_v4: String,
+    /// Static IPv6 ranges.
+    pub net_v6: String,
+    /// Address or address-and-port elements.
+    pub mode: FenceMode,
 }
 
 /// `[server]`.
@@ -193,6 +273,8 @@ pub struct ViewConfig {
     pub sets: Vec<Located<String>>,
     /// Endpoint set ids removed from the profiles.
     pub exclude_sets: Vec<Located<String>>,
+    /// Its firewall sets (used when `[fence]` is enabled).
+    pub fence: ViewFence,
     /// Answer for denied names.
     pub deny_rcode: DenyRcode,
     /// Enforce or report.
@@ -213,7 +295,93 @@ struct RawConfig {
     #[serde(default)]
     query_log: RawQueryLog,
     #[serde(default)]
+    fence: RawFence,
+    #[serde(default)]
     view: Vec<Spanned<RawView>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFence {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default)]
+    netns: Option<Spanned<String>>,
+    #[serde(default = "default_nft")]
+    nft: PathBuf,
+    #[serde(default = "default_fence_min_ttl_secs")]
+    min_ttl_secs: u64,
+    #[serde(default = "default_fence_max_ttl_secs")]
+    max_ttl_secs: u64,
+    #[serde(default = "default_grace_secs")]
+    grace_secs: u64,
+    #[serde(default = "default_admit_deadline_ms")]
+    admit_deadline_ms: u64,
+    #[serde(default = "default_on_admit_failure")]
+    on_admit_failure: AdmitFailure,
+    #[serde(default = "default_resync_interval_ms")]
+    resync_interval_ms: u64,
+    #[serde(default = "default_recheck_ms")]
+    recheck_ms: u64,
+}
+
+impl Default for RawFence {
+    fn default() -> Self {
+        RawFence {
+            enabled: false,
+            netns: None,
+            nft: default_nft(),
+            min_ttl_secs: default_fence_min_ttl_secs(),
+            max_ttl_secs: default_fence_max_ttl_secs(),
+            grace_secs: default_grace_secs(),
+            admit_deadline_ms: default_admit_deadline_ms(),
+            on_admit_failure: default_on_admit_failure(),
+            resync_interval_ms: default_resync_interval_ms(),
+            recheck_ms: default_recheck_ms(),
+        }
+    }
+}
+
+fn default_nft() -> PathBuf {
+    PathBuf::from("nft")
+}
+fn default_fence_min_ttl_secs() -> u64 {
+    300
+}
+fn default_fence_max_ttl_secs() -> u64 {
+    86_400
+}
+fn default_grace_secs() -> u64 {
+    60
+}
+fn default_admit_deadline_ms() -> u64 {
+    50
+}
+fn default_on_admit_failure() -> AdmitFailure {
+    AdmitFailure::Answer
+}
+fn default_resync_interval_ms() -> u64 {
+    5_000
+}
+fn default_recheck_ms() -> u64 {
+    5_000
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawViewFence {
+    #[serde(default)]
+    table: Option<Spanned<String>>,
+    #[serde(default)]
+    set_v4: Option<Spanned<String>>,
+    #[serde(default)]
+    set_v6: Option<Spanned<String>>,
+    #[serde(default)]
+    net_v4: Option<Spanned<String>>,
+    #[serde(default)]
+    net_v6: Option<Spanned<String>>,
+    #[serde(default)]
+    mode: Option<FenceMode>,
 }
 
 #[derive(Deserialize)]
@@ -355,6 +523,8 @@ struct RawView {
     deny_rcode: DenyRcode,
     #[serde(default = "default_mode")]
     mode: ViewMode,
+    #[serde(default)]
+    fence: RawViewFence,
 }
 
 fn default_deny_rcode() -> DenyRcode {
@@ -496,12 +666,14 @@ impl Config {
                     "a view needs profiles or sets: it would deny everything".into(),
                 ));
             }
+            let fence = view_fence(name, &v.fence, &entry)?;
             views.push(ViewConfig {
                 name: name.to_string(),
                 networks,
                 profiles: v.profiles.iter().map(located).collect(),
                 sets: v.sets.iter().map(located).collect(),
                 exclude_sets: v.exclude_sets.iter().map(located).collect(),
+                fence,
                 deny_rcode: v.deny_rcode,
                 mode: v.mode,
                 line,
@@ -526,6 +698,37 @@ impl Config {
             .path
             .filter(|p| !p.as_os_str().is_empty() && p != Path::new("-"))
             .map(|p| if p.is_absolute() { p } else { base.join(p) });
+
+        let f = &raw.fence;
+        if f.min_ttl_secs > f.max_ttl_secs {
+            return Err(whole(
+                1,
+                "fence.min_ttl_secs",
+                "greater than fence.max_ttl_secs",
+            ));
+        }
+        if let Some(ns) = &f.netns {
+            let ok = !ns.get_ref().is_empty()
+                && ns
+                    .get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            if !ok || ns.get_ref().starts_with('.') {
+                return Err(entry(ns, "not a network namespace name".into()));
+            }
+        }
+        let fence = FenceConfig {
+            enabled: f.enabled,
+            netns: f.netns.as_ref().map(|n| n.get_ref().clone()),
+            nft: f.nft.clone(),
+            min_ttl: Duration::from_secs(f.min_ttl_secs),
+            max_ttl: Duration::from_secs(f.max_ttl_secs),
+            grace: Duration::from_secs(f.grace_secs),
+            admit_deadline: Duration::from_millis(f.admit_deadline_ms),
+            on_admit_failure: f.on_admit_failure,
+            resync_interval: Duration::from_millis(f.resync_interval_ms.max(100)),
+            recheck: Duration::from_millis(f.recheck_ms),
+        };
 
         Ok(Config {
             path: path.to_path_buf(),
@@ -552,9 +755,71 @@ impl Config {
                 level: raw.query_log.level,
                 path: log_path,
             },
+            fence,
             views,
         })
     }
+}
+
+/// A view's firewall sets, with names derived from the view's name unless configured.
+fn view_fence(
+    view: &str,
+    raw: &RawViewFence,
+    entry: &dyn Fn(&Spanned<String>, String) -> ConfigError,
+) -> Result<ViewFence, ConfigError> {
+    let base: String = view
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let table = match &raw.table {
+        None => TableRef {
+            family: "inet".into(),
+            name: "dnsfence".into(),
+        },
+        Some(t) => {
+            let mut parts = t.get_ref().split_whitespace();
+            match (parts.next(), parts.next(), parts.next()) {
+                // A view's sets hold both IPv4 and IPv6, so only an inet table will do.
+                (Some("inet"), Some(name), None) if nft_identifier(name) => TableRef {
+                    family: "inet".into(),
+                    name: name.into(),
+                },
+                _ => {
+                    return Err(entry(
+                        t,
+                        "a table is written 'inet NAME' (e.g. 'inet dnsfence')".into(),
+                    ));
+                }
+            }
+        }
+    };
+    let name = |given: &Option<Spanned<String>>, suffix: &str| -> Result<String, ConfigError> {
+        match given {
+            None => Ok(format!("{base}_{suffix}")),
+            Some(s) if nft_identifier(s.get_ref()) => Ok(s.get_ref().clone()),
+            Some(s) => Err(entry(
+                s,
+                "a set name is letters, digits and '_', starting with a letter or '_'".into(),
+            )),
+        }
+    };
+    let fence = ViewFence {
+        set_v4: name(&raw.set_v4, "v4")?,
+        set_v6: name(&raw.set_v6, "v6")?,
+        net_v4: name(&raw.net_v4, "net_v4")?,
+        net_v6: name(&raw.net_v6, "net_v6")?,
+        mode: raw.mode.unwrap_or(FenceMode::Addr),
+        table,
+    };
+    Ok(fence)
+}
+
+/// nft's unquoted identifier: `[a-zA-Z_][a-zA-Z0-9_]*` (hyphens would need quoting).
+fn nft_identifier(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        && s.len() <= 64
 }
 
 /// `1.2.3.4`, `1.2.3.4:5300`, `::1`, `[::1]:5300`; port 53 when none is given.

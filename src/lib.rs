@@ -8,6 +8,7 @@
 //! - [`policy`]: views (client networks) and their compiled allowlists.
 //! - [`upstream`]: hickory-resolver with the answer cache, TTL bounds and deadline.
 //! - [`answer`]: the addresses of an answer (A/AAAA across the CNAME chain, SVCB/HTTPS hints).
+//! - [`fence`]: nftables sets fed over netlink with every answered address, the ledger, resync.
 //! - [`server`]: hickory-server wiring and the request handler with deny answers and RFC 8914 errors.
 //! - [`querylog`]: one JSON line per query.
 //! - [`app`]: start-up order, shared by the binary and the tests.
@@ -15,6 +16,7 @@
 pub mod answer;
 pub mod app;
 pub mod config;
+pub mod fence;
 pub mod matcher;
 pub mod policy;
 pub mod querylog;

@@ -31,6 +31,16 @@ enum Command {
         #[arg(short, long, default_value = "config/dnsfence.toml")]
         config: PathBuf,
     },
+    /// Print a complete nftables ruleset for the configured views: the table and sets dnsfence
+    /// fills, and per view a forward chain that drops what dnsfence did not answer.
+    NftRules {
+        /// Config file.
+        #[arg(short, long, default_value = "config/dnsfence.toml")]
+        config: PathBuf,
+        /// Log dropped packets (prefix "dnsfence VIEW drop: ").
+        #[arg(long)]
+        log: bool,
+    },
     /// Say whether a name would be answered, for which view, and which endpoint set allows it.
     Explain {
         /// The name to look up.
@@ -49,6 +59,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
+        Command::NftRules { config, log } => nft_rules(config, log),
         Command::Explain {
             name,
             client,
@@ -156,6 +167,16 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
             view.deny_rcode.as_str(),
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn nft_rules(path: PathBuf, log: bool) -> anyhow::Result<ExitCode> {
+    let (config, policy) = app::load(&path)?;
+    let plans = dnsfence::fence::nft::ViewPlan::for_views(&config, &policy);
+    print!(
+        "{}",
+        dnsfence::fence::nft::ruleset(&plans, &config.server.listen, log)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

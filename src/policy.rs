@@ -57,6 +57,8 @@ impl DenyReason {
 /// One client network group with the names it may resolve.
 #[derive(Debug)]
 pub struct View {
+    /// Its position in the config (and in the fence's plans).
+    pub index: usize,
     /// The view's name.
     pub name: String,
     /// Client networks.
@@ -254,6 +256,7 @@ impl Policy {
                 by_prefix.push((*net, views.len()));
             }
             views.push(View {
+                index: views.len(),
                 name: vc.name.clone(),
                 networks: vc.networks.clone(),
                 mode: vc.mode,

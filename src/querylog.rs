@@ -73,6 +73,9 @@ pub struct QueryRecord<'a> {
     pub duration_us: u64,
     /// Whether the answer came from the cache.
     pub cache_hit: bool,
+    /// Why the firewall did not confirm the answer's addresses, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fence_error: Option<&'static str>,
 }
 
 /// Handle to the log writer. Cheap to clone.

@@ -22,10 +22,12 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::config::{DenyRcode, ViewMode};
+use crate::config::{AdmitFailure, DenyRcode, ViewMode};
+use crate::fence::{AdmitError, Admitted, Fence};
 use crate::policy::{DenyReason, Policy, wire_name_text};
 use crate::querylog::{QueryLog, QueryRecord, Verdict, rfc3339};
 use crate::upstream::{Resolution, Upstream, UpstreamError};
+use crate::zones::PortSpec;
 
 /// RFC 8914 extended DNS error codes we send.
 pub mod ede {
@@ -41,6 +43,8 @@ pub mod ede {
     pub const NETWORK_ERROR: u16 = 23;
     /// Not Supported: an opcode or query type we do not serve.
     pub const NOT_SUPPORTED: u16 = 21;
+    /// Other: the firewall did not confirm the answer's addresses.
+    pub const OTHER: u16 = 0;
 }
 
 /// TTL of the RFC 8482 answer to ANY queries.
@@ -109,6 +113,10 @@ pub struct Shared {
     pub log: QueryLog,
     /// Largest UDP payload we answer with.
     pub max_udp_payload: u16,
+    /// The firewall sets, when `[fence]` is enabled.
+    pub fence: Option<Fence>,
+    /// What to answer when the fence cannot confirm an answer's addresses in time.
+    pub on_admit_failure: AdmitFailure,
 }
 
 /// hickory-server's entry point into dnsfence.
@@ -137,6 +145,7 @@ struct Outcome<'p> {
     endpoint_set: Option<&'p str>,
     reason: Option<&'static str>,
     cache_hit: bool,
+    fence_error: Option<&'static str>,
 }
 
 impl Outcome<'_> {
@@ -147,6 +156,7 @@ impl Outcome<'_> {
             endpoint_set: None,
             reason: Some(reason),
             cache_hit: false,
+            fence_error: None,
         }
     }
 }
@@ -264,6 +274,7 @@ impl Shared {
             rcode: rcode_name(rcode),
             duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             cache_hit: outcome.cache_hit,
+            fence_error: outcome.fence_error,
         });
     }
 
@@ -310,6 +321,7 @@ impl Shared {
             endpoint_set: None,
             reason: None,
             cache_hit: false,
+            fence_error: None,
         };
         let qtype = query.query_type();
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
@@ -330,6 +342,7 @@ impl Shared {
             Some(text) => view.lookup_normalized(text),
             None => view.lookup_name(query.name()),
         };
+        let allowed_sets: &[u32] = entry.map_or(&[], |e| &e.values);
         match entry {
             Some(entry) => {
                 outcome.endpoint_set = entry
@@ -379,11 +392,45 @@ impl Shared {
             Ok(Resolution::Records {
                 answers,
                 authorities,
-            }) => Reply::Records {
-                rcode: ResponseCode::NoError,
-                answers,
-                authorities,
-            },
+            }) => {
+                // The answer leaves only once its addresses are in the view's sets (or the
+                // admit failed and the policy says to answer anyway). Would-be denials of a
+                // report-mode view are not admitted: they are not on the allowlist.
+                if let Some(fence) = &self.fence
+                    && outcome.verdict == Verdict::Allowed
+                    && let Err(error) = self
+                        .admit(
+                            fence,
+                            policy,
+                            view.index,
+                            query.name(),
+                            &answers,
+                            allowed_sets,
+                            resolved.cache_hit,
+                        )
+                        .await
+                {
+                    outcome.fence_error = Some(error.kind());
+                    tracing::warn!(name = %query.name(), view = %view.name, %error, "firewall admit failed");
+                    if self.on_admit_failure == AdmitFailure::Servfail {
+                        return (
+                            code(
+                                ResponseCode::ServFail,
+                                Some((
+                                    ede::OTHER,
+                                    "firewall did not confirm the answer's addresses",
+                                )),
+                            ),
+                            outcome,
+                        );
+                    }
+                }
+                Reply::Records {
+                    rcode: ResponseCode::NoError,
+                    answers,
+                    authorities,
+                }
+            }
             Ok(Resolution::Negative { rcode, soa }) => Reply::Records {
                 rcode,
                 answers: Vec::new(),
@@ -404,6 +451,44 @@ impl Shared {
             }
         };
         (reply, outcome)
+    }
+}
+
+impl Shared {
+    /// Admits the addresses of `answers` into the view's sets, with the ports of the endpoint sets
+    /// that allowed the name.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit(
+        &self,
+        fence: &Fence,
+        policy: &Policy,
+        view: usize,
+        name: &hickory_server::proto::rr::LowerName,
+        answers: &[Record],
+        endpoint_sets: &[u32],
+        cache_hit: bool,
+    ) -> Result<Admitted, AdmitError> {
+        let addrs = crate::answer::addresses(answers);
+        if addrs.is_empty() {
+            return Ok(Admitted::Fresh);
+        }
+        let mut ports: Vec<PortSpec> = endpoint_sets
+            .iter()
+            .flat_map(|&i| policy.catalog.sets[i as usize].ports.iter().copied())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let name = name.to_string();
+        fence
+            .admit(
+                view,
+                name.trim_end_matches('.'),
+                &addrs,
+                endpoint_sets,
+                &ports,
+                cache_hit,
+            )
+            .await
     }
 }
 

@@ -120,6 +120,16 @@ fn test_zones() -> Vec<(Name, Vec<Record>)> {
             RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20)),
         ),
     ];
+    let windows = vec![
+        soa("windows.com."),
+        rec("time.windows.com.", 60, RData::A(A::new(192, 0, 2, 40))),
+        // A TTL far above any sane bound: the element timeout must still be clamped.
+        rec(
+            "x.notify.windows.com.",
+            1_000_000,
+            RData::A(A::new(192, 0, 2, 41)),
+        ),
+    ];
     let example = vec![
         soa("evil.example."),
         rec(
@@ -131,6 +141,7 @@ fn test_zones() -> Vec<(Name, Vec<Record>)> {
     vec![
         (n("microsoft.com."), microsoft),
         (n("trafficmanager.net."), trafficmanager),
+        (n("windows.com."), windows),
         (n("evil.example."), example),
     ]
 }
@@ -299,6 +310,8 @@ pub struct Fence {
     pub addr: SocketAddr,
     /// The upstream and its query record.
     pub upstream: Upstream,
+    /// The server's shared state (policy, fence, counters).
+    pub shared: std::sync::Arc<dnsfence::server::Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -311,11 +324,23 @@ impl Fence {
 
     /// Same, with the view's networks and extra config text after the view.
     pub async fn start_with(networks: &str, view_opts: &str, extra: &str) -> Fence {
+        Fence::try_start_with(networks, view_opts, extra)
+            .await
+            .expect("dnsfence starts")
+    }
+
+    /// Same, returning the start-up error instead of panicking.
+    pub async fn try_start_with(
+        networks: &str,
+        view_opts: &str,
+        extra: &str,
+    ) -> Result<Fence, dnsfence::app::StartError> {
         let upstream = Upstream::start().await;
         let text = config_text(upstream.addr, networks, view_opts, extra);
         let config = Config::parse(Path::new("test.toml"), &text, Path::new("/nonexistent"))
             .expect("test config parses");
-        let app = App::build(config).await.expect("dnsfence starts");
+        let app = App::build(config).await?;
+        let shared = app.shared.clone();
         let listeners = app.bind().await.expect("dnsfence binds");
         let addr = listeners.local_addrs()[0];
         let (tx, rx) = oneshot::channel::<()>();
@@ -326,12 +351,13 @@ impl Fence {
             .await
             .expect("dnsfence serves");
         });
-        Fence {
+        Ok(Fence {
             addr,
             upstream,
+            shared,
             stop: Some(tx),
             task: Some(task),
-        }
+        })
     }
 
     /// A client of this dnsfence.
@@ -475,6 +501,190 @@ pub fn answer_types(msg: &Message) -> Vec<(String, RecordType)> {
         .iter()
         .map(|r| (r.name.to_string(), r.record_type()))
         .collect()
+}
+
+/// A network namespace made for one test, deleted when dropped.
+pub struct Netns {
+    /// Its name (`ip netns`).
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates a namespace, or says why fence tests cannot run here.
+    pub fn create(test: &str) -> Result<Netns, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not root: nftables in a network namespace needs root".into());
+        }
+        for (tool, arg) in [("ip", "-V"), ("nft", "-v")] {
+            let found = std::process::Command::new(tool)
+                .arg(arg)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                return Err(format!(
+                    "`{tool}` is not installed (apt-get install iproute2 nftables)"
+                ));
+            }
+        }
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "dnsfence-t{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let out = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "ip netns add failed for {test}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(Netns { name })
+    }
+
+    /// Runs `nft ARGS` inside the namespace; panics on failure.
+    pub fn nft(&self, args: &[&str]) -> String {
+        self.try_nft(args)
+            .unwrap_or_else(|e| panic!("nft {args:?}: {e}"))
+    }
+
+    /// Runs `nft ARGS` inside the namespace.
+    pub fn try_nft(&self, args: &[&str]) -> Result<String, String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft"])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Feeds a script to `nft -f -` inside the namespace.
+    pub fn nft_script(&self, script: &str, check_only: bool) -> Result<(), String> {
+        use std::io::Write;
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, "nft"]);
+        if check_only {
+            cmd.arg("-c");
+        }
+        let mut child = cmd
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Elements of a set as (value, timeout secs, expires secs), from `nft -j`.
+    pub fn elements(&self, set: &str) -> Vec<(String, Option<u64>, Option<u64>)> {
+        let Ok(json) = self.try_nft(&["-j", "list", "set", "inet", "dnsfence", set]) else {
+            return Vec::new();
+        };
+        let v: serde_json::Value = serde_json::from_str(&json).expect("nft -j prints JSON");
+        let mut out = Vec::new();
+        for item in v["nftables"].as_array().into_iter().flatten() {
+            for e in item["set"]["elem"].as_array().into_iter().flatten() {
+                let (val, timeout, expires) = match e.get("elem") {
+                    Some(inner) => (
+                        inner["val"].clone(),
+                        inner["timeout"].as_u64(),
+                        inner["expires"].as_u64(),
+                    ),
+                    None => (e.clone(), None, None),
+                };
+                out.push((value_text(&val), timeout, expires));
+            }
+        }
+        out
+    }
+}
+
+/// nft's JSON value of an element as the text nft would print.
+fn value_text(v: &serde_json::Value) -> String {
+    if let Some(parts) = v.get("concat").and_then(|c| c.as_array()) {
+        return parts.iter().map(value_text).collect::<Vec<_>>().join(" . ");
+    }
+    if let Some(p) = v.get("prefix") {
+        return format!("{}/{}", p["addr"].as_str().unwrap_or(""), p["len"]);
+    }
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Creates a namespace for a fence test, or prints why the test is skipped and returns `None`.
+pub fn netns_or_skip(test: &str) -> Option<Netns> {
+    match Netns::create(test) {
+        Ok(ns) => Some(ns),
+        Err(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            println!("SKIPPED {test}: {why}");
+            None
+        }
+    }
+}
+
+/// The `[fence]` section for a test namespace; keys in `extra` override the test defaults.
+pub fn fence_section(ns: &Netns, extra: &str) -> String {
+    let defaults = [
+        ("admit_deadline_ms", "2000"),
+        ("resync_interval_ms", "300"),
+        ("min_ttl_secs", "300"),
+        ("max_ttl_secs", "1000"),
+        ("grace_secs", "60"),
+    ];
+    let mut out = format!("[fence]\nenabled = true\nnetns = \"{}\"\n", ns.name);
+    for (key, value) in defaults {
+        if !extra.lines().any(|l| l.trim_start().starts_with(key)) {
+            out.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    out.push_str(extra);
+    out.push('\n');
+    out
+}
+
+/// Polls `check` every 50 ms for up to `within`.
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The query log's lines once at least `n` have been written (polls for up to 3 s).

@@ -3,6 +3,7 @@
 
 mod cli;
 mod deny;
+mod fence;
 mod harness;
 mod protocol;
 mod resolve;

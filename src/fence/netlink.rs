@@ -1,0 +1,445 @@
+//! A minimal nf_tables netlink client: set-element batches and existence checks, nothing more.
+//!
+//! Why our own: the Rust crates that speak nf_tables netlink are GPL (rustables, and the bindings
+//! to libnftnl/libmnl) or send one message per element without batching (ripset); shelling out to
+//! `nft` costs a process per update. The messages needed here are few and stable kernel ABI
+//! (include/uapi/linux/netfilter/nf_tables.h): a batch of NEWSETELEM / DESTROYSETELEM messages
+//! between BATCH_BEGIN and BATCH_END, each acknowledged by the kernel, plus GETTABLE / GETSET to
+//! notice that someone wiped the ruleset.
+//!
+//! The socket is blocking and lives on the fence's own thread: it never touches the async runtime.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const NETLINK_NETFILTER: libc::c_int = 12;
+const NLMSG_HDRLEN: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_CREATE: u16 = 0x400;
+const NLA_F_NESTED: u16 = 0x8000;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_GETSET: u16 = 10;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DESTROYSETELEM: u16 = 30;
+
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+const NFTA_DATA_VALUE: u16 = 1;
+
+/// `NFPROTO_INET`, the family of an `inet` table.
+pub const FAMILY_INET: u8 = 1;
+/// `NFPROTO_IPV4`, an `ip` table.
+pub const FAMILY_IP: u8 = 2;
+/// `NFPROTO_IPV6`, an `ip6` table.
+pub const FAMILY_IP6: u8 = 10;
+
+/// What to do with a group of elements of one set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// NEWSETELEM: add (an existing element is left as it is by kernels before 6.11).
+    Add,
+    /// DESTROYSETELEM (Linux 6.3+): delete if present, no error if absent.
+    Destroy,
+}
+
+/// One message of a batch: elements of one set.
+#[derive(Debug, Clone)]
+pub struct SetOp<'a> {
+    /// Add or destroy.
+    pub kind: OpKind,
+    /// Table family (`FAMILY_INET`…).
+    pub family: u8,
+    /// Table name.
+    pub table: &'a str,
+    /// Set name.
+    pub set: &'a str,
+    /// Element keys (network byte order, concatenations padded to 4 bytes) and timeouts in ms.
+    pub elements: Vec<(Vec<u8>, Option<u64>)>,
+}
+
+/// What became of one message of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpResult {
+    /// Committed.
+    Ok,
+    /// The kernel refused it with this errno.
+    Err(i32),
+    /// Another message of the batch failed, so nothing was committed; retry it.
+    Aborted,
+}
+
+/// A netlink socket to nf_tables.
+#[derive(Debug)]
+pub struct NftSocket {
+    fd: OwnedFd,
+    seq: u32,
+    buf: Vec<u8>,
+    rbuf: Vec<u8>,
+}
+
+impl NftSocket {
+    /// Opens and binds the socket in the calling thread's network namespace. Replies are awaited
+    /// for at most `reply_timeout`.
+    pub fn open(reply_timeout: std::time::Duration) -> io::Result<NftSocket> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                NETLINK_NETFILTER,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_nl is plain data; zeroed is its documented initial state.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: `addr` is a valid sockaddr_nl and the length matches it.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let tv = libc::timeval {
+            tv_sec: reply_timeout.as_secs() as libc::time_t,
+            tv_usec: reply_timeout.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: setsockopt with a timeval of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let rcvbuf: libc::c_int = 4 << 20;
+        // SAFETY: setsockopt with a c_int; failure only leaves the default buffer size.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &rcvbuf as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        Ok(NftSocket {
+            fd,
+            seq: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as u32)
+                .unwrap_or(1),
+            buf: Vec::with_capacity(64 << 10),
+            rbuf: vec![0u8; 256 << 10],
+        })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Sends `ops` as one transaction and waits for the kernel's verdict on each. When any
+    /// message fails the kernel commits none of them: the others come back as
+    /// [`OpResult::Aborted`].
+    pub fn apply(&mut self, ops: &[SetOp<'_>]) -> io::Result<Vec<OpResult>> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let begin = self.next_seq();
+        batch_marker(&mut buf, NFNL_MSG_BATCH_BEGIN, begin);
+        let mut seqs = Vec::with_capacity(ops.len());
+        for op in ops {
+            let seq = self.next_seq();
+            seqs.push(seq);
+            let (msg, flags) = match op.kind {
+                OpKind::Add => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE),
+                OpKind::Destroy => (NFT_MSG_DESTROYSETELEM, NLM_F_REQUEST | NLM_F_ACK),
+            };
+            let start = msg_begin(&mut buf, msg, flags, seq, op.family);
+            attr_str(&mut buf, NFTA_SET_ELEM_LIST_TABLE, op.table);
+            attr_str(&mut buf, NFTA_SET_ELEM_LIST_SET, op.set);
+            let list = nest_begin(&mut buf, NFTA_SET_ELEM_LIST_ELEMENTS);
+            for (key, timeout_ms) in &op.elements {
+                let elem = nest_begin(&mut buf, NFTA_LIST_ELEM);
+                let k = nest_begin(&mut buf, NFTA_SET_ELEM_KEY);
+                attr(&mut buf, NFTA_DATA_VALUE, key);
+                nest_end(&mut buf, k);
+                if let (OpKind::Add, Some(ms)) = (op.kind, timeout_ms) {
+                    attr(&mut buf, NFTA_SET_ELEM_TIMEOUT, &ms.to_be_bytes());
+                }
+                nest_end(&mut buf, elem);
+            }
+            nest_end(&mut buf, list);
+            msg_end(&mut buf, start);
+        }
+        let end = self.next_seq();
+        batch_marker(&mut buf, NFNL_MSG_BATCH_END, end);
+        let sent = self.send(&buf);
+        self.buf = buf;
+        sent?;
+
+        let mut results: Vec<Option<OpResult>> = vec![None; ops.len()];
+        let first = seqs[0];
+        self.receive(|seq, errno| {
+            let i = seq.wrapping_sub(first) as usize;
+            if i < results.len() && seqs[i] == seq {
+                results[i] = Some(if errno == 0 {
+                    OpResult::Ok
+                } else {
+                    OpResult::Err(errno)
+                });
+            }
+            results.iter().all(Option::is_some)
+        })?;
+        let failed = results.iter().any(|r| matches!(r, Some(OpResult::Err(_))));
+        Ok(results
+            .into_iter()
+            .map(|r| match r {
+                Some(OpResult::Ok) if failed => OpResult::Aborted,
+                Some(r) => r,
+                // No verdict within the timeout: treat as failed so the caller retries later.
+                None => OpResult::Err(libc::ETIMEDOUT),
+            })
+            .collect())
+    }
+
+    /// Whether the table exists.
+    pub fn table_exists(&mut self, family: u8, table: &str) -> io::Result<bool> {
+        let seq = self.next_seq();
+        let mut buf = Vec::with_capacity(64);
+        let start = msg_begin(
+            &mut buf,
+            NFT_MSG_GETTABLE,
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            family,
+        );
+        attr_str(&mut buf, NFTA_TABLE_NAME, table);
+        msg_end(&mut buf, start);
+        self.get(&buf, seq)
+    }
+
+    /// Whether the set exists in the table.
+    pub fn set_exists(&mut self, family: u8, table: &str, set: &str) -> io::Result<bool> {
+        let seq = self.next_seq();
+        let mut buf = Vec::with_capacity(96);
+        let start = msg_begin(
+            &mut buf,
+            NFT_MSG_GETSET,
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            family,
+        );
+        attr_str(&mut buf, NFTA_SET_TABLE, table);
+        attr_str(&mut buf, NFTA_SET_NAME, set);
+        msg_end(&mut buf, start);
+        self.get(&buf, seq)
+    }
+
+    fn get(&mut self, msg: &[u8], seq: u32) -> io::Result<bool> {
+        self.send(msg)?;
+        let mut verdict = None;
+        self.receive(|s, errno| {
+            if s == seq {
+                verdict = Some(errno);
+            }
+            verdict.is_some()
+        })?;
+        match verdict {
+            Some(0) => Ok(true),
+            Some(e) if e == libc::ENOENT => Ok(false),
+            Some(e) => Err(io::Error::from_raw_os_error(e)),
+            None => Err(io::Error::from_raw_os_error(libc::ETIMEDOUT)),
+        }
+    }
+
+    fn send(&self, buf: &[u8]) -> io::Result<()> {
+        // SAFETY: `buf` is a valid byte slice for the duration of the call.
+        let n = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                buf.as_ptr() as *const libc::c_void,
+                buf.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n as usize != buf.len() {
+            return Err(io::Error::other("short netlink send"));
+        }
+        Ok(())
+    }
+
+    /// Reads replies, calling `on_ack(seq, errno)` for every ACK or error (errno 0 for an ACK)
+    /// until it returns true or the receive timeout expires. Data replies (the table or set a GET
+    /// returns) are skipped: their ACK follows them.
+    fn receive(&mut self, mut on_ack: impl FnMut(u32, i32) -> bool) -> io::Result<()> {
+        loop {
+            // SAFETY: `rbuf` is a valid, writable buffer of the given length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    self.rbuf.as_mut_ptr() as *mut libc::c_void,
+                    self.rbuf.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ok(()),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => Err(e),
+                };
+            }
+            let mut data = &self.rbuf[..n as usize];
+            while data.len() >= NLMSG_HDRLEN {
+                let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
+                let kind = u16::from_ne_bytes([data[4], data[5]]);
+                let seq = u32::from_ne_bytes([data[8], data[9], data[10], data[11]]);
+                if len < NLMSG_HDRLEN || len > data.len() {
+                    break;
+                }
+                if kind == NLMSG_ERROR && len >= NLMSG_HDRLEN + 4 {
+                    let p = &data[NLMSG_HDRLEN..];
+                    let err = i32::from_ne_bytes([p[0], p[1], p[2], p[3]]);
+                    if on_ack(seq, -err) {
+                        return Ok(());
+                    }
+                } else if kind == NLMSG_DONE && on_ack(seq, 0) {
+                    return Ok(());
+                }
+                data = &data[align(len).min(data.len())..];
+            }
+        }
+    }
+}
+
+fn align(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn msg_begin(buf: &mut Vec<u8>, msg: u16, flags: u16, seq: u32, family: u8) -> usize {
+    let start = buf.len();
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    buf.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    // nfgenmsg: family, version 0, resource id 0.
+    buf.extend_from_slice(&[family, 0, 0, 0]);
+    start
+}
+
+fn msg_end(buf: &mut [u8], start: usize) {
+    let len = (buf.len() - start) as u32;
+    buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+}
+
+fn batch_marker(buf: &mut Vec<u8>, kind: u16, seq: u32) {
+    let start = buf.len();
+    buf.extend_from_slice(&20u32.to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    // nfgenmsg: AF_UNSPEC, version 0, res_id = the subsystem, big-endian.
+    buf.extend_from_slice(&[0, 0]);
+    buf.extend_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
+    debug_assert_eq!(buf.len() - start, 20);
+}
+
+fn attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
+    let len = 4 + data.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(data);
+    buf.resize(buf.len() + (align(len) - len), 0);
+}
+
+fn attr_str(buf: &mut Vec<u8>, kind: u16, s: &str) {
+    let mut data = Vec::with_capacity(s.len() + 1);
+    data.extend_from_slice(s.as_bytes());
+    data.push(0);
+    attr(buf, kind, &data);
+}
+
+fn nest_begin(buf: &mut Vec<u8>, kind: u16) -> usize {
+    let start = buf.len();
+    buf.extend_from_slice(&0u16.to_ne_bytes());
+    buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+    start
+}
+
+fn nest_end(buf: &mut [u8], start: usize) {
+    let len = (buf.len() - start) as u16;
+    buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_layout() {
+        let mut buf = Vec::new();
+        batch_marker(&mut buf, NFNL_MSG_BATCH_BEGIN, 7);
+        assert_eq!(buf.len(), 20);
+        assert_eq!(&buf[16..20], &[0, 0, 0, 10]);
+        let start = msg_begin(&mut buf, NFT_MSG_NEWSETELEM, NLM_F_REQUEST, 8, FAMILY_INET);
+        attr_str(&mut buf, NFTA_SET_ELEM_LIST_TABLE, "dnsfence");
+        let n = nest_begin(&mut buf, NFTA_SET_ELEM_LIST_ELEMENTS);
+        attr(&mut buf, NFTA_DATA_VALUE, &[192, 0, 2, 1]);
+        nest_end(&mut buf, n);
+        msg_end(&mut buf, start);
+        let len = u32::from_ne_bytes(buf[20..24].try_into().unwrap()) as usize;
+        assert_eq!(len, buf.len() - 20);
+        assert_eq!(len % 4, 0);
+        // Message type: subsystem 10 in the high byte.
+        assert_eq!(u16::from_ne_bytes(buf[24..26].try_into().unwrap()), 0x0a0c);
+        // "dnsfence\0" is 9 bytes: attribute length 13, padded to 16.
+        assert_eq!(u16::from_ne_bytes(buf[40..42].try_into().unwrap()), 13);
+        let nested = 40 + 16;
+        assert_eq!(
+            u16::from_ne_bytes(buf[nested + 2..nested + 4].try_into().unwrap()),
+            NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED
+        );
+        assert_eq!(
+            u16::from_ne_bytes(buf[nested..nested + 2].try_into().unwrap()),
+            12
+        );
+    }
+}

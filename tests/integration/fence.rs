@@ -1,0 +1,429 @@
+//! The firewall sets, against real kernel nftables in a network namespace each test creates.
+//! Without root (or without `ip`/`nft`) each test prints why it is skipped.
+
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::harness::{
+    Fence, Netns, eventually, fence_section, log_lines, netns_or_skip, query, rcode, run,
+};
+
+async fn start(ns: &Netns, view_opts: &str, fence_extra: &str, extra: &str) -> Fence {
+    Fence::start_with(
+        "\"127.0.0.0/8\"",
+        view_opts,
+        &format!("{}\n{extra}", fence_section(ns, fence_extra)),
+    )
+    .await
+}
+
+fn values(els: &[(String, Option<u64>, Option<u64>)]) -> Vec<String> {
+    let mut v: Vec<String> = els.iter().map(|e| e.0.clone()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_answered_address_is_in_the_set_when_the_answer_arrives() {
+    let Some(ns) = netns_or_skip("every_answered_address_is_in_the_set_when_the_answer_arrives")
+    else {
+        return;
+    };
+    run(async {
+        let f = start(&ns, "", "", "").await;
+        let c = f.client();
+        // CNAME chain: the final A is admitted.
+        let a = c
+            .udp(&query("manage.microsoft.com.", RecordType::A, Some(1232)))
+            .await;
+        assert_eq!(rcode(&a), ResponseCode::NoError);
+        // Read the set right after the answer: no waiting, it must already be there.
+        let v4 = ns.elements("loopback_v4");
+        assert_eq!(values(&v4), ["192.0.2.20"]);
+        let (_, timeout, expires) = &v4[0];
+        // TTL 60 → clamped to min 300, plus grace 60.
+        assert_eq!(*timeout, Some(360));
+        assert!(expires.unwrap() <= 360 && expires.unwrap() >= 350, "{v4:?}");
+
+        // AAAA, and HTTPS hints of both families.
+        c.udp(&query(
+            "fef.msua06.manage.microsoft.com.",
+            RecordType::AAAA,
+            Some(1232),
+        ))
+        .await;
+        c.udp(&query(
+            "graph.microsoft.com.",
+            RecordType::HTTPS,
+            Some(1232),
+        ))
+        .await;
+        assert_eq!(
+            values(&ns.elements("loopback_v4")),
+            ["192.0.2.20", "192.0.2.31"]
+        );
+        assert_eq!(
+            values(&ns.elements("loopback_v6")),
+            ["2001:db8::11", "2001:db8::31"]
+        );
+
+        // A huge TTL is clamped to max_ttl_secs (1000) + grace.
+        c.udp(&query("x.notify.windows.com.", RecordType::A, Some(1232)))
+            .await;
+        let huge = ns
+            .elements("loopback_v4")
+            .into_iter()
+            .find(|e| e.0 == "192.0.2.41")
+            .expect("admitted");
+        assert_eq!(huge.1, Some(1060));
+
+        // 40 addresses in one answer, all in before the answer.
+        c.tcp(&query(
+            "big.manage.microsoft.com.",
+            RecordType::A,
+            Some(1232),
+        ))
+        .await;
+        let n = ns
+            .elements("loopback_v4")
+            .iter()
+            .filter(|e| e.0.starts_with("198.51.100."))
+            .count();
+        assert_eq!(n, 40);
+
+        // The static ranges of ID 163 are loaded, without timeout.
+        let statics = ns.elements("loopback_net_v4");
+        assert!(
+            statics.iter().any(|e| e.0 == "13.67.13.176/28"),
+            "{statics:?}"
+        );
+        assert!(statics.iter().all(|e| e.1.is_none()));
+        let stats = f.shared.fence.as_ref().unwrap().stats();
+        assert!(stats.admits_ok.load(std::sync::atomic::Ordering::Relaxed) >= 5);
+        f.stop().await;
+    });
+}
+
+#[test]
+fn denied_names_add_nothing() {
+    let Some(ns) = netns_or_skip("denied_names_add_nothing") else {
+        return;
+    };
+    run(async {
+        let f = start(&ns, "", "", "").await;
+        let c = f.client();
+        for name in [
+            "evilmanage.microsoft.com.",
+            "manage-microsoft.com.",
+            "manage.microsoft.com.evil.example.",
+        ] {
+            let a = c.udp(&query(name, RecordType::A, Some(1232))).await;
+            assert_eq!(rcode(&a), ResponseCode::Refused);
+        }
+        assert_eq!(ns.elements("loopback_v4"), vec![]);
+        assert_eq!(ns.elements("loopback_v6"), vec![]);
+        f.stop().await;
+    });
+}
+
+#[test]
+fn an_element_deleted_by_hand_is_readmitted_by_the_next_cache_hit() {
+    let Some(ns) = netns_or_skip("an_element_deleted_by_hand_is_readmitted_by_the_next_cache_hit")
+    else {
+        return;
+    };
+    run(async {
+        // recheck 0: every cache hit confirms its elements with the kernel.
+        let f = start(&ns, "", "recheck_ms = 0\nresync_interval_ms = 60000", "").await;
+        let c = f.client();
+        let q = query(
+            "enterpriseenrollment.manage.microsoft.com.",
+            RecordType::A,
+            Some(1232),
+        );
+        c.udp(&q).await;
+        assert_eq!(values(&ns.elements("loopback_v4")), ["192.0.2.10"]);
+        ns.nft(&[
+            "delete",
+            "element",
+            "inet",
+            "dnsfence",
+            "loopback_v4",
+            "{ 192.0.2.10 }",
+        ]);
+        assert_eq!(ns.elements("loopback_v4"), vec![]);
+        let a = c.udp(&q).await;
+        assert_eq!(rcode(&a), ResponseCode::NoError);
+        assert_eq!(
+            f.upstream
+                .seen
+                .count("enterpriseenrollment.manage.microsoft.com."),
+            1,
+            "a cache hit"
+        );
+        assert_eq!(
+            values(&ns.elements("loopback_v4")),
+            ["192.0.2.10"],
+            "re-admitted before the answer"
+        );
+        let stats = f.shared.fence.as_ref().unwrap().stats();
+        assert!(
+            stats
+                .readmits_cache_hit
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
+        f.stop().await;
+    });
+}
+
+#[test]
+fn a_fresh_element_costs_no_kernel_round_trip_on_a_cache_hit() {
+    let Some(ns) = netns_or_skip("a_fresh_element_costs_no_kernel_round_trip_on_a_cache_hit")
+    else {
+        return;
+    };
+    run(async {
+        let f = start(&ns, "", "recheck_ms = 60000", "").await;
+        let c = f.client();
+        let q = query(
+            "enterpriseenrollment.manage.microsoft.com.",
+            RecordType::A,
+            Some(1232),
+        );
+        c.udp(&q).await;
+        let stats = f.shared.fence.as_ref().unwrap().stats();
+        let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..5 {
+            c.udp(&q).await;
+        }
+        assert_eq!(
+            stats.batches.load(std::sync::atomic::Ordering::Relaxed),
+            batches
+        );
+        assert_eq!(
+            stats
+                .admits_fresh
+                .load(std::sync::atomic::Ordering::Relaxed),
+            5
+        );
+        f.stop().await;
+    });
+}
+
+#[test]
+fn flush_ruleset_is_repaired_within_the_resync_interval() {
+    let Some(ns) = netns_or_skip("flush_ruleset_is_repaired_within_the_resync_interval") else {
+        return;
+    };
+    run(async {
+        let f = start(&ns, "", "", "").await;
+        let c = f.client();
+        c.udp(&query("manage.microsoft.com.", RecordType::A, Some(1232)))
+            .await;
+        c.udp(&query(
+            "fef.msua06.manage.microsoft.com.",
+            RecordType::AAAA,
+            Some(1232),
+        ))
+        .await;
+        ns.nft(&["flush", "ruleset"]);
+        assert!(
+            ns.try_nft(&["list", "table", "inet", "dnsfence"]).is_err(),
+            "wiped"
+        );
+        // Resync interval is 300 ms: everything is back well within 3 s.
+        let back = eventually(Duration::from_secs(3), || {
+            values(&ns.elements("loopback_v4")) == ["192.0.2.20"]
+                && values(&ns.elements("loopback_v6")) == ["2001:db8::11"]
+        })
+        .await;
+        assert!(
+            back,
+            "live elements restored: {:?}",
+            ns.elements("loopback_v4")
+        );
+        let v4 = ns.elements("loopback_v4");
+        assert!(v4[0].1.unwrap() <= 360, "remaining timeout kept: {v4:?}");
+        let statics = ns.elements("loopback_net_v4");
+        assert!(
+            statics.iter().any(|e| e.0 == "52.240.244.160/27"),
+            "static ranges restored"
+        );
+        let stats = f.shared.fence.as_ref().unwrap().stats();
+        assert!(
+            stats
+                .resyncs_missing
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
+        // And admits keep working after the resync.
+        c.udp(&query("graph.microsoft.com.", RecordType::A, Some(1232)))
+            .await;
+        assert!(values(&ns.elements("loopback_v4")).contains(&"192.0.2.30".to_string()));
+        f.stop().await;
+    });
+}
+
+#[test]
+fn addr_port_elements_carry_the_endpoint_sets_ports() {
+    let Some(ns) = netns_or_skip("addr_port_elements_carry_the_endpoint_sets_ports") else {
+        return;
+    };
+    run(async {
+        let f = start(&ns, "[view.fence]\nmode = \"addr_port\"", "", "").await;
+        let c = f.client();
+        c.udp(&query("time.windows.com.", RecordType::A, Some(1232)))
+            .await;
+        c.udp(&query("manage.microsoft.com.", RecordType::A, Some(1232)))
+            .await;
+        assert_eq!(
+            values(&ns.elements("loopback_v4")),
+            [
+                "192.0.2.20 . tcp . 443",
+                "192.0.2.20 . tcp . 80",
+                "192.0.2.40 . tcp . 80",
+                "192.0.2.40 . udp . 123",
+            ]
+        );
+        let statics = ns.elements("loopback_net_v4");
+        assert!(
+            statics.iter().any(|e| e.0 == "13.67.13.176/28 . tcp . 443"),
+            "{statics:?}"
+        );
+        f.stop().await;
+    });
+}
+
+#[test]
+fn admit_failure_answers_or_servfails_as_configured() {
+    let Some(ns) = netns_or_skip("admit_failure_answers_or_servfails_as_configured") else {
+        return;
+    };
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        for (policy, want) in [
+            ("answer", ResponseCode::NoError),
+            ("servfail", ResponseCode::ServFail),
+        ] {
+            let log = dir.path().join(format!("{policy}.jsonl"));
+            let f = start(
+                &ns,
+                "",
+                &format!("on_admit_failure = \"{policy}\"\nresync_interval_ms = 60000"),
+                &format!(
+                    "[query_log]\nlevel = \"all\"\npath = \"{}\"\n",
+                    log.display()
+                ),
+            )
+            .await;
+            // An admin replaces the IPv4 set with one of the wrong type.
+            ns.nft(&["delete", "set", "inet", "dnsfence", "loopback_v4"]);
+            ns.nft(&[
+                "add",
+                "set",
+                "inet",
+                "dnsfence",
+                "loopback_v4",
+                "{ type ipv6_addr; flags timeout; }",
+            ]);
+            let a = f
+                .client()
+                .udp(&query(
+                    "enterpriseenrollment.manage.microsoft.com.",
+                    RecordType::A,
+                    Some(1232),
+                ))
+                .await;
+            assert_eq!(rcode(&a), want, "on_admit_failure = {policy}");
+            let lines = log_lines(&log, 1).await;
+            assert_eq!(lines[0]["fence_error"], "kernel_error", "{lines:?}");
+            let stats = f.shared.fence.as_ref().unwrap().stats();
+            assert_eq!(
+                stats
+                    .admits_failed
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                1
+            );
+            assert!(f.shared.fence.as_ref().unwrap().last_error().is_some());
+            f.stop().await;
+            ns.nft(&["delete", "table", "inet", "dnsfence"]);
+        }
+    });
+}
+
+#[test]
+fn the_generated_ruleset_loads() {
+    let Some(ns) = netns_or_skip("the_generated_ruleset_loads") else {
+        return;
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnsfence"))
+        .args(["nft-rules", "--log", "-c"])
+        .arg(root.join("config/examples/kiosk.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rules = String::from_utf8(out.stdout).unwrap();
+    ns.nft_script(&rules, true)
+        .expect("nft -c accepts the ruleset");
+    ns.nft_script(&rules, false).expect("nft loads the ruleset");
+    let listed = ns.nft(&["list", "chain", "inet", "dnsfence", "view_windows_kiosk"]);
+    assert!(listed.contains("@windows_kiosk_v4"), "{listed}");
+    assert!(listed.contains("drop"), "{listed}");
+    // The shipped deploy file is this very output.
+    let shipped = std::fs::read_to_string(root.join("deploy/nftables/dnsfence.nft")).unwrap();
+    assert_eq!(
+        shipped, rules,
+        "deploy/nftables/dnsfence.nft is stale: regenerate it"
+    );
+}
+
+#[test]
+fn fence_start_fails_clearly_without_the_namespace() {
+    let Some(_ns) = netns_or_skip("fence_start_fails_clearly_without_the_namespace") else {
+        return;
+    };
+    run(async {
+        let err = Fence::try_start_with(
+            "\"127.0.0.0/8\"",
+            "",
+            "[fence]\nenabled = true\nnetns = \"dnsfence-no-such-ns\"\n",
+        )
+        .await
+        .err()
+        .expect("start fails");
+        let text = err.to_string();
+        assert!(text.contains("dnsfence-no-such-ns"), "{text}");
+        assert!(text.contains("ip netns add"), "{text}");
+    });
+}
+
+#[test]
+fn a_cache_hit_refreshes_the_elements_timeout() {
+    let Some(ns) = netns_or_skip("a_cache_hit_refreshes_the_elements_timeout") else {
+        return;
+    };
+    run(async {
+        let f = start(&ns, "", "recheck_ms = 0\nresync_interval_ms = 60000", "").await;
+        let c = f.client();
+        let q = query(
+            "enterpriseenrollment.manage.microsoft.com.",
+            RecordType::A,
+            Some(1232),
+        );
+        c.udp(&q).await;
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        let before = ns.elements("loopback_v4")[0].2.unwrap();
+        assert!(before <= 358, "time passed: expires {before}");
+        c.udp(&q).await;
+        let after = ns.elements("loopback_v4")[0].2.unwrap();
+        assert!(
+            after >= 359,
+            "refreshed to a full timeout: {before} -> {after}"
+        );
+        f.stop().await;
+    });
+}
