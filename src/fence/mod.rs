@@ -208,8 +208,9 @@ impl fmt::Debug for Fence {
 
 /// Admits waiting for the thread before new ones are refused.
 const QUEUE: usize = 4096;
-/// Most admits coalesced into one batch.
-const MAX_BATCH_JOBS: usize = 512;
+/// Admits are coalesced into one batch until it holds this many elements (about 100 KiB of
+/// netlink: a batch must fit in one send).
+const MAX_BATCH_ELEMENTS: usize = 2048;
 
 impl Fence {
     /// Starts the fence thread: enters the network namespace, opens the netlink socket, creates the
@@ -504,10 +505,14 @@ impl Worker {
                 .saturating_sub(self.last_check.elapsed());
             match rx.recv_timeout(wait) {
                 Ok(first) => {
+                    let mut size = first.elements.len();
                     let mut jobs = vec![first];
-                    while jobs.len() < MAX_BATCH_JOBS {
+                    while size < MAX_BATCH_ELEMENTS {
                         match rx.try_recv() {
-                            Ok(j) => jobs.push(j),
+                            Ok(j) => {
+                                size += j.elements.len();
+                                jobs.push(j);
+                            }
                             Err(_) => break,
                         }
                     }

@@ -140,16 +140,25 @@ impl NftSocket {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        let rcvbuf: libc::c_int = 4 << 20;
-        // SAFETY: setsockopt with a c_int; failure only leaves the default buffer size.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &rcvbuf as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+        // A batch must fit in one send, and its ACKs in the receive buffer: ask for 4 MiB each
+        // (the FORCE variants pass the sysctl limits, which root may do; else best effort).
+        let size: libc::c_int = 4 << 20;
+        for opt in [
+            libc::SO_SNDBUFFORCE,
+            libc::SO_SNDBUF,
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+        ] {
+            // SAFETY: setsockopt with a c_int; failure only leaves the default buffer size.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    &size as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
         }
         Ok(NftSocket {
             fd,
