@@ -6,7 +6,8 @@
 //! - [`zones`]: the endpoint-set catalog parsed from `zones/*.toml`.
 //! - [`matcher`]: the compiled name matcher (exact, `*.suffix`, in-label globs).
 //! - [`policy`]: views (client networks) and their compiled allowlists.
-//! - [`upstream`]: hickory-resolver with the answer cache, TTL bounds and deadline.
+//! - [`upstream`]: hickory-resolver behind the answer cache, with a deadline and health stamps.
+//! - [`cache`]: the answer cache: TTL bounds, count-down, negative caching, entry count.
 //! - [`answer`]: the addresses of an answer (A/AAAA across the CNAME chain, SVCB/HTTPS hints).
 //! - [`fence`]: nftables sets fed over netlink with every answered address, the ledger, resync.
 //! - [`server`]: hickory-server wiring and the request handler with deny answers and RFC 8914 errors.
@@ -15,6 +16,7 @@
 
 pub mod answer;
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod fence;
 pub mod matcher;

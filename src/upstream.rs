@@ -1,25 +1,28 @@
-//! Upstream resolution of allowed names: hickory-resolver behind hickory-resolver's response cache.
+//! Upstream resolution of allowed names: hickory-resolver (UDP with TCP fallback, CNAME chasing)
+//! behind our [`AnswerCache`].
 //!
-//! The cache is a [`ResponseCache`] we own rather than the one hidden inside the resolver, for one
-//! reason: the server must know whether an answer was a cache hit (the query log says so, and the
-//! firewall refreshes elements on hits). The resolver's internal cache is therefore sized to zero,
-//! and every miss goes upstream exactly once. TTL bounds, TTL count-down and negative caching are
-//! the cache's own behaviour.
+//! The resolver's internal cache is sized to zero so that every miss of ours goes upstream exactly
+//! once and every hit is known to be one (see `cache.rs` for why the cache is ours). Every
+//! resolution is bounded by the configured deadline; past it the caller answers SERVFAIL.
 //!
-//! Every resolution is bounded by the configured deadline; past it the caller answers SERVFAIL.
+//! Health: the time of the last answer and of the last failure are kept, and [`Upstream::probe`]
+//! asks the root's NS when nothing else has reached the upstream lately, so readiness reflects the
+//! upstream even on an idle network.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError, NoRecords};
-use hickory_resolver::proto::op::{Message, Query, ResponseCode};
-use hickory_resolver::proto::rr::{Name, Record, RecordType};
-use hickory_resolver::{ResponseCache, TokioResolver, TtlConfig};
+use hickory_resolver::proto::op::{Message, ResponseCode};
+use hickory_resolver::proto::rr::{LowerName, Name, Record, RecordType};
 
+use crate::cache::{AnswerCache, TtlBounds};
 use crate::config::UpstreamConfig;
 
 /// Why an allowed name could not be answered.
@@ -69,16 +72,25 @@ pub struct Resolved {
     pub result: Result<Resolution, UpstreamError>,
     /// Whether it came from the cache without asking upstream.
     pub cache_hit: bool,
+    /// On a miss: how long the upstream took and a bounded label of how it went
+    /// (`answer`, `nxdomain`, `nodata`, `timeout`, `error`).
+    pub upstream: Option<(Duration, &'static str)>,
 }
 
 /// The upstream resolvers and the answer cache.
 pub struct Upstream {
     /// Forwards to the configured servers; its own cache is sized to zero.
     resolver: TokioResolver,
-    /// Our answer cache (hickory's type): positive and negative answers, TTL-bounded.
-    cache: ResponseCache,
+    /// Positive and negative answers, TTL-bounded.
+    cache: AnswerCache,
     /// Deadline of one resolution.
     timeout: Duration,
+    /// Reference point of the two health stamps below.
+    started: Instant,
+    /// Milliseconds after `started` of the last upstream response (+1; 0 = never).
+    last_ok_ms: AtomicU64,
+    /// Milliseconds after `started` of the last failure (+1; 0 = never).
+    last_fail_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -101,11 +113,15 @@ impl Upstream {
         opts.use_hosts_file = ResolveHosts::Never;
         opts.preserve_intermediates = true;
         opts.edns0 = true;
-        opts.positive_min_ttl = Some(config.positive_min_ttl);
-        opts.positive_max_ttl = Some(config.positive_max_ttl);
-        opts.negative_min_ttl = Some(config.negative_min_ttl);
-        opts.negative_max_ttl = Some(config.negative_max_ttl);
-        let cache = ResponseCache::new(config.cache_size, TtlConfig::from_opts(&opts));
+        let cache = AnswerCache::new(
+            usize::try_from(config.cache_size).unwrap_or(usize::MAX),
+            TtlBounds {
+                positive_min: config.positive_min_ttl,
+                positive_max: config.positive_max_ttl,
+                negative_min: config.negative_min_ttl,
+                negative_max: config.negative_max_ttl,
+            },
+        );
         let resolver = TokioResolver::builder_with_config(
             ResolverConfig::from_name_servers(servers),
             TokioRuntimeProvider::default(),
@@ -117,42 +133,102 @@ impl Upstream {
             resolver,
             cache,
             timeout: config.timeout,
+            started: Instant::now(),
+            last_ok_ms: AtomicU64::new(0),
+            last_fail_ms: AtomicU64::new(0),
         })
     }
 
+    /// Answers held by the cache.
+    pub fn cache_entries(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn stamp(&self, ok: bool) {
+        let ms = self.started.elapsed().as_millis() as u64 + 1;
+        if ok {
+            self.last_ok_ms.store(ms, Ordering::Relaxed);
+        } else {
+            self.last_fail_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the upstream answered within `within` and has not failed since.
+    pub fn healthy(&self, within: Duration) -> bool {
+        let ok = self.last_ok_ms.load(Ordering::Relaxed);
+        let fail = self.last_fail_ms.load(Ordering::Relaxed);
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        ok != 0 && ok >= fail && now.saturating_sub(ok) <= within.as_millis() as u64
+    }
+
+    /// Time since the upstream last answered, if it ever did.
+    pub fn since_last_answer(&self) -> Option<Duration> {
+        let ok = self.last_ok_ms.load(Ordering::Relaxed);
+        (ok != 0).then(|| {
+            self.started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(ok - 1))
+        })
+    }
+
+    /// Asks the upstream for the root's NS, bypassing the cache, when nothing has reached it in
+    /// `idle`. Any DNS response counts as alive (even REFUSED: it answered); a timeout or a
+    /// network error does not.
+    pub async fn probe(&self, idle: Duration) {
+        if self.since_last_answer().is_some_and(|d| d < idle) && self.healthy(idle) {
+            return;
+        }
+        let lookup = self.resolver.lookup(Name::root(), RecordType::NS);
+        let alive = match tokio::time::timeout(self.timeout, lookup).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(NetError::Dns(_))) => true,
+            Ok(Err(_)) | Err(_) => false,
+        };
+        self.stamp(alive);
+    }
+
     /// Resolves `name`/`qtype`, from the cache when it can, else upstream within the deadline.
-    /// `name` must be fully qualified (it is, coming off the wire).
-    pub async fn resolve(&self, name: &Name, qtype: RecordType) -> Resolved {
-        let query = Query::query(name.clone(), qtype);
+    pub async fn resolve(&self, name: &LowerName, qtype: RecordType) -> Resolved {
         let now = Instant::now();
-        if let Some(cached) = self.cache.get(&query, now) {
+        if let Some(cached) = self.cache.get(name, qtype, now) {
             return Resolved {
-                result: resolution(cached),
+                result: Ok(cached),
                 cache_hit: true,
+                upstream: None,
             };
         }
-        let result =
-            match tokio::time::timeout(self.timeout, self.resolver.lookup(name.clone(), qtype))
-                .await
-            {
-                Err(_) => Err(UpstreamError::Timeout(self.timeout)),
-                Ok(Ok(lookup)) => {
-                    let message = lookup.message().clone();
-                    self.cache.insert(query.clone(), Ok(message.clone()), now);
-                    // Read back so the first answer carries the same TTL bounds as later hits.
-                    resolution(self.cache.get(&query, now).unwrap_or(Ok(message)))
-                }
-                Ok(Err(NetError::Dns(DnsError::NoRecordsFound(no_records)))) => {
-                    let err = || NetError::Dns(DnsError::NoRecordsFound(no_records.clone()));
-                    self.cache.insert(query.clone(), Err(err()), now);
-                    resolution(self.cache.get(&query, now).unwrap_or_else(|| Err(err())))
-                }
-                Ok(Err(NetError::Timeout)) => Err(UpstreamError::Timeout(self.timeout)),
-                Ok(Err(e)) => Err(UpstreamError::Failed(e.to_string())),
-            };
+        let fqdn: Name = (**name).clone();
+        let lookup = self.resolver.lookup(fqdn, qtype);
+        let (result, label) = match tokio::time::timeout(self.timeout, lookup).await {
+            Err(_) | Ok(Err(NetError::Timeout)) => {
+                (Err(UpstreamError::Timeout(self.timeout)), "timeout")
+            }
+            Ok(Ok(lookup)) => (resolution(Ok(lookup.message().clone())), "answer"),
+            Ok(Err(e @ NetError::Dns(DnsError::NoRecordsFound(_)))) => {
+                let r = resolution(Err(e));
+                let label = match &r {
+                    Ok(Resolution::Negative {
+                        rcode: ResponseCode::NXDomain,
+                        ..
+                    }) => "nxdomain",
+                    _ => "nodata",
+                };
+                (r, label)
+            }
+            Ok(Err(e)) => (Err(UpstreamError::Failed(e.to_string())), "error"),
+        };
+        let took = now.elapsed();
+        // A response, even an error code, shows the upstream alive; silence or a broken
+        // exchange does not.
+        self.stamp(!matches!(label, "timeout" | "error"));
+        let result = result.map(|mut r| {
+            self.cache.insert(name, qtype, &mut r, now);
+            r
+        });
         Resolved {
             result,
             cache_hit: false,
+            upstream: Some((took, label)),
         }
     }
 }
