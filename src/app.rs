@@ -1,19 +1,25 @@
 //! Start-up: config → catalog → policy → upstream → query log, in that order, failing fast with
 //! the file and line of the first bad entry. `main` and the tests both start dnsfence through here.
 
-use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, oneshot};
 
 use crate::config::{Config, ConfigError};
 use crate::fence::nft::ViewPlan;
 use crate::fence::{Fence, FenceError};
+use crate::http;
+use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
 use crate::querylog::QueryLog;
 use crate::server::{Listeners, Shared, serve};
+use crate::signal::Signal;
 use crate::upstream::{Upstream, UpstreamError};
 use crate::zones::{Catalog, ZoneError};
 
@@ -53,12 +59,29 @@ pub fn compile(config: &Config) -> Result<Policy, StartError> {
     Ok(Policy::compile(config, Arc::new(catalog))?)
 }
 
-/// A dnsfence ready to serve: the policy compiled, the upstream built, the query log open.
+/// A dnsfence ready to serve: the policy compiled, the upstream built, the query log open, the
+/// fence's table and sets in place.
 pub struct App {
-    /// The configuration it was built from.
+    /// The configuration it was built from (and reloads compare against).
     pub config: Config,
-    /// State shared with the request handler.
+    /// State shared with the request handler and the HTTP endpoints.
     pub shared: Arc<Shared>,
+}
+
+/// The sockets of a running dnsfence.
+#[derive(Debug)]
+pub struct Bound {
+    /// DNS over UDP and TCP.
+    pub dns: Listeners,
+    /// The HTTP endpoints, unless turned off.
+    pub http: Option<TcpListener>,
+}
+
+impl Bound {
+    /// Where HTTP is served.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
 }
 
 impl App {
@@ -85,37 +108,156 @@ impl App {
             max_udp_payload: config.server.max_udp_payload,
             fence,
             on_admit_failure: config.fence.on_admit_failure,
+            metrics: Metrics::new(config.http.max_denied_domains),
+            listening: AtomicBool::new(false),
+            upstream_fresh: config.upstream.probe_interval * 3,
         });
         Ok(App { config, shared })
     }
 
-    /// Binds the configured addresses.
-    pub async fn bind(&self) -> Result<Listeners, StartError> {
-        Ok(Listeners::bind(&self.config.server.listen).await?)
+    /// Binds the configured DNS and HTTP addresses.
+    pub async fn bind(&self) -> Result<Bound, StartError> {
+        let dns = Listeners::bind(&self.config.server.listen).await?;
+        let http = match self.config.http.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on http {addr}: {e}"))
+            })?),
+            None => None,
+        };
+        Ok(Bound { dns, http })
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until a [`Signal::Shutdown`] (or the signal channel closing); reloads on
+    /// [`Signal::Reload`]. On shutdown the DNS sockets stop first and in-flight answers finish;
+    /// the HTTP server stops last.
     pub async fn run(
         self,
-        listeners: Listeners,
-        shutdown: impl Future<Output = ()>,
+        bound: Bound,
+        mut signals: broadcast::Receiver<Signal>,
     ) -> Result<(), StartError> {
-        let policy = self.shared.policy.load();
-        tracing::info!(
-            listen = ?listeners.local_addrs(),
-            views = policy.views.len(),
-            endpoint_sets = policy.catalog.sets.len(),
-            upstream = ?self.config.upstream.servers,
-            "dnsfence ready"
-        );
-        drop(policy);
-        serve(
-            self.shared,
-            listeners,
-            self.config.server.tcp_idle_timeout,
-            shutdown,
-        )
-        .await?;
-        Ok(())
+        let App { mut config, shared } = self;
+        {
+            let policy = shared.policy.load();
+            tracing::info!(
+                listen = ?bound.dns.local_addrs(),
+                http = ?bound.http_addr(),
+                views = policy.views.len(),
+                endpoint_sets = policy.catalog.sets.len(),
+                upstream = ?config.upstream.servers,
+                "dnsfence ready"
+            );
+        }
+        let (dns_stop, dns_stopped) = oneshot::channel::<()>();
+        let dns = tokio::spawn(serve(
+            shared.clone(),
+            bound.dns,
+            config.server.tcp_idle_timeout,
+            async {
+                let _ = dns_stopped.await;
+            },
+        ));
+        shared.listening.store(true, Ordering::Relaxed);
+        let (http_stop, http_stopped) = oneshot::channel::<()>();
+        let http = bound.http.map(|listener| {
+            tokio::spawn(http::serve(listener, shared.clone(), async {
+                let _ = http_stopped.await;
+            }))
+        });
+        let probe = {
+            let shared = shared.clone();
+            let every = config.upstream.probe_interval;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    shared.upstream.probe(every).await;
+                }
+            })
+        };
+        loop {
+            match signals.recv().await {
+                Ok(Signal::Reload) => reload(&mut config, &shared),
+                Ok(Signal::Shutdown) | Err(broadcast::error::RecvError::Closed) => break,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            }
+        }
+        tracing::info!("shutting down: finishing in-flight queries");
+        let _ = dns_stop.send(());
+        let served = dns.await.map_err(|e| io::Error::other(e.to_string()))?;
+        shared.listening.store(false, Ordering::Relaxed);
+        probe.abort();
+        let _ = http_stop.send(());
+        if let Some(http) = http {
+            let _ = http.await;
+        }
+        tracing::info!("stopped");
+        Ok(served?)
     }
+}
+
+/// Re-reads the config file and zones and swaps the policy whole. A reload that fails, or one
+/// that changes what only a restart can apply (sockets, upstream, the views' firewall sets),
+/// keeps the old configuration serving and says why.
+fn reload(config: &mut Config, shared: &Shared) {
+    let result = Config::load(&config.path)
+        .map_err(StartError::from)
+        .and_then(|new| {
+            let changed = restart_only_changes(config, &new);
+            if !changed.is_empty() {
+                return Err(StartError::Io(io::Error::other(format!(
+                    "{} changed: restart dnsfence to apply; the old configuration keeps serving",
+                    changed.join(", ")
+                ))));
+            }
+            let policy = compile(&new)?;
+            Ok((new, policy))
+        });
+    match result {
+        Ok((new, policy)) => {
+            shared.policy.store(Arc::new(policy));
+            *config = new;
+            shared
+                .metrics
+                .config_reloads
+                .with_label_values(&["ok"])
+                .inc();
+            tracing::info!(path = %config.path.display(), "configuration reloaded");
+        }
+        Err(e) => {
+            shared
+                .metrics
+                .config_reloads
+                .with_label_values(&["error"])
+                .inc();
+            tracing::error!(error = %e, "reload failed; the old configuration keeps serving");
+        }
+    }
+}
+
+/// Settings a reload cannot apply in place.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.server.listen != new.server.listen {
+        changed.push("server.listen");
+    }
+    if old.http.listen != new.http.listen {
+        changed.push("http.listen");
+    }
+    if old.upstream.servers != new.upstream.servers {
+        changed.push("upstream.servers");
+    }
+    let fences = |c: &Config| {
+        c.views
+            .iter()
+            .map(|v| (v.name.clone(), format!("{:?}", v.fence)))
+            .collect::<Vec<_>>()
+    };
+    if old.fence.enabled != new.fence.enabled
+        || old.fence.netns != new.fence.netns
+        || (old.fence.enabled && fences(old) != fences(new))
+    {
+        changed.push("the views' firewall sets");
+    }
+    changed
 }

@@ -127,8 +127,19 @@ pub struct Config {
     pub query_log: QueryLogConfig,
     /// The firewall sets.
     pub fence: FenceConfig,
+    /// The HTTP endpoints (metrics, health, pull lists).
+    pub http: HttpConfig,
     /// Client networks and what they may resolve.
     pub views: Vec<ViewConfig>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Where `/metrics`, `/healthz`, `/readyz`, `/v1/…` are served; `None` turns HTTP off.
+    pub listen: Option<SocketAddr>,
+    /// Denied registrable domains kept as metric labels per view; the rest count as `_other`.
+    pub max_denied_domains: usize,
 }
 
 /// What to answer when the firewall could not be updated in time.
@@ -141,11 +152,23 @@ pub enum AdmitFailure {
     Servfail,
 }
 
+/// Where the fence's elements go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FenceBackend {
+    /// Kernel nftables sets, over netlink.
+    Nftables,
+    /// Only the in-memory ledger, served as pull lists over HTTP for external firewalls.
+    List,
+}
+
 /// `[fence]`: the nftables sets fed with every answered address.
 #[derive(Debug, Clone)]
 pub struct FenceConfig {
-    /// Whether dnsfence writes to nftables at all (needs CAP_NET_ADMIN).
+    /// Whether dnsfence keeps firewall sets at all (nftables needs CAP_NET_ADMIN).
     pub enabled: bool,
+    /// Kernel sets, or pull lists only.
+    pub backend: FenceBackend,
     /// Work in this named network namespace (`ip netns`), not dnsfence's own.
     pub netns: Option<String>,
     /// The `nft` binary, run once at start-up and on resync to create the table and sets.
@@ -249,6 +272,9 @@ pub struct UpstreamConfig {
     pub negative_min_ttl: Duration,
     /// Upper bound of a negative answer's cached TTL.
     pub negative_max_ttl: Duration,
+    /// When nothing reached the upstream for this long, a probe asks it for the root's NS; the
+    /// upstream counts as healthy (`/readyz`) while it answered within three intervals.
+    pub probe_interval: Duration,
 }
 
 /// `[query_log]`.
@@ -297,7 +323,34 @@ struct RawConfig {
     #[serde(default)]
     fence: RawFence,
     #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
     view: Vec<Spanned<RawView>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default = "default_http_listen")]
+    listen: Spanned<String>,
+    #[serde(default = "default_max_denied_domains")]
+    max_denied_domains: usize,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            listen: default_http_listen(),
+            max_denied_domains: default_max_denied_domains(),
+        }
+    }
+}
+
+fn default_http_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9153".to_string())
+}
+fn default_max_denied_domains() -> usize {
+    200
 }
 
 #[derive(Deserialize)]
@@ -305,6 +358,8 @@ struct RawConfig {
 struct RawFence {
     #[serde(default)]
     enabled: bool,
+    #[serde(default = "default_backend")]
+    backend: FenceBackend,
     #[serde(default)]
     netns: Option<Spanned<String>>,
     #[serde(default = "default_nft")]
@@ -329,6 +384,7 @@ impl Default for RawFence {
     fn default() -> Self {
         RawFence {
             enabled: false,
+            backend: default_backend(),
             netns: None,
             nft: default_nft(),
             min_ttl_secs: default_fence_min_ttl_secs(),
@@ -342,6 +398,9 @@ impl Default for RawFence {
     }
 }
 
+fn default_backend() -> FenceBackend {
+    FenceBackend::Nftables
+}
 fn default_nft() -> PathBuf {
     PathBuf::from("nft")
 }
@@ -457,6 +516,8 @@ struct RawUpstream {
     negative_min_ttl_secs: u64,
     #[serde(default = "default_negative_max_ttl_secs")]
     negative_max_ttl_secs: u64,
+    #[serde(default = "default_probe_interval_ms")]
+    probe_interval_ms: u64,
 }
 
 impl Default for RawUpstream {
@@ -469,6 +530,7 @@ impl Default for RawUpstream {
             positive_max_ttl_secs: default_positive_max_ttl_secs(),
             negative_min_ttl_secs: 0,
             negative_max_ttl_secs: default_negative_max_ttl_secs(),
+            probe_interval_ms: default_probe_interval_ms(),
         }
     }
 }
@@ -484,6 +546,9 @@ fn default_positive_max_ttl_secs() -> u64 {
 }
 fn default_negative_max_ttl_secs() -> u64 {
     3_600
+}
+fn default_probe_interval_ms() -> u64 {
+    10_000
 }
 
 #[derive(Deserialize)]
@@ -719,6 +784,7 @@ impl Config {
         }
         let fence = FenceConfig {
             enabled: f.enabled,
+            backend: f.backend,
             netns: f.netns.as_ref().map(|n| n.get_ref().clone()),
             nft: f.nft.clone(),
             min_ttl: Duration::from_secs(f.min_ttl_secs),
@@ -728,6 +794,16 @@ impl Config {
             on_admit_failure: f.on_admit_failure,
             resync_interval: Duration::from_millis(f.resync_interval_ms.max(100)),
             recheck: Duration::from_millis(f.recheck_ms),
+        };
+
+        let http_listen = match raw.http.listen.get_ref().trim() {
+            "" | "off" => None,
+            text => Some(text.parse::<SocketAddr>().map_err(|_| {
+                entry(
+                    &raw.http.listen,
+                    "not an ip:port address (or \"off\")".into(),
+                )
+            })?),
         };
 
         Ok(Config {
@@ -750,12 +826,17 @@ impl Config {
                 positive_max_ttl: Duration::from_secs(up.positive_max_ttl_secs),
                 negative_min_ttl: Duration::from_secs(up.negative_min_ttl_secs),
                 negative_max_ttl: Duration::from_secs(up.negative_max_ttl_secs),
+                probe_interval: Duration::from_millis(up.probe_interval_ms.max(100)),
             },
             query_log: QueryLogConfig {
                 level: raw.query_log.level,
                 path: log_path,
             },
             fence,
+            http: HttpConfig {
+                listen: http_listen,
+                max_denied_domains: raw.http.max_denied_domains,
+            },
             views,
         })
     }

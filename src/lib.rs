@@ -12,6 +12,9 @@
 //! - [`fence`]: nftables sets fed over netlink with every answered address, the ledger, resync.
 //! - [`server`]: hickory-server wiring and the request handler with deny answers and RFC 8914 errors.
 //! - [`querylog`]: one JSON line per query.
+//! - [`metrics`]: the Prometheus registry, bounded labels, the top denied names.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/v1/sets`, `/v1/sets/{view}.txt`, `/v1/denied`.
+//! - [`signal`]: the control signal (reload, shutdown) carried to every task.
 //! - [`app`]: start-up order, shared by the binary and the tests.
 
 pub mod answer;
@@ -19,9 +22,12 @@ pub mod app;
 pub mod cache;
 pub mod config;
 pub mod fence;
+pub mod http;
 pub mod matcher;
+pub mod metrics;
 pub mod policy;
 pub mod querylog;
 pub mod server;
+pub mod signal;
 pub mod upstream;
 pub mod zones;

@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve DNS on the configured addresses until SIGTERM or SIGINT.
+    /// Serve DNS (and HTTP) on the configured addresses until SIGTERM or SIGINT; SIGHUP reloads
+    /// the config and zones.
     Run {
         /// Config file.
         #[arg(short, long, default_value = "config/dnsfence.toml")]
@@ -96,33 +97,12 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             tracing::info!(servers = ?config.upstream.servers, "no upstream configured: using /etc/resolv.conf");
         }
         let app = App::build(config).await?;
-        let listeners = app.bind().await?;
-        app.run(listeners, shutdown_signal()).await?;
+        let bound = app.bind().await?;
+        let (tx, rx) = dnsfence::signal::channel();
+        tokio::spawn(dnsfence::signal::forward_os_signals(tx));
+        app.run(bound, rx).await?;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops dnsfence");
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 fn check(path: PathBuf) -> anyhow::Result<ExitCode> {

@@ -24,10 +24,12 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::{AdmitFailure, DenyRcode, ViewMode};
 use crate::fence::{AdmitError, Admitted, Fence};
+use crate::metrics::{self, Metrics};
 use crate::policy::{DenyReason, Policy, wire_name_text};
 use crate::querylog::{QueryLog, QueryRecord, Verdict, rfc3339};
 use crate::upstream::{Resolution, Upstream, UpstreamError};
 use crate::zones::PortSpec;
+use std::sync::atomic::AtomicBool;
 
 /// RFC 8914 extended DNS error codes we send.
 pub mod ede {
@@ -117,6 +119,12 @@ pub struct Shared {
     pub fence: Option<Fence>,
     /// What to answer when the fence cannot confirm an answer's addresses in time.
     pub on_admit_failure: AdmitFailure,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Set while the DNS sockets are being served (for `/readyz`).
+    pub listening: AtomicBool,
+    /// The upstream counts as healthy while it answered within this long.
+    pub upstream_fresh: Duration,
 }
 
 /// hickory-server's entry point into dnsfence.
@@ -146,6 +154,12 @@ struct Outcome<'p> {
     reason: Option<&'static str>,
     cache_hit: bool,
     fence_error: Option<&'static str>,
+    /// Upstream latency and result label, on a cache miss.
+    upstream: Option<(Duration, &'static str)>,
+    /// Admit latency and result label, when the fence was asked.
+    admit: Option<(Duration, &'static str)>,
+    /// The denied name (normalised), for the denied-domain metric and the top-K.
+    denied_name: Option<String>,
 }
 
 impl Outcome<'_> {
@@ -157,6 +171,9 @@ impl Outcome<'_> {
             reason: Some(reason),
             cache_hit: false,
             fence_error: None,
+            upstream: None,
+            admit: None,
+            denied_name: None,
         }
     }
 }
@@ -236,10 +253,55 @@ impl Shared {
                 })
             }
         };
+        self.count(request, &outcome, started.elapsed());
         if self.log.wants(outcome.verdict) {
             self.log_query(request, &outcome, info.response_code, started);
         }
         info
+    }
+
+    /// Moves the metrics for one answered query.
+    fn count(&self, request: &Request, outcome: &Outcome<'_>, took: Duration) {
+        let m = &self.metrics;
+        let view = outcome.view.unwrap_or(metrics::NO_VIEW);
+        let qtype = request.queries.queries().first().map_or("other", |q| {
+            metrics::qtype_label(&q.query_type().to_string())
+        });
+        let verdict = outcome.verdict.as_str();
+        m.queries.with_label_values(&[view, qtype, verdict]).inc();
+        m.response(verdict, took);
+        match outcome.verdict {
+            Verdict::Allowed => {
+                if let Some(set) = outcome.endpoint_set {
+                    m.allowed.with_label_values(&[view, set]).inc();
+                }
+            }
+            Verdict::Denied | Verdict::WouldDeny | Verdict::Refused => {
+                if let Some(reason) = outcome.reason
+                    && outcome.verdict != Verdict::WouldDeny
+                {
+                    m.denied.with_label_values(&[view, reason]).inc();
+                }
+                if let Some(name) = &outcome.denied_name {
+                    m.denied_name(view, name);
+                }
+            }
+        }
+        if outcome.upstream.is_some() {
+            m.cache_misses.inc();
+        } else if outcome.cache_hit {
+            m.cache_hits.inc();
+        }
+        if let Some((t, result)) = outcome.upstream {
+            m.upstream_requests.with_label_values(&[result]).inc();
+            m.upstream_duration.observe(t.as_secs_f64());
+        }
+        if let Some((t, result)) = outcome.admit {
+            m.fence_admits.with_label_values(&[result]).inc();
+            if result != "fresh" {
+                m.fence_admit_duration.observe(t.as_secs_f64());
+            }
+        }
     }
 
     fn log_query(
@@ -322,6 +384,9 @@ impl Shared {
             reason: None,
             cache_hit: false,
             fence_error: None,
+            upstream: None,
+            admit: None,
+            denied_name: None,
         };
         let qtype = query.query_type();
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
@@ -338,7 +403,8 @@ impl Shared {
         // The question's wire bytes start with the name: match on them directly (no allocation,
         // no re-encoding); a name we cannot read that way falls back to the parsed form.
         let mut buf = [0u8; 256];
-        let entry = match wire_name_text(request.queries.as_bytes(), &mut buf) {
+        let text = wire_name_text(request.queries.as_bytes(), &mut buf);
+        let entry = match text {
             Some(text) => view.lookup_normalized(text),
             None => view.lookup_name(query.name()),
         };
@@ -352,6 +418,10 @@ impl Shared {
             }
             None => {
                 outcome.reason = Some(DenyReason::NotAllowlisted.as_str());
+                outcome.denied_name = Some(match text {
+                    Some(t) => t.to_string(),
+                    None => query.name().to_string().to_ascii_lowercase(),
+                });
                 if view.mode == ViewMode::Enforce {
                     outcome.verdict = Verdict::Denied;
                     let rcode = match view.deny_rcode {
@@ -388,6 +458,7 @@ impl Shared {
         }
         let resolved = self.upstream.resolve(query.name(), qtype).await;
         outcome.cache_hit = resolved.cache_hit;
+        outcome.upstream = resolved.upstream;
         let reply = match resolved.result {
             Ok(Resolution::Records {
                 answers,

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::answer::AnswerAddr;
-use crate::config::{FenceConfig, FenceMode};
+use crate::config::{FenceBackend, FenceConfig, FenceMode};
 use crate::zones::{PortSpec, Proto};
 use netlink::{FAMILY_INET, NftSocket, OpKind, OpResult, SetOp};
 use nft::ViewPlan;
@@ -195,7 +195,8 @@ struct Shared {
 /// elements, which time out by themselves.
 pub struct Fence {
     shared: Arc<Shared>,
-    jobs: SyncSender<AdmitJob>,
+    /// The fence thread's queue; `None` for the list backend, which only keeps the ledger.
+    jobs: Option<SyncSender<AdmitJob>>,
 }
 
 impl fmt::Debug for Fence {
@@ -256,6 +257,14 @@ impl Fence {
             healthy: AtomicBool::new(false),
             last_error: Mutex::new(None),
         });
+        if cfg.backend == FenceBackend::List {
+            shared.healthy.store(true, Ordering::Relaxed);
+            tracing::info!(
+                sets = shared.sets.len(),
+                "fence ready: list backend (no kernel sets; pull lists over HTTP)"
+            );
+            return Ok(Fence { shared, jobs: None });
+        }
         let (tx, rx) = mpsc::sync_channel::<AdmitJob>(QUEUE);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), FenceError>>();
         let thread_shared = shared.clone();
@@ -276,7 +285,10 @@ impl Fence {
             })
             .map_err(|e| FenceError::Thread(e.to_string()))?;
         match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(())) => Ok(Fence { shared, jobs: tx }),
+            Ok(Ok(())) => Ok(Fence {
+                shared,
+                jobs: Some(tx),
+            }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(FenceError::Thread("the fence thread did not start".into())),
         }
@@ -340,13 +352,19 @@ impl Fence {
                 .readmits_cache_hit
                 .fetch_add(written as u64, Ordering::Relaxed);
         }
+        let Some(jobs) = &self.jobs else {
+            // List backend: nothing to confirm; the ledger is the list.
+            record(&self.shared.ledger, elements, now);
+            stats.admits_ok.fetch_add(1, Ordering::Relaxed);
+            return Ok(Admitted::Written(written));
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = AdmitJob {
             elements,
             reply: Some(tx),
             enqueued: now,
         };
-        match self.jobs.try_send(job) {
+        match jobs.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 stats.admits_queue_full.fetch_add(1, Ordering::Relaxed);
@@ -400,6 +418,16 @@ impl Fence {
             .collect()
     }
 
+    /// Number of live elements of one dynamic set.
+    pub fn element_count(&self, set: usize) -> usize {
+        let now = Instant::now();
+        lock(&self.shared.ledger)
+            .map
+            .iter()
+            .filter(|((s, _), e)| *s as usize == set && e.expires > now)
+            .count()
+    }
+
     /// The static ranges of each view, as planned.
     pub fn plans(&self) -> &[ViewPlan] {
         &self.shared.plans
@@ -410,6 +438,35 @@ impl Fence {
 /// cache of kernel state, and a resync repairs any inconsistency.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records confirmed elements in the ledger.
+fn record(ledger: &Mutex<Ledger>, elements: Vec<Pending>, now: Instant) {
+    let mut ledger = lock(ledger);
+    for p in elements {
+        let e = ledger
+            .map
+            .entry((p.set, p.key))
+            .or_insert_with(|| LedgerEntry {
+                expires: now,
+                confirmed: now,
+                names: Vec::new(),
+                endpoint_sets: Vec::new(),
+            });
+        e.expires = now + p.timeout;
+        e.confirmed = now;
+        if !e.names.contains(&p.name) {
+            if e.names.len() == MAX_NAMES {
+                e.names.remove(0);
+            }
+            e.names.push(p.name);
+        }
+        for s in p.endpoint_sets {
+            if !e.endpoint_sets.contains(&s) {
+                e.endpoint_sets.push(s);
+            }
+        }
+    }
 }
 
 fn proto_number(p: Proto) -> u8 {
@@ -653,31 +710,7 @@ impl Worker {
                     Ordering::Relaxed,
                 );
                 self.shared.healthy.store(true, Ordering::Relaxed);
-                let mut ledger = lock(&self.shared.ledger);
-                for p in job.elements.drain(..) {
-                    let e = ledger
-                        .map
-                        .entry((p.set, p.key))
-                        .or_insert_with(|| LedgerEntry {
-                            expires: now,
-                            confirmed: now,
-                            names: Vec::new(),
-                            endpoint_sets: Vec::new(),
-                        });
-                    e.expires = now + p.timeout;
-                    e.confirmed = now;
-                    if !e.names.contains(&p.name) {
-                        if e.names.len() == MAX_NAMES {
-                            e.names.remove(0);
-                        }
-                        e.names.push(p.name);
-                    }
-                    for s in p.endpoint_sets {
-                        if !e.endpoint_sets.contains(&s) {
-                            e.endpoint_sets.push(s);
-                        }
-                    }
-                }
+                record(&self.shared.ledger, std::mem::take(&mut job.elements), now);
             }
             Err(msg) => {
                 stats.admits_failed.fetch_add(1, Ordering::Relaxed);

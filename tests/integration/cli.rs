@@ -245,8 +245,10 @@ fn run_serves_and_stops_cleanly_on_sigterm() {
         };
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("run.toml");
-        let text = crate::harness::config_text(upstream.addr, "\"127.0.0.0/8\"", "", "")
-            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        let text = crate::harness::config_text(upstream.addr, "\"127.0.0.0/8\"", "", "").replace(
+            "listen = [\"127.0.0.1:0\"]",
+            &format!("listen = [\"127.0.0.1:{port}\"]"),
+        );
         std::fs::write(&cfg, text).unwrap();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dnsfence"))
             .args(["run", "-c", cfg.to_str().unwrap()])

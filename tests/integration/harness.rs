@@ -171,9 +171,11 @@ impl QueryCounter {
             .count()
     }
 
-    /// Every query so far.
+    /// Every query so far, but dnsfence's own health probes (the root's NS).
     pub fn all(&self) -> Vec<(String, RecordType)> {
-        self.0.lock().unwrap().clone()
+        let mut all = self.0.lock().unwrap().clone();
+        all.retain(|(n, t)| !(n == "." && *t == RecordType::NS));
+        all
     }
 }
 
@@ -282,6 +284,9 @@ pub fn config_text(upstream: SocketAddr, networks: &str, view_opts: &str, extra:
 [server]
 listen = ["127.0.0.1:0"]
 
+[http]
+listen = "127.0.0.1:0"
+
 [zones]
 dir = "{zones}"
 tenant_regions = ["na", "eu", "ap"]
@@ -312,7 +317,10 @@ pub struct Fence {
     pub upstream: Upstream,
     /// The server's shared state (policy, fence, counters).
     pub shared: std::sync::Arc<dnsfence::server::Shared>,
-    stop: Option<oneshot::Sender<()>>,
+    /// The HTTP endpoints' address.
+    pub http: Option<SocketAddr>,
+    /// Control signals (reload, shutdown).
+    pub signals: dnsfence::signal::SignalSender,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -339,23 +347,29 @@ impl Fence {
         let text = config_text(upstream.addr, networks, view_opts, extra);
         let config = Config::parse(Path::new("test.toml"), &text, Path::new("/nonexistent"))
             .expect("test config parses");
+        Fence::from_config(config, upstream).await
+    }
+
+    /// Starts dnsfence on a parsed config, with an upstream already running.
+    pub async fn from_config(
+        config: Config,
+        upstream: Upstream,
+    ) -> Result<Fence, dnsfence::app::StartError> {
         let app = App::build(config).await?;
         let shared = app.shared.clone();
-        let listeners = app.bind().await.expect("dnsfence binds");
-        let addr = listeners.local_addrs()[0];
-        let (tx, rx) = oneshot::channel::<()>();
+        let bound = app.bind().await.expect("dnsfence binds");
+        let addr = bound.dns.local_addrs()[0];
+        let http = bound.http_addr();
+        let (tx, rx) = dnsfence::signal::channel();
         let task = tokio::spawn(async move {
-            app.run(listeners, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("dnsfence serves");
+            app.run(bound, rx).await.expect("dnsfence serves");
         });
         Ok(Fence {
             addr,
             upstream,
             shared,
-            stop: Some(tx),
+            http,
+            signals: tx,
             task: Some(task),
         })
     }
@@ -367,9 +381,7 @@ impl Fence {
 
     /// Stops dnsfence gracefully and waits for it.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+        let _ = self.signals.send(dnsfence::signal::Signal::Shutdown);
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(5), task)
                 .await

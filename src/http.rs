@@ -1,0 +1,395 @@
+//! The HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/v1/sets`, `/v1/sets/{view}.txt`,
+//! `/v1/denied`.
+//!
+//! A deliberately small HTTP/1.1 server on tokio rather than a web framework: the clients are
+//! Prometheus and firewalls pulling lists with plain GETs, one request per connection, and the
+//! dependency tree (two cores, one build at a time) stays lean. Requests are bounded: 8 KiB of
+//! head, 5 s to send it, GET and HEAD only.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::{Encoder, TextEncoder};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::fence::DynSet;
+use crate::server::Shared;
+
+/// Largest request head accepted.
+const MAX_HEAD: usize = 8192;
+/// Time a client has to send its request head.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves HTTP on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = handle(stream, &shared).await {
+                            tracing::debug!(error = %e, "http connection");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn text(status: u16, body: impl Into<String>) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into().into_bytes(),
+        }
+    }
+
+    fn json(value: &impl Serialize) -> Response {
+        match serde_json::to_vec_pretty(value) {
+            Ok(body) => Response {
+                status: 200,
+                content_type: "application/json",
+                body,
+            },
+            Err(e) => Response::text(500, format!("encoding: {e}\n")),
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<bool, std::io::Error>(false);
+            }
+            head.extend_from_slice(&buf[..n]);
+            if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+                return Ok(true);
+            }
+            if head.len() > MAX_HEAD {
+                return Ok(true);
+            }
+        }
+    };
+    let complete = match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(r) => r?,
+        Err(_) => return Ok(()),
+    };
+    if !complete {
+        return Ok(());
+    }
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let response = if head.len() > MAX_HEAD {
+        Response::text(431, "request head too large\n")
+    } else if method != "GET" && method != "HEAD" {
+        Response::text(405, "only GET and HEAD\n")
+    } else {
+        route(target, shared)
+    };
+    let reason = match response.status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        response.status,
+        response.content_type,
+        response.body.len()
+    )
+    .into_bytes();
+    if method != "HEAD" {
+        out.extend_from_slice(&response.body);
+    }
+    stream.write_all(&out).await?;
+    stream.shutdown().await
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+fn route(target: &str, shared: &Shared) -> Response {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    match path {
+        "/metrics" => metrics(shared),
+        "/healthz" => Response::text(200, "ok\n"),
+        "/readyz" => ready(shared),
+        "/v1/sets" => sets_json(shared),
+        "/v1/denied" => denied(shared, query),
+        _ => match path
+            .strip_prefix("/v1/sets/")
+            .and_then(|p| p.strip_suffix(".txt"))
+        {
+            Some(view) => set_list(shared, view, query),
+            None => Response::text(404, "not found\n"),
+        },
+    }
+}
+
+fn metrics(shared: &Shared) -> Response {
+    let m = &shared.metrics;
+    m.cache_entries.set(shared.upstream.cache_entries() as i64);
+    m.querylog_dropped.inc_by(
+        shared
+            .log
+            .dropped()
+            .saturating_sub(m.querylog_dropped.get()),
+    );
+    if let Some(fence) = &shared.fence {
+        let stats = fence.stats();
+        use std::sync::atomic::Ordering::Relaxed;
+        for (reason, value) in [
+            ("missing", stats.resyncs_missing.load(Relaxed)),
+            ("write_failed", stats.resyncs_write_failure.load(Relaxed)),
+            ("failed", stats.resync_failures.load(Relaxed)),
+        ] {
+            let c = m.fence_resyncs.with_label_values(&[reason]);
+            c.inc_by(value.saturating_sub(c.get()));
+        }
+        for (i, set) in fence.sets().iter().enumerate() {
+            m.fence_elements
+                .with_label_values(&[&set.view, &set.name])
+                .set(fence.element_count(i) as i64);
+        }
+    }
+    let mut body = Vec::new();
+    match TextEncoder::new().encode(&m.registry.gather(), &mut body) {
+        Ok(()) => Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body,
+        },
+        Err(e) => Response::text(500, format!("encoding metrics: {e}\n")),
+    }
+}
+
+fn ready(shared: &Shared) -> Response {
+    let mut problems = Vec::new();
+    if !shared.listening.load(std::sync::atomic::Ordering::Relaxed) {
+        problems.push("DNS sockets are not serving".to_string());
+    }
+    if !shared.upstream.healthy(shared.upstream_fresh) {
+        let last = shared
+            .upstream
+            .since_last_answer()
+            .map_or("never".to_string(), |d| {
+                format!("{:.1}s ago", d.as_secs_f64())
+            });
+        problems.push(format!(
+            "upstream has not answered recently (last answer: {last})"
+        ));
+    }
+    if let Some(fence) = &shared.fence
+        && !fence.healthy()
+    {
+        problems.push(format!(
+            "firewall backend unhealthy: {}",
+            fence.last_error().unwrap_or_else(|| "unknown".into())
+        ));
+    }
+    if problems.is_empty() {
+        Response::text(200, "ready\n")
+    } else {
+        let mut body = String::from("not ready\n");
+        for p in problems {
+            let _ = writeln!(body, "- {p}");
+        }
+        Response::text(503, body)
+    }
+}
+
+#[derive(Serialize)]
+struct ElementJson {
+    addr: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proto: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    expires_in_secs: u64,
+    names: Vec<String>,
+    endpoint_sets: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct SetJson {
+    table: String,
+    set: String,
+    family: u8,
+    mode: &'static str,
+    elements: Vec<ElementJson>,
+}
+
+#[derive(Serialize)]
+struct ViewJson {
+    view: String,
+    sets: Vec<SetJson>,
+    static_ranges: Vec<String>,
+}
+
+fn sets_json(shared: &Shared) -> Response {
+    let Some(fence) = &shared.fence else {
+        return Response::text(404, "the fence is not enabled ([fence] enabled = true)\n");
+    };
+    let policy = shared.policy.load();
+    let now = Instant::now();
+    let mut views: Vec<ViewJson> = Vec::new();
+    for plan in fence.plans() {
+        let mut sets = Vec::new();
+        for (i, set) in fence
+            .sets()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.view == plan.name)
+        {
+            let mut elements: Vec<ElementJson> = fence
+                .elements(i)
+                .into_iter()
+                .map(|(ip, port, e)| ElementJson {
+                    addr: ip.to_string(),
+                    proto: port.map(|p| match p.proto {
+                        crate::zones::Proto::Tcp => "tcp",
+                        crate::zones::Proto::Udp => "udp",
+                    }),
+                    port: port.map(|p| p.port),
+                    expires_in_secs: e.expires.saturating_duration_since(now).as_secs(),
+                    names: e.names.iter().map(|n| n.to_string()).collect(),
+                    endpoint_sets: e
+                        .endpoint_sets
+                        .iter()
+                        .filter_map(|&s| policy.catalog.sets.get(s as usize).map(|s| s.id.clone()))
+                        .collect(),
+                })
+                .collect();
+            elements.sort_by(|a, b| (&a.addr, a.port).cmp(&(&b.addr, b.port)));
+            sets.push(set_json(set, elements));
+        }
+        let mut static_ranges: Vec<String> =
+            plan.statics.iter().map(|(n, _)| n.to_string()).collect();
+        static_ranges.sort();
+        static_ranges.dedup();
+        views.push(ViewJson {
+            view: plan.name.clone(),
+            sets,
+            static_ranges,
+        });
+    }
+    Response::json(&serde_json::json!({ "views": views }))
+}
+
+fn set_json(set: &DynSet, elements: Vec<ElementJson>) -> SetJson {
+    SetJson {
+        table: format!("inet {}", set.table),
+        set: set.name.clone(),
+        family: if set.v6 { 6 } else { 4 },
+        mode: match set.mode {
+            crate::config::FenceMode::Addr => "addr",
+            crate::config::FenceMode::AddrPort => "addr_port",
+        },
+        elements,
+    }
+}
+
+/// One address or CIDR per line: the view's live elements (addresses only, once each) and its
+/// static ranges, optionally one family. The format Palo Alto EDLs, FortiGate threat feeds and
+/// pfSense/OPNsense URL tables read.
+fn set_list(shared: &Shared, view: &str, query: &str) -> Response {
+    let Some(fence) = &shared.fence else {
+        return Response::text(404, "the fence is not enabled ([fence] enabled = true)\n");
+    };
+    let family = match query_param(query, "family") {
+        None => None,
+        Some("4") => Some(false),
+        Some("6") => Some(true),
+        Some(_) => return Response::text(400, "family is 4 or 6\n"),
+    };
+    let Some(plan) = fence.plans().iter().find(|p| p.name == view) else {
+        return Response::text(404, format!("no view named '{view}'\n"));
+    };
+    let mut lines: Vec<String> = Vec::new();
+    for (i, set) in fence.sets().iter().enumerate() {
+        if set.view != view || family.is_some_and(|v6| v6 != set.v6) {
+            continue;
+        }
+        let mut addrs: Vec<std::net::IpAddr> =
+            fence.elements(i).into_iter().map(|(ip, _, _)| ip).collect();
+        addrs.sort();
+        addrs.dedup();
+        lines.extend(addrs.into_iter().map(|a| a.to_string()));
+    }
+    let mut statics: Vec<ipnet::IpNet> = plan
+        .statics
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| family.is_none_or(|v6| v6 == matches!(n, ipnet::IpNet::V6(_))))
+        .collect();
+    statics.sort();
+    statics.dedup();
+    lines.extend(statics.into_iter().map(|n| n.to_string()));
+    let mut body = lines.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    Response::text(200, body)
+}
+
+#[derive(Serialize)]
+struct DeniedJson {
+    name: String,
+    count: u64,
+}
+
+fn denied(shared: &Shared, query: &str) -> Response {
+    let Some(view) = query_param(query, "view") else {
+        return Response::text(400, "view= is required\n");
+    };
+    let limit = match query_param(query, "limit").map(str::parse::<usize>) {
+        None => 50,
+        Some(Ok(n)) => n.min(crate::metrics::TOP_K),
+        Some(Err(_)) => return Response::text(400, "limit is a number\n"),
+    };
+    let known = shared.policy.load().view(view).is_some();
+    if !known {
+        return Response::text(404, format!("no view named '{view}'\n"));
+    }
+    let top: Vec<DeniedJson> = shared
+        .metrics
+        .top_denied(view, limit)
+        .into_iter()
+        .map(|(name, count)| DeniedJson { name, count })
+        .collect();
+    Response::json(&serde_json::json!({ "view": view, "denied": top }))
+}

@@ -1,0 +1,434 @@
+//! Prometheus metrics: names, handles registered once, and the bounded label sets.
+//!
+//! Every label is a bounded set: view names and endpoint-set ids come from the config and zones,
+//! verdicts, reasons and results are fixed lists, query types outside a known list are "other",
+//! and denied registrable domains are capped per view (`max_denied_domains`, the rest "_other").
+//! Exact query names never become labels: the most denied ones are kept in a bounded top-K per
+//! view and served as JSON on `/v1/denied`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// `dnsfence_queries_total{view,qtype,verdict}`.
+pub const QUERIES: &str = "dnsfence_queries_total";
+/// `dnsfence_denied_queries_total{view,reason}`.
+pub const DENIED: &str = "dnsfence_denied_queries_total";
+/// `dnsfence_denied_domains_total{view,domain}`.
+pub const DENIED_DOMAINS: &str = "dnsfence_denied_domains_total";
+/// `dnsfence_allowed_queries_total{view,endpoint_set}`.
+pub const ALLOWED: &str = "dnsfence_allowed_queries_total";
+/// `dnsfence_cache_hits_total`.
+pub const CACHE_HITS: &str = "dnsfence_cache_hits_total";
+/// `dnsfence_cache_misses_total`.
+pub const CACHE_MISSES: &str = "dnsfence_cache_misses_total";
+/// `dnsfence_cache_entries`.
+pub const CACHE_ENTRIES: &str = "dnsfence_cache_entries";
+/// `dnsfence_upstream_requests_total{result}`.
+pub const UPSTREAM_REQUESTS: &str = "dnsfence_upstream_requests_total";
+/// `dnsfence_upstream_duration_seconds`.
+pub const UPSTREAM_DURATION: &str = "dnsfence_upstream_duration_seconds";
+/// `dnsfence_response_duration_seconds{verdict}`.
+pub const RESPONSE_DURATION: &str = "dnsfence_response_duration_seconds";
+/// `dnsfence_fence_elements{view,set}`.
+pub const FENCE_ELEMENTS: &str = "dnsfence_fence_elements";
+/// `dnsfence_fence_admits_total{result}`.
+pub const FENCE_ADMITS: &str = "dnsfence_fence_admits_total";
+/// `dnsfence_fence_admit_duration_seconds`.
+pub const FENCE_ADMIT_DURATION: &str = "dnsfence_fence_admit_duration_seconds";
+/// `dnsfence_fence_readmits_total`.
+pub const FENCE_READMITS: &str = "dnsfence_fence_readmits_total";
+/// `dnsfence_fence_resyncs_total{reason}`.
+pub const FENCE_RESYNCS: &str = "dnsfence_fence_resyncs_total";
+/// `dnsfence_config_reloads_total{result}`.
+pub const CONFIG_RELOADS: &str = "dnsfence_config_reloads_total";
+/// `dnsfence_querylog_dropped_total`.
+pub const QUERYLOG_DROPPED: &str = "dnsfence_querylog_dropped_total";
+/// `dnsfence_build_info{version}`.
+pub const BUILD_INFO: &str = "dnsfence_build_info";
+
+/// Query types that get their own label value; the rest are "other".
+const QTYPES: &[&str] = &[
+    "A", "AAAA", "CNAME", "HTTPS", "SVCB", "MX", "TXT", "NS", "SOA", "PTR", "SRV", "CAA", "ANY",
+    "DS", "DNSKEY", "NAPTR", "AXFR", "IXFR",
+];
+
+/// The bounded label of a query type.
+pub fn qtype_label(qtype: &str) -> &'static str {
+    QTYPES
+        .iter()
+        .find(|t| **t == qtype)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The label of queries from clients in no view.
+pub const NO_VIEW: &str = "_none";
+/// The label of denied domains past the per-view cap.
+pub const OTHER_DOMAIN: &str = "_other";
+
+/// Response latency buckets, seconds: from a cached or denied answer (tens of µs) to the
+/// upstream deadline.
+const RESPONSE_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+/// Upstream latency buckets, seconds.
+const UPSTREAM_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+/// Kernel admit latency buckets, seconds: the target is ≤ 1 ms at p99.
+const ADMIT_BUCKETS: &[f64] = &[
+    0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
+/// Every metric handle, registered once.
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    /// Queries by view, type and verdict.
+    pub queries: IntCounterVec,
+    /// Denied (and refused) queries by view and reason.
+    pub denied: IntCounterVec,
+    /// Denied queries by registrable domain, capped per view.
+    pub denied_domains: IntCounterVec,
+    /// Allowed queries by view and endpoint set.
+    pub allowed: IntCounterVec,
+    /// Answers served from the cache.
+    pub cache_hits: IntCounter,
+    /// Answers that needed the upstream.
+    pub cache_misses: IntCounter,
+    /// Answers held by the cache (set at scrape).
+    pub cache_entries: IntGauge,
+    /// Upstream requests by result.
+    pub upstream_requests: IntCounterVec,
+    /// Upstream latency.
+    pub upstream_duration: Histogram,
+    /// Response latency by verdict.
+    pub response_duration: HistogramVec,
+    /// Live elements per dynamic set (set at scrape).
+    pub fence_elements: IntGaugeVec,
+    /// Admits by result.
+    pub fence_admits: IntCounterVec,
+    /// Admit latency (answer waiting for the kernel).
+    pub fence_admit_duration: Histogram,
+    /// Elements written again because a cache hit found them stale or unconfirmed.
+    pub fence_readmits: IntCounter,
+    /// Resyncs by reason (set at scrape from the fence's counters).
+    pub fence_resyncs: IntCounterVec,
+    /// Config reloads by result.
+    pub config_reloads: IntCounterVec,
+    /// Query-log lines dropped because the writer could not keep up.
+    pub querylog_dropped: IntCounter,
+    /// Build information (always 1).
+    pub build_info: IntGaugeVec,
+    max_denied_domains: usize,
+    domain_labels: Mutex<HashMap<String, HashSet<String>>>,
+    top_denied: Mutex<HashMap<String, TopK>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition is valid");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("metric definition is valid");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("metric definition is valid");
+    r.register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
+}
+
+impl Metrics {
+    /// Registers every metric. `max_denied_domains` caps the domain label values per view.
+    ///
+    /// The `expect`s cannot fire: names and labels are constants, registered once each.
+    pub fn new(max_denied_domains: usize) -> Metrics {
+        let r = Registry::new();
+        let response_duration = HistogramVec::new(
+            HistogramOpts::new(
+                RESPONSE_DURATION,
+                "Time from query arrival to answer sent, by verdict.",
+            )
+            .buckets(RESPONSE_BUCKETS.to_vec()),
+            &["verdict"],
+        )
+        .expect("metric definition is valid");
+        r.register(Box::new(response_duration.clone()))
+            .expect("metric registered once");
+        let cache_entries =
+            IntGauge::new(CACHE_ENTRIES, "Answers held by the cache.").expect("valid");
+        r.register(Box::new(cache_entries.clone()))
+            .expect("registered once");
+        let fence_elements = IntGaugeVec::new(
+            Opts::new(
+                FENCE_ELEMENTS,
+                "Live elements dnsfence keeps in each dynamic firewall set.",
+            ),
+            &["view", "set"],
+        )
+        .expect("valid");
+        r.register(Box::new(fence_elements.clone()))
+            .expect("registered once");
+        let build_info = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "dnsfence build information; always 1."),
+            &["version"],
+        )
+        .expect("valid");
+        r.register(Box::new(build_info.clone()))
+            .expect("registered once");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Metrics {
+            queries: counter_vec(
+                &r,
+                QUERIES,
+                "DNS queries by view, query type and verdict.",
+                &["view", "qtype", "verdict"],
+            ),
+            denied: counter_vec(
+                &r,
+                DENIED,
+                "Denied or refused queries by view and reason.",
+                &["view", "reason"],
+            ),
+            denied_domains: counter_vec(
+                &r,
+                DENIED_DOMAINS,
+                "Denied queries by registrable domain (capped per view; the rest are _other).",
+                &["view", "domain"],
+            ),
+            allowed: counter_vec(
+                &r,
+                ALLOWED,
+                "Allowed queries by view and the endpoint set that allowed them.",
+                &["view", "endpoint_set"],
+            ),
+            cache_hits: counter(&r, CACHE_HITS, "Allowed queries answered from the cache."),
+            cache_misses: counter(
+                &r,
+                CACHE_MISSES,
+                "Allowed queries that needed the upstream.",
+            ),
+            cache_entries,
+            upstream_requests: counter_vec(
+                &r,
+                UPSTREAM_REQUESTS,
+                "Upstream requests by result.",
+                &["result"],
+            ),
+            upstream_duration: histogram(
+                &r,
+                UPSTREAM_DURATION,
+                "Upstream request latency.",
+                UPSTREAM_BUCKETS,
+            ),
+            response_duration,
+            fence_elements,
+            fence_admits: counter_vec(
+                &r,
+                FENCE_ADMITS,
+                "Firewall admits (an answer's addresses into its view's sets) by result.",
+                &["result"],
+            ),
+            fence_admit_duration: histogram(
+                &r,
+                FENCE_ADMIT_DURATION,
+                "Time an answer waited for the kernel to confirm its addresses.",
+                ADMIT_BUCKETS,
+            ),
+            fence_readmits: counter(
+                &r,
+                FENCE_READMITS,
+                "Elements written again before a cached answer because they were stale or unconfirmed.",
+            ),
+            fence_resyncs: counter_vec(
+                &r,
+                FENCE_RESYNCS,
+                "Restorations of the table, sets and live elements, by reason.",
+                &["reason"],
+            ),
+            config_reloads: counter_vec(
+                &r,
+                CONFIG_RELOADS,
+                "Configuration reloads by result.",
+                &["result"],
+            ),
+            querylog_dropped: counter(
+                &r,
+                QUERYLOG_DROPPED,
+                "Query-log lines dropped because the writer could not keep up.",
+            ),
+            build_info,
+            registry: r,
+            max_denied_domains,
+            domain_labels: Mutex::new(HashMap::new()),
+            top_denied: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records a denied name: its registrable domain as a capped label, the exact name in the
+    /// view's top-K. `name` is lower case without the trailing dot.
+    pub fn denied_name(&self, view: &str, name: &str) {
+        let domain = psl::domain_str(name).unwrap_or(name);
+        let label = {
+            let mut labels = lock(&self.domain_labels);
+            let seen = labels.entry(view.to_string()).or_default();
+            if seen.contains(domain) {
+                domain.to_string()
+            } else if seen.len() < self.max_denied_domains {
+                seen.insert(domain.to_string());
+                domain.to_string()
+            } else {
+                OTHER_DOMAIN.to_string()
+            }
+        };
+        self.denied_domains.with_label_values(&[view, &label]).inc();
+        lock(&self.top_denied)
+            .entry(view.to_string())
+            .or_insert_with(|| TopK::new(TOP_K))
+            .add(name);
+    }
+
+    /// The most denied exact names of a view, most first.
+    pub fn top_denied(&self, view: &str, limit: usize) -> Vec<(String, u64)> {
+        lock(&self.top_denied)
+            .get(view)
+            .map(|t| t.top(limit))
+            .unwrap_or_default()
+    }
+
+    /// Observes one response's latency.
+    pub fn response(&self, verdict: &str, took: Duration) {
+        self.response_duration
+            .with_label_values(&[verdict])
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// Names tracked per view for `/v1/denied`.
+pub const TOP_K: usize = 512;
+
+/// A bounded heavy-hitters counter (Space-Saving, Metwally et al. 2005): at most `capacity`
+/// names; a new name replaces the least counted one and inherits its count as error bound, so
+/// the names that are really frequent stay and their counts are never under-estimated.
+#[derive(Debug)]
+pub struct TopK {
+    capacity: usize,
+    counts: HashMap<String, u64>,
+}
+
+impl TopK {
+    /// An empty counter of `capacity` names.
+    pub fn new(capacity: usize) -> TopK {
+        TopK {
+            capacity,
+            counts: HashMap::with_capacity(capacity),
+        }
+    }
+
+    /// Counts one occurrence of `name`.
+    pub fn add(&mut self, name: &str) {
+        if let Some(c) = self.counts.get_mut(name) {
+            *c += 1;
+            return;
+        }
+        if self.counts.len() < self.capacity {
+            self.counts.insert(name.to_string(), 1);
+            return;
+        }
+        let Some((victim, min)) = self
+            .counts
+            .iter()
+            .min_by_key(|(_, c)| **c)
+            .map(|(n, c)| (n.clone(), *c))
+        else {
+            return;
+        };
+        self.counts.remove(&victim);
+        self.counts.insert(name.to_string(), min + 1);
+    }
+
+    /// The `limit` most counted names, most first (ties by name).
+    pub fn top(&self, limit: usize) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self.counts.iter().map(|(n, c)| (n.clone(), *c)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(limit);
+        v
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Counters only: a panic elsewhere cannot leave them in a state worth refusing to read.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topk_keeps_heavy_hitters() {
+        // Space-Saving keeps every name seen more than N/capacity times, and never under-counts.
+        let mut t = TopK::new(16);
+        for i in 0..500 {
+            t.add("a.example");
+            if i % 5 < 2 {
+                t.add("b.example");
+            }
+            if i < 200 {
+                t.add(&format!("noise{i}.example"));
+            }
+        }
+        let top = t.top(2);
+        assert_eq!(top[0].0, "a.example");
+        assert!(top[0].1 >= 500);
+        assert_eq!(top[1].0, "b.example");
+        assert!(top[1].1 >= 200 && top[1].1 <= 200 + 900 / 16, "{top:?}");
+        assert_eq!(t.top(100).len(), 16);
+    }
+
+    #[test]
+    fn domain_labels_are_capped_per_view() {
+        let m = Metrics::new(2);
+        for d in [
+            "x.evil.co.uk",
+            "y.evil.co.uk",
+            "a.other.com",
+            "third.net",
+            "fourth.org",
+        ] {
+            m.denied_name("kiosk", d);
+        }
+        m.denied_name("lab", "fourth.org");
+        let get = |v: &str, d: &str| m.denied_domains.with_label_values(&[v, d]).get();
+        assert_eq!(get("kiosk", "evil.co.uk"), 2, "public-suffix aware");
+        assert_eq!(get("kiosk", "other.com"), 1);
+        assert_eq!(get("kiosk", OTHER_DOMAIN), 2);
+        assert_eq!(get("lab", "fourth.org"), 1, "the cap is per view");
+        assert_eq!(qtype_label("AAAA"), "AAAA");
+        assert_eq!(qtype_label("TYPE65534"), "other");
+    }
+}
