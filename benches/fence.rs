@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dnsfence::answer::AnswerAddr;
-use dnsfence::config::{AdmitFailure, FenceConfig, FenceMode, TableRef, ViewFence};
+use dnsfence::config::{AdmitFailure, FenceBackend, FenceConfig, FenceMode, TableRef, ViewFence};
 use dnsfence::fence::Fence;
 use dnsfence::fence::nft::ViewPlan;
 
@@ -58,6 +58,7 @@ fn main() {
     let ns = Netns(name);
     let cfg = FenceConfig {
         enabled: true,
+        backend: FenceBackend::Nftables,
         netns: Some(ns.0.clone()),
         nft: PathBuf::from("nft"),
         min_ttl: Duration::from_secs(300),

@@ -467,20 +467,31 @@ impl Shared {
                 // The answer leaves only once its addresses are in the view's sets (or the
                 // admit failed and the policy says to answer anyway). Would-be denials of a
                 // report-mode view are not admitted: they are not on the allowlist.
-                if let Some(fence) = &self.fence
-                    && outcome.verdict == Verdict::Allowed
-                    && let Err(error) = self
-                        .admit(
-                            fence,
-                            policy,
-                            view.index,
-                            query.name(),
-                            &answers,
-                            allowed_sets,
-                            resolved.cache_hit,
-                        )
-                        .await
-                {
+                let admitted = match &self.fence {
+                    Some(fence) if outcome.verdict == Verdict::Allowed => {
+                        let t = Instant::now();
+                        let r = self
+                            .admit(
+                                fence,
+                                policy,
+                                view.index,
+                                query.name(),
+                                &answers,
+                                allowed_sets,
+                                resolved.cache_hit,
+                            )
+                            .await;
+                        let label = match &r {
+                            Ok(Admitted::Fresh) => "fresh",
+                            Ok(Admitted::Written(_)) => "ok",
+                            Err(e) => e.kind(),
+                        };
+                        outcome.admit = Some((t.elapsed(), label));
+                        r
+                    }
+                    _ => Ok(Admitted::Fresh),
+                };
+                if let Err(error) = admitted {
                     outcome.fence_error = Some(error.kind());
                     tracing::warn!(name = %query.name(), view = %view.name, %error, "firewall admit failed");
                     if self.on_admit_failure == AdmitFailure::Servfail {

@@ -182,6 +182,7 @@ impl QueryCounter {
 struct CountingHandler {
     catalog: Catalog,
     seen: QueryCounter,
+    silent: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait::async_trait]
@@ -197,7 +198,7 @@ impl RequestHandler for CountingHandler {
             blackhole |= name.ends_with(BLACKHOLE);
             self.seen.0.lock().unwrap().push((name, q.query_type()));
         }
-        if blackhole {
+        if blackhole || self.silent.load(std::sync::atomic::Ordering::Relaxed) {
             // Never answer: the resolver must give up on its own deadline.
             let mut md = request.metadata;
             md.message_type = MessageType::Response;
@@ -216,6 +217,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// What it was asked.
     pub seen: QueryCounter,
+    silent: Arc<std::sync::atomic::AtomicBool>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -236,9 +238,11 @@ impl Upstream {
             catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
         }
         let seen = QueryCounter::default();
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let handler = CountingHandler {
             catalog,
             seen: seen.clone(),
+            silent: silent.clone(),
         };
         let listeners = Listeners::bind(&["127.0.0.1:0".parse().unwrap()])
             .await
@@ -261,8 +265,15 @@ impl Upstream {
         Upstream {
             addr,
             seen,
+            silent,
             _stop: tx,
         }
+    }
+
+    /// Makes the upstream stop answering anything (`true`) or answer again (`false`).
+    pub fn set_silent(&self, silent: bool) {
+        self.silent
+            .store(silent, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -274,6 +285,11 @@ pub fn zones_dir() -> PathBuf {
 /// A single-view config for clients in `networks` (a TOML array body), with `view_opts` added to
 /// that view and `extra` appended (more views, other sections).
 pub fn config_text(upstream: SocketAddr, networks: &str, view_opts: &str, extra: &str) -> String {
+    let http = if extra.contains("[http]") {
+        ""
+    } else {
+        "[http]\nlisten = \"127.0.0.1:0\""
+    };
     let log = if extra.contains("[query_log]") {
         ""
     } else {
@@ -284,8 +300,7 @@ pub fn config_text(upstream: SocketAddr, networks: &str, view_opts: &str, extra:
 [server]
 listen = ["127.0.0.1:0"]
 
-[http]
-listen = "127.0.0.1:0"
+{http}
 
 [zones]
 dir = "{zones}"
@@ -295,6 +310,7 @@ tenant_regions = ["na", "eu", "ap"]
 servers = ["{upstream}"]
 timeout_ms = 700
 cache_size = 1000
+probe_interval_ms = 300
 
 {log}
 
@@ -515,6 +531,60 @@ pub fn answer_types(msg: &Message) -> Vec<(String, RecordType)> {
         .collect()
 }
 
+/// An HTTP GET over a real socket: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: dnsfence\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        out
+    };
+    let out = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .expect("HTTP answer within 5 s");
+    let text = String::from_utf8(out).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, body.to_string())
+}
+
+/// Scrapes `/metrics` and parses it with an exposition-format parser.
+pub async fn scrape(f: &Fence) -> prometheus_parse::Scrape {
+    let (status, body) = http_get(f.http.expect("http enabled"), "/metrics").await;
+    assert_eq!(status, 200);
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("valid exposition format")
+}
+
+/// The value of one sample: metric name and exact labels (all of them).
+pub fn sample(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == name
+                && s.labels.len() == labels.len()
+                && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
 /// A network namespace made for one test, deleted when dropped.
 pub struct Netns {
     /// Its name (`ip netns`).
@@ -690,6 +760,24 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
     let deadline = std::time::Instant::now() + within;
     loop {
         if check() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls an async check every 50 ms for up to `within`.
+pub async fn eventually_async<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if check().await {
             return true;
         }
         if std::time::Instant::now() > deadline {

@@ -5,5 +5,6 @@ mod cli;
 mod deny;
 mod fence;
 mod harness;
+mod observe;
 mod protocol;
 mod resolve;
