@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# dnsperf harness: dnsfence against dnsmasq and Unbound, same machine, same run, same queries.
+#
+#   bash benches/dnsperf.sh            # about 4 minutes; run as root for the nftables fence
+#   SECONDS_PER_RUN=5 bash benches/dnsperf.sh
+#
+# An NSD authoritative server on 127.0.0.1:5300 serves every catalog name (a root zone, so one
+# zone covers them all, response-rate limiting off). dnsfence, dnsmasq and Unbound run in turn
+# as caching forwarders to it, each pinned to CPU 0; dnsperf runs pinned to CPU 1. Each cache is
+# warmed, then measured with three query files: 100 cached allowed names, 100 denied names, and
+# an 80/20 mix; then a fixed-rate run (20k qps, -v) gives p50/p99. Server CPU per 100k answers
+# comes from /proc/PID/stat, peak RSS from /proc/PID/status. Everything is on loopback and stops
+# by itself. Needs: dnsperf nsd dnsmasq unbound (Debian packages) and taskset.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${SECONDS_PER_RUN:-10}
+FIXED_QPS=${FIXED_QPS:-20000}
+for tool in dnsperf nsd dnsmasq unbound taskset; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install dnsperf nsd dnsmasq unbound util-linux"; exit 1; }
+done
+
+cargo build --release --quiet
+BIN=$PWD/target/release/dnsfence
+W=$(mktemp -d)
+pids=()
+netns=
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "$netns" ] && ip netns del "$netns" 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+# ---- query files -------------------------------------------------------------------------
+# Exact catalog names (no wildcard), plus one name under each "*." pattern, first 100.
+grep -ho '"[A-Za-z0-9*.-]*\.[a-z]*"' zones/*.toml | tr -d '"' | grep -v '^[0-9]' | tr 'A-Z' 'a-z' \
+  | sed -e 's/^\*\./bench./' -e 's/\*/x/' | sort -u | head -100 > "$W/allowed.names"
+for i in $(seq 1 100); do echo "www.denied$i.example.net"; done > "$W/denied.names"
+sed 's/$/ A/' "$W/allowed.names" > "$W/allowed.q"
+sed 's/$/ A/' "$W/denied.names" > "$W/denied.q"
+{ head -80 "$W/allowed.q"; head -20 "$W/denied.q"; } > "$W/mix.q"
+# 100k distinct allowed names for the memory measurement.
+seq 1 100000 | sed 's/^/n/; s/$/.manage.microsoft.com A/' > "$W/fill.q"
+
+# ---- upstream: NSD serving a root zone with every name -----------------------------------
+{
+  echo '$TTL 3600'
+  echo '. IN SOA ns.bench. hostmaster.bench. 1 3600 600 86400 300'
+  echo '. IN NS ns.bench.'
+  echo 'ns.bench. IN A 127.0.0.1'
+  i=0
+  while read -r n; do i=$((i + 1)); echo "$n. IN A 198.18.$((i / 250)).$((i % 250 + 1))"; done < "$W/allowed.names"
+  echo '*.manage.microsoft.com. IN A 198.19.0.1'
+} > "$W/root.zone"
+cat > "$W/nsd.conf" <<EOF
+server:
+  ip-address: 127.0.0.1@5300
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "$W"
+  pidfile: "$W/nsd.pid"
+  zonelistfile: "$W/zone.list"
+  xfrdfile: "$W/xfrd.state"
+  database: ""
+  rrl-ratelimit: 0
+  verbosity: 0
+  hide-version: yes
+remote-control:
+  control-enable: no
+zone:
+  name: "."
+  zonefile: "root.zone"
+EOF
+taskset -c 1 nsd -d -c "$W/nsd.conf" 2> "$W/nsd.log" &
+pids+=($!)
+
+# ---- the servers under test --------------------------------------------------------------
+fence_section='[fence]
+enabled = true
+backend = "list"'
+if [ "$(id -u)" = 0 ] && command -v nft >/dev/null && command -v ip >/dev/null; then
+  netns="dnsfence-perf-$$"
+  ip netns add "$netns"
+  fence_section="[fence]
+enabled = true
+netns = \"$netns\""
+fi
+cat > "$W/dnsfence.toml" <<EOF
+[server]
+listen = ["127.0.0.1:5310"]
+[zones]
+dir = "$PWD/zones"
+[upstream]
+servers = ["127.0.0.1:5300"]
+cache_size = 200000
+[query_log]
+level = "none"
+[http]
+listen = "127.0.0.1:5319"
+$fence_section
+[[view]]
+name = "bench"
+networks = ["127.0.0.0/8"]
+profiles = ["intune-core", "autopilot", "remote-help", "wns", "delivery-optimization", "apple",
+  "android", "authentication", "win32-apps", "microsoft-store", "attestation", "defender",
+  "endpoint-privilege-management"]
+EOF
+cat > "$W/unbound.conf" <<EOF
+server:
+  interface: 127.0.0.1@5312
+  port: 5312
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "$W"
+  pidfile: "$W/unbound.pid"
+  num-threads: 1
+  module-config: "iterator"
+  do-not-query-localhost: no
+  access-control: 127.0.0.0/8 allow
+  msg-cache-size: 64m
+  rrset-cache-size: 128m
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+forward-zone:
+  name: "."
+  forward-addr: 127.0.0.1@5300
+EOF
+
+start() { # name port -> sets SERVER_PID
+  case $1 in
+    dnsfence) taskset -c 0 "$BIN" run -c "$W/dnsfence.toml" 2> "$W/dnsfence.log" & ;;
+    dnsmasq) taskset -c 0 dnsmasq -k -C /dev/null -p 5311 --listen-address=127.0.0.1 --bind-interfaces \
+               --no-resolv --no-hosts --server=127.0.0.1#5300 --cache-size=10000 --user=root \
+               --pid-file="$W/dnsmasq.pid" 2> "$W/dnsmasq.log" & ;;
+    unbound) taskset -c 0 unbound -d -c "$W/unbound.conf" 2> "$W/unbound.log" & ;;
+  esac
+  SERVER_PID=$!
+  pids+=("$SERVER_PID")
+  for _ in $(seq 1 100); do
+    dnsperf -s 127.0.0.1 -p "$2" -d "$W/allowed.q" -n 1 -t 1 2>/dev/null | grep -q 'Queries completed: *100 ' && return
+    sleep 0.1
+  done
+  echo "$1 did not come up"; cat "$W/$1.log"; exit 1
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+perf() { # port file -> "qps completed"
+  taskset -c 1 dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$RUN" -c 8 -q 500 -T 1 2>/dev/null \
+    | awk '/Queries completed:/ {c=$3} /Queries per second:/ {q=$4} END {print q, c}'
+}
+percentiles() { # port file -> "avg p50 p99" in microseconds
+  taskset -c 1 dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l 5 -Q "$FIXED_QPS" -c 8 -T 1 -v 2>/dev/null \
+    | awk '/^> / {print $NF}' | sort -g \
+    | awk '{a[NR]=$1; s+=$1} END {if (NR==0) {print "- - -"; exit}
+           printf "%.0f %.0f %.0f\n", s/NR*1e6, a[int(NR*0.50)]*1e6, a[int(NR*0.99)]*1e6}'
+}
+TCK=$(getconf CLK_TCK)
+declare -A R
+for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
+  name=${s%%:*}; port=${s##*:}
+  start "$name" "$port"
+  # Warm: every allowed and denied name once (denied names are cached negatively by peers).
+  taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/mix.q" -n 3 >/dev/null 2>&1 || true
+  taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/denied.q" -n 2 >/dev/null 2>&1 || true
+  for kind in allowed denied mix; do
+    t0=$(cpu_ticks "$SERVER_PID")
+    read -r qps done_ < <(perf "$port" "$W/$kind.q")
+    t1=$(cpu_ticks "$SERVER_PID")
+    R[$name.$kind.qps]=$qps
+    R[$name.$kind.cpu]=$(awk -v d=$((t1 - t0)) -v n="$done_" -v t="$TCK" 'BEGIN {printf "%.3f", (d / t) / n * 100000}')
+  done
+  read -r avg p50 p99 < <(percentiles "$port" "$W/allowed.q")
+  R[$name.avg]=$avg; R[$name.p50]=$p50; R[$name.p99]=$p99
+  # Memory: fill the cache with 100k distinct names, then read the peak RSS.
+  taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/fill.q" -n 1 -q 200 >/dev/null 2>&1 || true
+  R[$name.rss]=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$SERVER_PID/status")
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+done
+
+echo
+echo "dnsperf, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); server on CPU 0, dnsperf on CPU 1; ${RUN}s per run"
+echo "fence: $([ -n "$netns" ] && echo "nftables in netns $netns" || echo "list backend (not root)")"
+printf "%-10s %12s %12s %12s %9s %9s %9s %14s %9s\n" server "allowed qps" "denied qps" "mix qps" "avg us" "p50 us" "p99 us" "CPU s/100k" "RSS MiB"
+for n in dnsfence dnsmasq unbound; do
+  printf "%-10s %12.0f %12.0f %12.0f %9s %9s %9s %14s %9s\n" "$n" "${R[$n.allowed.qps]}" "${R[$n.denied.qps]}" \
+    "${R[$n.mix.qps]}" "${R[$n.avg]}" "${R[$n.p50]}" "${R[$n.p99]}" "${R[$n.allowed.cpu]}" "${R[$n.rss]}"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}'; }
+echo
+echo "dnsfence / dnsmasq: cached allowed qps $(ratio "${R[dnsfence.allowed.qps]}" "${R[dnsmasq.allowed.qps]}")x," \
+  "denied vs dnsmasq cached $(ratio "${R[dnsfence.denied.qps]}" "${R[dnsmasq.allowed.qps]}")x," \
+  "CPU per answer $(ratio "${R[dnsfence.allowed.cpu]}" "${R[dnsmasq.allowed.cpu]}")x," \
+  "p99 $(ratio "${R[dnsfence.p99]}" "${R[dnsmasq.p99]}")x"
+echo "dnsfence / unbound: cached allowed qps $(ratio "${R[dnsfence.allowed.qps]}" "${R[unbound.allowed.qps]}")x," \
+  "denied $(ratio "${R[dnsfence.denied.qps]}" "${R[unbound.denied.qps]}")x," \
+  "CPU per answer $(ratio "${R[dnsfence.allowed.cpu]}" "${R[unbound.allowed.cpu]}")x," \
+  "p99 $(ratio "${R[dnsfence.p99]}" "${R[unbound.p99]}")x"
