@@ -16,6 +16,7 @@ use crate::fence::nft::ViewPlan;
 use crate::fence::{Fence, FenceError};
 use crate::http;
 use crate::metrics::Metrics;
+use crate::packet_cache::PacketCache;
 use crate::policy::{Policy, PolicyError};
 use crate::querylog::QueryLog;
 use crate::server::{Listeners, Shared, serve};
@@ -111,13 +112,18 @@ impl App {
             metrics: Metrics::new(config.http.max_denied_domains),
             listening: AtomicBool::new(false),
             upstream_fresh: config.upstream.probe_interval * 3,
+            packets: PacketCache::new(
+                usize::try_from(config.upstream.cache_size).unwrap_or(usize::MAX),
+            ),
         });
         Ok(App { config, shared })
     }
 
     /// Binds the configured DNS and HTTP addresses.
     pub async fn bind(&self) -> Result<Bound, StartError> {
-        let dns = Listeners::bind(&self.config.server.listen).await?;
+        let dns =
+            Listeners::bind_workers(&self.config.server.listen, self.config.server.udp_workers)
+                .await?;
         let http = match self.config.http.listen {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on http {addr}: {e}"))
@@ -216,6 +222,8 @@ fn reload(config: &mut Config, shared: &Shared) {
     match result {
         Ok((new, policy)) => {
             shared.policy.store(Arc::new(policy));
+            // View indices may have moved: cached answers are keyed by them.
+            shared.packets.clear();
             *config = new;
             shared
                 .metrics

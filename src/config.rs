@@ -242,6 +242,8 @@ pub struct ServerConfig {
     /// Largest UDP answer we send to an EDNS client, whatever it advertises (RFC 9715 suggests
     /// 1232 to avoid fragmentation).
     pub max_udp_payload: u16,
+    /// UDP worker threads per address (SO_REUSEPORT sockets).
+    pub udp_workers: usize,
 }
 
 /// `[zones]`.
@@ -452,6 +454,8 @@ struct RawServer {
     tcp_idle_timeout_ms: u64,
     #[serde(default = "default_max_udp_payload")]
     max_udp_payload: u16,
+    #[serde(default)]
+    udp_workers: usize,
 }
 
 impl Default for RawServer {
@@ -460,6 +464,7 @@ impl Default for RawServer {
             listen: default_listen(),
             tcp_idle_timeout_ms: default_tcp_idle_timeout_ms(),
             max_udp_payload: default_max_udp_payload(),
+            udp_workers: 0,
         }
     }
 }
@@ -812,6 +817,11 @@ impl Config {
                 listen,
                 tcp_idle_timeout: Duration::from_millis(raw.server.tcp_idle_timeout_ms),
                 max_udp_payload: raw.server.max_udp_payload,
+                // 0: one per CPU this process may run on (its affinity mask), at most 8.
+                udp_workers: match raw.server.udp_workers {
+                    0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+                    n => n.min(64),
+                },
             },
             zones: ZonesConfig {
                 dir: zones_dir,

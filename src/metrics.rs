@@ -67,6 +67,30 @@ pub fn qtype_label(qtype: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// The bounded label of a query type, without formatting it for the known ones.
+pub fn qtype_label_of(qtype: hickory_proto::rr::RecordType) -> &'static str {
+    use hickory_proto::rr::RecordType as T;
+    match qtype {
+        T::A => "A",
+        T::AAAA => "AAAA",
+        T::CNAME => "CNAME",
+        T::HTTPS => "HTTPS",
+        T::SVCB => "SVCB",
+        T::MX => "MX",
+        T::TXT => "TXT",
+        T::NS => "NS",
+        T::SOA => "SOA",
+        T::PTR => "PTR",
+        T::SRV => "SRV",
+        T::CAA => "CAA",
+        T::ANY => "ANY",
+        T::NAPTR => "NAPTR",
+        T::AXFR => "AXFR",
+        T::IXFR => "IXFR",
+        other => qtype_label(&other.to_string()),
+    }
+}
+
 /// The label of queries from clients in no view.
 pub const NO_VIEW: &str = "_none";
 /// The label of denied domains past the per-view cap.

@@ -20,11 +20,13 @@ use hickory_server::proto::rr::rdata::opt::EdnsOption;
 use hickory_server::proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
+use crate::answer::AnswerAddr;
 use crate::config::{AdmitFailure, DenyRcode, ViewMode};
-use crate::fence::{AdmitError, Admitted, Fence};
+use crate::fence::{Admitted, Fence};
 use crate::metrics::{self, Metrics};
+use crate::packet_cache::PacketCache;
 use crate::policy::{DenyReason, Policy, wire_name_text};
 use crate::querylog::{QueryLog, QueryRecord, Verdict, rfc3339};
 use crate::upstream::{Resolution, Upstream, UpstreamError};
@@ -55,28 +57,32 @@ const ANY_TTL: u32 = 3600;
 /// The sockets a server answers on: UDP and TCP on the same addresses.
 #[derive(Debug)]
 pub struct Listeners {
-    /// UDP sockets.
-    pub udp: Vec<UdpSocket>,
-    /// TCP listeners, one per UDP socket, on the same address and port.
+    /// UDP sockets: `workers` per address, sharing the port with SO_REUSEPORT.
+    pub udp: Vec<std::net::UdpSocket>,
+    /// TCP listeners, one per address, on the same port as its UDP sockets.
     pub tcp: Vec<TcpListener>,
 }
 
 impl Listeners {
-    /// Binds UDP and TCP on every address. Port 0 picks a free port that is then used for both
-    /// protocols (retrying when TCP finds that port taken), which is what tests want.
+    /// Binds UDP (one socket) and TCP on every address. Port 0 picks a free port that is then
+    /// used for both protocols (retrying when TCP finds that port taken), which is what tests want.
     pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Listeners> {
+        Listeners::bind_workers(addrs, 1).await
+    }
+
+    /// Same, with `workers` UDP sockets per address.
+    pub async fn bind_workers(addrs: &[SocketAddr], workers: usize) -> io::Result<Listeners> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for addr in addrs {
             let mut attempt = 0;
             loop {
-                let u = UdpSocket::bind(addr)
-                    .await
+                let sockets = crate::udp::bind_reuseport(*addr, workers)
                     .map_err(|e| bind_err(addr, "udp", e))?;
-                let bound = u.local_addr()?;
+                let bound = sockets[0].local_addr()?;
                 match TcpListener::bind(bound).await {
                     Ok(t) => {
-                        udp.push(u);
+                        udp.extend(sockets);
                         tcp.push(t);
                         break;
                     }
@@ -91,12 +97,15 @@ impl Listeners {
         Ok(Listeners { udp, tcp })
     }
 
-    /// The bound addresses (UDP; TCP listens on the same ones).
+    /// The bound addresses, once each (TCP listens on the same ones).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp
+        let mut addrs: Vec<SocketAddr> = self
+            .udp
             .iter()
             .filter_map(|s| s.local_addr().ok())
-            .collect()
+            .collect();
+        addrs.dedup();
+        addrs
     }
 }
 
@@ -125,6 +134,8 @@ pub struct Shared {
     pub listening: AtomicBool,
     /// The upstream counts as healthy while it answered within this long.
     pub upstream_fresh: Duration,
+    /// Answers in wire form for the UDP fast path.
+    pub packets: PacketCache,
 }
 
 /// hickory-server's entry point into dnsfence.
@@ -147,23 +158,47 @@ enum Reply {
 }
 
 /// What the query log and metrics learn about a query while it is handled.
-struct Outcome<'p> {
-    view: Option<&'p str>,
-    verdict: Verdict,
-    endpoint_set: Option<&'p str>,
-    reason: Option<&'static str>,
-    cache_hit: bool,
-    fence_error: Option<&'static str>,
+pub(crate) struct Outcome<'p> {
+    pub(crate) view: Option<&'p str>,
+    pub(crate) verdict: Verdict,
+    pub(crate) endpoint_set: Option<&'p str>,
+    pub(crate) reason: Option<&'static str>,
+    pub(crate) cache_hit: bool,
+    pub(crate) fence_error: Option<&'static str>,
     /// Upstream latency and result label, on a cache miss.
-    upstream: Option<(Duration, &'static str)>,
+    pub(crate) upstream: Option<(Duration, &'static str)>,
     /// Admit latency and result label, when the fence was asked.
-    admit: Option<(Duration, &'static str)>,
+    pub(crate) admit: Option<(Duration, &'static str)>,
     /// The denied name (normalised), for the denied-domain metric and the top-K.
-    denied_name: Option<String>,
+    pub(crate) denied_name: Option<String>,
+    /// Set when the answer may be kept in the packet cache.
+    pub(crate) cacheable: Option<Cacheable>,
 }
 
-impl Outcome<'_> {
-    fn refused(reason: &'static str) -> Self {
+/// What the UDP fast path needs to serve an answer again from its wire bytes.
+#[derive(Debug, Clone)]
+pub struct Cacheable {
+    /// The view it was answered for.
+    pub view: usize,
+    /// The first endpoint set that allowed the name (for metrics and the log).
+    pub endpoint_set: u32,
+    /// The answer's addresses, checked against the fence's ledger on every hit.
+    pub addrs: Vec<AnswerAddr>,
+    /// Ports of the endpoint sets that allowed the name (addr_port sets).
+    pub ports: Vec<PortSpec>,
+}
+
+impl<'p> Outcome<'p> {
+    /// An allowed query of `view`.
+    pub(crate) fn allowed(view: &'p str) -> Self {
+        let mut o = Outcome::refused("");
+        o.view = Some(view);
+        o.verdict = Verdict::Allowed;
+        o.reason = None;
+        o
+    }
+
+    pub(crate) fn refused(reason: &'static str) -> Self {
         Outcome {
             view: None,
             verdict: Verdict::Refused,
@@ -174,6 +209,7 @@ impl Outcome<'_> {
             upstream: None,
             admit: None,
             denied_name: None,
+            cacheable: None,
         }
     }
 }
@@ -185,12 +221,18 @@ impl RequestHandler for Handler {
         request: &Request,
         response: R,
     ) -> ResponseInfo {
-        self.0.handle(request, response).await
+        self.0.handle(request, response).await.0
     }
 }
 
 impl Shared {
-    async fn handle<R: ResponseHandler>(&self, request: &Request, mut response: R) -> ResponseInfo {
+    /// Answers one parsed request through `response`; says whether the answer may be cached as
+    /// wire bytes by the UDP fast path.
+    pub(crate) async fn handle<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> (ResponseInfo, Option<Cacheable>) {
         let started = Instant::now();
         let policy = self.policy.load_full();
         let (reply, outcome) = self.decide(request, &policy).await;
@@ -253,20 +295,42 @@ impl Shared {
                 })
             }
         };
-        self.count(request, &outcome, started.elapsed());
+        let qtype = request
+            .queries
+            .queries()
+            .first()
+            .map_or(RecordType::Unknown(0), |q| q.query_type());
+        self.count(qtype, &outcome, started.elapsed());
         if self.log.wants(outcome.verdict) {
-            self.log_query(request, &outcome, info.response_code, started);
+            let name = request
+                .queries
+                .queries()
+                .first()
+                .map(|q| q.original().name().to_string())
+                .unwrap_or_default();
+            self.log_query(
+                request.src().ip(),
+                request.protocol().is_datagram(),
+                &name,
+                qtype,
+                &outcome,
+                info.response_code,
+                started,
+            );
         }
-        info
+        let cacheable = if info.truncation {
+            None
+        } else {
+            outcome.cacheable
+        };
+        (info, cacheable)
     }
 
     /// Moves the metrics for one answered query.
-    fn count(&self, request: &Request, outcome: &Outcome<'_>, took: Duration) {
+    pub(crate) fn count(&self, qtype: RecordType, outcome: &Outcome<'_>, took: Duration) {
         let m = &self.metrics;
         let view = outcome.view.unwrap_or(metrics::NO_VIEW);
-        let qtype = request.queries.queries().first().map_or("other", |q| {
-            metrics::qtype_label(&q.query_type().to_string())
-        });
+        let qtype = metrics::qtype_label_of(qtype);
         let verdict = outcome.verdict.as_str();
         m.queries.with_label_values(&[view, qtype, verdict]).inc();
         m.response(verdict, took);
@@ -304,29 +368,26 @@ impl Shared {
         }
     }
 
-    fn log_query(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn log_query(
         &self,
-        request: &Request,
+        client: std::net::IpAddr,
+        udp: bool,
+        name: &str,
+        qtype: RecordType,
         outcome: &Outcome<'_>,
         rcode: ResponseCode,
         started: Instant,
     ) {
-        let (name, qtype) = match request.queries.queries().first() {
-            Some(q) => (q.original().name().to_string(), q.query_type().to_string()),
-            None => (String::new(), String::new()),
-        };
+        let (name, qtype) = (name.to_string(), qtype.to_string());
         let elapsed = started.elapsed();
         let arrived = SystemTime::now()
             .checked_sub(elapsed)
             .unwrap_or_else(SystemTime::now);
         self.log.log(&QueryRecord {
             time: rfc3339(arrived),
-            client: request.src().ip(),
-            protocol: if request.protocol().is_datagram() {
-                "udp"
-            } else {
-                "tcp"
-            },
+            client,
+            protocol: if udp { "udp" } else { "tcp" },
             view: outcome.view,
             name,
             qtype,
@@ -387,6 +448,7 @@ impl Shared {
             upstream: None,
             admit: None,
             denied_name: None,
+            cacheable: None,
         };
         let qtype = query.query_type();
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
@@ -467,17 +529,28 @@ impl Shared {
                 // The answer leaves only once its addresses are in the view's sets (or the
                 // admit failed and the policy says to answer anyway). Would-be denials of a
                 // report-mode view are not admitted: they are not on the allowlist.
+                let allowed = outcome.verdict == Verdict::Allowed;
+                let addrs = if allowed {
+                    crate::answer::addresses(&answers)
+                } else {
+                    Vec::new()
+                };
+                let ports = if allowed {
+                    ports_of(policy, allowed_sets)
+                } else {
+                    Vec::new()
+                };
                 let admitted = match &self.fence {
-                    Some(fence) if outcome.verdict == Verdict::Allowed => {
+                    Some(fence) if allowed && !addrs.is_empty() => {
                         let t = Instant::now();
-                        let r = self
+                        let name = query.name().to_string();
+                        let r = fence
                             .admit(
-                                fence,
-                                policy,
                                 view.index,
-                                query.name(),
-                                &answers,
+                                name.trim_end_matches('.'),
+                                &addrs,
                                 allowed_sets,
+                                &ports,
                                 resolved.cache_hit,
                             )
                             .await;
@@ -507,17 +580,35 @@ impl Shared {
                         );
                     }
                 }
+                if allowed && outcome.fence_error.is_none() {
+                    outcome.cacheable = Some(Cacheable {
+                        view: view.index,
+                        endpoint_set: allowed_sets.first().copied().unwrap_or(0),
+                        addrs,
+                        ports,
+                    });
+                }
                 Reply::Records {
                     rcode: ResponseCode::NoError,
                     answers,
                     authorities,
                 }
             }
-            Ok(Resolution::Negative { rcode, soa }) => Reply::Records {
-                rcode,
-                answers: Vec::new(),
-                authorities: soa.map(|s| *s).into_iter().collect(),
-            },
+            Ok(Resolution::Negative { rcode, soa }) => {
+                if outcome.verdict == Verdict::Allowed {
+                    outcome.cacheable = Some(Cacheable {
+                        view: view.index,
+                        endpoint_set: allowed_sets.first().copied().unwrap_or(0),
+                        addrs: Vec::new(),
+                        ports: Vec::new(),
+                    });
+                }
+                Reply::Records {
+                    rcode,
+                    answers: Vec::new(),
+                    authorities: soa.map(|s| *s).into_iter().collect(),
+                }
+            }
             Err(error) => {
                 tracing::warn!(name = %query.name(), %qtype, %error, "upstream failure");
                 if outcome.reason.is_none() {
@@ -536,46 +627,19 @@ impl Shared {
     }
 }
 
-impl Shared {
-    /// Admits the addresses of `answers` into the view's sets, with the ports of the endpoint sets
-    /// that allowed the name.
-    #[allow(clippy::too_many_arguments)]
-    async fn admit(
-        &self,
-        fence: &Fence,
-        policy: &Policy,
-        view: usize,
-        name: &hickory_server::proto::rr::LowerName,
-        answers: &[Record],
-        endpoint_sets: &[u32],
-        cache_hit: bool,
-    ) -> Result<Admitted, AdmitError> {
-        let addrs = crate::answer::addresses(answers);
-        if addrs.is_empty() {
-            return Ok(Admitted::Fresh);
-        }
-        let mut ports: Vec<PortSpec> = endpoint_sets
-            .iter()
-            .flat_map(|&i| policy.catalog.sets[i as usize].ports.iter().copied())
-            .collect();
-        ports.sort_unstable();
-        ports.dedup();
-        let name = name.to_string();
-        fence
-            .admit(
-                view,
-                name.trim_end_matches('.'),
-                &addrs,
-                endpoint_sets,
-                &ports,
-                cache_hit,
-            )
-            .await
-    }
+/// The ports of the endpoint sets that allowed a name, sorted, once each.
+pub(crate) fn ports_of(policy: &Policy, endpoint_sets: &[u32]) -> Vec<PortSpec> {
+    let mut ports: Vec<PortSpec> = endpoint_sets
+        .iter()
+        .flat_map(|&i| policy.catalog.sets[i as usize].ports.iter().copied())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// The response code as `dig` writes it, for the query log.
-fn rcode_name(rcode: ResponseCode) -> String {
+pub(crate) fn rcode_name(rcode: ResponseCode) -> String {
     match rcode {
         ResponseCode::NoError => "NOERROR".into(),
         ResponseCode::FormErr => "FORMERR".into(),
@@ -589,21 +653,20 @@ fn rcode_name(rcode: ResponseCode) -> String {
 }
 
 /// Serves `listeners` until `shutdown` completes, then stops accepting, lets in-flight answers
-/// finish and returns.
+/// finish and returns. UDP goes to dnsfence's own workers (see `udp.rs`), TCP to hickory-server.
 pub async fn serve(
     shared: Arc<Shared>,
     listeners: Listeners,
     tcp_idle_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let mut server = hickory_server::Server::new(Handler(shared));
-    for socket in listeners.udp {
-        server.register_socket(socket);
-    }
+    let mut server = hickory_server::Server::new(Handler(shared.clone()));
     for listener in listeners.tcp {
         server.register_listener(listener, tcp_idle_timeout, 64);
     }
-    tokio::select! {
+    let workers =
+        crate::udp::Workers::start(shared, listeners.udp, tokio::runtime::Handle::current())?;
+    let result = tokio::select! {
         result = server.block_until_done() => {
             result.map_err(|e| io::Error::other(format!("server stopped: {e}")))
         }
@@ -614,5 +677,8 @@ pub async fn serve(
                 .await
                 .map_err(|e| io::Error::other(format!("shutdown: {e}")))
         }
-    }
+    };
+    // Joining the workers blocks for at most one read timeout: off the runtime's threads.
+    let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
+    result
 }

@@ -136,8 +136,20 @@ pub struct LedgerEntry {
 /// thousands of names cannot grow the ledger.
 pub const MAX_NAMES: usize = 4;
 
-/// Element key: (dynamic set index, key bytes as the kernel stores them).
-type Key = (u16, Box<[u8]>);
+/// Ledger key: the dynamic set's index (2 bytes, big-endian) then the element's key bytes as the
+/// kernel stores them. One flat byte string, so a lookup can borrow a key built on the stack.
+type Key = Box<[u8]>;
+
+fn ledger_key(set: u16, key: &[u8]) -> Key {
+    let mut k = Vec::with_capacity(2 + key.len());
+    k.extend_from_slice(&set.to_be_bytes());
+    k.extend_from_slice(key);
+    k.into_boxed_slice()
+}
+
+fn key_set(k: &[u8]) -> u16 {
+    u16::from_be_bytes([k[0], k[1]])
+}
 
 /// What the kernel has confirmed, by set and key.
 #[derive(Debug, Default)]
@@ -320,7 +332,7 @@ impl Fence {
                 let timeout = lifetime + cfg.grace;
                 let keys = element_keys(a.ip, self.shared.sets[set as usize].mode, ports);
                 for key in keys {
-                    let known = ledger.map.get(&(set, key.clone()));
+                    let known = ledger.map.get(&ledger_key(set, &key));
                     // Fresh: it outlives this answer by at least half the grace, and the kernel
                     // confirmed it recently enough to trust it without asking.
                     let fresh = known.is_some_and(|e| {
@@ -383,6 +395,57 @@ impl Fence {
         }
     }
 
+    /// Whether every element of an answer is known fresh (the same rule as [`Fence::admit`]),
+    /// `age` seconds after the answer was first given: the UDP fast path serves a cached answer
+    /// only then, and leaves the rest to the full handler, which re-admits.
+    pub fn is_fresh(
+        &self,
+        view: usize,
+        addrs: &[AnswerAddr],
+        ports: &[PortSpec],
+        age: u32,
+        now: Instant,
+    ) -> bool {
+        let Some(Some((v4, v6))) = self.shared.views.get(view).copied() else {
+            return true;
+        };
+        let cfg = &self.shared.cfg;
+        let ledger = lock(&self.shared.ledger);
+        let mut key = [0u8; 2 + 24];
+        addrs.iter().all(|a| {
+            let set = if a.ip.is_ipv6() { v6 } else { v4 };
+            let lifetime = Duration::from_secs(a.ttl.saturating_sub(age).into())
+                .clamp(cfg.min_ttl, cfg.max_ttl);
+            let fresh = |k: &[u8]| {
+                ledger.map.get(k).is_some_and(|e| {
+                    e.expires >= now + lifetime + cfg.grace / 2
+                        && now.duration_since(e.confirmed) < cfg.recheck
+                })
+            };
+            key[..2].copy_from_slice(&set.to_be_bytes());
+            let addr_len = match a.ip {
+                IpAddr::V4(v) => {
+                    key[2..6].copy_from_slice(&v.octets());
+                    4
+                }
+                IpAddr::V6(v) => {
+                    key[2..18].copy_from_slice(&v.octets());
+                    16
+                }
+            };
+            match self.shared.sets[set as usize].mode {
+                FenceMode::Addr => fresh(&key[..2 + addr_len]),
+                FenceMode::AddrPort => ports.iter().all(|p| {
+                    let o = 2 + addr_len;
+                    key[o..o + 4].copy_from_slice(&[proto_number(p.proto), 0, 0, 0]);
+                    key[o + 4..o + 6].copy_from_slice(&p.port.to_be_bytes());
+                    key[o + 6..o + 8].fill(0);
+                    fresh(&key[..o + 8])
+                }),
+            }
+        })
+    }
+
     /// The counters.
     pub fn stats(&self) -> &FenceStats {
         &self.shared.stats
@@ -410,9 +473,9 @@ impl Fence {
         ledger
             .map
             .iter()
-            .filter(|((s, _), e)| *s as usize == set && e.expires > now)
-            .filter_map(|((_, key), e)| {
-                let (ip, port) = decode_key(key)?;
+            .filter(|(k, e)| key_set(k) as usize == set && e.expires > now)
+            .filter_map(|(k, e)| {
+                let (ip, port) = decode_key(&k[2..])?;
                 Some((ip, port, e.clone()))
             })
             .collect()
@@ -424,7 +487,7 @@ impl Fence {
         lock(&self.shared.ledger)
             .map
             .iter()
-            .filter(|((s, _), e)| *s as usize == set && e.expires > now)
+            .filter(|(k, e)| key_set(k) as usize == set && e.expires > now)
             .count()
     }
 
@@ -446,7 +509,7 @@ fn record(ledger: &Mutex<Ledger>, elements: Vec<Pending>, now: Instant) {
     for p in elements {
         let e = ledger
             .map
-            .entry((p.set, p.key))
+            .entry(ledger_key(p.set, &p.key))
             .or_insert_with(|| LedgerEntry {
                 expires: now,
                 confirmed: now,
@@ -773,7 +836,13 @@ impl Worker {
             .map
             .iter()
             .filter(|(_, e)| e.expires > now + Duration::from_millis(500))
-            .map(|((s, k), e)| (*s, k.clone(), (e.expires - now).as_millis() as u64))
+            .map(|(k, e)| {
+                (
+                    key_set(k),
+                    k[2..].to_vec().into_boxed_slice(),
+                    (e.expires - now).as_millis() as u64,
+                )
+            })
             .collect();
         let count = live.len();
         for chunk in live.chunks(1024) {

@@ -250,7 +250,8 @@ impl Upstream {
         let addr = listeners.local_addrs()[0];
         let mut server = hickory_server::Server::new(handler);
         for s in listeners.udp {
-            server.register_socket(s);
+            s.set_nonblocking(true).unwrap();
+            server.register_socket(tokio::net::UdpSocket::from_std(s).unwrap());
         }
         for l in listeners.tcp {
             server.register_listener(l, Duration::from_secs(5), 16);

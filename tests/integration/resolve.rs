@@ -247,3 +247,52 @@ fn report_mode_answers_denied_names_and_says_so() {
         f.stop().await;
     });
 }
+
+#[test]
+fn udp_cache_hits_keep_the_clients_id_case_flags_and_edns() {
+    run(async {
+        let f = Fence::start("").await;
+        let c = f.client();
+        let name = "fef.msua06.manage.microsoft.com.";
+        let first = c.udp(&query(name, RecordType::AAAA, Some(1232))).await;
+        // Served from the packet cache: another id (the client checks it), other case, CD set.
+        let mut q = query(
+            "FEF.msua06.MANAGE.microsoft.com.",
+            RecordType::AAAA,
+            Some(1232),
+        );
+        q.metadata.checking_disabled = true;
+        q.edns.as_mut().unwrap().set_dnssec_ok(true);
+        let dnssec_hit = c.udp(&q).await;
+        let mut q = query(
+            "FEF.msua06.MANAGE.microsoft.com.",
+            RecordType::AAAA,
+            Some(1232),
+        );
+        q.metadata.checking_disabled = true;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let hit = c.udp(&q).await;
+        assert_eq!(f.upstream.seen.count_type(name, RecordType::AAAA), 1);
+        assert_eq!(ips(&hit), ips(&first));
+        assert_eq!(
+            hit.queries[0].name().to_string(),
+            "FEF.msua06.MANAGE.microsoft.com."
+        );
+        assert!(hit.metadata.checking_disabled && hit.metadata.recursion_desired);
+        assert!(
+            hit.answers[0].ttl < first.answers[0].ttl,
+            "TTL counts down on a hit"
+        );
+        assert!(!hit.edns.as_ref().unwrap().flags().dnssec_ok);
+        assert!(
+            dnssec_hit.edns.as_ref().unwrap().flags().dnssec_ok,
+            "DO echoed"
+        );
+        // Without EDNS: no OPT in the answer.
+        let plain = c.udp(&query(name, RecordType::AAAA, None)).await;
+        assert!(plain.edns.is_none());
+        assert_eq!(ips(&plain), ips(&first));
+        assert_eq!(f.shared.metrics.cache_hits.get(), 3);
+        f.stop().await;
+    });
+}
