@@ -16,7 +16,6 @@ use crate::fence::nft::ViewPlan;
 use crate::fence::{Fence, FenceError};
 use crate::http;
 use crate::metrics::Metrics;
-use crate::packet_cache::PacketCache;
 use crate::policy::{Policy, PolicyError};
 use crate::querylog::QueryLog;
 use crate::server::{Listeners, Shared, serve};
@@ -112,9 +111,6 @@ impl App {
             metrics: Metrics::new(config.http.max_denied_domains),
             listening: AtomicBool::new(false),
             upstream_fresh: config.upstream.probe_interval * 3,
-            packets: PacketCache::new(
-                usize::try_from(config.upstream.cache_size).unwrap_or(usize::MAX),
-            ),
         });
         Ok(App { config, shared })
     }
@@ -222,8 +218,6 @@ fn reload(config: &mut Config, shared: &Shared) {
     match result {
         Ok((new, policy)) => {
             shared.policy.store(Arc::new(policy));
-            // View indices may have moved: cached answers are keyed by them.
-            shared.packets.clear();
             *config = new;
             shared
                 .metrics

@@ -7,12 +7,12 @@
 //! - [`matcher`]: the compiled name matcher (exact, `*.suffix`, in-label globs).
 //! - [`policy`]: views (client networks) and their compiled allowlists.
 //! - [`upstream`]: hickory-resolver behind the answer cache, with a deadline and health stamps.
-//! - [`cache`]: the answer cache: TTL bounds, count-down, negative caching, entry count.
+//! - [`cache`]: the answer cache in wire form: TTL bounds, count-down, negative caching.
 //! - [`answer`]: the addresses of an answer (A/AAAA across the CNAME chain, SVCB/HTTPS hints).
 //! - [`fence`]: nftables sets fed over netlink with every answered address, the ledger, resync.
 //! - [`server`]: hickory-server wiring and the request handler with deny answers and RFC 8914 errors.
 //! - [`udp`]: UDP workers with the wire-level fast path (denials, cached answers).
-//! - [`packet_cache`]: answers in wire form, patched per query.
+//! - [`wire`]: small DNS wire-format readers (names, TTL offsets).
 //! - [`querylog`]: one JSON line per query.
 //! - [`metrics`]: the Prometheus registry, bounded labels, the top denied names.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/v1/sets`, `/v1/sets/{view}.txt`, `/v1/denied`.
@@ -27,11 +27,11 @@ pub mod fence;
 pub mod http;
 pub mod matcher;
 pub mod metrics;
-pub mod packet_cache;
 pub mod policy;
 pub mod querylog;
 pub mod server;
 pub mod signal;
 pub mod udp;
 pub mod upstream;
+pub mod wire;
 pub mod zones;

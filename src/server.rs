@@ -22,11 +22,9 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::net::TcpListener;
 
-use crate::answer::AnswerAddr;
 use crate::config::{AdmitFailure, DenyRcode, ViewMode};
 use crate::fence::{Admitted, Fence};
 use crate::metrics::{self, Metrics};
-use crate::packet_cache::PacketCache;
 use crate::policy::{DenyReason, Policy, wire_name_text};
 use crate::querylog::{QueryLog, QueryRecord, Verdict, rfc3339};
 use crate::upstream::{Resolution, Upstream, UpstreamError};
@@ -134,8 +132,6 @@ pub struct Shared {
     pub listening: AtomicBool,
     /// The upstream counts as healthy while it answered within this long.
     pub upstream_fresh: Duration,
-    /// Answers in wire form for the UDP fast path.
-    pub packets: PacketCache,
 }
 
 /// hickory-server's entry point into dnsfence.
@@ -171,21 +167,6 @@ pub(crate) struct Outcome<'p> {
     pub(crate) admit: Option<(Duration, &'static str)>,
     /// The denied name (normalised), for the denied-domain metric and the top-K.
     pub(crate) denied_name: Option<String>,
-    /// Set when the answer may be kept in the packet cache.
-    pub(crate) cacheable: Option<Cacheable>,
-}
-
-/// What the UDP fast path needs to serve an answer again from its wire bytes.
-#[derive(Debug, Clone)]
-pub struct Cacheable {
-    /// The view it was answered for.
-    pub view: usize,
-    /// The first endpoint set that allowed the name (for metrics and the log).
-    pub endpoint_set: u32,
-    /// The answer's addresses, checked against the fence's ledger on every hit.
-    pub addrs: Vec<AnswerAddr>,
-    /// Ports of the endpoint sets that allowed the name (addr_port sets).
-    pub ports: Vec<PortSpec>,
 }
 
 impl<'p> Outcome<'p> {
@@ -209,7 +190,6 @@ impl<'p> Outcome<'p> {
             upstream: None,
             admit: None,
             denied_name: None,
-            cacheable: None,
         }
     }
 }
@@ -221,18 +201,17 @@ impl RequestHandler for Handler {
         request: &Request,
         response: R,
     ) -> ResponseInfo {
-        self.0.handle(request, response).await.0
+        self.0.handle(request, response).await
     }
 }
 
 impl Shared {
-    /// Answers one parsed request through `response`; says whether the answer may be cached as
-    /// wire bytes by the UDP fast path.
+    /// Answers one parsed request through `response`.
     pub(crate) async fn handle<R: ResponseHandler>(
         &self,
         request: &Request,
         mut response: R,
-    ) -> (ResponseInfo, Option<Cacheable>) {
+    ) -> ResponseInfo {
         let started = Instant::now();
         let policy = self.policy.load_full();
         let (reply, outcome) = self.decide(request, &policy).await;
@@ -318,12 +297,7 @@ impl Shared {
                 started,
             );
         }
-        let cacheable = if info.truncation {
-            None
-        } else {
-            outcome.cacheable
-        };
-        (info, cacheable)
+        info
     }
 
     /// Moves the metrics for one answered query.
@@ -448,7 +422,6 @@ impl Shared {
             upstream: None,
             admit: None,
             denied_name: None,
-            cacheable: None,
         };
         let qtype = query.query_type();
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
@@ -580,35 +553,17 @@ impl Shared {
                         );
                     }
                 }
-                if allowed && outcome.fence_error.is_none() {
-                    outcome.cacheable = Some(Cacheable {
-                        view: view.index,
-                        endpoint_set: allowed_sets.first().copied().unwrap_or(0),
-                        addrs,
-                        ports,
-                    });
-                }
                 Reply::Records {
                     rcode: ResponseCode::NoError,
                     answers,
                     authorities,
                 }
             }
-            Ok(Resolution::Negative { rcode, soa }) => {
-                if outcome.verdict == Verdict::Allowed {
-                    outcome.cacheable = Some(Cacheable {
-                        view: view.index,
-                        endpoint_set: allowed_sets.first().copied().unwrap_or(0),
-                        addrs: Vec::new(),
-                        ports: Vec::new(),
-                    });
-                }
-                Reply::Records {
-                    rcode,
-                    answers: Vec::new(),
-                    authorities: soa.map(|s| *s).into_iter().collect(),
-                }
-            }
+            Ok(Resolution::Negative { rcode, soa }) => Reply::Records {
+                rcode,
+                answers: Vec::new(),
+                authorities: soa.map(|s| *s).into_iter().collect(),
+            },
             Err(error) => {
                 tracing::warn!(name = %query.name(), %qtype, %error, "upstream failure");
                 if outcome.reason.is_none() {

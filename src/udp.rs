@@ -33,10 +33,10 @@ use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 
 use crate::config::{DenyRcode, ViewMode};
-use crate::packet_cache::{EdnsState, lowercase_wire};
 use crate::policy::{DenyReason, wire_name_text};
 use crate::querylog::Verdict;
 use crate::server::{Outcome, Shared, ede};
+use crate::wire::lowercase_name;
 
 /// Largest datagram read; larger ones are truncated by the kernel and fail to parse.
 const MAX_DATAGRAM: usize = 4096;
@@ -218,10 +218,10 @@ fn worker(
                 }
             }
             Fast::Drop => {}
-            Fast::Slow(query) => {
+            Fast::Slow => {
                 let packet = buf[..n].to_vec();
                 let (shared, socket) = (shared.clone(), socket.clone());
-                runtime.spawn(slow(shared, socket, packet, src, query, started));
+                runtime.spawn(slow(shared, socket, packet, src));
             }
         }
     }
@@ -233,8 +233,19 @@ enum Fast {
     Reply(usize),
     /// Not answerable (a response, or too short to carry an ID): dropped and counted.
     Drop,
-    /// Needs the full handler; carries what was parsed, if anything.
-    Slow(Option<Parsed>),
+    /// Needs the full handler.
+    Slow,
+}
+
+/// Whether and how the query carried EDNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EdnsState {
+    /// No OPT record.
+    None,
+    /// OPT without the DO bit.
+    Plain,
+    /// OPT with DO set.
+    Dnssec,
 }
 
 /// The parts of a plain query the fast path reads.
@@ -342,15 +353,13 @@ fn write_code(
     let mut n = qe;
     if q.edns != EdnsState::None {
         let payload = q.udp_size.clamp(512, max_udp);
-        out[n] = 0;
-        out[n + 1..n + 3].copy_from_slice(&41u16.to_be_bytes());
-        out[n + 3..n + 5].copy_from_slice(&payload.to_be_bytes());
-        out[n + 5] = 0; // extended rcode
-        out[n + 6] = 0; // version
-        out[n + 7] = if q.edns == EdnsState::Dnssec { 0x80 } else { 0 };
-        out[n + 8] = 0;
         let opt_len = 4 + 2 + text.len();
-        out[n + 9..n + 11].copy_from_slice(&(opt_len as u16).to_be_bytes());
+        crate::cache::write_opt(
+            &mut out[n..n + 11],
+            payload,
+            q.edns == EdnsState::Dnssec,
+            opt_len as u16,
+        );
         out[n + 11..n + 13].copy_from_slice(&ede::OPTION_CODE.to_be_bytes());
         out[n + 13..n + 15].copy_from_slice(&((2 + text.len()) as u16).to_be_bytes());
         out[n + 15..n + 17].copy_from_slice(&info_code.to_be_bytes());
@@ -367,11 +376,11 @@ fn fast(shared: &Shared, pkt: &[u8], src: SocketAddr, out: &mut [u8], started: I
         return Fast::Drop;
     }
     let Some(q) = parse(pkt) else {
-        return Fast::Slow(None);
+        return Fast::Slow;
     };
     let qtype = RecordType::from(q.qtype);
     if matches!(qtype, RecordType::ANY | RecordType::AXFR | RecordType::IXFR) {
-        return Fast::Slow(Some(q));
+        return Fast::Slow;
     }
     let policy = shared.policy.load();
     let client = match src.ip() {
@@ -402,11 +411,11 @@ fn fast(shared: &Shared, pkt: &[u8], src: SocketAddr, out: &mut [u8], started: I
     };
     let mut buf = [0u8; 256];
     let Some(text) = wire_name_text(&pkt[12..q.question_end - 4], &mut buf) else {
-        return Fast::Slow(Some(q));
+        return Fast::Slow;
     };
     let Some(entry) = view.lookup_normalized(text) else {
         if view.mode == ViewMode::Report {
-            return Fast::Slow(Some(q));
+            return Fast::Slow;
         }
         let (rcode, code) = match view.deny_rcode {
             DenyRcode::Refused => (5, ResponseCode::Refused),
@@ -428,57 +437,50 @@ fn fast(shared: &Shared, pkt: &[u8], src: SocketAddr, out: &mut [u8], started: I
         shared.finish_fast(src, pkt, &q_name(pkt, &q), qtype, &outcome, code, started);
         return Fast::Reply(n);
     };
-    // Allowed: a cache hit needs the packet, room in the client's UDP size, and fresh elements.
+    // Allowed: a cache hit needs the entry, room in the client's UDP size, and fresh elements.
     let mut name = [0u8; 256];
     let wire = &pkt[12..q.question_end - 4];
     name[..wire.len()].copy_from_slice(wire);
-    lowercase_wire(&mut name[..wire.len()]);
-    let Ok(view_idx) = u16::try_from(view.index) else {
-        return Fast::Slow(Some(q));
-    };
+    lowercase_name(&mut name[..wire.len()]);
     let now = Instant::now();
-    let Some(packet) = shared
-        .packets
-        .get(view_idx, q.qtype, q.edns, &name[..wire.len()], now)
+    let Some(cached) = shared
+        .upstream
+        .cache()
+        .get(&name[..wire.len()], q.qtype, now)
     else {
-        return Fast::Slow(Some(q));
+        return Fast::Slow;
     };
-    let limit = if q.edns == EdnsState::None {
-        512
-    } else {
-        q.udp_size.clamp(512, shared.max_udp_payload)
+    let (limit, edns) = match q.edns {
+        EdnsState::None => (512, None),
+        state => {
+            let payload = q.udp_size.clamp(512, shared.max_udp_payload);
+            (payload, Some((payload, state == EdnsState::Dnssec)))
+        }
     };
-    if packet.len() > limit as usize {
-        return Fast::Slow(Some(q));
+    if cached.wire_len(edns.is_some()) > limit as usize {
+        return Fast::Slow;
     }
     if let Some(fence) = &shared.fence
-        && !packet.addrs.is_empty()
-        && !fence.is_fresh(
-            view.index,
-            &packet.addrs,
-            &packet.ports,
-            packet.age(now),
-            now,
-        )
+        && !cached.addrs.is_empty()
     {
-        return Fast::Slow(Some(q));
+        let ports = if fence.needs_ports(view.index) {
+            crate::server::ports_of(&policy, &entry.values)
+        } else {
+            Vec::new()
+        };
+        if !fence.is_fresh(view.index, &cached.addrs, &ports, cached.age(now), now) {
+            return Fast::Slow;
+        }
     }
-    let Some(n) = packet.write(pkt, q.question_end, now, out) else {
-        return Fast::Slow(Some(q));
+    let Some(n) = cached.write(pkt, q.question_end, edns, now, out) else {
+        return Fast::Slow;
     };
     let mut outcome = Outcome::allowed(&view.name);
     outcome.cache_hit = true;
-    outcome.endpoint_set = policy
-        .catalog
-        .sets
-        .get(packet.endpoint_set as usize)
-        .map(|s| s.id.as_str())
-        .or_else(|| {
-            entry
-                .values
-                .first()
-                .map(|&i| policy.catalog.sets[i as usize].id.as_str())
-        });
+    outcome.endpoint_set = entry
+        .values
+        .first()
+        .map(|&i| policy.catalog.sets[i as usize].id.as_str());
     let rcode = ResponseCode::from(0, out[3] & 0x0f);
     shared.finish_fast(src, pkt, &q_name(pkt, &q), qtype, &outcome, rcode, started);
     Fast::Reply(n)
@@ -550,15 +552,8 @@ impl Shared {
     }
 }
 
-/// The full handler for one datagram, then the packet cache.
-async fn slow(
-    shared: Arc<Shared>,
-    socket: Arc<UdpSocket>,
-    packet: Vec<u8>,
-    src: SocketAddr,
-    parsed: Option<Parsed>,
-    started: Instant,
-) {
+/// The full handler for one datagram (it fills the answer cache the fast path reads).
+async fn slow(shared: Arc<Shared>, socket: Arc<UdpSocket>, packet: Vec<u8>, src: SocketAddr) {
     let request = match Request::from_bytes(packet.clone(), src, Protocol::Udp) {
         Ok(r) => r,
         Err(_) => {
@@ -580,37 +575,16 @@ async fn slow(
         socket,
         dst: src,
         max,
-        sent: Arc::new(std::sync::Mutex::new(None)),
     };
-    let (info, cacheable) = shared.handle(&request, responder.clone()).await;
-    let _ = started;
-    if let (Some(meta), Some(q)) = (cacheable, parsed)
-        && !info.truncation
-        && matches!(
-            info.response_code,
-            ResponseCode::NoError | ResponseCode::NXDomain
-        )
-        && let Some(bytes) = responder.sent.lock().ok().and_then(|mut s| s.take())
-    {
-        shared.packets.insert(
-            &bytes,
-            q.question_end,
-            q.qtype,
-            q.edns,
-            &meta,
-            Instant::now(),
-        );
-    }
+    shared.handle(&request, responder).await;
 }
 
-/// Sends the full handler's answer on the worker's socket, truncated to the client's size, and
-/// keeps the bytes for the packet cache.
+/// Sends the full handler's answer on the worker's socket, truncated to the client's size.
 #[derive(Clone)]
 struct UdpResponder {
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
     max: u16,
-    sent: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 #[async_trait::async_trait]
@@ -633,9 +607,6 @@ impl ResponseHandler for UdpResponder {
         self.socket
             .send_to(&bytes, self.dst)
             .map_err(|e| NetError::from(format!("udp send: {e}")))?;
-        if let Ok(mut sent) = self.sent.lock() {
-            *sent = Some(bytes);
-        }
         Ok(info)
     }
 }

@@ -144,6 +144,11 @@ impl Upstream {
         self.cache.len()
     }
 
+    /// The answer cache, which the UDP fast path reads directly.
+    pub fn cache(&self) -> &AnswerCache {
+        &self.cache
+    }
+
     fn stamp(&self, ok: bool) {
         let ms = self.started.elapsed().as_millis() as u64 + 1;
         if ok {
@@ -190,7 +195,11 @@ impl Upstream {
     /// Resolves `name`/`qtype`, from the cache when it can, else upstream within the deadline.
     pub async fn resolve(&self, name: &LowerName, qtype: RecordType) -> Resolved {
         let now = Instant::now();
-        if let Some(cached) = self.cache.get(name, qtype, now) {
+        let mut buf = [0u8; 256];
+        if let Some(wire) = crate::cache::name_wire(name, &mut buf)
+            && let Some(entry) = self.cache.get(wire, u16::from(qtype), now)
+            && let Some(cached) = entry.resolution(now)
+        {
             return Resolved {
                 result: Ok(cached),
                 cache_hit: true,

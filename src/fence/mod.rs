@@ -395,6 +395,12 @@ impl Fence {
         }
     }
 
+    /// Whether the view's sets are keyed by port too (addr_port mode).
+    pub fn needs_ports(&self, view: usize) -> bool {
+        matches!(self.shared.views.get(view), Some(Some((v4, _)))
+            if self.shared.sets[*v4 as usize].mode == FenceMode::AddrPort)
+    }
+
     /// Whether every element of an answer is known fresh (the same rule as [`Fence::admit`]),
     /// `age` seconds after the answer was first given: the UDP fast path serves a cached answer
     /// only then, and leaves the rest to the full handler, which re-admits.
