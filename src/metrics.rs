@@ -6,8 +6,8 @@
 //! Exact query names never become labels: the most denied ones are kept in a bounded top-K per
 //! view and served as JSON on `/v1/denied`.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus::{
@@ -111,6 +111,78 @@ const ADMIT_BUCKETS: &[f64] = &[
     0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 ];
 
+/// Verdict label values, in the order of [`verdict_index`].
+pub const VERDICTS: [&str; 4] = ["allowed", "denied", "would_deny", "refused"];
+
+/// Deny reasons that get a pre-resolved counter per view.
+const REASONS: [&str; 7] = [
+    "not_allowlisted",
+    "no_view",
+    "qtype",
+    "malformed",
+    "opcode",
+    "class",
+    "edns_version",
+];
+
+/// Index of a verdict label in [`VERDICTS`].
+pub fn verdict_index(verdict: &str) -> usize {
+    VERDICTS.iter().position(|v| *v == verdict).unwrap_or(3)
+}
+
+/// Counter handles of one view, resolved once and reused: a query then costs one map probe for
+/// its view and atomic increments, not a label lookup per counter.
+pub struct ViewCounters {
+    view: String,
+    queries: Box<[OnceLock<IntCounter>]>,
+    denied: [OnceLock<IntCounter>; REASONS.len()],
+    allowed: Mutex<HashMap<String, IntCounter>>,
+}
+
+impl ViewCounters {
+    fn new(view: &str) -> ViewCounters {
+        ViewCounters {
+            view: view.to_string(),
+            queries: (0..(QTYPES.len() + 1) * VERDICTS.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            denied: Default::default(),
+            allowed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `dnsfence_queries_total{view, qtype, verdict}` += 1.
+    pub fn query(&self, m: &Metrics, qtype: &'static str, verdict: usize) {
+        let slot = QTYPES.iter().position(|t| *t == qtype).unwrap_or(QTYPES.len());
+        self.queries[slot * VERDICTS.len() + verdict]
+            .get_or_init(|| m.queries.with_label_values(&[&self.view, qtype, VERDICTS[verdict]]))
+            .inc();
+    }
+
+    /// `dnsfence_denied_queries_total{view, reason}` += 1.
+    pub fn denied(&self, m: &Metrics, reason: &str) {
+        match REASONS.iter().position(|r| *r == reason) {
+            Some(i) => self.denied[i]
+                .get_or_init(|| m.denied.with_label_values(&[&self.view, reason]))
+                .inc(),
+            None => m.denied.with_label_values(&[&self.view, reason]).inc(),
+        }
+    }
+
+    /// `dnsfence_allowed_queries_total{view, endpoint_set}` += 1.
+    pub fn allowed(&self, m: &Metrics, endpoint_set: &str) {
+        let mut map = lock(&self.allowed);
+        match map.get(endpoint_set) {
+            Some(c) => c.inc(),
+            None => {
+                let c = m.allowed.with_label_values(&[&self.view, endpoint_set]);
+                c.inc();
+                map.insert(endpoint_set.to_string(), c);
+            }
+        }
+    }
+}
+
 /// Every metric handle, registered once.
 pub struct Metrics {
     /// The registry `/metrics` encodes.
@@ -152,7 +224,12 @@ pub struct Metrics {
     /// Build information (always 1).
     pub build_info: IntGaugeVec,
     max_denied_domains: usize,
-    domain_labels: Mutex<HashMap<String, HashSet<String>>>,
+    /// Per view: resolved counter handles.
+    views: RwLock<HashMap<String, Arc<ViewCounters>>>,
+    /// Response latency per verdict, resolved once.
+    response_by_verdict: [Histogram; VERDICTS.len()],
+    /// Per view: domain → its counter (at most `max_denied_domains`, plus `_other`).
+    domain_labels: Mutex<HashMap<String, HashMap<String, IntCounter>>>,
     top_denied: Mutex<HashMap<String, TopK>>,
 }
 
@@ -225,6 +302,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let response_by_verdict = VERDICTS.map(|v| response_duration.with_label_values(&[v]));
         Metrics {
             queries: counter_vec(
                 &r,
@@ -269,7 +347,6 @@ impl Metrics {
                 "Upstream request latency.",
                 UPSTREAM_BUCKETS,
             ),
-            response_duration,
             fence_elements,
             fence_admits: counter_vec(
                 &r,
@@ -306,6 +383,9 @@ impl Metrics {
                 "Query-log lines dropped because the writer could not keep up.",
             ),
             build_info,
+            response_by_verdict,
+            response_duration,
+            views: RwLock::new(HashMap::new()),
             registry: r,
             max_denied_domains,
             domain_labels: Mutex::new(HashMap::new()),
@@ -317,23 +397,40 @@ impl Metrics {
     /// view's top-K. `name` is lower case without the trailing dot.
     pub fn denied_name(&self, view: &str, name: &str) {
         let domain = psl::domain_str(name).unwrap_or(name);
-        let label = {
-            let mut labels = lock(&self.domain_labels);
-            let seen = labels.entry(view.to_string()).or_default();
-            if seen.contains(domain) {
-                domain.to_string()
-            } else if seen.len() < self.max_denied_domains {
-                seen.insert(domain.to_string());
-                domain.to_string()
-            } else {
-                OTHER_DOMAIN.to_string()
+        {
+            // Counter handles are kept per view and domain: a denial flood costs a hash probe,
+            // not a label lookup and allocations per query.
+            let mut views = lock(&self.domain_labels);
+            if !views.contains_key(view) {
+                views.insert(view.to_string(), HashMap::new());
             }
-        };
-        self.denied_domains.with_label_values(&[view, &label]).inc();
-        lock(&self.top_denied)
-            .entry(view.to_string())
-            .or_insert_with(|| TopK::new(TOP_K))
-            .add(name);
+            let seen = views.get_mut(view).expect("inserted above");
+            match seen.get(domain) {
+                Some(c) => c.inc(),
+                None => {
+                    let label = if seen.len() < self.max_denied_domains {
+                        domain
+                    } else {
+                        OTHER_DOMAIN
+                    };
+                    let c = self.denied_domains.with_label_values(&[view, label]);
+                    c.inc();
+                    if label != OTHER_DOMAIN {
+                        seen.insert(domain.to_string(), c);
+                    } else if !seen.contains_key(OTHER_DOMAIN) {
+                        seen.insert(OTHER_DOMAIN.to_string(), c);
+                    }
+                }
+            }
+        }
+        let mut top = lock(&self.top_denied);
+        if let Some(t) = top.get_mut(view) {
+            t.add(name);
+        } else {
+            let mut t = TopK::new(TOP_K);
+            t.add(name);
+            top.insert(view.to_string(), t);
+        }
     }
 
     /// The most denied exact names of a view, most first.
@@ -345,10 +442,20 @@ impl Metrics {
     }
 
     /// Observes one response's latency.
-    pub fn response(&self, verdict: &str, took: Duration) {
-        self.response_duration
-            .with_label_values(&[verdict])
-            .observe(took.as_secs_f64());
+    pub fn response(&self, verdict: usize, took: Duration) {
+        self.response_by_verdict[verdict.min(VERDICTS.len() - 1)].observe(took.as_secs_f64());
+    }
+
+    /// The counter handles of a view (created on first use).
+    pub fn view(&self, view: &str) -> Arc<ViewCounters> {
+        if let Some(v) = self.views.read().unwrap_or_else(|p| p.into_inner()).get(view) {
+            return v.clone();
+        }
+        let mut views = self.views.write().unwrap_or_else(|p| p.into_inner());
+        views
+            .entry(view.to_string())
+            .or_insert_with(|| Arc::new(ViewCounters::new(view)))
+            .clone()
     }
 }
 

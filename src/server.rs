@@ -305,20 +305,21 @@ impl Shared {
         let m = &self.metrics;
         let view = outcome.view.unwrap_or(metrics::NO_VIEW);
         let qtype = metrics::qtype_label_of(qtype);
-        let verdict = outcome.verdict.as_str();
-        m.queries.with_label_values(&[view, qtype, verdict]).inc();
+        let verdict = metrics::verdict_index(outcome.verdict.as_str());
+        let counters = m.view(view);
+        counters.query(m, qtype, verdict);
         m.response(verdict, took);
         match outcome.verdict {
             Verdict::Allowed => {
                 if let Some(set) = outcome.endpoint_set {
-                    m.allowed.with_label_values(&[view, set]).inc();
+                    counters.allowed(m, set);
                 }
             }
             Verdict::Denied | Verdict::WouldDeny | Verdict::Refused => {
                 if let Some(reason) = outcome.reason
                     && outcome.verdict != Verdict::WouldDeny
                 {
-                    m.denied.with_label_values(&[view, reason]).inc();
+                    counters.denied(m, reason);
                 }
                 if let Some(name) = &outcome.denied_name {
                     m.denied_name(view, name);
