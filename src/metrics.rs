@@ -153,9 +153,15 @@ impl ViewCounters {
 
     /// `dnsfence_queries_total{view, qtype, verdict}` += 1.
     pub fn query(&self, m: &Metrics, qtype: &'static str, verdict: usize) {
-        let slot = QTYPES.iter().position(|t| *t == qtype).unwrap_or(QTYPES.len());
+        let slot = QTYPES
+            .iter()
+            .position(|t| *t == qtype)
+            .unwrap_or(QTYPES.len());
         self.queries[slot * VERDICTS.len() + verdict]
-            .get_or_init(|| m.queries.with_label_values(&[&self.view, qtype, VERDICTS[verdict]]))
+            .get_or_init(|| {
+                m.queries
+                    .with_label_values(&[&self.view, qtype, VERDICTS[verdict]])
+            })
             .inc();
     }
 
@@ -448,7 +454,12 @@ impl Metrics {
 
     /// The counter handles of a view (created on first use).
     pub fn view(&self, view: &str) -> Arc<ViewCounters> {
-        if let Some(v) = self.views.read().unwrap_or_else(|p| p.into_inner()).get(view) {
+        if let Some(v) = self
+            .views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(view)
+        {
             return v.clone();
         }
         let mut views = self.views.write().unwrap_or_else(|p| p.into_inner());

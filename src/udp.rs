@@ -180,17 +180,157 @@ impl Workers {
     }
 }
 
+/// Datagrams read (and answers sent) per system call.
+const BATCH: usize = 32;
+
+/// Buffers for `recvmmsg`/`sendmmsg`: one read and one answer buffer per slot, with the
+/// peer address of each. Boxed: 256 KiB is too much for a thread's stack.
+struct Batch {
+    input: Box<[[u8; MAX_DATAGRAM]]>,
+    output: Box<[[u8; MAX_DATAGRAM]]>,
+    peers: Box<[libc::sockaddr_storage]>,
+    lens: [usize; BATCH],
+    out_lens: [usize; BATCH],
+    iov_in: [libc::iovec; BATCH],
+    iov_out: [libc::iovec; BATCH],
+    hdr_in: [libc::mmsghdr; BATCH],
+    hdr_out: [libc::mmsghdr; BATCH],
+}
+
+impl Batch {
+    fn new() -> Box<Batch> {
+        Box::new(Batch {
+            input: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice(),
+            output: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice(),
+            // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+            peers: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            lens: [0; BATCH],
+            out_lens: [0; BATCH],
+            // SAFETY: arrays of plain C structs, for which all-zero is a valid value; their
+            // pointers are set before every system call that reads them.
+            iov_in: unsafe { std::mem::zeroed() },
+            iov_out: unsafe { std::mem::zeroed() },
+            hdr_in: unsafe { std::mem::zeroed() },
+            hdr_out: unsafe { std::mem::zeroed() },
+        })
+    }
+
+    /// Waits for at least one datagram (up to the socket's read timeout) and reads up to
+    /// `BATCH`; returns how many.
+    fn receive(&mut self, fd: libc::c_int) -> io::Result<usize> {
+        for i in 0..BATCH {
+            self.iov_in[i] = libc::iovec {
+                iov_base: self.input[i].as_mut_ptr() as *mut libc::c_void,
+                iov_len: MAX_DATAGRAM,
+            };
+            // SAFETY: msghdr is plain data; zeroed is valid, then filled in.
+            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+            h.msg_name = &mut self.peers[i] as *mut libc::sockaddr_storage as *mut libc::c_void;
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut self.iov_in[i];
+            h.msg_iovlen = 1;
+            self.hdr_in[i] = libc::mmsghdr {
+                msg_hdr: h,
+                msg_len: 0,
+            };
+        }
+        // SAFETY: every header points at live buffers owned by `self` for the call's duration.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdr_in.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for i in 0..n as usize {
+            self.lens[i] = self.hdr_in[i].msg_len as usize;
+        }
+        Ok(n as usize)
+    }
+
+    fn peer(&self, i: usize) -> Option<SocketAddr> {
+        let s = &self.peers[i];
+        match s.ss_family as libc::c_int {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in for this family.
+                let a = unsafe { &*(s as *const _ as *const libc::sockaddr_in) };
+                Some(SocketAddr::from((
+                    u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
+                    u16::from_be(a.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the kernel wrote a sockaddr_in6 for this family.
+                let a = unsafe { &*(s as *const _ as *const libc::sockaddr_in6) };
+                Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                    a.sin6_addr.s6_addr.into(),
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends the answers of the slots listed in `ready` to their peers in one call.
+    fn send(&mut self, fd: libc::c_int, ready: &[usize]) {
+        for (j, &i) in ready.iter().enumerate() {
+            self.iov_out[j] = libc::iovec {
+                iov_base: self.output[i].as_mut_ptr() as *mut libc::c_void,
+                iov_len: self.out_lens[i],
+            };
+            // SAFETY: msghdr is plain data; zeroed is valid, then filled in.
+            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+            h.msg_name = &mut self.peers[i] as *mut libc::sockaddr_storage as *mut libc::c_void;
+            h.msg_namelen = self.hdr_in[i].msg_hdr.msg_namelen;
+            h.msg_iov = &mut self.iov_out[j];
+            h.msg_iovlen = 1;
+            self.hdr_out[j] = libc::mmsghdr {
+                msg_hdr: h,
+                msg_len: 0,
+            };
+        }
+        let mut sent = 0;
+        while sent < ready.len() {
+            // SAFETY: headers `sent..ready.len()` point at live buffers owned by `self`.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdr_out[sent..].as_mut_ptr(),
+                    (ready.len() - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            if n <= 0 {
+                let e = io::Error::last_os_error();
+                tracing::debug!(error = %e, "udp send failed");
+                // Skip the datagram that failed (its peer may be unreachable) and go on.
+                sent += 1;
+                continue;
+            }
+            sent += n as usize;
+        }
+    }
+}
+
 fn worker(
     shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
     runtime: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
 ) {
-    let mut buf = [0u8; MAX_DATAGRAM];
-    let mut out = [0u8; MAX_DATAGRAM];
+    let fd = socket.as_raw_fd();
+    let mut b = Batch::new();
+    let mut ready = Vec::with_capacity(BATCH);
     while !stop.load(Ordering::Relaxed) {
-        let (n, src) = match socket.recv_from(&mut buf) {
-            Ok(x) => x,
+        let n = match b.receive(fd) {
+            Ok(n) => n,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -207,22 +347,29 @@ fn worker(
                 continue;
             }
         };
-        if src.port() == 0 {
-            continue;
-        }
-        let started = Instant::now();
-        match fast(&shared, &buf[..n], src, &mut out, started) {
-            Fast::Reply(len) => {
-                if let Err(e) = socket.send_to(&out[..len], src) {
-                    tracing::debug!(error = %e, %src, "udp send failed");
+        ready.clear();
+        for i in 0..n {
+            let Some(src) = b.peer(i).filter(|s| s.port() != 0) else {
+                continue;
+            };
+            let started = Instant::now();
+            let len = b.lens[i];
+            let (input, output) = (&b.input[i][..len], &mut b.output[i]);
+            match fast(&shared, input, src, output, started) {
+                Fast::Reply(out_len) => {
+                    b.out_lens[i] = out_len;
+                    ready.push(i);
+                }
+                Fast::Drop => {}
+                Fast::Slow => {
+                    let packet = input.to_vec();
+                    let (shared, socket) = (shared.clone(), socket.clone());
+                    runtime.spawn(slow(shared, socket, packet, src));
                 }
             }
-            Fast::Drop => {}
-            Fast::Slow => {
-                let packet = buf[..n].to_vec();
-                let (shared, socket) = (shared.clone(), socket.clone());
-                runtime.spawn(slow(shared, socket, packet, src));
-            }
+        }
+        if !ready.is_empty() {
+            b.send(fd, &ready);
         }
     }
 }
