@@ -8,7 +8,8 @@
 # zone covers them all, response-rate limiting off). dnsfence, dnsmasq and Unbound run in turn
 # as caching forwarders to it, each pinned to CPU 0; dnsperf runs pinned to CPU 1. Each cache is
 # warmed, then measured with three query files: 100 cached allowed names, 100 denied names, and
-# an 80/20 mix; then a fixed-rate run (20k qps, -v) gives p50/p99. Server CPU per 100k answers
+# an 80/20 mix; then fixed-rate runs (20k qps, -v; three interleaved rounds, median) give
+# p50/p99. Server CPU per 100k answers
 # comes from /proc/PID/stat, peak RSS from /proc/PID/status. Everything is on loopback and stops
 # by itself. Needs: dnsperf nsd dnsmasq unbound (Debian packages) and taskset.
 set -euo pipefail
@@ -158,26 +159,44 @@ percentiles() { # port file -> "avg p50 p99" in microseconds
            printf "%.0f %.0f %.0f\n", s/NR*1e6, a[int(NR*0.50)]*1e6, a[int(NR*0.99)]*1e6}'
 }
 TCK=$(getconf CLK_TCK)
-declare -A R
+declare -A R PID
+# All three servers run at once (pinned to CPU 0, idle unless measured), so that the latency
+# rounds can be interleaved: this machine's neighbours make single runs noisy.
 for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
   name=${s%%:*}; port=${s##*:}
   start "$name" "$port"
-  # Warm: every allowed and denied name once (denied names are cached negatively by peers).
+  PID[$name]=$SERVER_PID
+  # Warm: every allowed and denied name (denied names are cached negatively by the peers).
   taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/mix.q" -n 3 >/dev/null 2>&1 || true
   taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/denied.q" -n 2 >/dev/null 2>&1 || true
-  for kind in allowed denied mix; do
-    t0=$(cpu_ticks "$SERVER_PID")
+done
+for kind in allowed denied mix; do
+  for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
+    name=${s%%:*}; port=${s##*:}
+    t0=$(cpu_ticks "${PID[$name]}")
     read -r qps done_ < <(perf "$port" "$W/$kind.q")
-    t1=$(cpu_ticks "$SERVER_PID")
+    t1=$(cpu_ticks "${PID[$name]}")
     R[$name.$kind.qps]=$qps
     R[$name.$kind.cpu]=$(awk -v d=$((t1 - t0)) -v n="$done_" -v t="$TCK" 'BEGIN {printf "%.3f", (d / t) / n * 100000}')
   done
-  read -r avg p50 p99 < <(percentiles "$port" "$W/allowed.q")
-  R[$name.avg]=$avg; R[$name.p50]=$p50; R[$name.p99]=$p99
-  # Memory: fill the cache with 100k distinct names, then read the peak RSS.
+done
+# Latency at a fixed rate: three interleaved rounds, median of each percentile.
+for round in 1 2 3; do
+  for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
+    name=${s%%:*}; port=${s##*:}
+    read -r avg p50 p99 < <(percentiles "$port" "$W/allowed.q")
+    R[$name.avg.$round]=$avg; R[$name.p50.$round]=$p50; R[$name.p99.$round]=$p99
+  done
+done
+median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+for n in dnsfence dnsmasq unbound; do
+  for m in avg p50 p99; do R[$n.$m]=$(median3 "${R[$n.$m.1]}" "${R[$n.$m.2]}" "${R[$n.$m.3]}"); done
+done
+# Memory: fill each cache with 100k distinct names, then read the peak RSS.
+for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
+  name=${s%%:*}; port=${s##*:}
   taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/fill.q" -n 1 -q 200 >/dev/null 2>&1 || true
-  R[$name.rss]=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$SERVER_PID/status")
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+  R[$name.rss]=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/${PID[$name]}/status")
 done
 
 echo

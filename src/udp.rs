@@ -849,3 +849,38 @@ mod tests {
         assert_eq!(QName(&name[..]).to_string(), "evil.example.");
     }
 }
+
+#[cfg(test)]
+mod garbage {
+    use super::*;
+
+    #[test]
+    fn parse_never_panics_on_random_bytes() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut parsed = 0;
+        for i in 0..20_000usize {
+            let len = (next() % 96) as usize;
+            let mut pkt: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Every other packet gets a plausible header so parsing goes deeper.
+            if i % 2 == 0 && len >= 12 {
+                pkt[2] = 0x01;
+                pkt[3] = 0;
+                pkt[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, (i % 3 == 0) as u8]);
+            }
+            if let Some(q) = parse(&pkt) {
+                parsed += 1;
+                assert!(q.question_end <= pkt.len());
+                let mut out = [0u8; MAX_DATAGRAM];
+                let n = write_code(&pkt, &q, 5, ede::BLOCKED, "x", 1232, &mut out);
+                assert!(n >= q.question_end);
+            }
+        }
+        assert!(parsed < 20_000);
+    }
+}
