@@ -111,6 +111,10 @@ impl App {
             metrics: Metrics::new(config.http.max_denied_domains),
             listening: AtomicBool::new(false),
             upstream_fresh: config.upstream.probe_interval * 3,
+            rate_limit: crate::ratelimit::RateLimiter::new(
+                config.server.rate_limit_qps,
+                config.server.rate_limit_burst,
+            ),
         });
         Ok(App { config, shared })
     }

@@ -244,6 +244,10 @@ pub struct ServerConfig {
     pub max_udp_payload: u16,
     /// UDP worker threads per address (SO_REUSEPORT sockets).
     pub udp_workers: usize,
+    /// UDP queries per second allowed per client address (0: no limit).
+    pub rate_limit_qps: u32,
+    /// Burst allowed above that rate.
+    pub rate_limit_burst: u32,
 }
 
 /// `[zones]`.
@@ -456,6 +460,10 @@ struct RawServer {
     max_udp_payload: u16,
     #[serde(default)]
     udp_workers: usize,
+    #[serde(default)]
+    rate_limit_qps: u32,
+    #[serde(default)]
+    rate_limit_burst: u32,
 }
 
 impl Default for RawServer {
@@ -465,6 +473,8 @@ impl Default for RawServer {
             tcp_idle_timeout_ms: default_tcp_idle_timeout_ms(),
             max_udp_payload: default_max_udp_payload(),
             udp_workers: 0,
+            rate_limit_qps: 0,
+            rate_limit_burst: 0,
         }
     }
 }
@@ -821,6 +831,12 @@ impl Config {
                 udp_workers: match raw.server.udp_workers {
                     0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
                     n => n.min(64),
+                },
+                rate_limit_qps: raw.server.rate_limit_qps,
+                rate_limit_burst: if raw.server.rate_limit_burst == 0 {
+                    raw.server.rate_limit_qps.saturating_mul(2)
+                } else {
+                    raw.server.rate_limit_burst
                 },
             },
             zones: ZonesConfig {

@@ -13,6 +13,7 @@
 //! - [`server`]: hickory-server wiring and the request handler with deny answers and RFC 8914 errors.
 //! - [`udp`]: UDP workers with the wire-level fast path (denials, cached answers).
 //! - [`wire`]: small DNS wire-format readers (names, TTL offsets).
+//! - [`ratelimit`]: per-client UDP token buckets.
 //! - [`querylog`]: one JSON line per query.
 //! - [`metrics`]: the Prometheus registry, bounded labels, the top denied names.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/v1/sets`, `/v1/sets/{view}.txt`, `/v1/denied`.
@@ -29,6 +30,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod policy;
 pub mod querylog;
+pub mod ratelimit;
 pub mod server;
 pub mod signal;
 pub mod udp;

@@ -115,7 +115,8 @@ const ADMIT_BUCKETS: &[f64] = &[
 pub const VERDICTS: [&str; 4] = ["allowed", "denied", "would_deny", "refused"];
 
 /// Deny reasons that get a pre-resolved counter per view.
-const REASONS: [&str; 7] = [
+const REASONS: [&str; 8] = [
+    "rate_limited",
     "not_allowlisted",
     "no_view",
     "qtype",

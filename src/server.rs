@@ -132,6 +132,8 @@ pub struct Shared {
     pub listening: AtomicBool,
     /// The upstream counts as healthy while it answered within this long.
     pub upstream_fresh: Duration,
+    /// Per-client UDP rate limit, when configured.
+    pub rate_limit: Option<crate::ratelimit::RateLimiter>,
 }
 
 /// hickory-server's entry point into dnsfence.
@@ -225,6 +227,14 @@ impl Shared {
             e.set_dnssec_ok(req.flags().dnssec_ok);
             e
         });
+        // Counted before the answer leaves, so that whoever reads the metrics after getting the
+        // answer sees it counted.
+        let qtype = request
+            .queries
+            .queries()
+            .first()
+            .map_or(RecordType::Unknown(0), |q| q.query_type());
+        self.count(qtype, &outcome, started.elapsed());
         let builder_queries = &request.queries;
         let result = match &reply {
             Reply::Code { rcode, ede } => {
@@ -274,12 +284,6 @@ impl Shared {
                 })
             }
         };
-        let qtype = request
-            .queries
-            .queries()
-            .first()
-            .map_or(RecordType::Unknown(0), |q| q.query_type());
-        self.count(qtype, &outcome, started.elapsed());
         if self.log.wants(outcome.verdict) {
             let name = request
                 .queries

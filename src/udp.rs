@@ -522,6 +522,13 @@ fn fast(shared: &Shared, pkt: &[u8], src: SocketAddr, out: &mut [u8], started: I
         shared.count_malformed();
         return Fast::Drop;
     }
+    if let Some(limit) = &shared.rate_limit
+        && !limit.allow(src.ip(), started)
+    {
+        // Dropped, not answered: an answer would serve a reflection attack.
+        shared.count_rate_limited(src.ip());
+        return Fast::Drop;
+    }
     let Some(q) = parse(pkt) else {
         return Fast::Slow;
     };
@@ -689,6 +696,16 @@ impl Shared {
                 started,
             );
         }
+    }
+
+    fn count_rate_limited(&self, client: IpAddr) {
+        let policy = self.policy.load();
+        let view = policy
+            .view_for(client)
+            .map_or(crate::metrics::NO_VIEW, |v| v.name.as_str());
+        self.metrics
+            .view(view)
+            .denied(&self.metrics, "rate_limited");
     }
 
     fn count_malformed(&self) {

@@ -286,6 +286,11 @@ pub fn zones_dir() -> PathBuf {
 /// A single-view config for clients in `networks` (a TOML array body), with `view_opts` added to
 /// that view and `extra` appended (more views, other sections).
 pub fn config_text(upstream: SocketAddr, networks: &str, view_opts: &str, extra: &str) -> String {
+    let server = if extra.contains("[server]") {
+        ""
+    } else {
+        "[server]\nlisten = [\"127.0.0.1:0\"]"
+    };
     let http = if extra.contains("[http]") {
         ""
     } else {
@@ -298,8 +303,7 @@ pub fn config_text(upstream: SocketAddr, networks: &str, view_opts: &str, extra:
     };
     format!(
         r#"
-[server]
-listen = ["127.0.0.1:0"]
+{server}
 
 {http}
 

@@ -418,3 +418,46 @@ fn sighup_reload_swaps_the_policy_or_keeps_the_old_one() {
         f.stop().await;
     });
 }
+
+#[test]
+fn udp_floods_are_rate_limited_per_client_and_counted() {
+    run(async {
+        let f = Fence::start_with(
+            "\"127.0.0.0/8\"",
+            "",
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nrate_limit_qps = 5\nrate_limit_burst = 5\n",
+        )
+        .await;
+        let c = f.client();
+        let q = query("evil.example.", RecordType::A, Some(1232))
+            .to_vec()
+            .unwrap();
+        // 20 queries at once from one socket: the burst of 5 is answered, the rest dropped.
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for _ in 0..20 {
+            sock.send_to(&q, f.addr).await.unwrap();
+        }
+        let mut answered = 0;
+        let mut buf = [0u8; 1500];
+        while tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf))
+            .await
+            .is_ok()
+        {
+            answered += 1;
+        }
+        assert_eq!(answered, 5);
+        // Another client has its own bucket.
+        let other = c
+            .udp_raw_from("127.0.0.9", &q, Duration::from_secs(2))
+            .await;
+        assert!(other.is_some());
+        let s = scrape(&f).await;
+        let limited = sample(
+            &s,
+            "dnsfence_denied_queries_total",
+            &[("view", "loopback"), ("reason", "rate_limited")],
+        );
+        assert_eq!(limited, Some((20 - answered) as f64));
+        f.stop().await;
+    });
+}

@@ -1,0 +1,108 @@
+//! Per-client query rate limiting for UDP: a token bucket per source address.
+//!
+//! A kiosk VLAN should never need more than a few dozen queries a second per device; a client far
+//! above that is looping, misconfigured or spoofed (UDP sources can be forged, which is why TCP is
+//! not limited). Excess datagrams are dropped without an answer — answering would feed a
+//! reflection attack — and counted as `rate_limited`. Buckets live in sharded maps that are
+//! pruned of idle clients when they grow, so a flood of forged sources cannot grow memory without
+//! bound.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+struct Bucket {
+    tokens: f32,
+    last: Instant,
+}
+
+/// Token buckets by client address.
+pub struct RateLimiter {
+    qps: f32,
+    burst: f32,
+    shards: Box<[Mutex<HashMap<IpAddr, Bucket, rustc_hash::FxBuildHasher>>]>,
+}
+
+const SHARDS: usize = 16;
+/// Clients remembered per shard before idle ones are pruned.
+const MAX_PER_SHARD: usize = 4096;
+
+impl RateLimiter {
+    /// A limiter of `qps` queries per second per client, with bursts of `burst`; `None` when
+    /// `qps` is 0 (off).
+    pub fn new(qps: u32, burst: u32) -> Option<RateLimiter> {
+        (qps > 0).then(|| RateLimiter {
+            qps: qps as f32,
+            burst: burst.max(qps).max(1) as f32,
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
+        })
+    }
+
+    /// Whether a query from `client` at `now` is within its rate (and takes a token if so).
+    pub fn allow(&self, client: IpAddr, now: Instant) -> bool {
+        let shard = match client {
+            IpAddr::V4(a) => u32::from(a) as usize,
+            IpAddr::V6(a) => (u128::from(a) >> 64) as usize ^ (u128::from(a) as usize),
+        } % SHARDS;
+        let mut map = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_PER_SHARD && !map.contains_key(&client) {
+            // Forget clients whose bucket has refilled: they carry no state worth keeping.
+            let full = self.burst / self.qps;
+            map.retain(|_, b| now.saturating_duration_since(b.last).as_secs_f32() < full);
+            if map.len() >= MAX_PER_SHARD {
+                map.clear();
+            }
+        }
+        let b = map.entry(client).or_insert(Bucket {
+            tokens: self.burst,
+            last: now,
+        });
+        let refill = now.saturating_duration_since(b.last).as_secs_f32() * self.qps;
+        b.tokens = (b.tokens + refill).min(self.burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bursts_then_refills() {
+        let r = RateLimiter::new(10, 20).unwrap();
+        let t0 = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!((0..25).filter(|_| r.allow(a, t0)).count(), 20, "the burst");
+        assert!(r.allow(b, t0), "another client has its own bucket");
+        assert!(!r.allow(a, t0));
+        assert_eq!(
+            (0..5)
+                .filter(|_| r.allow(a, t0 + Duration::from_millis(500)))
+                .count(),
+            5
+        );
+        assert!(RateLimiter::new(0, 10).is_none());
+    }
+
+    #[test]
+    fn forged_sources_do_not_grow_memory() {
+        let r = RateLimiter::new(10, 10).unwrap();
+        let t0 = Instant::now();
+        for i in 0..200_000u32 {
+            r.allow(IpAddr::V4(i.into()), t0);
+        }
+        let total: usize = r.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(total <= SHARDS * MAX_PER_SHARD, "{total}");
+    }
+}
