@@ -180,6 +180,9 @@ fn metrics(shared: &Shared) -> Response {
             let c = m.fence_resyncs.with_label_values(&[reason]);
             c.inc_by(value.saturating_sub(c.get()));
         }
+        let readmits = stats.readmits_cache_hit.load(Relaxed);
+        m.fence_readmits
+            .inc_by(readmits.saturating_sub(m.fence_readmits.get()));
         for (i, set) in fence.sets().iter().enumerate() {
             m.fence_elements
                 .with_label_values(&[&set.view, &set.name])

@@ -175,6 +175,12 @@ fn an_element_deleted_by_hand_is_readmitted_by_the_next_cache_hit() {
                 .load(std::sync::atomic::Ordering::Relaxed)
                 >= 1
         );
+        // The same count on /metrics.
+        let s = crate::harness::scrape(&f).await;
+        assert_eq!(
+            crate::harness::sample(&s, "dnsfence_fence_readmits_total", &[]),
+            Some(1.0)
+        );
         f.stop().await;
     });
 }
