@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # dnsperf harness: dnsfence against dnsmasq and Unbound, same machine, same run, same queries.
 #
-#   bash benches/dnsperf.sh            # about 4 minutes; run as root for the nftables fence
-#   SECONDS_PER_RUN=5 bash benches/dnsperf.sh
+#   bash benches/dnsperf.sh            # about 5 minutes; run as root for the nftables fence
+#   SECONDS_PER_RUN=10 ROUNDS=5 bash benches/dnsperf.sh
 #
 # An NSD authoritative server on 127.0.0.1:5300 serves every catalog name (a root zone, so one
 # zone covers them all, response-rate limiting off). dnsfence, dnsmasq and Unbound run in turn
 # as caching forwarders to it, each pinned to CPU 0; dnsperf runs pinned to CPU 1. Each cache is
 # warmed, then measured with three query files: 100 cached allowed names, 100 denied names, and
-# an 80/20 mix; then fixed-rate runs (20k qps, -v; three interleaved rounds, median) give
+# an 80/20 mix, in interleaved rounds (median reported: this shared machine is noisy); then fixed-rate runs (20k qps, -v; three interleaved rounds, median) give
 # p50/p99. Server CPU per 100k answers
 # comes from /proc/PID/stat, peak RSS from /proc/PID/status. Everything is on loopback and stops
 # by itself. Needs: dnsperf nsd dnsmasq unbound (Debian packages) and taskset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=${SECONDS_PER_RUN:-10}
+RUN=${SECONDS_PER_RUN:-5}
+ROUNDS=${ROUNDS:-3}
 FIXED_QPS=${FIXED_QPS:-20000}
 for tool in dnsperf nsd dnsmasq unbound taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install dnsperf nsd dnsmasq unbound util-linux"; exit 1; }
@@ -170,27 +171,41 @@ for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
   taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/mix.q" -n 3 >/dev/null 2>&1 || true
   taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/denied.q" -n 2 >/dev/null 2>&1 || true
 done
-for kind in allowed denied mix; do
-  for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
-    name=${s%%:*}; port=${s##*:}
-    t0=$(cpu_ticks "${PID[$name]}")
-    read -r qps done_ < <(perf "$port" "$W/$kind.q")
-    t1=$(cpu_ticks "${PID[$name]}")
-    R[$name.$kind.qps]=$qps
-    R[$name.$kind.cpu]=$(awk -v d=$((t1 - t0)) -v n="$done_" -v t="$TCK" 'BEGIN {printf "%.3f", (d / t) / n * 100000}')
+median3() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+# Throughput: ROUNDS interleaved rounds of every kind on every server; the median round counts.
+for round in $(seq 1 "$ROUNDS"); do
+  for kind in allowed denied mix; do
+    for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
+      name=${s%%:*}; port=${s##*:}
+      t0=$(cpu_ticks "${PID[$name]}")
+      read -r qps done_ < <(perf "$port" "$W/$kind.q")
+      t1=$(cpu_ticks "${PID[$name]}")
+      R[$name.$kind.qps.$round]=$qps
+      R[$name.$kind.cpu.$round]=$(awk -v d=$((t1 - t0)) -v n="$done_" -v t="$TCK" 'BEGIN {printf "%.3f", (d / t) / n * 100000}')
+    done
   done
 done
-# Latency at a fixed rate: three interleaved rounds, median of each percentile.
-for round in 1 2 3; do
+for n in dnsfence dnsmasq unbound; do
+  for kind in allowed denied mix; do
+    for m in qps cpu; do
+      vals=(); for round in $(seq 1 "$ROUNDS"); do vals+=("${R[$n.$kind.$m.$round]}"); done
+      R[$n.$kind.$m]=$(median3 "${vals[@]}")
+    done
+  done
+done
+# Latency at a fixed rate: interleaved rounds, median of each percentile.
+for round in $(seq 1 "$ROUNDS"); do
   for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
     name=${s%%:*}; port=${s##*:}
     read -r avg p50 p99 < <(percentiles "$port" "$W/allowed.q")
     R[$name.avg.$round]=$avg; R[$name.p50.$round]=$p50; R[$name.p99.$round]=$p99
   done
 done
-median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
 for n in dnsfence dnsmasq unbound; do
-  for m in avg p50 p99; do R[$n.$m]=$(median3 "${R[$n.$m.1]}" "${R[$n.$m.2]}" "${R[$n.$m.3]}"); done
+  for m in avg p50 p99; do
+    vals=(); for round in $(seq 1 "$ROUNDS"); do vals+=("${R[$n.$m.$round]}"); done
+    R[$n.$m]=$(median3 "${vals[@]}")
+  done
 done
 # Memory: fill each cache with 100k distinct names, then read the peak RSS.
 for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
@@ -200,7 +215,7 @@ for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
 done
 
 echo
-echo "dnsperf, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); server on CPU 0, dnsperf on CPU 1; ${RUN}s per run"
+echo "dnsperf, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); server on CPU 0, dnsperf on CPU 1; ${RUN}s per run, median of $ROUNDS interleaved rounds"
 echo "fence: $([ -n "$netns" ] && echo "nftables in netns $netns" || echo "list backend (not root)")"
 printf "%-10s %12s %12s %12s %9s %9s %9s %14s %9s\n" server "allowed qps" "denied qps" "mix qps" "avg us" "p50 us" "p99 us" "CPU s/100k" "RSS MiB"
 for n in dnsfence dnsmasq unbound; do
