@@ -86,6 +86,9 @@ impl Pattern {
                 ));
             }
         }
+        if labels.len() > MAX_PATTERN_LABELS {
+            return Err(err("more than 31 labels"));
+        }
         let wild: Vec<usize> = (0..labels.len())
             .filter(|&i| labels[i].contains('*'))
             .collect();
@@ -167,6 +170,7 @@ impl MatcherBuilder {
             exact_depths: 0,
             subdomain_depths: 0,
             glob_depths: 0,
+            max_depth: 0,
         };
         let collision = |p: &Pattern| PatternError {
             pattern: p.to_string(),
@@ -210,6 +214,10 @@ impl MatcherBuilder {
             }
             m.entries.push(Entry { pattern, values });
         }
+        let deepest = |mask: u128| 128 - mask.leading_zeros() as usize;
+        m.max_depth = deepest(m.exact_depths)
+            .max(deepest(m.subdomain_depths))
+            .max(deepest(m.glob_depths));
         m.merge_covering_values();
         Ok(m)
     }
@@ -267,7 +275,7 @@ struct GlobGroup {
     globs: Vec<LabelGlob>,
 }
 
-/// The bit for a name's label count in a depth mask (names have at most 127 labels).
+/// The bit for a name's label count in a depth mask (patterns have at most 31 labels).
 fn depth_bit(name: &str) -> u128 {
     1u128 << label_count(name).min(127)
 }
@@ -276,8 +284,9 @@ fn label_count(name: &str) -> usize {
     name.bytes().filter(|&b| b == b'.').count() + 1
 }
 
-/// Most labels a name can have (253 characters: 127 one-letter labels).
-const MAX_LABELS: usize = 127;
+/// Most labels a pattern may have; deeper ones are refused when parsed. Lookups then never look
+/// further than that many labels from the right, whatever the query's depth.
+pub const MAX_PATTERN_LABELS: usize = 31;
 
 /// Chains a label into the hash of the suffix to its right. Walking a name right to left gives
 /// the hash of every suffix in one pass, so each map probe is an integer lookup.
@@ -312,6 +321,8 @@ pub struct Matcher {
     subdomain_depths: u128,
     /// Bit n set: some glob has a parent of n labels.
     glob_depths: u128,
+    /// Labels of the deepest pattern (for a glob or `*.`, its parent plus one).
+    max_depth: usize,
 }
 
 impl Matcher {
@@ -344,55 +355,68 @@ impl Matcher {
 
     fn lookup_idx(&self, name: &str) -> Option<u32> {
         let bytes = name.as_bytes();
-        if bytes.is_empty() || bytes.len() > MAX_NAME_LEN {
+        if bytes.is_empty() || bytes.len() > MAX_NAME_LEN || self.max_depth == 0 {
             return None;
         }
-        // Label start offsets and suffix hashes, right to left in one pass.
-        let mut starts = [0u8; MAX_LABELS + 1];
-        let mut hashes = [0u64; MAX_LABELS + 1];
+        // Label start offsets and suffix hashes, right to left in one pass, for at most as many
+        // labels as the deepest pattern has: deeper suffixes cannot match anything.
+        let mut starts = [0u8; MAX_PATTERN_LABELS + 1];
+        let mut hashes = [0u64; MAX_PATTERN_LABELS + 1];
         let mut n = 0;
         let mut end = bytes.len();
         let mut h = 0;
-        loop {
+        let whole = loop {
             let start = bytes[..end]
                 .iter()
                 .rposition(|&b| b == b'.')
                 .map_or(0, |i| i + 1);
-            if start == end || n == MAX_LABELS {
-                // An empty label ("a..b", ".x", "x.") or too many labels: nothing matches.
+            if start == end {
+                // An empty label ("a..b", ".x", "x."): nothing matches.
                 return None;
+            }
+            if n == self.max_depth {
+                // Longer than any pattern: only `*.` patterns on its suffixes can match. The
+                // rest of the name must still be well formed.
+                let rest = &bytes[..end];
+                if rest.first() == Some(&b'.') || rest.windows(2).any(|w| w == b"..") {
+                    return None;
+                }
+                break false;
             }
             h = chain(h, &bytes[start..end]);
             starts[n] = start as u8;
             hashes[n] = h;
             n += 1;
             if start == 0 {
-                break;
+                break true;
             }
             end = start - 1;
-        }
-        // Index n-1 is the whole name; index k is the suffix of k+1 labels.
+        };
+        // Index k is the suffix of k+1 labels; with `whole`, index n-1 is the whole name.
         let bit = |mask: u128, labels: usize| mask & (1u128 << labels) != 0;
         let suffix = |k: usize| &name[starts[k] as usize..];
-        if bit(self.exact_depths, n)
-            && let Some(&idx) = self.exact.get(&hashes[n - 1])
-            && self.entry_text(idx) == name
-        {
-            return Some(idx);
-        }
-        if n < 2 {
-            return None;
-        }
-        if bit(self.glob_depths, n - 1)
-            && let Some(group) = self.globs.get(&hashes[n - 2])
-            && *group.parent == *suffix(n - 2)
-        {
-            let label = &name[..starts[n - 2] as usize - 1];
-            if let Some(g) = group.globs.iter().find(|g| g.is_match(label)) {
-                return Some(g.idx);
+        if whole {
+            if bit(self.exact_depths, n)
+                && let Some(&idx) = self.exact.get(&hashes[n - 1])
+                && self.entry_text(idx) == name
+            {
+                return Some(idx);
+            }
+            if n < 2 {
+                return None;
+            }
+            if bit(self.glob_depths, n - 1)
+                && let Some(group) = self.globs.get(&hashes[n - 2])
+                && *group.parent == *suffix(n - 2)
+            {
+                let label = &name[..starts[n - 2] as usize - 1];
+                if let Some(g) = group.globs.iter().find(|g| g.is_match(label)) {
+                    return Some(g.idx);
+                }
             }
         }
-        for k in (0..n - 1).rev() {
+        let strict = if whole { n - 1 } else { n };
+        for k in (0..strict).rev() {
             if bit(self.subdomain_depths, k + 1)
                 && let Some(&idx) = self.subdomains.get(&hashes[k])
                 && self.entry_text(idx) == suffix(k)
@@ -688,6 +712,29 @@ mod tests {
         "2.dl.delivery.mp.microsoft.com",
         "2.dl.delivery.mp.microsoft.com"
     );
+
+    #[test]
+    fn names_deeper_than_every_pattern() {
+        let m = matcher(&["*.manage.microsoft.com", "x.y.example"]);
+        let deep = format!("{}manage.microsoft.com", "a.".repeat(40));
+        assert_eq!(
+            m.lookup(&deep).map(|e| e.pattern.to_string()).as_deref(),
+            Some("*.manage.microsoft.com")
+        );
+        let broken = format!("a..{}manage.microsoft.com", "b.".repeat(10));
+        assert!(
+            m.lookup(&broken).is_none(),
+            "an empty label far left still refuses"
+        );
+        let broken = format!(".{}manage.microsoft.com", "b.".repeat(10));
+        assert!(m.lookup(&broken).is_none());
+        assert!(m.lookup("q.x.y.example").is_none());
+        let too_deep = format!("{}example", "a.".repeat(31));
+        assert_eq!(
+            Pattern::parse(&too_deep).unwrap_err().reason,
+            "more than 31 labels"
+        );
+    }
 
     syntaxerr!(
         two_wildcards,
