@@ -215,8 +215,8 @@ impl AnswerCache {
     pub fn get(&self, name: &[u8], qtype: u16, now: Instant) -> Option<Arc<Entry>> {
         let k = key(name, qtype);
         let e = lock(self.shard(k)).get(&k).cloned()?;
-        (e.qtype == qtype && e.message().get(12..12 + name.len()) == Some(name) && e.expires > now)
-            .then_some(e)
+        let stored = e.message().get(12..12 + name.len())?;
+        (e.qtype == qtype && crate::wire::same(stored, name) && e.expires > now).then_some(e)
     }
 
     /// Clamps the resolution's TTLs to the bounds (in place, so the first answer matches later

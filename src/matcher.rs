@@ -25,6 +25,8 @@ use std::fmt;
 use globset::{GlobBuilder, GlobMatcher};
 use rustc_hash::FxHashMap;
 
+use crate::wire::same;
+
 /// Longest name we accept, in presentation form without the trailing dot (RFC 1035: 255 octets on
 /// the wire, which is 253 characters written out).
 pub const MAX_NAME_LEN: usize = 253;
@@ -259,9 +261,14 @@ impl LabelGlob {
     }
 
     fn is_match(&self, label: &str) -> bool {
-        label.len() >= self.prefix.len() + self.suffix.len()
-            && label.starts_with(&*self.prefix)
-            && label.ends_with(&*self.suffix)
+        let (l, p, s) = (
+            label.as_bytes(),
+            self.prefix.as_bytes(),
+            self.suffix.as_bytes(),
+        );
+        l.len() >= p.len() + s.len()
+            && same(&l[..p.len()], p)
+            && same(&l[l.len() - s.len()..], s)
             && self.matcher.as_ref().is_none_or(|m| m.is_match(label))
     }
 }
@@ -398,7 +405,7 @@ impl Matcher {
         if whole {
             if bit(self.exact_depths, n)
                 && let Some(&idx) = self.exact.get(&hashes[n - 1])
-                && self.entry_text(idx) == name
+                && same(self.entry_text(idx).as_bytes(), bytes)
             {
                 return Some(idx);
             }
@@ -407,7 +414,7 @@ impl Matcher {
             }
             if bit(self.glob_depths, n - 1)
                 && let Some(group) = self.globs.get(&hashes[n - 2])
-                && *group.parent == *suffix(n - 2)
+                && same(group.parent.as_bytes(), suffix(n - 2).as_bytes())
             {
                 let label = &name[..starts[n - 2] as usize - 1];
                 if let Some(g) = group.globs.iter().find(|g| g.is_match(label)) {
@@ -419,7 +426,7 @@ impl Matcher {
         for k in (0..strict).rev() {
             if bit(self.subdomain_depths, k + 1)
                 && let Some(&idx) = self.subdomains.get(&hashes[k])
-                && self.entry_text(idx) == suffix(k)
+                && same(self.entry_text(idx).as_bytes(), suffix(k).as_bytes())
             {
                 return Some(idx);
             }

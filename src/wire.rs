@@ -56,6 +56,49 @@ pub fn lowercase_name(name: &mut [u8]) {
     }
 }
 
+/// Byte equality for the short strings of a lookup, inline: a call to libc's `memcmp` per
+/// comparison was more than half of a glob decision's time (perf, 2026-11-25).
+#[inline]
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i + 8 <= a.len() {
+        let x = u64::from_ne_bytes([
+            a[i],
+            a[i + 1],
+            a[i + 2],
+            a[i + 3],
+            a[i + 4],
+            a[i + 5],
+            a[i + 6],
+            a[i + 7],
+        ]);
+        let y = u64::from_ne_bytes([
+            b[i],
+            b[i + 1],
+            b[i + 2],
+            b[i + 3],
+            b[i + 4],
+            b[i + 5],
+            b[i + 6],
+            b[i + 7],
+        ]);
+        if x != y {
+            return false;
+        }
+        i += 8;
+    }
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +132,9 @@ mod tests {
         lowercase_name(&mut name);
         assert_eq!(&name, b"\x01x\x07example\x00");
         assert_eq!(skip_name(b"\x01a\xc0\x0c", 0), Some(4));
+        assert!(same(b"manage.microsoft.com", b"manage.microsoft.com"));
+        assert!(!same(b"manage.microsoft.com", b"manage.microsoft.con"));
+        assert!(!same(b"abc", b"abcd"));
+        assert!(same(b"", b""));
     }
 }
