@@ -156,12 +156,9 @@ fn denied_query_log_line_has_every_field() {
         )
         .await;
         let c = f.client();
-        c.udp(&query("Evil.Example.", RecordType::AAAA, Some(1232)))
-            .await;
-        c.udp(&query("manage.microsoft.com.", RecordType::A, Some(1232)))
-            .await;
-        c.udp(&query("manage.microsoft.com.", RecordType::A, Some(1232)))
-            .await;
+        c.ask("Evil.Example.", RecordType::AAAA).await;
+        c.ask("manage.microsoft.com.", RecordType::A).await;
+        c.ask("manage.microsoft.com.", RecordType::A).await;
         let lines = log_lines(&log, 3).await;
         assert_eq!(lines.len(), 3, "{lines:?}");
         let d = &lines[0];

@@ -48,18 +48,9 @@ fn every_answered_address_is_in_the_set_when_the_answer_arrives() {
         assert!(expires.unwrap() <= 360 && expires.unwrap() >= 350, "{v4:?}");
 
         // AAAA, and HTTPS hints of both families.
-        c.udp(&query(
-            "fef.msua06.manage.microsoft.com.",
-            RecordType::AAAA,
-            Some(1232),
-        ))
-        .await;
-        c.udp(&query(
-            "graph.microsoft.com.",
-            RecordType::HTTPS,
-            Some(1232),
-        ))
-        .await;
+        c.ask("fef.msua06.manage.microsoft.com.", RecordType::AAAA)
+            .await;
+        c.ask("graph.microsoft.com.", RecordType::HTTPS).await;
         assert_eq!(
             values(&ns.elements("loopback_v4")),
             ["192.0.2.20", "192.0.2.31"]
@@ -70,8 +61,7 @@ fn every_answered_address_is_in_the_set_when_the_answer_arrives() {
         );
 
         // A huge TTL is clamped to max_ttl_secs (1000) + grace.
-        c.udp(&query("x.notify.windows.com.", RecordType::A, Some(1232)))
-            .await;
+        c.ask("x.notify.windows.com.", RecordType::A).await;
         let huge = ns
             .elements("loopback_v4")
             .into_iter()
@@ -119,7 +109,7 @@ fn denied_names_add_nothing() {
             "manage-microsoft.com.",
             "manage.microsoft.com.evil.example.",
         ] {
-            let a = c.udp(&query(name, RecordType::A, Some(1232))).await;
+            let a = c.ask(name, RecordType::A).await;
             assert_eq!(rcode(&a), ResponseCode::Refused);
         }
         assert_eq!(ns.elements("loopback_v4"), vec![]);
@@ -226,14 +216,9 @@ fn flush_ruleset_is_repaired_within_the_resync_interval() {
     run(async {
         let f = start(&ns, "", "", "").await;
         let c = f.client();
-        c.udp(&query("manage.microsoft.com.", RecordType::A, Some(1232)))
+        c.ask("manage.microsoft.com.", RecordType::A).await;
+        c.ask("fef.msua06.manage.microsoft.com.", RecordType::AAAA)
             .await;
-        c.udp(&query(
-            "fef.msua06.manage.microsoft.com.",
-            RecordType::AAAA,
-            Some(1232),
-        ))
-        .await;
         ns.nft(&["flush", "ruleset"]);
         assert!(
             ns.try_nft(&["list", "table", "inet", "dnsfence"]).is_err(),
@@ -265,8 +250,7 @@ fn flush_ruleset_is_repaired_within_the_resync_interval() {
                 >= 1
         );
         // And admits keep working after the resync.
-        c.udp(&query("graph.microsoft.com.", RecordType::A, Some(1232)))
-            .await;
+        c.ask("graph.microsoft.com.", RecordType::A).await;
         assert!(values(&ns.elements("loopback_v4")).contains(&"192.0.2.30".to_string()));
         f.stop().await;
     });
@@ -280,10 +264,8 @@ fn addr_port_elements_carry_the_endpoint_sets_ports() {
     run(async {
         let f = start(&ns, "[view.fence]\nmode = \"addr_port\"", "", "").await;
         let c = f.client();
-        c.udp(&query("time.windows.com.", RecordType::A, Some(1232)))
-            .await;
-        c.udp(&query("manage.microsoft.com.", RecordType::A, Some(1232)))
-            .await;
+        c.ask("time.windows.com.", RecordType::A).await;
+        c.ask("manage.microsoft.com.", RecordType::A).await;
         assert_eq!(
             values(&ns.elements("loopback_v4")),
             [

@@ -460,6 +460,11 @@ impl Client {
         self.udp_from("127.0.0.1", msg).await
     }
 
+    /// The usual question: `name`/`qtype` over UDP with EDNS (1232 bytes), answered within 5 s.
+    pub async fn ask(&self, name: &str, qtype: RecordType) -> Message {
+        self.udp(&query(name, qtype, Some(1232))).await
+    }
+
     /// A UDP exchange from a chosen loopback source address.
     pub async fn udp_from(&self, src: &str, msg: &Message) -> Message {
         let bytes = self

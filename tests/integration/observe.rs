@@ -30,8 +30,7 @@ fn counters_move_by_exactly_the_queries_made() {
             .await;
         c.udp(&q("evilmanage.microsoft.com.")).await;
         c.udp(&q("x.evilmanage.microsoft.com.")).await;
-        c.udp(&query("graph.microsoft.com.", RecordType::TXT, Some(1232)))
-            .await; // NODATA
+        c.ask("graph.microsoft.com.", RecordType::TXT).await; // NODATA
         c.udp_from("127.0.0.2", &q("manage.microsoft.com.")).await;
 
         let s = scrape(&f).await;
@@ -191,19 +190,12 @@ fn top_denied_names_per_view() {
         let f = Fence::start("").await;
         let c = f.client();
         for _ in 0..5 {
-            c.udp(&query("Evil.Example.", RecordType::A, Some(1232)))
-                .await;
+            c.ask("Evil.Example.", RecordType::A).await;
         }
         for _ in 0..2 {
-            c.udp(&query(
-                "manage-microsoft.com.",
-                RecordType::AAAA,
-                Some(1232),
-            ))
-            .await;
+            c.ask("manage-microsoft.com.", RecordType::AAAA).await;
         }
-        c.udp(&query("manage.microsoft.com.", RecordType::A, Some(1232)))
-            .await;
+        c.ask("manage.microsoft.com.", RecordType::A).await;
         let (status, body) = http_get(f.http.unwrap(), "/v1/denied?view=loopback").await;
         assert_eq!(status, 200);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -234,26 +226,11 @@ fn pull_list_holds_exactly_the_live_elements_and_static_ranges() {
         )
         .await;
         let c = f.client();
-        c.udp(&query("manage.microsoft.com.", RecordType::A, Some(1232)))
+        c.ask("manage.microsoft.com.", RecordType::A).await;
+        c.ask("fef.msua06.manage.microsoft.com.", RecordType::AAAA)
             .await;
-        c.udp(&query(
-            "fef.msua06.manage.microsoft.com.",
-            RecordType::AAAA,
-            Some(1232),
-        ))
-        .await;
-        c.udp(&query(
-            "graph.microsoft.com.",
-            RecordType::HTTPS,
-            Some(1232),
-        ))
-        .await;
-        c.udp(&query(
-            "evilmanage.microsoft.com.",
-            RecordType::A,
-            Some(1232),
-        ))
-        .await;
+        c.ask("graph.microsoft.com.", RecordType::HTTPS).await;
+        c.ask("evilmanage.microsoft.com.", RecordType::A).await;
         let statics: Vec<String> = {
             let policy = f.shared.policy.load();
             let view = policy.view("loopback").unwrap();

@@ -115,7 +115,7 @@ fn cache_hit_does_not_reach_the_upstream_and_ttl_counts_down() {
         let f = Fence::start("").await;
         let c = f.client();
         let name = "enterpriseenrollment.manage.microsoft.com.";
-        let first = c.udp(&query(name, RecordType::A, Some(1232))).await;
+        let first = c.ask(name, RecordType::A).await;
         assert_eq!(f.upstream.seen.count_type(name, RecordType::A), 1);
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let second = c.tcp(&query(name, RecordType::A, Some(1232))).await;
@@ -141,7 +141,7 @@ fn nxdomain_and_nodata_carry_the_soa_and_are_cached() {
         let c = f.client();
         let missing = "missing.manage.microsoft.com.";
         for _ in 0..2 {
-            let a = c.udp(&query(missing, RecordType::A, Some(1232))).await;
+            let a = c.ask(missing, RecordType::A).await;
             assert_eq!(rcode(&a), ResponseCode::NXDomain);
             assert!(a.answers.is_empty());
             assert_eq!(a.authorities.len(), 1, "{a:?}");
@@ -156,7 +156,7 @@ fn nxdomain_and_nodata_carry_the_soa_and_are_cached() {
 
         let nodata = "enterpriseenrollment.manage.microsoft.com.";
         for _ in 0..2 {
-            let a = c.udp(&query(nodata, RecordType::AAAA, Some(1232))).await;
+            let a = c.ask(nodata, RecordType::AAAA).await;
             assert_eq!(rcode(&a), ResponseCode::NoError);
             assert!(a.answers.is_empty());
             assert_eq!(a.authorities[0].record_type(), RecordType::SOA);
@@ -254,7 +254,7 @@ fn udp_cache_hits_keep_the_clients_id_case_flags_and_edns() {
         let f = Fence::start("").await;
         let c = f.client();
         let name = "fef.msua06.manage.microsoft.com.";
-        let first = c.udp(&query(name, RecordType::AAAA, Some(1232))).await;
+        let first = c.ask(name, RecordType::AAAA).await;
         // Served from the packet cache: another id (the client checks it), other case, CD set.
         let mut q = query(
             "FEF.msua06.MANAGE.microsoft.com.",
