@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # dnsperf harness: dnsfence against dnsmasq and Unbound, same machine, same run, same queries.
 #
-#   bash benches/dnsperf.sh            # about 5 minutes; run as root for the nftables fence
-#   SECONDS_PER_RUN=10 ROUNDS=5 bash benches/dnsperf.sh
+#   bash benches/dnsperf.sh            # about 7 minutes; run as root for the nftables fence
+#   SECONDS_PER_RUN=10 ROUNDS=5 LAT_ROUNDS=7 bash benches/dnsperf.sh
 #
 # An NSD authoritative server on 127.0.0.1:5300 serves every catalog name (a root zone, so one
-# zone covers them all, response-rate limiting off). dnsfence, dnsmasq and Unbound run in turn
-# as caching forwarders to it, each pinned to CPU 0; dnsperf runs pinned to CPU 1. Each cache is
-# warmed, then measured with three query files: 100 cached allowed names, 100 denied names, and
-# an 80/20 mix, in interleaved rounds (median reported: this shared machine is noisy); then fixed-rate runs (20k qps, -v; three interleaved rounds, median) give
-# p50/p99. Server CPU per 100k answers
-# comes from /proc/PID/stat, peak RSS from /proc/PID/status. Everything is on loopback and stops
-# by itself. Needs: dnsperf nsd dnsmasq unbound (Debian packages) and taskset.
+# zone covers them all, response-rate limiting off). dnsfence (as shipped, and with
+# busy_poll_us = 200: "dnsfence-bp"), dnsmasq and Unbound run as caching forwarders to it, each
+# pinned to CPU 0; dnsperf runs pinned to CPU 1. Each cache is warmed, then measured with three
+# query files: 100 cached allowed names, 100 denied names, and an 80/20 mix, in interleaved
+# rounds (median reported: this shared machine is noisy); then fixed-rate runs (20k qps, -v,
+# interleaved rounds, median) give p50/p99. Server CPU per 100k answers comes from
+# /proc/PID/stat, peak RSS from /proc/PID/status after 100k distinct names. "lost" counts
+# queries that got no answer over all throughput runs (a full socket buffer drops them).
+# Everything is on loopback and stops by itself.
+# Needs: dnsperf nsd dnsmasq unbound (Debian packages), taskset and chrt (util-linux).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${SECONDS_PER_RUN:-5}
 ROUNDS=${ROUNDS:-3}
 FIXED_QPS=${FIXED_QPS:-20000}
-for tool in dnsperf nsd dnsmasq unbound taskset; do
+for tool in dnsperf nsd dnsmasq unbound taskset chrt; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install dnsperf nsd dnsmasq unbound util-linux"; exit 1; }
 done
 
@@ -29,7 +32,10 @@ netns=
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  [ -n "$netns" ] && ip netns del "$netns" 2>/dev/null || true
+  if [ -n "$netns" ]; then
+    ip netns del "$netns" 2>/dev/null || true
+    ip netns del "$netns-bp" 2>/dev/null || true
+  fi
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -85,13 +91,16 @@ backend = "list"'
 if [ "$(id -u)" = 0 ] && command -v nft >/dev/null && command -v ip >/dev/null; then
   netns="dnsfence-perf-$$"
   ip netns add "$netns"
+  ip netns add "$netns-bp"
   fence_section="[fence]
 enabled = true
 netns = \"$netns\""
 fi
-cat > "$W/dnsfence.toml" <<EOF
+dnsfence_config() { # port http-port busy_poll_us netns
+cat <<EOF
 [server]
-listen = ["127.0.0.1:5310"]
+listen = ["127.0.0.1:$1"]
+busy_poll_us = $3
 [zones]
 dir = "$PWD/zones"
 [upstream]
@@ -100,15 +109,19 @@ cache_size = 200000
 [query_log]
 level = "none"
 [http]
-listen = "127.0.0.1:5319"
-$fence_section
+listen = "127.0.0.1:$2"
+${fence_section/$netns/$4}
 [[view]]
 name = "bench"
 networks = ["127.0.0.0/8"]
-profiles = ["intune-core", "autopilot", "remote-help", "wns", "delivery-optimization", "apple",
-  "android", "authentication", "win32-apps", "microsoft-store", "attestation", "defender",
-  "endpoint-privilege-management"]
+profiles = ["intune-core", "autopilot", "remote-help", "remote-help-gcc", "wns",
+  "delivery-optimization", "apple", "android", "authentication", "win32-apps", "microsoft-store",
+  "attestation", "defender", "endpoint-privilege-management"]
 EOF
+}
+# dnsfence as shipped (workers sleep when idle), and with busy polling (see README).
+dnsfence_config 5310 5319 0 "$netns" > "$W/dnsfence.toml"
+dnsfence_config 5313 5318 200 "$netns-bp" > "$W/dnsfence-bp.toml"
 cat > "$W/unbound.conf" <<EOF
 server:
   interface: 127.0.0.1@5312
@@ -122,6 +135,7 @@ server:
   module-config: "iterator"
   do-not-query-localhost: no
   access-control: 127.0.0.0/8 allow
+  so-rcvbuf: 4m
   msg-cache-size: 64m
   rrset-cache-size: 128m
   use-syslog: no
@@ -135,6 +149,7 @@ EOF
 start() { # name port -> sets SERVER_PID
   case $1 in
     dnsfence) taskset -c 0 "$BIN" run -c "$W/dnsfence.toml" 2> "$W/dnsfence.log" & ;;
+    dnsfence-bp) taskset -c 0 "$BIN" run -c "$W/dnsfence-bp.toml" 2> "$W/dnsfence-bp.log" & ;;
     dnsmasq) taskset -c 0 dnsmasq -k -C /dev/null -p 5311 --listen-address=127.0.0.1 --bind-interfaces \
                --no-resolv --no-hosts --server=127.0.0.1#5300 --cache-size=10000 --user=root \
                --pid-file="$W/dnsmasq.pid" 2> "$W/dnsmasq.log" & ;;
@@ -148,11 +163,19 @@ start() { # name port -> sets SERVER_PID
   done
   echo "$1 did not come up"; cat "$W/$1.log"; exit 1
 }
+SERVERS="dnsfence:5310 dnsfence-bp:5313 dnsmasq:5311 unbound:5312"
+NAMES="dnsfence dnsfence-bp dnsmasq unbound"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-perf() { # port file -> "qps completed"
-  taskset -c 1 dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$RUN" -c 8 -q 500 -T 1 2>/dev/null \
-    | awk '/Queries completed:/ {c=$3} /Queries per second:/ {q=$4} END {print q, c}'
+# Throughput: dnsperf's sender and receiver threads share CPU 1. Under the default scheduler
+# every answer that lands while the receiver sleeps wakes it and preempts the sender: ~20k
+# context switches a second, and the load generator itself saturates near 190k qps whatever
+# the server. SCHED_BATCH (chrt --batch) turns off wake-up preemption, so the two threads
+# take turns per time slice and dnsperf costs less per query; the same for every server.
+perf() { # port file -> "qps completed lost"
+  taskset -c 1 chrt --batch 0 dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$RUN" -c 8 -q 500 -T 1 2>/dev/null \
+    | awk '/Queries completed:/ {c=$3} /Queries lost:/ {l=$3} /Queries per second:/ {q=$4} END {print q, c, l}'
 }
+# Latency: default scheduling (SCHED_BATCH would hold answers for a time slice).
 percentiles() { # port file -> "avg p50 p99" in microseconds
   taskset -c 1 dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l 5 -Q "$FIXED_QPS" -c 8 -T 1 -v 2>/dev/null \
     | awk '/^> / {print $NF}' | sort -g \
@@ -161,9 +184,9 @@ percentiles() { # port file -> "avg p50 p99" in microseconds
 }
 TCK=$(getconf CLK_TCK)
 declare -A R PID
-# All three servers run at once (pinned to CPU 0, idle unless measured), so that the latency
-# rounds can be interleaved: this machine's neighbours make single runs noisy.
-for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
+# All servers run at once (pinned to CPU 0, idle unless measured), so that the rounds can be
+# interleaved: this machine's neighbours make single runs noisy.
+for s in $SERVERS; do
   name=${s%%:*}; port=${s##*:}
   start "$name" "$port"
   PID[$name]=$SERVER_PID
@@ -171,64 +194,67 @@ for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
   taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/mix.q" -n 3 >/dev/null 2>&1 || true
   taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/denied.q" -n 2 >/dev/null 2>&1 || true
 done
-median3() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 # Throughput: ROUNDS interleaved rounds of every kind on every server; the median round counts.
 for round in $(seq 1 "$ROUNDS"); do
   for kind in allowed denied mix; do
-    for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
+    for s in $SERVERS; do
       name=${s%%:*}; port=${s##*:}
       t0=$(cpu_ticks "${PID[$name]}")
-      read -r qps done_ < <(perf "$port" "$W/$kind.q")
+      read -r qps done_ lost < <(perf "$port" "$W/$kind.q")
       t1=$(cpu_ticks "${PID[$name]}")
       R[$name.$kind.qps.$round]=$qps
-      R[$name.$kind.cpu.$round]=$(awk -v d=$((t1 - t0)) -v n="$done_" -v t="$TCK" 'BEGIN {printf "%.3f", (d / t) / n * 100000}')
+      R[$name.lost]=$(( ${R[$name.lost]:-0} + ${lost:-0} ))
+      R[$name.cpu.$kind.$round]=$(awk -v d=$((t1 - t0)) -v n="$done_" -v t="$TCK" 'BEGIN {printf "%.3f", (d / t) / n * 100000}')
     done
   done
 done
-for n in dnsfence dnsmasq unbound; do
+for n in $NAMES; do
   for kind in allowed denied mix; do
-    for m in qps cpu; do
-      vals=(); for round in $(seq 1 "$ROUNDS"); do vals+=("${R[$n.$kind.$m.$round]}"); done
-      R[$n.$kind.$m]=$(median3 "${vals[@]}")
-    done
+    vals=(); for round in $(seq 1 "$ROUNDS"); do vals+=("${R[$n.$kind.qps.$round]}"); done
+    R[$n.$kind.qps]=$(median "${vals[@]}")
+    vals=(); for round in $(seq 1 "$ROUNDS"); do vals+=("${R[$n.cpu.$kind.$round]}"); done
+    R[$n.$kind.cpu]=$(median "${vals[@]}")
   done
 done
-# Latency at a fixed rate: interleaved rounds, median of each percentile.
-for round in $(seq 1 "$ROUNDS"); do
-  for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
+# Latency at a fixed rate: LAT_ROUNDS interleaved rounds, median of each percentile.
+LAT_ROUNDS=${LAT_ROUNDS:-5}
+for round in $(seq 1 "$LAT_ROUNDS"); do
+  for s in $SERVERS; do
     name=${s%%:*}; port=${s##*:}
     read -r avg p50 p99 < <(percentiles "$port" "$W/allowed.q")
     R[$name.avg.$round]=$avg; R[$name.p50.$round]=$p50; R[$name.p99.$round]=$p99
   done
 done
-for n in dnsfence dnsmasq unbound; do
+for n in $NAMES; do
   for m in avg p50 p99; do
-    vals=(); for round in $(seq 1 "$ROUNDS"); do vals+=("${R[$n.$m.$round]}"); done
-    R[$n.$m]=$(median3 "${vals[@]}")
+    vals=(); for round in $(seq 1 "$LAT_ROUNDS"); do vals+=("${R[$n.$m.$round]}"); done
+    R[$n.$m]=$(median "${vals[@]}")
   done
 done
 # Memory: fill each cache with 100k distinct names, then read the peak RSS.
-for s in dnsfence:5310 dnsmasq:5311 unbound:5312; do
+for s in $SERVERS; do
   name=${s%%:*}; port=${s##*:}
   taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/fill.q" -n 1 -q 200 >/dev/null 2>&1 || true
   R[$name.rss]=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/${PID[$name]}/status")
 done
 
 echo
-echo "dnsperf, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); server on CPU 0, dnsperf on CPU 1; ${RUN}s per run, median of $ROUNDS interleaved rounds"
-echo "fence: $([ -n "$netns" ] && echo "nftables in netns $netns" || echo "list backend (not root)")"
-printf "%-10s %12s %12s %12s %9s %9s %9s %14s %9s\n" server "allowed qps" "denied qps" "mix qps" "avg us" "p50 us" "p99 us" "CPU s/100k" "RSS MiB"
-for n in dnsfence dnsmasq unbound; do
-  printf "%-10s %12.0f %12.0f %12.0f %9s %9s %9s %14s %9s\n" "$n" "${R[$n.allowed.qps]}" "${R[$n.denied.qps]}" \
-    "${R[$n.mix.qps]}" "${R[$n.avg]}" "${R[$n.p50]}" "${R[$n.p99]}" "${R[$n.allowed.cpu]}" "${R[$n.rss]}"
+echo "dnsperf, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); servers on CPU 0, dnsperf on CPU 1"
+echo "throughput: ${RUN}s runs, dnsperf SCHED_BATCH, median of $ROUNDS interleaved rounds; latency: ${FIXED_QPS} qps, median of $LAT_ROUNDS rounds"
+echo "fence: $([ -n "$netns" ] && echo "nftables in netns $netns" || echo "list backend (not root)"); dnsfence-bp = busy_poll_us = 200"
+printf "%-12s %11s %11s %11s %7s %7s %7s %11s %8s %7s\n" server "allowed qps" "denied qps" "mix qps" "avg us" "p50 us" "p99 us" "CPU s/100k" "RSS MiB" lost
+for n in $NAMES; do
+  printf "%-12s %11.0f %11.0f %11.0f %7s %7s %7s %11s %8s %7s\n" "$n" "${R[$n.allowed.qps]}" "${R[$n.denied.qps]}" \
+    "${R[$n.mix.qps]}" "${R[$n.avg]}" "${R[$n.p50]}" "${R[$n.p99]}" "${R[$n.allowed.cpu]}" "${R[$n.rss]}" "${R[$n.lost]}"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}'; }
 echo
-echo "dnsfence / dnsmasq: cached allowed qps $(ratio "${R[dnsfence.allowed.qps]}" "${R[dnsmasq.allowed.qps]}")x," \
-  "denied vs dnsmasq cached $(ratio "${R[dnsfence.denied.qps]}" "${R[dnsmasq.allowed.qps]}")x," \
-  "CPU per answer $(ratio "${R[dnsfence.allowed.cpu]}" "${R[dnsmasq.allowed.cpu]}")x," \
-  "p99 $(ratio "${R[dnsfence.p99]}" "${R[dnsmasq.p99]}")x"
-echo "dnsfence / unbound: cached allowed qps $(ratio "${R[dnsfence.allowed.qps]}" "${R[unbound.allowed.qps]}")x," \
-  "denied $(ratio "${R[dnsfence.denied.qps]}" "${R[unbound.denied.qps]}")x," \
-  "CPU per answer $(ratio "${R[dnsfence.allowed.cpu]}" "${R[unbound.allowed.cpu]}")x," \
-  "p99 $(ratio "${R[dnsfence.p99]}" "${R[unbound.p99]}")x"
+for d in dnsfence dnsfence-bp; do
+  for peer in dnsmasq unbound; do
+    echo "$d / $peer: cached allowed qps $(ratio "${R[$d.allowed.qps]}" "${R[$peer.allowed.qps]}")x," \
+      "denied vs $peer cached $(ratio "${R[$d.denied.qps]}" "${R[$peer.allowed.qps]}")x," \
+      "CPU per answer $(ratio "${R[$d.allowed.cpu]}" "${R[$peer.allowed.cpu]}")x," \
+      "p99 $(ratio "${R[$d.p99]}" "${R[$peer.p99]}")x"
+  done
+done

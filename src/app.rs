@@ -106,6 +106,7 @@ impl App {
             upstream,
             log,
             max_udp_payload: config.server.max_udp_payload,
+            busy_poll: config.server.busy_poll,
             fence,
             on_admit_failure: config.fence.on_admit_failure,
             metrics: Metrics::new(config.http.max_denied_domains),
@@ -247,6 +248,27 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.listen != new.server.listen {
         changed.push("server.listen");
     }
+    let (o, n) = (&old.server, &new.server);
+    for (field, differs) in [
+        ("server.udp_workers", o.udp_workers != n.udp_workers),
+        ("server.busy_poll_us", o.busy_poll != n.busy_poll),
+        (
+            "server.max_udp_payload",
+            o.max_udp_payload != n.max_udp_payload,
+        ),
+        (
+            "server.tcp_idle_timeout_ms",
+            o.tcp_idle_timeout != n.tcp_idle_timeout,
+        ),
+        (
+            "server.rate_limit_qps/burst",
+            (o.rate_limit_qps, o.rate_limit_burst) != (n.rate_limit_qps, n.rate_limit_burst),
+        ),
+    ] {
+        if differs {
+            changed.push(field);
+        }
+    }
     if old.http.listen != new.http.listen {
         changed.push("http.listen");
     }
@@ -266,4 +288,36 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("the views' firewall sets");
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(server: &str) -> Config {
+        let text = format!(
+            "[server]\n{server}\n[upstream]\nservers = [\"127.0.0.1:5300\"]\n\
+             [[view]]\nname = \"lab\"\nnetworks = [\"10.0.0.0/8\"]\nprofiles = [\"apple\"]\n"
+        );
+        Config::parse(Path::new("t.toml"), &text, Path::new("/nonexistent")).unwrap()
+    }
+
+    #[test]
+    fn server_settings_the_running_sockets_hold_need_a_restart() {
+        let base = parse("");
+        assert!(restart_only_changes(&base, &parse("")).is_empty());
+        assert_eq!(
+            restart_only_changes(&base, &parse("busy_poll_us = 100")),
+            ["server.busy_poll_us"]
+        );
+        assert_eq!(
+            restart_only_changes(&base, &parse("udp_workers = 3\nrate_limit_qps = 10")),
+            ["server.udp_workers", "server.rate_limit_qps/burst"]
+        );
+        assert_eq!(
+            restart_only_changes(&base, &parse("listen = [\"127.0.0.1:5454\"]")),
+            ["server.listen"]
+        );
+    }
 }

@@ -33,6 +33,7 @@ pub mod querylog;
 pub mod ratelimit;
 pub mod server;
 pub mod signal;
+pub mod sockopt;
 pub mod udp;
 pub mod upstream;
 pub mod wire;

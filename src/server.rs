@@ -122,6 +122,8 @@ pub struct Shared {
     pub log: QueryLog,
     /// Largest UDP payload we answer with.
     pub max_udp_payload: u16,
+    /// How long a UDP worker polls before it sleeps (`[server] busy_poll_us`).
+    pub busy_poll: Duration,
     /// The firewall sets, when `[fence]` is enabled.
     pub fence: Option<Fence>,
     /// What to answer when the fence cannot confirm an answer's addresses in time.

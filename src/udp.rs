@@ -36,10 +36,15 @@ use crate::config::{DenyRcode, ViewMode};
 use crate::policy::{DenyReason, wire_name_text};
 use crate::querylog::Verdict;
 use crate::server::{Outcome, Shared, ede};
+use crate::sockopt;
 use crate::wire::lowercase_name;
 
 /// Largest datagram read; larger ones are truncated by the kernel and fail to parse.
 const MAX_DATAGRAM: usize = 4096;
+
+/// Kernel receive buffer asked for each UDP socket (root gets it whole; others up to
+/// `net.core.rmem_max`).
+const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// Binds `n` UDP sockets on `addr` with SO_REUSEPORT (so they share the port), the first
 /// choosing the port when `addr`'s is 0.
@@ -67,32 +72,15 @@ fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     }
     // SAFETY: `fd` is a fresh descriptor nothing else owns.
     let socket = unsafe { UdpSocket::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt with a c_int of the right size on a valid descriptor.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_REUSEPORT,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = socket.as_raw_fd();
+    sockopt::set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     if addr.is_ipv6() {
-        // SAFETY: as above; IPV6_V6ONLY keeps [::] from also taking the IPv4 port.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IPV6,
-                libc::IPV6_V6ONLY,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        // IPV6_V6ONLY keeps [::] from also taking the IPv4 port.
+        sockopt::set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
     }
+    // Room for a burst: the default (~200 KiB) holds only a few hundred small datagrams, and
+    // what does not fit is dropped before the worker sees it.
+    sockopt::grow_buffer(fd, sockopt::Buffer::Receive, RECEIVE_BUFFER);
     let (storage, len) = sockaddr(addr);
     // SAFETY: `storage` holds a valid sockaddr of `len` bytes for this family.
     let rc = unsafe {
@@ -180,6 +168,15 @@ impl Workers {
     }
 }
 
+/// Whether a read may put the worker to sleep.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Block until a datagram comes (or the read timeout passes).
+    Sleep,
+    /// Busy polling: return at once when nothing is queued.
+    No,
+}
+
 /// Datagrams read (and answers sent) per system call.
 const BATCH: usize = 32;
 
@@ -215,9 +212,10 @@ impl Batch {
         })
     }
 
-    /// Waits for at least one datagram (up to the socket's read timeout) and reads up to
-    /// `BATCH`; returns how many.
-    fn receive(&mut self, fd: libc::c_int) -> io::Result<usize> {
+    /// Reads up to `BATCH` datagrams; returns how many. `Wait::Sleep` blocks for the first one
+    /// (up to the socket's read timeout); `Wait::No` returns `WouldBlock` at once if none is
+    /// queued.
+    fn receive(&mut self, fd: libc::c_int, wait: Wait) -> io::Result<usize> {
         for i in 0..BATCH {
             self.iov_in[i] = libc::iovec {
                 iov_base: self.input[i].as_mut_ptr() as *mut libc::c_void,
@@ -240,7 +238,10 @@ impl Batch {
                 fd,
                 self.hdr_in.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                match wait {
+                    Wait::Sleep => libc::MSG_WAITFORONE,
+                    Wait::No => libc::MSG_DONTWAIT,
+                },
                 std::ptr::null_mut(),
             )
         };
@@ -328,9 +329,23 @@ fn worker(
     let fd = socket.as_raw_fd();
     let mut b = Batch::new();
     let mut ready = Vec::with_capacity(BATCH);
+    // When the last datagram came; the worker polls without sleeping until `busy_poll` after it.
+    let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let n = match b.receive(fd) {
-            Ok(n) => n,
+        let wait = if !shared.busy_poll.is_zero() && last.elapsed() < shared.busy_poll {
+            Wait::No
+        } else {
+            Wait::Sleep
+        };
+        let n = match b.receive(fd, wait) {
+            Ok(n) => {
+                last = Instant::now();
+                n
+            }
+            Err(e) if wait == Wait::No && e.kind() == io::ErrorKind::WouldBlock => {
+                std::hint::spin_loop();
+                continue;
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -778,6 +793,29 @@ impl ResponseHandler for UdpResponder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listening_sockets_get_room_for_bursts() {
+        let sockets = bind_reuseport("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        assert_eq!(
+            sockets[0].local_addr().unwrap(),
+            sockets[1].local_addr().unwrap()
+        );
+        let granted = sockopt::receive_buffer(sockets[0].as_raw_fd()).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // The kernel reports twice what was asked (its bookkeeping share).
+            assert!(
+                granted >= RECEIVE_BUFFER,
+                "asked {RECEIVE_BUFFER}, got {granted}"
+            );
+        } else {
+            let default = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let default = sockopt::receive_buffer(default.as_raw_fd()).unwrap();
+            eprintln!("not root: the buffer is capped by net.core.rmem_max ({granted} bytes)");
+            assert!(granted >= default, "{granted} < default {default}");
+        }
+    }
 
     fn query(name: &[u8], qtype: u16, opt: Option<(u16, bool)>) -> Vec<u8> {
         let mut q = vec![

@@ -12,6 +12,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use crate::sockopt;
+
 const NETLINK_NETFILTER: libc::c_int = 12;
 const NLMSG_HDRLEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
@@ -140,25 +142,9 @@ impl NftSocket {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        // A batch must fit in one send, and its ACKs in the receive buffer: ask for 4 MiB each
-        // (the FORCE variants pass the sysctl limits, which root may do; else best effort).
-        let size: libc::c_int = 4 << 20;
-        for opt in [
-            libc::SO_SNDBUFFORCE,
-            libc::SO_SNDBUF,
-            libc::SO_RCVBUFFORCE,
-            libc::SO_RCVBUF,
-        ] {
-            // SAFETY: setsockopt with a c_int; failure only leaves the default buffer size.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    &size as *const libc::c_int as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
+        // A batch must fit in one send, and its ACKs in the receive buffer: ask for 4 MiB each.
+        for buffer in [sockopt::Buffer::Send, sockopt::Buffer::Receive] {
+            sockopt::grow_buffer(fd.as_raw_fd(), buffer, 4 << 20);
         }
         Ok(NftSocket {
             fd,

@@ -162,3 +162,96 @@ fn garbage_on_udp_and_tcp_does_not_stop_the_server() {
         f.stop().await;
     });
 }
+
+/// Busy polling (`[server] busy_poll_us`) and the grown receive buffer: a burst of 400 queries
+/// sent at once from one socket, half allowed (cached after the first) and half denied, is
+/// answered whole, each with its own ID and the right code; after the worker has gone back to
+/// sleep, a lone query still wakes it; and the server stops promptly while polling.
+#[test]
+fn busy_polling_workers_answer_a_burst_whole_then_sleep_and_wake() {
+    run(async {
+        let f = Fence::start_with(
+            "\"127.0.0.0/8\"",
+            "",
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 2\nbusy_poll_us = 500\n",
+        )
+        .await;
+        let c = f.client();
+        // Warm the cache so the burst is served from it.
+        let warm = c
+            .ask("enterpriseenrollment.manage.microsoft.com.", RecordType::A)
+            .await;
+        assert_eq!(rcode(&warm), ResponseCode::NoError);
+
+        // The client's own receive buffer must not be what drops answers: it is grown too, and
+        // a reader thread drains it while the burst goes out.
+        const BURST: u16 = 400;
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        dnsfence::sockopt::grow_buffer(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            dnsfence::sockopt::Buffer::Receive,
+            1 << 20,
+        );
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let reader = {
+            let sock = sock.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                let mut buf = [0u8; 1500];
+                while answers.len() < BURST as usize {
+                    match sock.recv_from(&mut buf) {
+                        Ok((n, _)) => answers.push(buf[..n].to_vec()),
+                        Err(_) => break,
+                    }
+                }
+                answers
+            })
+        };
+        for id in 0..BURST {
+            let name = if id.is_multiple_of(2) {
+                "enterpriseenrollment.manage.microsoft.com."
+            } else {
+                "evil.example."
+            };
+            let mut q = query(name, RecordType::A, Some(1232));
+            q.metadata.id = id;
+            sock.send_to(&q.to_vec().unwrap(), f.addr).unwrap();
+        }
+        let answers = tokio::task::spawn_blocking(move || reader.join().unwrap())
+            .await
+            .unwrap();
+        let mut seen = vec![false; BURST as usize];
+        for bytes in &answers {
+            let m = Message::from_vec(bytes).unwrap();
+            let id = m.metadata.id;
+            assert!(!seen[id as usize], "answer {id} came twice");
+            seen[id as usize] = true;
+            let want = if id.is_multiple_of(2) {
+                ResponseCode::NoError
+            } else {
+                ResponseCode::Refused
+            };
+            assert_eq!(rcode(&m), want, "answer {id}");
+        }
+        let missing: Vec<usize> = (0..seen.len()).filter(|i| !seen[*i]).collect();
+        assert!(missing.is_empty(), "unanswered: {missing:?}");
+
+        // Well past the polling window the workers sleep; a lone query wakes one.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let a = c
+            .ask("enterpriseenrollment.manage.microsoft.com.", RecordType::A)
+            .await;
+        assert_eq!(rcode(&a), ResponseCode::NoError);
+        assert_eq!(
+            ips(&a).0,
+            ["192.0.2.10".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+        let started = std::time::Instant::now();
+        f.stop().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "stop took {:?}",
+            started.elapsed()
+        );
+    });
+}
