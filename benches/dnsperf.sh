@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dnsperf harness: dnsfence against dnsmasq and Unbound, same machine, same run, same queries.
 #
-#   bash benches/dnsperf.sh            # about 7 minutes; run as root for the nftables fence
+#   bash benches/dnsperf.sh            # about 8 minutes; run as root for the nftables fence
 #   SECONDS_PER_RUN=10 ROUNDS=5 LAT_ROUNDS=7 bash benches/dnsperf.sh
 #
 # An NSD authoritative server on 127.0.0.1:5300 serves every catalog name (a root zone, so one
