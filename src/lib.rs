@@ -11,7 +11,8 @@
 //! - [`answer`]: the addresses of an answer (A/AAAA across the CNAME chain, SVCB/HTTPS hints).
 //! - [`fence`]: nftables sets fed over netlink with every answered address, the ledger, resync.
 //! - [`server`]: hickory-server wiring and the request handler with deny answers and RFC 8914 errors.
-//! - [`udp`]: UDP workers with the wire-level fast path (denials, cached answers).
+//! - [`udp`]: UDP workers with the wire-level fast path (denials, cached answers), busy polling.
+//! - [`sockopt`]: the socket options std lacks (SO_REUSEPORT, forced buffer sizes).
 //! - [`wire`]: small DNS wire-format readers (names, TTL offsets).
 //! - [`ratelimit`]: per-client UDP token buckets.
 //! - [`querylog`]: one JSON line per query.

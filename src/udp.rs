@@ -13,7 +13,7 @@
 //!   the fence's ledger → the cached bytes with ID, flags, case and TTLs patched.
 //!
 //! Anything else — a cache miss, a stale fence element, report mode, ANY, EDNS version > 0,
-//! truncation — goes through [`Shared::handle`] exactly as TCP queries do, and a cacheable answer
+//! truncation — goes through `Shared::handle` exactly as TCP queries do, and a cacheable answer
 //! is then stored for the next hit. Both paths count the same metrics and write the same log.
 
 use std::io;
