@@ -7,6 +7,7 @@
 //! view and served as JSON on `/v1/denied`.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -412,21 +413,18 @@ impl Metrics {
                 views.insert(view.to_string(), HashMap::new());
             }
             let seen = views.get_mut(view).expect("inserted above");
-            match seen.get(domain) {
+            // Past the cap every new domain counts under "_other", whose handle is kept too.
+            let label = if seen.contains_key(domain) || seen.len() < self.max_denied_domains {
+                domain
+            } else {
+                OTHER_DOMAIN
+            };
+            match seen.get(label) {
                 Some(c) => c.inc(),
                 None => {
-                    let label = if seen.len() < self.max_denied_domains {
-                        domain
-                    } else {
-                        OTHER_DOMAIN
-                    };
                     let c = self.denied_domains.with_label_values(&[view, label]);
                     c.inc();
-                    if label != OTHER_DOMAIN {
-                        seen.insert(domain.to_string(), c);
-                    } else if !seen.contains_key(OTHER_DOMAIN) {
-                        seen.insert(OTHER_DOMAIN.to_string(), c);
-                    }
+                    seen.insert(label.to_string(), c);
                 }
             }
         }
@@ -477,10 +475,31 @@ pub const TOP_K: usize = 512;
 /// A bounded heavy-hitters counter (Space-Saving, Metwally et al. 2005): at most `capacity`
 /// names; a new name replaces the least counted one and inherits its count as error bound, so
 /// the names that are really frequent stay and their counts are never under-estimated.
+///
+/// Built for denial floods of random names (a tunnel, a DGA), where nearly every query brings a
+/// new name: the slots' strings are reused, and the least counted slots are found by one scan
+/// per `capacity` replacements (the `victims` list), not one scan per name. Names are looked up
+/// by a keyed 64-bit hash; a name whose hash collides with another counted name's (odds about
+/// 2^-55 per name at 512 slots) is not counted.
 #[derive(Debug)]
 pub struct TopK {
     capacity: usize,
-    counts: HashMap<String, u64>,
+    slots: Vec<TopSlot>,
+    /// Slot of each counted name, by the name's hash.
+    index: rustc_hash::FxHashMap<u64, usize>,
+    /// Keyed (SipHash) so that clients cannot aim names at one bucket.
+    hasher: std::hash::RandomState,
+    /// Slots that held the least count, `victims_count`, at the last scan. Counts only grow and a
+    /// new name enters above that count, so a listed slot still at it is still a least one.
+    victims: Vec<usize>,
+    victims_count: u64,
+}
+
+#[derive(Debug)]
+struct TopSlot {
+    name: String,
+    hash: u64,
+    count: u64,
 }
 
 impl TopK {
@@ -488,35 +507,72 @@ impl TopK {
     pub fn new(capacity: usize) -> TopK {
         TopK {
             capacity,
-            counts: HashMap::with_capacity(capacity),
+            slots: Vec::with_capacity(capacity),
+            index: rustc_hash::FxHashMap::default(),
+            hasher: std::hash::RandomState::new(),
+            victims: Vec::with_capacity(capacity),
+            victims_count: 0,
         }
     }
 
     /// Counts one occurrence of `name`.
     pub fn add(&mut self, name: &str) {
-        if let Some(c) = self.counts.get_mut(name) {
-            *c += 1;
+        let hash = self.hasher.hash_one(name);
+        if let Some(&i) = self.index.get(&hash) {
+            let slot = &mut self.slots[i];
+            if slot.name == name {
+                slot.count += 1;
+            }
             return;
         }
-        if self.counts.len() < self.capacity {
-            self.counts.insert(name.to_string(), 1);
+        if self.slots.len() < self.capacity {
+            self.index.insert(hash, self.slots.len());
+            self.slots.push(TopSlot {
+                name: name.to_string(),
+                hash,
+                count: 1,
+            });
             return;
         }
-        let Some((victim, min)) = self
-            .counts
-            .iter()
-            .min_by_key(|(_, c)| **c)
-            .map(|(n, c)| (n.clone(), *c))
-        else {
+        let Some(i) = self.victim() else {
             return;
         };
-        self.counts.remove(&victim);
-        self.counts.insert(name.to_string(), min + 1);
+        let slot = &mut self.slots[i];
+        self.index.remove(&slot.hash);
+        slot.name.clear();
+        slot.name.push_str(name);
+        slot.hash = hash;
+        slot.count += 1;
+        self.index.insert(hash, i);
+    }
+
+    /// A slot with the least count (None only when there are no slots).
+    fn victim(&mut self) -> Option<usize> {
+        loop {
+            while let Some(i) = self.victims.pop() {
+                if self.slots[i].count == self.victims_count {
+                    return Some(i);
+                }
+            }
+            let least = self.slots.iter().map(|s| s.count).min()?;
+            self.victims_count = least;
+            self.victims.extend(
+                self.slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.count == least)
+                    .map(|(i, _)| i),
+            );
+        }
     }
 
     /// The `limit` most counted names, most first (ties by name).
     pub fn top(&self, limit: usize) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> = self.counts.iter().map(|(n, c)| (n.clone(), *c)).collect();
+        let mut v: Vec<(String, u64)> = self
+            .slots
+            .iter()
+            .map(|s| (s.name.clone(), s.count))
+            .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v.truncate(limit);
         v
@@ -551,6 +607,44 @@ mod tests {
         assert_eq!(top[1].0, "b.example");
         assert!(top[1].1 >= 200 && top[1].1 <= 200 + 900 / 16, "{top:?}");
         assert_eq!(t.top(100).len(), 16);
+    }
+
+    #[test]
+    fn topk_under_a_flood_of_new_names() {
+        // Space-Saving's guarantees, checked against exact counts: the counts add up to the
+        // stream's length, none is below the name's true count, and every name seen more than
+        // N/capacity times is kept.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut t = TopK::new(64);
+        let mut truth: HashMap<String, u64> = HashMap::new();
+        let n = 50_000u64;
+        for i in 0..n {
+            let name = match i % 10 {
+                0 | 1 => "tunnel.example".to_string(),
+                2 => format!("warm{}.example", next() % 8),
+                _ => format!("{:x}.dga.example", next()),
+            };
+            t.add(&name);
+            *truth.entry(name).or_default() += 1;
+        }
+        let top = t.top(usize::MAX);
+        assert_eq!(top.len(), 64);
+        assert_eq!(top.iter().map(|(_, c)| c).sum::<u64>(), n);
+        for (name, count) in &top {
+            assert!(*count >= truth[name], "{name}: {count} < {}", truth[name]);
+        }
+        for (name, count) in &truth {
+            if *count > n / 64 {
+                assert!(top.iter().any(|(k, _)| k == name), "{name} ({count}) lost");
+            }
+        }
+        assert_eq!(top[0].0, "tunnel.example");
     }
 
     #[test]
