@@ -13,6 +13,7 @@
 # interleaved rounds, median) give p50/p99. Server CPU per 100k answers comes from
 # /proc/PID/stat, peak RSS from /proc/PID/status after 100k distinct names. "lost" counts
 # queries that got no answer over all throughput runs (a full socket buffer drops them).
+# dnsfence alone also takes a denial flood of 300k distinct random names.
 # Everything is on loopback and stops by itself.
 # Needs: dnsperf nsd dnsmasq unbound (Debian packages), taskset and chrt (util-linux).
 set -euo pipefail
@@ -50,6 +51,9 @@ sed 's/$/ A/' "$W/denied.names" > "$W/denied.q"
 { head -80 "$W/allowed.q"; head -20 "$W/denied.q"; } > "$W/mix.q"
 # 100k distinct allowed names for the memory measurement.
 seq 1 100000 | sed 's/^/n/; s/$/.manage.microsoft.com A/' > "$W/fill.q"
+# A denial flood of 300k distinct random names (a tunnel or DGA): dnsfence only, since the peers
+# would forward every one of them upstream.
+od -An -tx8 -N 2400000 /dev/urandom | tr -s ' ' '\n' | grep . | sed 's/$/.dga.example.net A/' > "$W/flood.q"
 
 # ---- upstream: NSD serving a root zone with every name -----------------------------------
 {
@@ -217,6 +221,12 @@ for n in $NAMES; do
     R[$n.$kind.cpu]=$(median "${vals[@]}")
   done
 done
+for round in $(seq 1 "$ROUNDS"); do
+  read -r qps _ _ < <(perf 5310 "$W/flood.q")
+  R[flood.$round]=$qps
+done
+vals=(); for round in $(seq 1 "$ROUNDS"); do vals+=("${R[flood.$round]}"); done
+R[flood]=$(median "${vals[@]}")
 # Latency at a fixed rate: LAT_ROUNDS interleaved rounds, median of each percentile.
 LAT_ROUNDS=${LAT_ROUNDS:-5}
 for round in $(seq 1 "$LAT_ROUNDS"); do
@@ -248,6 +258,8 @@ for n in $NAMES; do
   printf "%-12s %11.0f %11.0f %11.0f %7s %7s %7s %11s %8s %7s\n" "$n" "${R[$n.allowed.qps]}" "${R[$n.denied.qps]}" \
     "${R[$n.mix.qps]}" "${R[$n.avg]}" "${R[$n.p50]}" "${R[$n.p99]}" "${R[$n.allowed.cpu]}" "${R[$n.rss]}" "${R[$n.lost]}"
 done
+printf "dnsfence, denial flood of 300k distinct names: %.0f qps (%s of its repeated-denied rate)\n" \
+  "${R[flood]}" "$(awk -v a="${R[flood]}" -v b="${R[dnsfence.denied.qps]}" 'BEGIN {printf "%.2fx", a / b}')"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}'; }
 echo
 for d in dnsfence dnsfence-bp; do
