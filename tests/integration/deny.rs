@@ -146,14 +146,10 @@ fn denied_query_log_line_has_every_field() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("q.jsonl");
-        let f = Fence::start_with(
-            "\"127.0.0.0/8\"",
-            "",
-            &format!(
-                "[query_log]\nlevel = \"all\"\npath = \"{}\"\n",
-                log.display()
-            ),
-        )
+        let f = Fence::start_extra(&format!(
+            "[query_log]\nlevel = \"all\"\npath = \"{}\"\n",
+            log.display()
+        ))
         .await;
         let c = f.client();
         c.ask("Evil.Example.", RecordType::AAAA).await;

@@ -351,6 +351,11 @@ impl Fence {
         Fence::start_with("\"127.0.0.0/8\"", view_opts, "").await
     }
 
+    /// The loopback view with its defaults, and extra config text (`[server]`, `[http]`, …).
+    pub async fn start_extra(extra: &str) -> Fence {
+        Fence::start_with("\"127.0.0.0/8\"", "", extra).await
+    }
+
     /// Same, with the view's networks and extra config text after the view.
     pub async fn start_with(networks: &str, view_opts: &str, extra: &str) -> Fence {
         Fence::try_start_with(networks, view_opts, extra)

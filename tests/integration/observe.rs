@@ -129,12 +129,8 @@ fn counters_move_by_exactly_the_queries_made() {
 #[test]
 fn a_thousand_denied_domains_give_at_most_n_plus_one_labels() {
     run(async {
-        let f = Fence::start_with(
-            "\"127.0.0.0/8\"",
-            "",
-            "[http]\nlisten = \"127.0.0.1:0\"\nmax_denied_domains = 50\n",
-        )
-        .await;
+        let f =
+            Fence::start_extra("[http]\nlisten = \"127.0.0.1:0\"\nmax_denied_domains = 50\n").await;
         let c = f.client();
         for i in 0..1000 {
             let a = c
@@ -219,11 +215,10 @@ fn top_denied_names_per_view() {
 fn pull_list_holds_exactly_the_live_elements_and_static_ranges() {
     run(async {
         // The list backend keeps the ledger without kernel sets: no root needed.
-        let f = Fence::start_with(
-            "\"127.0.0.0/8\"",
-            "",
-            "[fence]\nenabled = true\nbackend = \"list\"\nmin_ttl_secs = 1\nmax_ttl_secs = 3600\ngrace_secs = 0\n",
-        )
+        let f = Fence::start_extra(concat!(
+            "[fence]\nenabled = true\nbackend = \"list\"\n",
+            "min_ttl_secs = 1\nmax_ttl_secs = 3600\ngrace_secs = 0\n",
+        ))
         .await;
         let c = f.client();
         c.ask("manage.microsoft.com.", RecordType::A).await;
@@ -302,7 +297,7 @@ fn pull_list_holds_exactly_the_live_elements_and_static_ranges() {
 #[test]
 fn readyz_follows_the_upstream() {
     run(async {
-        let f = Fence::start_with("\"127.0.0.0/8\"", "", "").await;
+        let f = Fence::start_extra("").await;
         let http = f.http.unwrap();
         assert_eq!(http_get(http, "/healthz").await.0, 200);
         // The probe runs at start-up; the test config's upstream deadline is 700 ms.
@@ -399,9 +394,7 @@ fn sighup_reload_swaps_the_policy_or_keeps_the_old_one() {
 #[test]
 fn udp_floods_are_rate_limited_per_client_and_counted() {
     run(async {
-        let f = Fence::start_with(
-            "\"127.0.0.0/8\"",
-            "",
+        let f = Fence::start_extra(
             "[server]\nlisten = [\"127.0.0.1:0\"]\nrate_limit_qps = 5\nrate_limit_burst = 5\n",
         )
         .await;

@@ -170,9 +170,7 @@ fn garbage_on_udp_and_tcp_does_not_stop_the_server() {
 #[test]
 fn busy_polling_workers_answer_a_burst_whole_then_sleep_and_wake() {
     run(async {
-        let f = Fence::start_with(
-            "\"127.0.0.0/8\"",
-            "",
+        let f = Fence::start_extra(
             "[server]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 2\nbusy_poll_us = 500\n",
         )
         .await;
