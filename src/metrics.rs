@@ -139,6 +139,16 @@ pub struct ViewCounters {
     queries: Box<[OnceLock<IntCounter>]>,
     denied: [OnceLock<IntCounter>; REASONS.len()],
     allowed: Mutex<HashMap<String, IntCounter>>,
+    names: Mutex<DeniedNames>,
+}
+
+/// What a view keeps of its denied names.
+#[derive(Default)]
+struct DeniedNames {
+    /// Registrable domain → its counter (at most `max_denied_domains`, plus `_other`).
+    domains: HashMap<String, IntCounter>,
+    /// The most denied exact names (made on the first denial).
+    top: Option<TopK>,
 }
 
 impl ViewCounters {
@@ -150,7 +160,31 @@ impl ViewCounters {
                 .collect(),
             denied: Default::default(),
             allowed: Mutex::new(HashMap::new()),
+            names: Mutex::new(DeniedNames::default()),
         }
+    }
+
+    /// A denied name: `dnsfence_denied_domains_total{view, domain}` += 1 for its registrable
+    /// domain (or `_other` once the view has `max_denied_domains` of them), and the name goes
+    /// into the view's top-K. `name` is lower case without the trailing dot.
+    pub fn denied_name(&self, m: &Metrics, name: &str) {
+        let domain = psl::domain_str(name).unwrap_or(name);
+        let mut names = lock(&self.names);
+        let label =
+            if names.domains.contains_key(domain) || names.domains.len() < m.max_denied_domains {
+                domain
+            } else {
+                OTHER_DOMAIN
+            };
+        match names.domains.get(label) {
+            Some(c) => c.inc(),
+            None => {
+                let c = m.denied_domains.with_label_values(&[&self.view, label]);
+                c.inc();
+                names.domains.insert(label.to_string(), c);
+            }
+        }
+        names.top.get_or_insert_with(|| TopK::new(TOP_K)).add(name);
     }
 
     /// `dnsfence_queries_total{view, qtype, verdict}` += 1.
@@ -236,9 +270,6 @@ pub struct Metrics {
     views: RwLock<HashMap<String, Arc<ViewCounters>>>,
     /// Response latency per verdict, resolved once.
     response_by_verdict: [Histogram; VERDICTS.len()],
-    /// Per view: domain → its counter (at most `max_denied_domains`, plus `_other`).
-    domain_labels: Mutex<HashMap<String, HashMap<String, IntCounter>>>,
-    top_denied: Mutex<HashMap<String, TopK>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -396,53 +427,20 @@ impl Metrics {
             views: RwLock::new(HashMap::new()),
             registry: r,
             max_denied_domains,
-            domain_labels: Mutex::new(HashMap::new()),
-            top_denied: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Records a denied name: its registrable domain as a capped label, the exact name in the
-    /// view's top-K. `name` is lower case without the trailing dot.
+    /// [`ViewCounters::denied_name`], by the view's name.
     pub fn denied_name(&self, view: &str, name: &str) {
-        let domain = psl::domain_str(name).unwrap_or(name);
-        {
-            // Counter handles are kept per view and domain: a denial flood costs a hash probe,
-            // not a label lookup and allocations per query.
-            let mut views = lock(&self.domain_labels);
-            if !views.contains_key(view) {
-                views.insert(view.to_string(), HashMap::new());
-            }
-            let seen = views.get_mut(view).expect("inserted above");
-            // Past the cap every new domain counts under "_other", whose handle is kept too.
-            let label = if seen.contains_key(domain) || seen.len() < self.max_denied_domains {
-                domain
-            } else {
-                OTHER_DOMAIN
-            };
-            match seen.get(label) {
-                Some(c) => c.inc(),
-                None => {
-                    let c = self.denied_domains.with_label_values(&[view, label]);
-                    c.inc();
-                    seen.insert(label.to_string(), c);
-                }
-            }
-        }
-        let mut top = lock(&self.top_denied);
-        if let Some(t) = top.get_mut(view) {
-            t.add(name);
-        } else {
-            let mut t = TopK::new(TOP_K);
-            t.add(name);
-            top.insert(view.to_string(), t);
-        }
+        self.view(view).denied_name(self, name);
     }
 
     /// The most denied exact names of a view, most first.
     pub fn top_denied(&self, view: &str, limit: usize) -> Vec<(String, u64)> {
-        lock(&self.top_denied)
+        let views = self.views.read().unwrap_or_else(|p| p.into_inner());
+        views
             .get(view)
-            .map(|t| t.top(limit))
+            .and_then(|v| lock(&v.names).top.as_ref().map(|t| t.top(limit)))
             .unwrap_or_default()
     }
 

@@ -169,8 +169,9 @@ pub(crate) struct Outcome<'p> {
     pub(crate) upstream: Option<(Duration, &'static str)>,
     /// Admit latency and result label, when the fence was asked.
     pub(crate) admit: Option<(Duration, &'static str)>,
-    /// The denied name (normalised), for the denied-domain metric and the top-K.
-    pub(crate) denied_name: Option<String>,
+    /// The denied name (normalised), for the denied-domain metric and the top-K; borrowed from
+    /// the query where it can be, so a denial allocates nothing for it.
+    pub(crate) denied_name: Option<std::borrow::Cow<'p, str>>,
 }
 
 impl<'p> Outcome<'p> {
@@ -328,7 +329,7 @@ impl Shared {
                     counters.denied(m, reason);
                 }
                 if let Some(name) = &outcome.denied_name {
-                    m.denied_name(view, name);
+                    counters.denied_name(m, name);
                 }
             }
         }
@@ -461,8 +462,9 @@ impl Shared {
             None => {
                 outcome.reason = Some(DenyReason::NotAllowlisted.as_str());
                 outcome.denied_name = Some(match text {
-                    Some(t) => t.to_string(),
-                    None => query.name().to_string().to_ascii_lowercase(),
+                    // The outcome outlives this function's name buffer: owned here.
+                    Some(t) => t.to_string().into(),
+                    None => query.name().to_string().to_ascii_lowercase().into(),
                 });
                 if view.mode == ViewMode::Enforce {
                     outcome.verdict = Verdict::Denied;

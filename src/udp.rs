@@ -196,7 +196,7 @@ struct Batch {
 
 impl Batch {
     fn new() -> Box<Batch> {
-        Box::new(Batch {
+        let mut b = Box::new(Batch {
             input: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice(),
             output: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice(),
             // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
@@ -209,30 +209,33 @@ impl Batch {
             iov_out: unsafe { std::mem::zeroed() },
             hdr_in: unsafe { std::mem::zeroed() },
             hdr_out: unsafe { std::mem::zeroed() },
-        })
+        });
+        // The read headers point into the batch's own buffers, which never move: the batch is
+        // boxed and stays in its box for the worker's life. So they are set up once, here.
+        for i in 0..BATCH {
+            b.iov_in[i] = libc::iovec {
+                iov_base: b.input[i].as_mut_ptr() as *mut libc::c_void,
+                iov_len: MAX_DATAGRAM,
+            };
+            b.hdr_in[i].msg_hdr.msg_name =
+                &mut b.peers[i] as *mut libc::sockaddr_storage as *mut libc::c_void;
+            b.hdr_in[i].msg_hdr.msg_iov = &mut b.iov_in[i];
+            b.hdr_in[i].msg_hdr.msg_iovlen = 1;
+        }
+        b
     }
 
     /// Reads up to `BATCH` datagrams; returns how many. `Wait::Sleep` blocks for the first one
     /// (up to the socket's read timeout); `Wait::No` returns `WouldBlock` at once if none is
     /// queued.
     fn receive(&mut self, fd: libc::c_int, wait: Wait) -> io::Result<usize> {
-        for i in 0..BATCH {
-            self.iov_in[i] = libc::iovec {
-                iov_base: self.input[i].as_mut_ptr() as *mut libc::c_void,
-                iov_len: MAX_DATAGRAM,
-            };
-            // SAFETY: msghdr is plain data; zeroed is valid, then filled in.
-            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-            h.msg_name = &mut self.peers[i] as *mut libc::sockaddr_storage as *mut libc::c_void;
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &mut self.iov_in[i];
-            h.msg_iovlen = 1;
-            self.hdr_in[i] = libc::mmsghdr {
-                msg_hdr: h,
-                msg_len: 0,
-            };
+        // The kernel shrinks each filled slot's address length to the address it wrote.
+        for h in &mut self.hdr_in {
+            h.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
-        // SAFETY: every header points at live buffers owned by `self` for the call's duration.
+        // SAFETY: every header points at live buffers owned by `self` (set up in `new`, never
+        // moved) for the call's duration.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
@@ -602,7 +605,7 @@ fn fast(shared: &Shared, pkt: &[u8], src: SocketAddr, out: &mut [u8], started: I
         let mut outcome = Outcome::refused(DenyReason::NotAllowlisted.as_str());
         outcome.view = Some(&view.name);
         outcome.verdict = Verdict::Denied;
-        outcome.denied_name = Some(text.to_string());
+        outcome.denied_name = Some(text.into());
         shared.finish_fast(src, pkt, &q_name(pkt, &q), qtype, &outcome, code, started);
         return Fast::Reply(n);
     };
