@@ -11,15 +11,18 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, oneshot};
 
+use crate::cache::{AnswerCache, TtlBounds};
 use crate::config::{Config, ConfigError};
 use crate::fence::nft::ViewPlan;
 use crate::fence::{Fence, FenceError};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
+use crate::query::Engine;
 use crate::querylog::QueryLog;
-use crate::server::{Listeners, Shared, serve};
+use crate::server::{Listeners, serve};
 use crate::signal::Signal;
+use crate::udp::UdpOptions;
 use crate::upstream::{Upstream, UpstreamError};
 use crate::zones::{Catalog, ZoneError};
 
@@ -64,8 +67,8 @@ pub fn compile(config: &Config) -> Result<Policy, StartError> {
 pub struct App {
     /// The configuration it was built from (and reloads compare against).
     pub config: Config,
-    /// State shared with the request handler and the HTTP endpoints.
-    pub shared: Arc<Shared>,
+    /// What the query path and the HTTP endpoints read.
+    pub engine: Arc<Engine>,
 }
 
 /// The sockets of a running dnsfence.
@@ -101,23 +104,29 @@ impl App {
         } else {
             None
         };
-        let shared = Arc::new(Shared {
+        let u = &config.upstream;
+        let cache = AnswerCache::new(
+            usize::try_from(u.cache_size).unwrap_or(usize::MAX),
+            TtlBounds {
+                positive_min: u.positive_min_ttl,
+                positive_max: u.positive_max_ttl,
+                negative_min: u.negative_min_ttl,
+                negative_max: u.negative_max_ttl,
+            },
+        );
+        let engine = Arc::new(Engine {
             policy: ArcSwap::from_pointee(policy),
+            cache,
             upstream,
-            log,
-            max_udp_payload: config.server.max_udp_payload,
-            busy_poll: config.server.busy_poll,
             fence,
             on_admit_failure: config.fence.on_admit_failure,
+            max_udp_payload: config.server.max_udp_payload,
+            log,
             metrics: Metrics::new(config.http.max_denied_domains),
             listening: AtomicBool::new(false),
             upstream_fresh: config.upstream.probe_interval * 3,
-            rate_limit: crate::ratelimit::RateLimiter::new(
-                config.server.rate_limit_qps,
-                config.server.rate_limit_burst,
-            ),
         });
-        Ok(App { config, shared })
+        Ok(App { config, engine })
     }
 
     /// Binds the configured DNS and HTTP addresses.
@@ -142,9 +151,9 @@ impl App {
         bound: Bound,
         mut signals: broadcast::Receiver<Signal>,
     ) -> Result<(), StartError> {
-        let App { mut config, shared } = self;
+        let App { mut config, engine } = self;
         {
-            let policy = shared.policy.load();
+            let policy = engine.policy.load();
             tracing::info!(
                 listen = ?bound.dns.local_addrs(),
                 http = ?bound.http_addr(),
@@ -155,36 +164,44 @@ impl App {
             );
         }
         let (dns_stop, dns_stopped) = oneshot::channel::<()>();
+        let udp = UdpOptions {
+            busy_poll: config.server.busy_poll,
+            rate_limit: crate::ratelimit::RateLimiter::new(
+                config.server.rate_limit_qps,
+                config.server.rate_limit_burst,
+            ),
+        };
         let dns = tokio::spawn(serve(
-            shared.clone(),
+            engine.clone(),
             bound.dns,
+            udp,
             config.server.tcp_idle_timeout,
             async {
                 let _ = dns_stopped.await;
             },
         ));
-        shared.listening.store(true, Ordering::Relaxed);
+        engine.listening.store(true, Ordering::Relaxed);
         let (http_stop, http_stopped) = oneshot::channel::<()>();
         let http = bound.http.map(|listener| {
-            tokio::spawn(http::serve(listener, shared.clone(), async {
+            tokio::spawn(http::serve(listener, engine.clone(), async {
                 let _ = http_stopped.await;
             }))
         });
         let probe = {
-            let shared = shared.clone();
+            let engine = engine.clone();
             let every = config.upstream.probe_interval;
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    shared.upstream.probe(every).await;
+                    engine.upstream.probe(every).await;
                 }
             })
         };
         loop {
             match signals.recv().await {
-                Ok(Signal::Reload) => reload(&mut config, &shared),
+                Ok(Signal::Reload) => reload(&mut config, &engine),
                 Ok(Signal::Shutdown) | Err(broadcast::error::RecvError::Closed) => break,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
             }
@@ -192,7 +209,7 @@ impl App {
         tracing::info!("shutting down: finishing in-flight queries");
         let _ = dns_stop.send(());
         let served = dns.await.map_err(|e| io::Error::other(e.to_string()))?;
-        shared.listening.store(false, Ordering::Relaxed);
+        engine.listening.store(false, Ordering::Relaxed);
         probe.abort();
         let _ = http_stop.send(());
         if let Some(http) = http {
@@ -206,7 +223,7 @@ impl App {
 /// Re-reads the config file and zones and swaps the policy whole. A reload that fails, or one
 /// that changes what only a restart can apply (sockets, upstream, the views' firewall sets),
 /// keeps the old configuration serving and says why.
-fn reload(config: &mut Config, shared: &Shared) {
+fn reload(config: &mut Config, engine: &Engine) {
     let result = Config::load(&config.path)
         .map_err(StartError::from)
         .and_then(|new| {
@@ -222,9 +239,9 @@ fn reload(config: &mut Config, shared: &Shared) {
         });
     match result {
         Ok((new, policy)) => {
-            shared.policy.store(Arc::new(policy));
+            engine.policy.store(Arc::new(policy));
             *config = new;
-            shared
+            engine
                 .metrics
                 .config_reloads
                 .with_label_values(&["ok"])
@@ -232,7 +249,7 @@ fn reload(config: &mut Config, shared: &Shared) {
             tracing::info!(path = %config.path.display(), "configuration reloaded");
         }
         Err(e) => {
-            shared
+            engine
                 .metrics
                 .config_reloads
                 .with_label_values(&["error"])

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::fence::DynSet;
-use crate::server::Shared;
+use crate::query::Engine;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8192;
@@ -25,15 +25,15 @@ const MAX_HEAD: usize = 8192;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves HTTP on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let shared = shared.clone();
+                    let engine = engine.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = handle(stream, &shared).await {
+                        if let Err(e) = handle(stream, &engine).await {
                             tracing::debug!(error = %e, "http connection");
                         }
                     });
@@ -75,7 +75,7 @@ impl Response {
     }
 }
 
-async fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+async fn handle(mut stream: TcpStream, engine: &Engine) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     let read = async {
@@ -109,7 +109,7 @@ async fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     } else if method != "GET" && method != "HEAD" {
         Response::text(405, "only GET and HEAD\n")
     } else {
-        route(target, shared)
+        route(target, engine)
     };
     let reason = match response.status {
         200 => "OK",
@@ -142,34 +142,34 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn route(target: &str, shared: &Shared) -> Response {
+fn route(target: &str, engine: &Engine) -> Response {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     match path {
-        "/metrics" => metrics(shared),
+        "/metrics" => metrics(engine),
         "/healthz" => Response::text(200, "ok\n"),
-        "/readyz" => ready(shared),
-        "/v1/sets" => sets_json(shared),
-        "/v1/denied" => denied(shared, query),
+        "/readyz" => ready(engine),
+        "/v1/sets" => sets_json(engine),
+        "/v1/denied" => denied(engine, query),
         _ => match path
             .strip_prefix("/v1/sets/")
             .and_then(|p| p.strip_suffix(".txt"))
         {
-            Some(view) => set_list(shared, view, query),
+            Some(view) => set_list(engine, view, query),
             None => Response::text(404, "not found\n"),
         },
     }
 }
 
-fn metrics(shared: &Shared) -> Response {
-    let m = &shared.metrics;
-    m.cache_entries.set(shared.upstream.cache_entries() as i64);
+fn metrics(engine: &Engine) -> Response {
+    let m = &engine.metrics;
+    m.cache_entries.set(engine.cache.len() as i64);
     m.querylog_dropped.inc_by(
-        shared
+        engine
             .log
             .dropped()
             .saturating_sub(m.querylog_dropped.get()),
     );
-    if let Some(fence) = &shared.fence {
+    if let Some(fence) = &engine.fence {
         let stats = fence.stats();
         use std::sync::atomic::Ordering::Relaxed;
         for (reason, value) in [
@@ -200,13 +200,13 @@ fn metrics(shared: &Shared) -> Response {
     }
 }
 
-fn ready(shared: &Shared) -> Response {
+fn ready(engine: &Engine) -> Response {
     let mut problems = Vec::new();
-    if !shared.listening.load(std::sync::atomic::Ordering::Relaxed) {
+    if !engine.listening.load(std::sync::atomic::Ordering::Relaxed) {
         problems.push("DNS sockets are not serving".to_string());
     }
-    if !shared.upstream.healthy(shared.upstream_fresh) {
-        let last = shared
+    if !engine.upstream.healthy(engine.upstream_fresh) {
+        let last = engine
             .upstream
             .since_last_answer()
             .map_or("never".to_string(), |d| {
@@ -216,7 +216,7 @@ fn ready(shared: &Shared) -> Response {
             "upstream has not answered recently (last answer: {last})"
         ));
     }
-    if let Some(fence) = &shared.fence
+    if let Some(fence) = &engine.fence
         && !fence.healthy()
     {
         problems.push(format!(
@@ -263,11 +263,11 @@ struct ViewJson {
     static_ranges: Vec<String>,
 }
 
-fn sets_json(shared: &Shared) -> Response {
-    let Some(fence) = &shared.fence else {
+fn sets_json(engine: &Engine) -> Response {
+    let Some(fence) = &engine.fence else {
         return Response::text(404, "the fence is not enabled ([fence] enabled = true)\n");
     };
-    let policy = shared.policy.load();
+    let policy = engine.policy.load();
     let now = Instant::now();
     let mut views: Vec<ViewJson> = Vec::new();
     for plan in fence.plans() {
@@ -329,8 +329,8 @@ fn set_json(set: &DynSet, elements: Vec<ElementJson>) -> SetJson {
 /// One address or CIDR per line: the view's live elements (addresses only, once each) and its
 /// static ranges, optionally one family. The format Palo Alto EDLs, FortiGate threat feeds and
 /// pfSense/OPNsense URL tables read.
-fn set_list(shared: &Shared, view: &str, query: &str) -> Response {
-    let Some(fence) = &shared.fence else {
+fn set_list(engine: &Engine, view: &str, query: &str) -> Response {
+    let Some(fence) = &engine.fence else {
         return Response::text(404, "the fence is not enabled ([fence] enabled = true)\n");
     };
     let family = match query_param(query, "family") {
@@ -375,7 +375,7 @@ struct DeniedJson {
     count: u64,
 }
 
-fn denied(shared: &Shared, query: &str) -> Response {
+fn denied(engine: &Engine, query: &str) -> Response {
     let Some(view) = query_param(query, "view") else {
         return Response::text(400, "view= is required\n");
     };
@@ -384,11 +384,11 @@ fn denied(shared: &Shared, query: &str) -> Response {
         Some(Ok(n)) => n.min(crate::metrics::TOP_K),
         Some(Err(_)) => return Response::text(400, "limit is a number\n"),
     };
-    let known = shared.policy.load().view(view).is_some();
+    let known = engine.policy.load().view(view).is_some();
     if !known {
         return Response::text(404, format!("no view named '{view}'\n"));
     }
-    let top: Vec<DeniedJson> = shared
+    let top: Vec<DeniedJson> = engine
         .metrics
         .top_denied(view, limit)
         .into_iter()

@@ -6,13 +6,16 @@
 //! - [`zones`]: the endpoint-set catalog parsed from `zones/*.toml`.
 //! - [`matcher`]: the compiled name matcher (exact, `*.suffix`, in-label globs).
 //! - [`policy`]: views (client networks) and their compiled allowlists.
-//! - [`upstream`]: hickory-resolver behind the answer cache, with a deadline and health stamps.
+//! - [`query`]: the one query path: parse, decide (view, verdict, cache, upstream, fence) into a
+//!   `Reply`, the one encoder, and the `QueryEvent` that counts and logs each query.
+//! - [`answer`]: the upstream's answer, the part its CNAME chain proves, and its wire form.
 //! - [`cache`]: the answer cache in wire form: TTL bounds, count-down, negative caching.
-//! - [`answer`]: the addresses of an answer (A/AAAA across the CNAME chain, SVCB/HTTPS hints).
+//! - [`upstream`]: hickory-resolver's name-server pool, with a deadline and health stamps.
 //! - [`fence`]: nftables sets fed over netlink with every answered address, the ledger, resync.
-//! - [`server`]: hickory-server wiring and the request handler with deny answers and RFC 8914 errors.
-//! - [`udp`]: UDP workers with the wire-level fast path (denials, cached answers), busy polling.
-//! - [`sockopt`]: the socket options std lacks (SO_REUSEPORT, forced buffer sizes).
+//! - [`server`]: binding UDP and TCP on the listen addresses (one V6ONLY rule) and serving them.
+//! - [`udp`]: UDP workers (batched socket I/O, busy polling) in front of the query path.
+//! - [`tcp`]: the TCP listener and connections in front of the query path.
+//! - [`sockopt`]: the socket options std and socket2 lack (forced buffer sizes).
 //! - [`wire`]: small DNS wire-format readers (names, TTL offsets).
 //! - [`ratelimit`]: per-client UDP token buckets.
 //! - [`querylog`]: one JSON line per query.
@@ -30,11 +33,13 @@ pub mod http;
 pub mod matcher;
 pub mod metrics;
 pub mod policy;
+pub mod query;
 pub mod querylog;
 pub mod ratelimit;
 pub mod server;
 pub mod signal;
 pub mod sockopt;
+pub mod tcp;
 pub mod udp;
 pub mod upstream;
 pub mod wire;

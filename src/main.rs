@@ -82,9 +82,7 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 // hickory-server logs every request at info; the query log does that job.
-                .unwrap_or_else(|_| {
-                    "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn".into()
-                }),
+                .unwrap_or_else(|_| "info,hickory_resolver=warn,hickory_net=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -11,6 +11,8 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use crate::answer::Dropped;
+use crate::query::event::{Reason, Verdict};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -48,6 +50,8 @@ pub const FENCE_READMITS: &str = "dnsfence_fence_readmits_total";
 pub const FENCE_RESYNCS: &str = "dnsfence_fence_resyncs_total";
 /// `dnsfence_config_reloads_total{result}`.
 pub const CONFIG_RELOADS: &str = "dnsfence_config_reloads_total";
+/// `dnsfence_upstream_records_dropped_total{reason}`.
+pub const RECORDS_DROPPED: &str = "dnsfence_upstream_records_dropped_total";
 /// `dnsfence_querylog_dropped_total`.
 pub const QUERYLOG_DROPPED: &str = "dnsfence_querylog_dropped_total";
 /// `dnsfence_build_info{version}`.
@@ -69,9 +73,9 @@ pub fn qtype_label(qtype: &str) -> &'static str {
 }
 
 /// The bounded label of a query type, without formatting it for the known ones.
-pub fn qtype_label_of(qtype: hickory_proto::rr::RecordType) -> &'static str {
+pub fn qtype_label_of(qtype: u16) -> &'static str {
     use hickory_proto::rr::RecordType as T;
-    match qtype {
+    match T::from(qtype) {
         T::A => "A",
         T::AAAA => "AAAA",
         T::CNAME => "CNAME",
@@ -112,32 +116,20 @@ const ADMIT_BUCKETS: &[f64] = &[
     0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 ];
 
-/// Verdict label values, in the order of [`verdict_index`].
-pub const VERDICTS: [&str; 4] = ["allowed", "denied", "would_deny", "refused"];
-
-/// Deny reasons that get a pre-resolved counter per view.
-const REASONS: [&str; 8] = [
-    "rate_limited",
-    "not_allowlisted",
-    "no_view",
-    "qtype",
-    "malformed",
-    "opcode",
-    "class",
-    "edns_version",
+/// Verdict label values, in the order of [`Verdict::ALL`].
+pub const VERDICTS: [&str; 4] = [
+    Verdict::ALL[0].as_str(),
+    Verdict::ALL[1].as_str(),
+    Verdict::ALL[2].as_str(),
+    Verdict::ALL[3].as_str(),
 ];
-
-/// Index of a verdict label in [`VERDICTS`].
-pub fn verdict_index(verdict: &str) -> usize {
-    VERDICTS.iter().position(|v| *v == verdict).unwrap_or(3)
-}
 
 /// Counter handles of one view, resolved once and reused: a query then costs one map probe for
 /// its view and atomic increments, not a label lookup per counter.
 pub struct ViewCounters {
     view: String,
     queries: Box<[OnceLock<IntCounter>]>,
-    denied: [OnceLock<IntCounter>; REASONS.len()],
+    denied: [OnceLock<IntCounter>; Reason::ALL.len()],
     allowed: Mutex<HashMap<String, IntCounter>>,
     names: Mutex<DeniedNames>,
 }
@@ -202,13 +194,10 @@ impl ViewCounters {
     }
 
     /// `dnsfence_denied_queries_total{view, reason}` += 1.
-    pub fn denied(&self, m: &Metrics, reason: &str) {
-        match REASONS.iter().position(|r| *r == reason) {
-            Some(i) => self.denied[i]
-                .get_or_init(|| m.denied.with_label_values(&[&self.view, reason]))
-                .inc(),
-            None => m.denied.with_label_values(&[&self.view, reason]).inc(),
-        }
+    pub fn denied(&self, m: &Metrics, reason: Reason) {
+        self.denied[reason as usize]
+            .get_or_init(|| m.denied.with_label_values(&[&self.view, reason.as_str()]))
+            .inc();
     }
 
     /// `dnsfence_allowed_queries_total{view, endpoint_set}` += 1.
@@ -261,6 +250,8 @@ pub struct Metrics {
     pub fence_resyncs: IntCounterVec,
     /// Config reloads by result.
     pub config_reloads: IntCounterVec,
+    /// Upstream records dropped because the CNAME chain did not prove them.
+    pub records_dropped: IntCounterVec,
     /// Query-log lines dropped because the writer could not keep up.
     pub querylog_dropped: IntCounter,
     /// Build information (always 1).
@@ -416,6 +407,12 @@ impl Metrics {
                 "Configuration reloads by result.",
                 &["result"],
             ),
+            records_dropped: counter_vec(
+                &r,
+                RECORDS_DROPPED,
+                "Records of upstream answers dropped because the CNAME chain from the question does not prove them, by reason.",
+                &["reason"],
+            ),
             querylog_dropped: counter(
                 &r,
                 QUERYLOG_DROPPED,
@@ -442,6 +439,13 @@ impl Metrics {
             .get(view)
             .and_then(|v| lock(&v.names).top.as_ref().map(|t| t.top(limit)))
             .unwrap_or_default()
+    }
+
+    /// `dnsfence_upstream_records_dropped_total{reason}` += `n`.
+    pub fn records_dropped(&self, why: Dropped, n: u32) {
+        self.records_dropped
+            .with_label_values(&[why.as_str()])
+            .inc_by(n.into());
     }
 
     /// Observes one response's latency.

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 
 use crate::config::{Config, DenyRcode, Located, ViewMode};
 use crate::matcher::{Entry, MatcherBuilder, PatternError};
-use crate::zones::{Catalog, EndpointSet};
+use crate::zones::{Catalog, EndpointSet, PortSpec};
 
 /// A config entry that does not fit the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +289,18 @@ impl Policy {
     /// A view by name.
     pub fn view(&self, name: &str) -> Option<&View> {
         self.views.iter().find(|v| v.name == name)
+    }
+
+    /// The ports of the endpoint sets (catalog indices) that allowed a name, sorted, once each:
+    /// what an `addr_port` firewall set keys elements by.
+    pub fn ports_of(&self, endpoint_sets: &[u32]) -> Vec<PortSpec> {
+        let mut ports: Vec<PortSpec> = endpoint_sets
+            .iter()
+            .flat_map(|&i| self.catalog.sets[i as usize].ports.iter().copied())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
     }
 }
 

@@ -15,32 +15,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::config::{LogLevel, QueryLogConfig};
-
-/// What happened to a query. A bounded set: it is also a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// Allowed and answered (or attempted) through the upstream.
-    Allowed,
-    /// Denied by the view's allowlist.
-    Denied,
-    /// Would have been denied, answered because the view is in report mode.
-    WouldDeny,
-    /// Refused before any policy decision: no view, bad opcode, class or question count.
-    Refused,
-}
-
-impl Verdict {
-    /// The label used in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Allowed => "allowed",
-            Verdict::Denied => "denied",
-            Verdict::WouldDeny => "would_deny",
-            Verdict::Refused => "refused",
-        }
-    }
-}
+use crate::query::event::Verdict;
 
 /// One query's log line.
 #[derive(Debug, Clone, Serialize)]
@@ -68,7 +43,7 @@ pub struct QueryRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
     /// Response code sent.
-    pub rcode: String,
+    pub rcode: &'static str,
     /// Time from arrival to the answer being handed to the socket, in microseconds.
     pub duration_us: u64,
     /// Whether the answer came from the cache.

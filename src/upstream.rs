@@ -1,29 +1,39 @@
-//! Upstream resolution of allowed names: hickory-resolver (UDP with TCP fallback, CNAME chasing)
-//! behind our [`AnswerCache`].
+//! Upstream resolution of allowed names through hickory-resolver's name-server pool.
 //!
-//! The resolver's internal cache is sized to zero so that every miss of ours goes upstream exactly
-//! once and every hit is known to be one (see `cache.rs` for why the cache is ours). Every
-//! resolution is bounded by the configured deadline; past it the caller answers SERVFAIL.
+//! Why the pool and not `Resolver::lookup`: the resolver's lookup chases CNAMEs itself and turns
+//! NODATA and NXDOMAIN into errors, so a CNAME chain that ends in NODATA lost its CNAMEs, and it
+//! asked the upstream for the chain's target with the client's type even when the upstream had
+//! already said the target has none. The pool sends exactly the client's question and hands back
+//! the upstream's message whole; it still does what a pool should (UDP with TCP on truncation,
+//! server selection by smoothed RTT, identical in-flight questions sent once).
+//!
+//! The answer is then checked against the CNAME chain from the question (`answer.rs`): only what
+//! the chain proves is kept. It is final unless the chain dangles (an authority-style upstream
+//! answered only the CNAME into another zone): then the target is asked, as a recursive resolver
+//! does (RFC 1034 §4.3.2), within the same deadline.
 //!
 //! Health: the time of the last answer and of the last failure are kept, and [`Upstream::probe`]
-//! asks the root's NS when nothing else has reached the upstream lately, so readiness reflects the
-//! upstream even on an idle network.
+//! asks the root's NS when nothing else has reached the upstream lately, so readiness reflects
+//! the upstream even on an idle network.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::xfer::{DnsHandle, FirstAnswer};
 use hickory_resolver::net::{DnsError, NetError, NoRecords};
-use hickory_resolver::proto::op::{Message, ResponseCode};
-use hickory_resolver::proto::rr::{LowerName, Name, Record, RecordType};
+use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
+use hickory_resolver::proto::rr::{Name, RecordType};
+use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 
-use crate::cache::{AnswerCache, TtlBounds};
+use crate::answer::{ChainError, Checked, Resolution};
 use crate::config::UpstreamConfig;
+
+/// The UDP payload size dnsfence advertises upstream (RFC 9715, DNS flag day 2020).
+const UPSTREAM_PAYLOAD: u16 = 1232;
 
 /// Why an allowed name could not be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +44,9 @@ pub enum UpstreamError {
     /// The upstream answered with an error or the exchange failed.
     #[error("upstream failed: {0}")]
     Failed(String),
+    /// The answer's CNAME chain loops or is too long.
+    #[error("upstream answer refused: {0}")]
+    Chain(#[from] ChainError),
 }
 
 impl UpstreamError {
@@ -42,47 +55,26 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout(_) => "timeout",
             UpstreamError::Failed(_) => "error",
+            UpstreamError::Chain(_) => "bad_chain",
         }
     }
-}
-
-/// A usable upstream answer.
-#[derive(Debug, Clone)]
-pub enum Resolution {
-    /// Records (the CNAME chain and the final records), with any authority records.
-    Records {
-        /// Answer section.
-        answers: Vec<Record>,
-        /// Authority section.
-        authorities: Vec<Record>,
-    },
-    /// The name does not exist (NXDOMAIN) or has no records of the type (NODATA, NOERROR).
-    Negative {
-        /// NXDOMAIN or NOERROR.
-        rcode: ResponseCode,
-        /// The zone's SOA, for the authority section (RFC 2308), when the upstream sent one.
-        soa: Option<Box<Record>>,
-    },
 }
 
 /// The outcome of [`Upstream::resolve`].
 #[derive(Debug)]
 pub struct Resolved {
-    /// The answer, or why there is none.
-    pub result: Result<Resolution, UpstreamError>,
-    /// Whether it came from the cache without asking upstream.
-    pub cache_hit: bool,
-    /// On a miss: how long the upstream took and a bounded label of how it went
-    /// (`answer`, `nxdomain`, `nodata`, `timeout`, `error`).
-    pub upstream: Option<(Duration, &'static str)>,
+    /// The chain-checked answer, or why there is none.
+    pub result: Result<Checked, UpstreamError>,
+    /// How long the upstream took, all follow-ups included.
+    pub took: Duration,
+    /// A bounded label of how it went (`answer`, `nxdomain`, `nodata`, `timeout`, `error`,
+    /// `bad_chain`).
+    pub label: &'static str,
 }
 
-/// The upstream resolvers and the answer cache.
+/// The upstream servers.
 pub struct Upstream {
-    /// Forwards to the configured servers; its own cache is sized to zero.
-    resolver: TokioResolver,
-    /// Positive and negative answers, TTL-bounded.
-    cache: AnswerCache,
+    pool: NameServerPool<TokioRuntimeProvider>,
     /// Deadline of one resolution.
     timeout: Duration,
     /// Reference point of the two health stamps below.
@@ -102,51 +94,23 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the resolver for `config.servers` (UDP, with TCP on truncation) and the cache.
+    /// Builds the pool for `config.servers` (UDP, with TCP on truncation).
     pub fn new(config: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
-        let servers = config.servers.iter().map(name_server).collect();
+        let servers: Vec<NameServerConfig> = config.servers.iter().map(name_server).collect();
         let mut opts = ResolverOpts::default();
         opts.timeout = config.timeout;
         opts.attempts = 1;
-        opts.cache_size = 0;
-        opts.ndots = 0;
-        opts.use_hosts_file = ResolveHosts::Never;
-        opts.preserve_intermediates = true;
         opts.edns0 = true;
-        let cache = AnswerCache::new(
-            usize::try_from(config.cache_size).unwrap_or(usize::MAX),
-            TtlBounds {
-                positive_min: config.positive_min_ttl,
-                positive_max: config.positive_max_ttl,
-                negative_min: config.negative_min_ttl,
-                negative_max: config.negative_max_ttl,
-            },
-        );
-        let resolver = TokioResolver::builder_with_config(
-            ResolverConfig::from_name_servers(servers),
-            TokioRuntimeProvider::default(),
-        )
-        .with_options(opts)
-        .build()
-        .map_err(|e| UpstreamError::Failed(e.to_string()))?;
+        let tls = TlsConfig::new().map_err(|e| UpstreamError::Failed(e.to_string()))?;
+        let cx = Arc::new(PoolContext::new(opts, tls));
+        let pool = NameServerPool::from_config(servers, cx, TokioRuntimeProvider::default());
         Ok(Upstream {
-            resolver,
-            cache,
+            pool,
             timeout: config.timeout,
             started: Instant::now(),
             last_ok_ms: AtomicU64::new(0),
             last_fail_ms: AtomicU64::new(0),
         })
-    }
-
-    /// Answers held by the cache.
-    pub fn cache_entries(&self) -> usize {
-        self.cache.len()
-    }
-
-    /// The answer cache, which the UDP fast path reads directly.
-    pub fn cache(&self) -> &AnswerCache {
-        &self.cache
     }
 
     fn stamp(&self, ok: bool) {
@@ -176,69 +140,107 @@ impl Upstream {
         })
     }
 
-    /// Asks the upstream for the root's NS, bypassing the cache, when nothing has reached it in
-    /// `idle`. Any DNS response counts as alive (even REFUSED: it answered); a timeout or a
-    /// network error does not.
+    /// Asks the upstream for the root's NS when nothing has reached it in `idle`. Any DNS
+    /// response counts as alive (even REFUSED: it answered); a timeout or a network error does
+    /// not.
     pub async fn probe(&self, idle: Duration) {
         if self.since_last_answer().is_some_and(|d| d < idle) && self.healthy(idle) {
             return;
         }
-        let lookup = self.resolver.lookup(Name::root(), RecordType::NS);
-        let alive = match tokio::time::timeout(self.timeout, lookup).await {
-            Ok(Ok(_)) => true,
-            Ok(Err(NetError::Dns(_))) => true,
-            Ok(Err(_)) | Err(_) => false,
+        let alive = match self.exchange(&Name::root(), RecordType::NS).await {
+            Ok(_) => true,
+            Err(NetError::Dns(_)) => true,
+            Err(_) => false,
         };
         self.stamp(alive);
     }
 
-    /// Resolves `name`/`qtype`, from the cache when it can, else upstream within the deadline.
-    pub async fn resolve(&self, name: &LowerName, qtype: RecordType) -> Resolved {
-        let now = Instant::now();
-        let mut buf = [0u8; 256];
-        if let Some(wire) = crate::cache::name_wire(name, &mut buf)
-            && let Some(entry) = self.cache.get(wire, u16::from(qtype), now)
-            && let Some(cached) = entry.resolution(now)
-        {
-            return Resolved {
-                result: Ok(cached),
-                cache_hit: true,
-                upstream: None,
-            };
-        }
-        let fqdn: Name = (**name).clone();
-        let lookup = self.resolver.lookup(fqdn, qtype);
-        let (result, label) = match tokio::time::timeout(self.timeout, lookup).await {
-            Err(_) | Ok(Err(NetError::Timeout)) => {
-                (Err(UpstreamError::Timeout(self.timeout)), "timeout")
-            }
-            Ok(Ok(lookup)) => (resolution(Ok(lookup.message().clone())), "answer"),
-            Ok(Err(e @ NetError::Dns(DnsError::NoRecordsFound(_)))) => {
-                let r = resolution(Err(e));
-                let label = match &r {
-                    Ok(Resolution::Negative {
-                        rcode: ResponseCode::NXDomain,
-                        ..
-                    }) => "nxdomain",
-                    _ => "nodata",
-                };
-                (r, label)
-            }
-            Ok(Err(e)) => (Err(UpstreamError::Failed(e.to_string())), "error"),
+    /// One question to the pool, within the deadline.
+    async fn exchange(&self, name: &Name, qtype: RecordType) -> Result<Resolution, NetError> {
+        let mut options = DnsRequestOptions::default();
+        options.recursion_desired = true;
+        options.use_edns = true;
+        options.edns_payload_len = UPSTREAM_PAYLOAD;
+        let query = Query::query(name.clone(), qtype);
+        let sent = self.pool.lookup(query, options).first_answer();
+        let response = match tokio::time::timeout(self.timeout, sent).await {
+            Ok(r) => r?,
+            Err(_) => return Err(NetError::Timeout),
         };
-        let took = now.elapsed();
+        let message = response.into_message();
+        Ok(Resolution {
+            rcode: message.metadata.response_code,
+            answers: message.answers,
+            authorities: message.authorities,
+        })
+    }
+
+    /// Resolves `name`/`qtype` upstream within the deadline, and keeps what the CNAME chain from
+    /// `name` proves. A dangling chain (see the module docs) is followed to its end.
+    pub async fn resolve(&self, name: &Name, qtype: RecordType) -> Resolved {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let work = async {
+            let mut checked = self.step(name, qtype).await?;
+            while checked.dangling(qtype) {
+                let target = checked.target().clone();
+                let next = self.step(&target, qtype).await?;
+                checked.extend(next)?;
+            }
+            Ok::<Checked, UpstreamError>(checked)
+        };
+        let result = match tokio::time::timeout_at(deadline, work).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+        };
+        let label = match &result {
+            Ok(c) if c.resolution.rcode == ResponseCode::NXDomain => "nxdomain",
+            Ok(c)
+                if c.resolution
+                    .answers
+                    .iter()
+                    .any(|r| r.record_type() == qtype) =>
+            {
+                "answer"
+            }
+            Ok(_) => "nodata",
+            Err(e) => e.kind(),
+        };
         // A response, even an error code, shows the upstream alive; silence or a broken
         // exchange does not.
         self.stamp(!matches!(label, "timeout" | "error"));
-        let result = result.map(|mut r| {
-            self.cache.insert(name, qtype, &mut r, now);
-            r
-        });
         Resolved {
             result,
-            cache_hit: false,
-            upstream: Some((took, label)),
+            took: started.elapsed(),
+            label,
         }
+    }
+
+    async fn step(&self, name: &Name, qtype: RecordType) -> Result<Checked, UpstreamError> {
+        let resolution = match self.exchange(name, qtype).await {
+            Ok(r) => r,
+            Err(NetError::Dns(DnsError::NoRecordsFound(NoRecords {
+                response_code,
+                soa,
+                authorities,
+                ..
+            }))) => Resolution {
+                rcode: if response_code == ResponseCode::NXDomain {
+                    ResponseCode::NXDomain
+                } else {
+                    ResponseCode::NoError
+                },
+                answers: Vec::new(),
+                authorities: match (authorities, soa) {
+                    (Some(a), _) => a.to_vec(),
+                    (None, Some(soa)) => vec![soa.into_record_of_rdata()],
+                    (None, None) => Vec::new(),
+                },
+            },
+            Err(NetError::Timeout) => return Err(UpstreamError::Timeout(self.timeout)),
+            Err(e) => return Err(UpstreamError::Failed(e.to_string())),
+        };
+        Ok(resolution.chain_from(name, qtype)?)
     }
 }
 
@@ -253,24 +255,4 @@ fn name_server(addr: &SocketAddr) -> NameServerConfig {
         true,
         vec![conn(ProtocolConfig::Udp), conn(ProtocolConfig::Tcp)],
     )
-}
-
-fn resolution(result: Result<Message, NetError>) -> Result<Resolution, UpstreamError> {
-    match result {
-        Ok(message) => Ok(Resolution::Records {
-            answers: message.answers,
-            authorities: message.authorities,
-        }),
-        Err(NetError::Dns(DnsError::NoRecordsFound(NoRecords {
-            response_code, soa, ..
-        }))) => Ok(Resolution::Negative {
-            rcode: if response_code == ResponseCode::NXDomain {
-                ResponseCode::NXDomain
-            } else {
-                ResponseCode::NoError
-            },
-            soa: soa.map(|s| Box::new(s.into_record_of_rdata())),
-        }),
-        Err(e) => Err(UpstreamError::Failed(e.to_string())),
-    }
 }

@@ -90,7 +90,7 @@ fn every_answered_address_is_in_the_set_when_the_answer_arrives() {
             "{statics:?}"
         );
         assert!(statics.iter().all(|e| e.1.is_none()));
-        let stats = f.shared.fence.as_ref().unwrap().stats();
+        let stats = f.engine.fence.as_ref().unwrap().stats();
         assert!(stats.admits_ok.load(std::sync::atomic::Ordering::Relaxed) >= 5);
         f.stop().await;
     });
@@ -158,7 +158,7 @@ fn an_element_deleted_by_hand_is_readmitted_by_the_next_cache_hit() {
             ["192.0.2.10"],
             "re-admitted before the answer"
         );
-        let stats = f.shared.fence.as_ref().unwrap().stats();
+        let stats = f.engine.fence.as_ref().unwrap().stats();
         assert!(
             stats
                 .readmits_cache_hit
@@ -190,7 +190,7 @@ fn a_fresh_element_costs_no_kernel_round_trip_on_a_cache_hit() {
             Some(1232),
         );
         c.udp(&q).await;
-        let stats = f.shared.fence.as_ref().unwrap().stats();
+        let stats = f.engine.fence.as_ref().unwrap().stats();
         let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
         // UDP hits are served from the packet cache after a ledger check; TCP hits go through
         // the full handler, whose admit finds the elements fresh. Neither writes to the kernel.
@@ -203,7 +203,7 @@ fn a_fresh_element_costs_no_kernel_round_trip_on_a_cache_hit() {
         let relaxed = std::sync::atomic::Ordering::Relaxed;
         assert_eq!(stats.batches.load(relaxed), batches);
         assert_eq!(stats.admits_fresh.load(relaxed), 2);
-        assert_eq!(f.shared.metrics.cache_hits.get(), 5);
+        assert_eq!(f.engine.metrics.cache_hits.get(), 5);
         f.stop().await;
     });
 }
@@ -242,7 +242,7 @@ fn flush_ruleset_is_repaired_within_the_resync_interval() {
             statics.iter().any(|e| e.0 == "52.240.244.160/27"),
             "static ranges restored"
         );
-        let stats = f.shared.fence.as_ref().unwrap().stats();
+        let stats = f.engine.fence.as_ref().unwrap().stats();
         assert!(
             stats
                 .resyncs_missing
@@ -327,14 +327,14 @@ fn admit_failure_answers_or_servfails_as_configured() {
             assert_eq!(rcode(&a), want, "on_admit_failure = {policy}");
             let lines = log_lines(&log, 1).await;
             assert_eq!(lines[0]["fence_error"], "kernel_error", "{lines:?}");
-            let stats = f.shared.fence.as_ref().unwrap().stats();
+            let stats = f.engine.fence.as_ref().unwrap().stats();
             assert_eq!(
                 stats
                     .admits_failed
                     .load(std::sync::atomic::Ordering::Relaxed),
                 1
             );
-            assert!(f.shared.fence.as_ref().unwrap().last_error().is_some());
+            assert!(f.engine.fence.as_ref().unwrap().last_error().is_some());
             f.stop().await;
             ns.nft(&["delete", "table", "inet", "dnsfence"]);
         }

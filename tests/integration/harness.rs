@@ -336,8 +336,8 @@ pub struct Fence {
     pub addr: SocketAddr,
     /// The upstream and its query record.
     pub upstream: Upstream,
-    /// The server's shared state (policy, fence, counters).
-    pub shared: std::sync::Arc<dnsfence::server::Shared>,
+    /// What the server's query path reads (policy, cache, fence, counters).
+    pub engine: std::sync::Arc<dnsfence::query::Engine>,
     /// The HTTP endpoints' address.
     pub http: Option<SocketAddr>,
     /// Control signals (reload, shutdown).
@@ -382,7 +382,7 @@ impl Fence {
         upstream: Upstream,
     ) -> Result<Fence, dnsfence::app::StartError> {
         let app = App::build(config).await?;
-        let shared = app.shared.clone();
+        let engine = app.engine.clone();
         let bound = app.bind().await.expect("dnsfence binds");
         let addr = bound.dns.local_addrs()[0];
         let http = bound.http_addr();
@@ -393,7 +393,7 @@ impl Fence {
         Ok(Fence {
             addr,
             upstream,
-            shared,
+            engine,
             http,
             signals: tx,
             task: Some(task),

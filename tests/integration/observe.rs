@@ -227,7 +227,7 @@ fn pull_list_holds_exactly_the_live_elements_and_static_ranges() {
         c.ask("graph.microsoft.com.", RecordType::HTTPS).await;
         c.ask("evilmanage.microsoft.com.", RecordType::A).await;
         let statics: Vec<String> = {
-            let policy = f.shared.policy.load();
+            let policy = f.engine.policy.load();
             let view = policy.view("loopback").unwrap();
             let mut nets: Vec<ipnet::IpNet> = view
                 .sets

@@ -292,7 +292,7 @@ fn udp_cache_hits_keep_the_clients_id_case_flags_and_edns() {
         let plain = c.udp(&query(name, RecordType::AAAA, None)).await;
         assert!(plain.edns.is_none());
         assert_eq!(ips(&plain), ips(&first));
-        assert_eq!(f.shared.metrics.cache_hits.get(), 3);
+        assert_eq!(f.engine.metrics.cache_hits.get(), 3);
         f.stop().await;
     });
 }

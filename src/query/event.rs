@@ -1,0 +1,335 @@
+//! One event per query: what was decided and how it went, counted and logged together by
+//! [`QueryEvent::emit`] (vector's internal-events pattern), so the metrics and the query log can
+//! never tell two stories. Whatever the transport, the same event is emitted the same way.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::metrics;
+use crate::policy::View;
+use crate::query::Engine;
+use crate::query::encode::rcode;
+use crate::query::parse::Parsed;
+use crate::querylog::QueryRecord;
+
+/// The transport a query came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+impl Transport {
+    /// The label in the query log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// What happened to a query. A bounded set: it is also a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Allowed and answered (or attempted) through the cache or the upstream.
+    Allowed,
+    /// Denied by the view's allowlist.
+    Denied,
+    /// Would have been denied, answered because the view is in report mode.
+    WouldDeny,
+    /// Refused before any policy decision: no view, bad opcode, class, question or type.
+    Refused,
+}
+
+impl Verdict {
+    /// Every verdict, in label order.
+    pub const ALL: [Verdict; 4] = [
+        Verdict::Allowed,
+        Verdict::Denied,
+        Verdict::WouldDeny,
+        Verdict::Refused,
+    ];
+
+    /// The label used in logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Denied => "denied",
+            Verdict::WouldDeny => "would_deny",
+            Verdict::Refused => "refused",
+        }
+    }
+}
+
+/// Why a query was denied, refused, dropped or failed: one enum for the metric label and the
+/// log field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The client sent more than its rate allows (UDP; dropped, not answered).
+    RateLimited,
+    /// No endpoint set of the view's profiles matches the name.
+    NotAllowlisted,
+    /// The client's address is in no view.
+    NoView,
+    /// A query type dnsfence does not serve (zone transfers, meta types).
+    Qtype,
+    /// A message that does not parse or breaks the format's rules.
+    Malformed,
+    /// Not a standard query.
+    Opcode,
+    /// A class other than IN.
+    Class,
+    /// An EDNS version above 0.
+    EdnsVersion,
+    /// The upstream did not answer within the deadline.
+    UpstreamTimeout,
+    /// The upstream exchange failed or answered with an error.
+    UpstreamError,
+    /// The upstream's CNAME chain looped or was too long.
+    BadChain,
+}
+
+impl Reason {
+    /// Every reason, in label order.
+    pub const ALL: [Reason; 11] = [
+        Reason::RateLimited,
+        Reason::NotAllowlisted,
+        Reason::NoView,
+        Reason::Qtype,
+        Reason::Malformed,
+        Reason::Opcode,
+        Reason::Class,
+        Reason::EdnsVersion,
+        Reason::UpstreamTimeout,
+        Reason::UpstreamError,
+        Reason::BadChain,
+    ];
+
+    /// The label used in logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::RateLimited => "rate_limited",
+            Reason::NotAllowlisted => "not_allowlisted",
+            Reason::NoView => "no_view",
+            Reason::Qtype => "qtype",
+            Reason::Malformed => "malformed",
+            Reason::Opcode => "opcode",
+            Reason::Class => "class",
+            Reason::EdnsVersion => "edns_version",
+            Reason::UpstreamTimeout => "timeout",
+            Reason::UpstreamError => "error",
+            Reason::BadChain => "bad_chain",
+        }
+    }
+}
+
+/// One query, from arrival to the answer handed to the socket.
+#[derive(Debug, Clone)]
+pub struct QueryEvent<'p> {
+    /// The client (IPv4-mapped IPv6 addresses as IPv4).
+    pub client: IpAddr,
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// When the query arrived.
+    pub started: Instant,
+    /// The client's view.
+    pub view: Option<&'p View>,
+    /// The decision.
+    pub verdict: Verdict,
+    /// Why it was denied, refused or failed.
+    pub reason: Option<Reason>,
+    /// The endpoint set (first id) that allowed the name.
+    pub endpoint_set: Option<&'p str>,
+    /// Whether the answer came from the cache.
+    pub cache_hit: bool,
+    /// Why the firewall did not confirm the answer's addresses, when it did not.
+    pub fence_error: Option<&'static str>,
+    /// Upstream latency and result label, on a cache miss.
+    pub upstream: Option<(Duration, &'static str)>,
+    /// Admit latency and result label, when the fence was asked.
+    pub admit: Option<(Duration, &'static str)>,
+    /// Upstream records dropped because the chain did not prove them (see `answer.rs`).
+    pub dropped: [u32; 3],
+}
+
+impl<'p> QueryEvent<'p> {
+    /// A query from `client` that arrived at `started`; allowed until decided otherwise.
+    pub fn new(client: IpAddr, transport: Transport, started: Instant) -> QueryEvent<'p> {
+        QueryEvent {
+            client,
+            transport,
+            started,
+            view: None,
+            verdict: Verdict::Allowed,
+            reason: None,
+            endpoint_set: None,
+            cache_hit: false,
+            fence_error: None,
+            upstream: None,
+            admit: None,
+            dropped: [0; 3],
+        }
+    }
+
+    /// Marks the query refused for `reason`.
+    pub fn refuse(&mut self, reason: Reason) {
+        self.verdict = Verdict::Refused;
+        self.reason = Some(reason);
+    }
+
+    /// Counts the query and writes its log line. `pkt` and `q` are the query (`q` is `None`
+    /// for a datagram that did not parse at all), `rcode` what was sent (`None`: nothing was).
+    pub fn emit(&self, engine: &Engine, pkt: &[u8], q: Option<&Parsed>, rcode: Option<u16>) {
+        let m = &engine.metrics;
+        let qtype = q.map_or(0, |q| q.qtype);
+        let view = self.view.map_or(metrics::NO_VIEW, |v| v.name.as_str());
+        let verdict = self.verdict as usize;
+        let counters = m.view(view);
+        counters.query(m, metrics::qtype_label_of(qtype), verdict);
+        m.response(verdict, self.started.elapsed());
+        match self.verdict {
+            Verdict::Allowed => {
+                if let Some(set) = self.endpoint_set {
+                    counters.allowed(m, set);
+                }
+            }
+            Verdict::Denied | Verdict::Refused => {
+                if let Some(reason) = self.reason {
+                    counters.denied(m, reason);
+                }
+            }
+            Verdict::WouldDeny => {}
+        }
+        if matches!(self.verdict, Verdict::Denied | Verdict::WouldDeny)
+            && let Some(q) = q
+        {
+            let mut buf = [0u8; 256];
+            if let Some(name) = crate::policy::wire_name_text(q.name(pkt), &mut buf) {
+                counters.denied_name(m, name);
+            }
+        }
+        if self.upstream.is_some() {
+            m.cache_misses.inc();
+        } else if self.cache_hit {
+            m.cache_hits.inc();
+        }
+        if let Some((t, result)) = self.upstream {
+            m.upstream_requests.with_label_values(&[result]).inc();
+            m.upstream_duration.observe(t.as_secs_f64());
+        }
+        for (why, n) in crate::answer::Dropped::ALL.iter().zip(self.dropped) {
+            if n > 0 {
+                m.records_dropped(*why, n);
+            }
+        }
+        if let Some((t, result)) = self.admit {
+            m.fence_admits.with_label_values(&[result]).inc();
+            if result != "fresh" {
+                m.fence_admit_duration.observe(t.as_secs_f64());
+            }
+        }
+        // A dropped datagram (rate limit, not a query) gets no line: it got no answer.
+        if let Some(rcode) = rcode
+            && engine.log.wants(self.verdict)
+        {
+            self.log(engine, pkt, q, rcode);
+        }
+    }
+
+    fn log(&self, engine: &Engine, pkt: &[u8], q: Option<&Parsed>, code: u16) {
+        let elapsed = self.started.elapsed();
+        let arrived = SystemTime::now()
+            .checked_sub(elapsed)
+            .unwrap_or_else(SystemTime::now);
+        let (name, qtype) = match q {
+            Some(q) if q.question_end > 12 => (
+                WireName(q.name(pkt)).to_string(),
+                hickory_proto::rr::RecordType::from(q.qtype).to_string(),
+            ),
+            _ => (String::new(), String::new()),
+        };
+        engine.log.log(&QueryRecord {
+            time: crate::querylog::rfc3339(arrived),
+            client: self.client,
+            protocol: self.transport.as_str(),
+            view: self.view.map(|v| v.name.as_str()),
+            name,
+            qtype,
+            verdict: self.verdict,
+            endpoint_set: self.endpoint_set,
+            reason: self.reason.map(Reason::as_str),
+            rcode: rcode::name(code),
+            duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            cache_hit: self.cache_hit,
+            fence_error: self.fence_error,
+        });
+    }
+}
+
+/// A wire-form name in presentation format, as the client wrote it: labels joined by dots with a
+/// trailing dot, bytes outside printable ASCII (and `.` and `\` inside a label) as `\DDD`, as
+/// `dig` and Unbound write them.
+pub struct WireName<'a>(pub &'a [u8]);
+
+impl fmt::Display for WireName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = self.0;
+        if w.first().is_none_or(|&b| b == 0) {
+            return f.write_str(".");
+        }
+        let mut i = 0;
+        while i < w.len() && w[i] != 0 {
+            let n = w[i] as usize;
+            let label = w.get(i + 1..i + 1 + n).unwrap_or_default();
+            for &b in label {
+                if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
+                    write!(f, "{}", b as char)?;
+                } else {
+                    write!(f, "\\{b:03}")?;
+                }
+            }
+            f.write_str(".")?;
+            i += 1 + n;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_written_as_dig_writes_them() {
+        assert_eq!(
+            WireName(b"\x04eViL\x07example\x00").to_string(),
+            "eViL.example."
+        );
+        assert_eq!(
+            WireName(b"\x03a.b\x01\\\x02\xc3\xa9\x00").to_string(),
+            "a\\046b.\\092.\\195\\169."
+        );
+        assert_eq!(WireName(b"\x00").to_string(), ".");
+        assert_eq!(WireName(b"").to_string(), ".");
+    }
+
+    #[test]
+    fn labels_are_distinct() {
+        let reasons: std::collections::HashSet<_> =
+            Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(reasons.len(), Reason::ALL.len());
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "ALL is in declaration order");
+        }
+        for (i, v) in Verdict::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! The query path, one for every transport: parse ([`parse`]) → decide ([`Engine::decide`]) →
+//! encode ([`encode`]) → count and log ([`event::QueryEvent::emit`]).
+//!
+//! [`Engine::decide`] is synchronous: protocol checks, the client's view, the allowlist, the
+//! cache and the fence's ledger are all in memory, so a denial, a refusal or a cache hit whose
+//! addresses are fresh in the firewall is answered right there, on a UDP worker's thread, without
+//! touching the async runtime ([`Engine::answer_now`]). What must wait — the upstream, or the
+//! kernel confirming the firewall elements — continues on the runtime ([`Engine::answer`]) through
+//! the same decision and the same encoder; TCP always takes that way. Nothing else builds an
+//! answer.
+
+pub mod encode;
+pub mod event;
+pub mod parse;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::HINFO;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::answer::{Answer, Resolution};
+use crate::cache::AnswerCache;
+use crate::config::{AdmitFailure, DenyRcode, ViewMode};
+use crate::fence::{Admitted, Fence};
+use crate::metrics::Metrics;
+use crate::policy::{Policy, View, wire_name_text};
+use crate::querylog::QueryLog;
+use crate::upstream::{Upstream, UpstreamError};
+use encode::{Reply, ede, rcode};
+use event::{QueryEvent, Reason, Transport, Verdict};
+use parse::{Parsed, Problem, parse};
+
+/// TTL of the RFC 8482 answer to ANY queries.
+const ANY_TTL: u32 = 3600;
+
+/// The largest message over TCP.
+const TCP_LIMIT: usize = 65535;
+
+/// Everything a query's decision reads. The policy is swapped whole on reload; the cache, the
+/// fence's ledger and the counters survive it.
+pub struct Engine {
+    /// The compiled views; read lock-free on every query.
+    pub policy: ArcSwap<Policy>,
+    /// Answers in wire form.
+    pub cache: AnswerCache,
+    /// The upstream servers.
+    pub upstream: Upstream,
+    /// The firewall sets, when `[fence]` is enabled.
+    pub fence: Option<Fence>,
+    /// What to answer when the fence cannot confirm an answer's addresses in time.
+    pub on_admit_failure: AdmitFailure,
+    /// Largest UDP payload dnsfence sends, and advertises in its OPT records.
+    pub max_udp_payload: u16,
+    /// The query log.
+    pub log: QueryLog,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Set while the DNS sockets are being served (for `/readyz`).
+    pub listening: AtomicBool,
+    /// The upstream counts as healthy while it answered within this long.
+    pub upstream_fresh: Duration,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// What [`Engine::decide`] concluded.
+#[derive(Debug)]
+pub enum Decision<'p> {
+    /// The reply, known now.
+    Reply(Reply),
+    /// The rest needs the runtime: the upstream, or the fence before a cached answer.
+    Resolve(Work<'p>),
+}
+
+/// An allowed (or report-mode) question that needs the runtime.
+#[derive(Debug)]
+pub struct Work<'p> {
+    view: &'p View,
+    /// Catalog indices of the endpoint sets that allowed the name (empty for would-deny).
+    sets: &'p [u32],
+    /// A cache hit whose firewall elements must be written again before it is sent.
+    cached: Option<Arc<Answer>>,
+}
+
+/// What [`Engine::answer_now`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Now {
+    /// A reply of this length is in the output buffer.
+    Reply(usize),
+    /// No reply (not a query at all); counted.
+    Drop,
+    /// Needs [`Engine::answer`] on the runtime.
+    Later,
+}
+
+/// Client addresses as views see them: an IPv4 client of a dual-stack socket arrives as
+/// `::ffff:a.b.c.d`.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl Engine {
+    /// The most a reply may hold: 512 bytes, or the client's EDNS size up to
+    /// `max_udp_payload`, over UDP; 65535 over TCP.
+    fn limit(&self, q: &Parsed, transport: Transport) -> usize {
+        match (transport, q.edns) {
+            (Transport::Tcp, _) => TCP_LIMIT,
+            (Transport::Udp, None) => 512,
+            (Transport::Udp, Some(e)) => e.payload.min(self.max_udp_payload).into(),
+        }
+    }
+
+    /// Answers a query if that needs no waiting, writing the reply into `out` (at least 4096
+    /// bytes for UDP). The event is emitted before this returns, so it is counted before the
+    /// reply leaves.
+    pub fn answer_now(
+        &self,
+        pkt: &[u8],
+        client: IpAddr,
+        transport: Transport,
+        started: Instant,
+        out: &mut [u8],
+    ) -> Now {
+        let Some(q) = parse(pkt) else {
+            self.not_a_query(pkt, client, transport, started);
+            return Now::Drop;
+        };
+        let policy = self.policy.load();
+        let mut ev = QueryEvent::new(client, transport, started);
+        match self.decide(&policy, pkt, &q, started, &mut ev) {
+            Decision::Reply(reply) => {
+                let limit = self.limit(&q, transport);
+                let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, started, out);
+                ev.emit(self, pkt, Some(&q), Some(reply.rcode()));
+                Now::Reply(n)
+            }
+            Decision::Resolve(_) => Now::Later,
+        }
+    }
+
+    /// Answers a query, waiting for the upstream and the fence where needed. `None` when it gets
+    /// no reply (not a query at all).
+    pub async fn answer(
+        &self,
+        pkt: &[u8],
+        client: IpAddr,
+        transport: Transport,
+        started: Instant,
+    ) -> Option<Vec<u8>> {
+        let Some(q) = parse(pkt) else {
+            self.not_a_query(pkt, client, transport, started);
+            return None;
+        };
+        let policy = self.policy.load_full();
+        let mut ev = QueryEvent::new(client, transport, started);
+        let reply = match self.decide(&policy, pkt, &q, Instant::now(), &mut ev) {
+            Decision::Reply(reply) => reply,
+            Decision::Resolve(work) => self.finish(&policy, pkt, &q, work, &mut ev).await,
+        };
+        let limit = self.limit(&q, transport);
+        let mut out = vec![0u8; encode::wire_len(&reply, &q).min(limit)];
+        let now = Instant::now();
+        let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, now, &mut out);
+        out.truncate(n);
+        ev.emit(self, pkt, Some(&q), Some(reply.rcode()));
+        Some(out)
+    }
+
+    /// A datagram that is not a query (too short, or a response): counted, never answered.
+    fn not_a_query(&self, pkt: &[u8], client: IpAddr, transport: Transport, started: Instant) {
+        let mut ev = QueryEvent::new(client, transport, started);
+        ev.refuse(Reason::Malformed);
+        ev.emit(self, pkt, None, None);
+    }
+
+    /// The decision for one parsed query, without waiting for anything. Checks run cheapest
+    /// first, and a denied name never reaches the upstream: the message's own problems, the
+    /// class, meta types, the client's view, zone transfers, the view's allowlist, ANY, the
+    /// cache and the fence's ledger.
+    pub fn decide<'p>(
+        &self,
+        policy: &'p Policy,
+        pkt: &[u8],
+        q: &Parsed,
+        now: Instant,
+        ev: &mut QueryEvent<'p>,
+    ) -> Decision<'p> {
+        ev.view = policy.view_for(ev.client);
+        let code = |rcode| Decision::Reply(Reply::Code { rcode, ede: None });
+        if let Some(problem) = q.problem {
+            return match problem {
+                Problem::Opcode => {
+                    ev.refuse(Reason::Opcode);
+                    Decision::Reply(Reply::code(
+                        rcode::NOTIMP,
+                        ede::NOT_SUPPORTED,
+                        "only standard queries are served",
+                    ))
+                }
+                Problem::Malformed => {
+                    ev.refuse(Reason::Malformed);
+                    code(rcode::FORMERR)
+                }
+                Problem::EdnsVersion => {
+                    ev.refuse(Reason::EdnsVersion);
+                    code(rcode::BADVERS)
+                }
+            };
+        }
+        if q.qclass != 1 {
+            ev.refuse(Reason::Class);
+            return code(rcode::REFUSED);
+        }
+        if let Some(rcode) = meta_type(q.qtype) {
+            // RFC 6895: meta types are not asked for. Never forwarded.
+            ev.refuse(Reason::Qtype);
+            return Decision::Reply(Reply::code(
+                rcode,
+                ede::NOT_SUPPORTED,
+                "meta query types are not served",
+            ));
+        }
+        let Some(view) = ev.view else {
+            ev.refuse(Reason::NoView);
+            return Decision::Reply(Reply::code(
+                rcode::REFUSED,
+                ede::PROHIBITED,
+                "client is in no dnsfence view",
+            ));
+        };
+        let qtype = RecordType::from(q.qtype);
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            ev.refuse(Reason::Qtype);
+            return Decision::Reply(Reply::code(
+                rcode::REFUSED,
+                ede::NOT_SUPPORTED,
+                "zone transfers are not served",
+            ));
+        }
+        let wire = q.name(pkt);
+        let mut buf = [0u8; 256];
+        // A name that is not printable ASCII cannot be on the allowlist.
+        let entry = wire_name_text(wire, &mut buf).and_then(|t| view.lookup_normalized(t));
+        let sets: &'p [u32] = match entry {
+            Some(entry) => {
+                ev.endpoint_set = entry
+                    .values
+                    .first()
+                    .map(|&i| policy.catalog.sets[i as usize].id.as_str());
+                &entry.values
+            }
+            None => {
+                ev.reason = Some(Reason::NotAllowlisted);
+                if view.mode == ViewMode::Enforce {
+                    ev.verdict = Verdict::Denied;
+                    let rcode = match view.deny_rcode {
+                        DenyRcode::Refused => rcode::REFUSED,
+                        DenyRcode::Nxdomain => rcode::NXDOMAIN,
+                    };
+                    return Decision::Reply(Reply::code(
+                        rcode,
+                        ede::BLOCKED,
+                        "name is not on the dnsfence allowlist",
+                    ));
+                }
+                ev.verdict = Verdict::WouldDeny;
+                &[]
+            }
+        };
+        if qtype == RecordType::ANY {
+            return Decision::Reply(match any_answer(wire, now) {
+                Some(answer) => Reply::Answer { answer, ede: None },
+                None => code_servfail(),
+            });
+        }
+        let mut lower = [0u8; 256];
+        lower[..wire.len()].copy_from_slice(wire);
+        crate::wire::lowercase_name(&mut lower[..wire.len()]);
+        let Some(cached) = self.cache.get(&lower[..wire.len()], q.qtype, now) else {
+            return Decision::Resolve(Work {
+                view,
+                sets,
+                cached: None,
+            });
+        };
+        ev.cache_hit = true;
+        if ev.verdict == Verdict::Allowed
+            && let Some(fence) = &self.fence
+            && !cached.addrs.is_empty()
+        {
+            let ports = if fence.needs_ports(view.index) {
+                policy.ports_of(sets)
+            } else {
+                Vec::new()
+            };
+            if !fence.is_fresh(view.index, &cached.addrs, &ports, cached.age(now), now) {
+                return Decision::Resolve(Work {
+                    view,
+                    sets,
+                    cached: Some(cached),
+                });
+            }
+        }
+        Decision::Reply(Reply::Answer {
+            answer: cached,
+            ede: None,
+        })
+    }
+
+    /// The part of a decision that waits: the upstream on a cache miss, then the fence.
+    async fn finish<'p>(
+        &self,
+        policy: &'p Policy,
+        pkt: &[u8],
+        q: &Parsed,
+        work: Work<'p>,
+        ev: &mut QueryEvent<'p>,
+    ) -> Reply {
+        let Work { view, sets, cached } = work;
+        let wire = q.name(pkt);
+        let Some(name) = lower_name(wire) else {
+            return code_servfail();
+        };
+        let qtype = RecordType::from(q.qtype);
+        let answer = match cached {
+            Some(answer) => answer,
+            None => {
+                let resolved = self.upstream.resolve(&name, qtype).await;
+                ev.upstream = Some((resolved.took, resolved.label));
+                let checked = match resolved.result {
+                    Ok(checked) => checked,
+                    Err(error) => {
+                        tracing::warn!(%name, %qtype, %error, "upstream failure");
+                        let (reason, ede) = match error {
+                            UpstreamError::Timeout(_) => (
+                                Reason::UpstreamTimeout,
+                                (ede::NO_REACHABLE_AUTHORITY, "upstream timed out"),
+                            ),
+                            UpstreamError::Failed(_) => (
+                                Reason::UpstreamError,
+                                (ede::NETWORK_ERROR, "upstream failed"),
+                            ),
+                            UpstreamError::Chain(_) => (
+                                Reason::BadChain,
+                                (ede::OTHER, "upstream answer has a bad CNAME chain"),
+                            ),
+                        };
+                        if ev.reason.is_none() {
+                            ev.reason = Some(reason);
+                        }
+                        return Reply::code(rcode::SERVFAIL, ede.0, ede.1);
+                    }
+                };
+                ev.dropped = checked.dropped;
+                match self.cache.answer(&name, qtype, checked, Instant::now()) {
+                    Some(answer) => answer,
+                    None => return code_servfail(),
+                }
+            }
+        };
+        // The answer leaves only once its addresses are in the view's sets (or the admit failed
+        // and the policy says to answer anyway). Would-be denials of a report-mode view are not
+        // admitted: they are not on the allowlist.
+        if ev.verdict == Verdict::Allowed
+            && let Some(fence) = &self.fence
+            && !answer.addrs.is_empty()
+        {
+            let ports = if fence.needs_ports(view.index) {
+                policy.ports_of(sets)
+            } else {
+                Vec::new()
+            };
+            let mut buf = [0u8; 256];
+            let text = wire_name_text(wire, &mut buf).unwrap_or_default();
+            let t = Instant::now();
+            let r = fence
+                .admit(view.index, text, &answer.addrs, sets, &ports, ev.cache_hit)
+                .await;
+            ev.admit = Some((
+                t.elapsed(),
+                match &r {
+                    Ok(Admitted::Fresh) => "fresh",
+                    Ok(Admitted::Written(_)) => "ok",
+                    Err(e) => e.kind(),
+                },
+            ));
+            if let Err(error) = r {
+                ev.fence_error = Some(error.kind());
+                tracing::warn!(%name, view = %view.name, %error, "firewall admit failed");
+                if self.on_admit_failure == AdmitFailure::Servfail {
+                    return Reply::code(
+                        rcode::SERVFAIL,
+                        ede::OTHER,
+                        "firewall did not confirm the answer's addresses",
+                    );
+                }
+            }
+        }
+        Reply::Answer { answer, ede: None }
+    }
+}
+
+fn code_servfail() -> Reply {
+    Reply::code(
+        rcode::SERVFAIL,
+        ede::OTHER,
+        "the upstream's answer could not be used",
+    )
+}
+
+/// The response code for a meta query type (RFC 6895 §3.1), or `None` for a type that may be
+/// asked. OPT, TKEY, TSIG and the unassigned meta range only ever appear in the other sections
+/// of a message: FORMERR, as Unbound answers. MAILA and MAILB are obsolete query types: NOTIMP.
+/// ANY, AXFR and IXFR are served (or refused) elsewhere.
+fn meta_type(qtype: u16) -> Option<u16> {
+    match qtype {
+        41 | 128..=250 => Some(rcode::FORMERR),
+        253 | 254 => Some(rcode::NOTIMP),
+        _ => None,
+    }
+}
+
+/// A wire-form name as a lower-case [`Name`].
+fn lower_name(wire: &[u8]) -> Option<Name> {
+    let mut labels: Vec<&[u8]> = Vec::new();
+    let mut i = 0;
+    while let Some(&n) = wire.get(i) {
+        if n == 0 {
+            break;
+        }
+        labels.push(wire.get(i + 1..i + 1 + n as usize)?);
+        i += 1 + n as usize;
+    }
+    let name = Name::from_labels(labels).ok()?;
+    Some(name.to_lowercase())
+}
+
+/// RFC 8482: ANY is answered with one synthesized HINFO instead of every record.
+fn any_answer(wire: &[u8], now: Instant) -> Option<Arc<Answer>> {
+    let name = lower_name(wire)?;
+    let hinfo = HINFO::new("RFC8482".to_string(), String::new());
+    let r = Resolution {
+        rcode: ResponseCode::NoError,
+        answers: vec![Record::from_rdata(
+            name.clone(),
+            ANY_TTL,
+            RData::HINFO(hinfo),
+        )],
+        authorities: Vec::new(),
+    };
+    Answer::new(
+        &name,
+        RecordType::ANY,
+        &r,
+        std::slice::from_ref(&name),
+        now,
+        Duration::ZERO,
+    )
+    .map(Arc::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_types() {
+        for t in [41, 128, 249, 250] {
+            assert_eq!(meta_type(t), Some(rcode::FORMERR), "{t}");
+        }
+        assert_eq!(meta_type(253), Some(rcode::NOTIMP));
+        for t in [1, 28, 65, 251, 252, 255, 256, 65534] {
+            assert_eq!(meta_type(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn names_from_the_wire() {
+        let n = lower_name(b"\x06Manage\x09microsoft\x03COM\x00").unwrap();
+        assert_eq!(n.to_ascii(), "manage.microsoft.com.");
+        assert!(lower_name(b"\x00").unwrap().is_root());
+        assert!(lower_name(b"\x05ab").is_none());
+    }
+}

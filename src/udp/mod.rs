@@ -1,0 +1,201 @@
+//! DNS over UDP: worker threads that answer from their own thread whatever needs no waiting, and
+//! hand the rest to the async runtime — both through the one query path (`query`).
+//!
+//! Why not hickory-server for UDP: its per-packet path parses the whole message, spawns a task,
+//! builds the answer from records and encodes it again. A kiosk VLAN's traffic is overwhelmingly
+//! the same few names, answered from the cache, or denials. Each worker owns a socket bound with
+//! SO_REUSEPORT (the kernel spreads clients across workers), reads a batch of datagrams with one
+//! `recvmmsg`, answers each with [`Engine::answer_now`] into the batch's answer buffers and sends
+//! them with one `sendmmsg`. A query that must wait (upstream, firewall) is copied and continues
+//! on the runtime with [`Engine::answer`]; its reply is sent from there.
+
+mod socket;
+
+pub use socket::{MAX_DATAGRAM, bind_reuseport};
+
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::query::event::{QueryEvent, Reason, Transport};
+use crate::query::{Engine, Now, canonical};
+use crate::ratelimit::RateLimiter;
+use socket::{BATCH, Batch, Wait};
+
+/// What the UDP workers do besides answering.
+#[derive(Default)]
+pub struct UdpOptions {
+    /// How long a worker polls before it sleeps (`[server] busy_poll_us`).
+    pub busy_poll: Duration,
+    /// Per-client rate limit, when configured.
+    pub rate_limit: Option<RateLimiter>,
+}
+
+/// Running UDP workers. Stopping them lets in-flight slow-path answers finish on the runtime.
+pub struct Workers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts one thread per socket; work that waits is spawned on `runtime`.
+    pub fn start(
+        engine: Arc<Engine>,
+        sockets: Vec<UdpSocket>,
+        runtime: tokio::runtime::Handle,
+        options: UdpOptions,
+    ) -> io::Result<Workers> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let options = Arc::new(options);
+        let mut threads = Vec::with_capacity(sockets.len());
+        for (i, socket) in sockets.into_iter().enumerate() {
+            // A short timeout so a worker notices the stop flag on an idle network.
+            socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let socket = Arc::new(socket);
+            let (engine, stop, runtime, options) = (
+                engine.clone(),
+                stop.clone(),
+                runtime.clone(),
+                options.clone(),
+            );
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("dnsfence-udp-{i}"))
+                    .spawn(move || worker(engine, socket, runtime, &options, stop))?,
+            );
+        }
+        Ok(Workers { stop, threads })
+    }
+
+    /// Stops the workers and waits for their threads (at most one read timeout).
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn worker(
+    engine: Arc<Engine>,
+    socket: Arc<UdpSocket>,
+    runtime: tokio::runtime::Handle,
+    options: &UdpOptions,
+    stop: Arc<AtomicBool>,
+) {
+    let fd = socket.as_raw_fd();
+    let mut b = Batch::new();
+    let mut ready = Vec::with_capacity(BATCH);
+    let busy_poll = options.busy_poll;
+    // When the last datagram came; the worker polls without sleeping until `busy_poll` after it.
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let wait = if !busy_poll.is_zero() && last.elapsed() < busy_poll {
+            Wait::No
+        } else {
+            Wait::Sleep
+        };
+        let n = match b.receive(fd, wait) {
+            Ok(n) => {
+                last = Instant::now();
+                n
+            }
+            Err(e) if wait == Wait::No && e.kind() == io::ErrorKind::WouldBlock => {
+                std::hint::spin_loop();
+                continue;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "udp receive failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        ready.clear();
+        for i in 0..n {
+            let Some(src) = b.peer(i).filter(|s| s.port() != 0) else {
+                continue;
+            };
+            let started = Instant::now();
+            let client = canonical(src.ip());
+            let (input, output) = b.slot(i);
+            if let Some(limit) = &options.rate_limit
+                && !limit.allow(client, started)
+            {
+                // Dropped, not answered: an answer would serve a reflection attack.
+                let policy = engine.policy.load();
+                let mut ev = QueryEvent::new(client, Transport::Udp, started);
+                ev.view = policy.view_for(client);
+                ev.refuse(Reason::RateLimited);
+                ev.emit(&engine, input, None, None);
+                continue;
+            }
+            match engine.answer_now(input, client, Transport::Udp, started, output) {
+                Now::Reply(len) => {
+                    b.out_lens[i] = len;
+                    ready.push(i);
+                }
+                Now::Drop => {}
+                Now::Later => {
+                    let packet = input.to_vec();
+                    let (engine, socket) = (engine.clone(), socket.clone());
+                    runtime.spawn(async move {
+                        let reply = engine
+                            .answer(&packet, client, Transport::Udp, started)
+                            .await;
+                        if let Some(reply) = reply
+                            && let Err(e) = socket.send_to(&reply, src)
+                        {
+                            tracing::debug!(error = %e, %src, "udp send failed");
+                        }
+                    });
+                }
+            }
+        }
+        if !ready.is_empty() {
+            b.send(fd, &ready);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_sockets_get_room_for_bursts() {
+        let sockets = bind_reuseport("127.0.0.1:0".parse().unwrap(), 2, true).unwrap();
+        assert_eq!(
+            sockets[0].local_addr().unwrap(),
+            sockets[1].local_addr().unwrap()
+        );
+        let granted = crate::sockopt::receive_buffer(sockets[0].as_raw_fd()).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // The kernel reports twice what was asked (its bookkeeping share).
+            assert!(
+                granted >= socket::RECEIVE_BUFFER,
+                "asked {}, got {granted}",
+                socket::RECEIVE_BUFFER
+            );
+        } else {
+            let default = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let default = crate::sockopt::receive_buffer(default.as_raw_fd()).unwrap();
+            eprintln!("not root: the buffer is capped by net.core.rmem_max ({granted} bytes)");
+            assert!(granted >= default, "{granted} < default {default}");
+        }
+    }
+}
