@@ -125,6 +125,7 @@ impl App {
             metrics: Metrics::new(config.http.max_denied_domains),
             listening: AtomicBool::new(false),
             upstream_fresh: config.upstream.probe_interval * 3,
+            sync_answers: AtomicBool::new(true),
         });
         Ok(App { config, engine })
     }

@@ -15,7 +15,7 @@ pub mod parse;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -64,6 +64,10 @@ pub struct Engine {
     pub listening: AtomicBool,
     /// The upstream counts as healthy while it answered within this long.
     pub upstream_fresh: Duration,
+    /// Whether [`Engine::answer_now`] answers what needs no waiting (on by default). Off, every
+    /// UDP query takes the runtime's way: the parity test's switch, to show that both ways give
+    /// the same bytes.
+    pub sync_answers: AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -137,6 +141,9 @@ impl Engine {
             self.not_a_query(pkt, client, transport, started);
             return Now::Drop;
         };
+        if !self.sync_answers.load(Ordering::Relaxed) {
+            return Now::Later;
+        }
         let policy = self.policy.load();
         let mut ev = QueryEvent::new(client, transport, started);
         match self.decide(&policy, pkt, &q, started, &mut ev) {

@@ -10,14 +10,13 @@ use std::time::Duration;
 use dnsfence::app::App;
 use dnsfence::config::Config;
 use dnsfence::server::Listeners;
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::svcb::{IpHint, SVCB, SvcParamKey, SvcParamValue};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, HTTPS, SOA};
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, HTTPS, MX, SOA, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
@@ -107,8 +106,60 @@ fn test_zones() -> Vec<(Name, Vec<Record>)> {
             RData::A(A::new(198, 51, 100, i)),
         ));
     }
+    // 100 A records: about 1,650 bytes, more than any UDP answer of dnsfence's (1232).
+    for i in 0..100u8 {
+        microsoft.push(rec(
+            "huge.manage.microsoft.com.",
+            60,
+            RData::A(A::new(198, 51, 101, i)),
+        ));
+    }
+    // A CNAME inside the zone to a name with A and AAAA only: TXT, MX, HTTPS get NODATA through
+    // the chain. And one to a name that does not exist: NXDOMAIN through the chain.
+    microsoft.extend([
+        rec(
+            "cdn.manage.microsoft.com.",
+            300,
+            RData::CNAME(CNAME(n("edge.manage.microsoft.com."))),
+        ),
+        rec(
+            "edge.manage.microsoft.com.",
+            60,
+            RData::A(A::new(192, 0, 2, 50)),
+        ),
+        rec(
+            "edge.manage.microsoft.com.",
+            60,
+            RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x50)),
+        ),
+        rec(
+            "tm.manage.microsoft.com.",
+            300,
+            RData::CNAME(CNAME(n("tm.trafficmanager.net."))),
+        ),
+        rec(
+            "gone.manage.microsoft.com.",
+            300,
+            RData::CNAME(CNAME(n("missing-target.manage.microsoft.com."))),
+        ),
+        rec(
+            "graph.microsoft.com.",
+            60,
+            RData::TXT(TXT::new(vec!["v=spf1 -all".into()])),
+        ),
+        rec(
+            "graph.microsoft.com.",
+            60,
+            RData::MX(MX::new(10, n("mail.graph.microsoft.com."))),
+        ),
+    ]);
     let trafficmanager = vec![
         soa("trafficmanager.net."),
+        rec(
+            "tm.trafficmanager.net.",
+            60,
+            RData::A(A::new(192, 0, 2, 21)),
+        ),
         rec(
             "manage.trafficmanager.net.",
             60,
@@ -179,10 +230,69 @@ impl QueryCounter {
     }
 }
 
+/// The test upstream: answers like a recursive resolver over the test zones (CNAME chains
+/// followed across zones, NODATA and NXDOMAIN with the final zone's SOA, RFC 2308), except for
+/// names whose first label is `tm`, answered authority-style (only the records at the name, no
+/// chasing, no SOA), as hickory's own authority and many zone servers do.
 struct CountingHandler {
-    catalog: Catalog,
+    zones: Vec<(Name, Vec<Record>)>,
     seen: QueryCounter,
     silent: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CountingHandler {
+    /// (rcode, answers, authorities) for a question.
+    fn resolve(&self, qname: &Name, qtype: RecordType) -> (ResponseCode, Vec<Record>, Vec<Record>) {
+        let mut answers = Vec::new();
+        let mut current = qname.clone();
+        let authority_style = qname.iter().next().is_some_and(|l| l == b"tm");
+        for _ in 0..16 {
+            let Some((origin, records)) = self
+                .zones
+                .iter()
+                .filter(|(origin, _)| origin.zone_of(&current))
+                .max_by_key(|(origin, _)| origin.num_labels())
+            else {
+                return (ResponseCode::Refused, answers, Vec::new());
+            };
+            let soa = || {
+                records
+                    .iter()
+                    .filter(|r| r.name == *origin && r.record_type() == RecordType::SOA)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            let at: Vec<&Record> = records.iter().filter(|r| r.name == current).collect();
+            let hits: Vec<Record> = at
+                .iter()
+                .filter(|r| r.record_type() == qtype)
+                .map(|r| (*r).clone())
+                .collect();
+            if !hits.is_empty() {
+                answers.extend(hits);
+                return (ResponseCode::NoError, answers, Vec::new());
+            }
+            if let Some(cname) = at.iter().find(|r| r.record_type() == RecordType::CNAME) {
+                answers.push((*cname).clone());
+                if authority_style {
+                    return (ResponseCode::NoError, answers, Vec::new());
+                }
+                let RData::CNAME(target) = &cname.data else {
+                    unreachable!()
+                };
+                current = target.0.clone();
+                continue;
+            }
+            let exists = records.iter().any(|r| current.zone_of(&r.name));
+            let rcode = if exists {
+                ResponseCode::NoError
+            } else {
+                ResponseCode::NXDomain
+            };
+            return (rcode, answers, soa());
+        }
+        (ResponseCode::ServFail, Vec::new(), Vec::new())
+    }
 }
 
 #[async_trait::async_trait]
@@ -190,7 +300,7 @@ impl RequestHandler for CountingHandler {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
-        response: R,
+        mut response: R,
     ) -> ResponseInfo {
         let mut blackhole = false;
         for q in request.queries.queries() {
@@ -198,16 +308,41 @@ impl RequestHandler for CountingHandler {
             blackhole |= name.ends_with(BLACKHOLE);
             self.seen.0.lock().unwrap().push((name, q.query_type()));
         }
+        let mut md = Metadata::response_from_request(&request.metadata);
         if blackhole || self.silent.load(std::sync::atomic::Ordering::Relaxed) {
             // Never answer: the resolver must give up on its own deadline.
-            let mut md = request.metadata;
-            md.message_type = MessageType::Response;
             return ResponseInfo::from(hickory_proto::op::Header {
                 metadata: md,
                 counts: Default::default(),
             });
         }
-        self.catalog.handle_request::<R, T>(request, response).await
+        md.recursion_available = true;
+        let (rcode, answers, authorities) = match request.queries.queries() {
+            [q] => self.resolve(&q.name().into(), q.query_type()),
+            _ => (ResponseCode::FormErr, Vec::new(), Vec::new()),
+        };
+        md.response_code = rcode;
+        let edns = request.edns.as_ref().map(|_| {
+            let mut e = Edns::new();
+            e.set_max_payload(1232);
+            e
+        });
+        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let sent = response
+            .send_response(builder.build(
+                md,
+                answers.iter(),
+                authorities.iter(),
+                std::iter::empty(),
+                std::iter::empty(),
+            ))
+            .await;
+        sent.unwrap_or_else(|_| {
+            ResponseInfo::from(hickory_proto::op::Header {
+                metadata: md,
+                counts: Default::default(),
+            })
+        })
     }
 }
 
@@ -224,23 +359,10 @@ pub struct Upstream {
 impl Upstream {
     /// Starts the authority on 127.0.0.1, an ephemeral port.
     pub async fn start() -> Upstream {
-        let mut catalog = Catalog::new();
-        for (origin, records) in test_zones() {
-            let mut zone =
-                InMemoryZoneHandler::<hickory_server::net::runtime::TokioRuntimeProvider>::empty(
-                    origin.clone(),
-                    ZoneType::Primary,
-                    AxfrPolicy::Deny,
-                );
-            for r in records {
-                assert!(zone.upsert_mut(r, 1), "test zone record refused");
-            }
-            catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
-        }
         let seen = QueryCounter::default();
         let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let handler = CountingHandler {
-            catalog,
+            zones: test_zones(),
             seen: seen.clone(),
             silent: silent.clone(),
         };
@@ -480,6 +602,23 @@ impl Client {
         assert_eq!(answer.metadata.id, msg.metadata.id);
         assert_eq!(answer.metadata.message_type, MessageType::Response);
         answer
+    }
+
+    /// A TCP exchange of raw bytes (two-byte length prefix), answered within 5 s.
+    pub async fn tcp_raw(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut stream = TcpStream::connect(self.server).await.unwrap();
+        let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(bytes);
+        stream.write_all(&framed).await.unwrap();
+        let read = async {
+            let len = stream.read_u16().await.unwrap() as usize;
+            let mut buf = vec![0u8; len];
+            stream.read_exact(&mut buf).await.unwrap();
+            buf
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("an answer over TCP within 5 s")
     }
 
     /// A TCP exchange (two-byte length prefix) that must be answered within 5 s.

@@ -1,6 +1,7 @@
 //! One integration-test binary, a module per area, all through the harness that starts the real
 //! server and a real upstream on loopback ephemeral ports.
 
+mod answers;
 mod cli;
 mod deny;
 mod fence;

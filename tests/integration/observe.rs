@@ -30,7 +30,7 @@ fn counters_move_by_exactly_the_queries_made() {
             .await;
         c.udp(&q("evilmanage.microsoft.com.")).await;
         c.udp(&q("x.evilmanage.microsoft.com.")).await;
-        c.ask("graph.microsoft.com.", RecordType::TXT).await; // NODATA
+        c.ask("graph.microsoft.com.", RecordType::AAAA).await; // NODATA
         c.udp_from("127.0.0.2", &q("manage.microsoft.com.")).await;
 
         let s = scrape(&f).await;
@@ -48,7 +48,7 @@ fn counters_move_by_exactly_the_queries_made() {
                 q_total,
                 &[
                     ("view", "loopback"),
-                    ("qtype", "TXT"),
+                    ("qtype", "AAAA"),
                     ("verdict", "allowed")
                 ]
             ),
