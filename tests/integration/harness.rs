@@ -27,6 +27,17 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Queries whose name is under this label are swallowed by the upstream: it never answers them.
 pub const BLACKHOLE: &str = "slow.manage.microsoft.com.";
 
+/// Every owner name of the test zones, once each, lower case with the trailing dot.
+pub fn test_zone_names() -> Vec<String> {
+    let mut names: Vec<String> = test_zones()
+        .into_iter()
+        .flat_map(|(_, records)| records.into_iter().map(|r| r.name.to_ascii()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// The zones the test upstream serves.
 fn test_zones() -> Vec<(Name, Vec<Record>)> {
     let n = |s: &str| Name::from_str(s).unwrap();
@@ -606,19 +617,7 @@ impl Client {
 
     /// A TCP exchange of raw bytes (two-byte length prefix), answered within 5 s.
     pub async fn tcp_raw(&self, bytes: &[u8]) -> Vec<u8> {
-        let mut stream = TcpStream::connect(self.server).await.unwrap();
-        let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(bytes);
-        stream.write_all(&framed).await.unwrap();
-        let read = async {
-            let len = stream.read_u16().await.unwrap() as usize;
-            let mut buf = vec![0u8; len];
-            stream.read_exact(&mut buf).await.unwrap();
-            buf
-        };
-        tokio::time::timeout(Duration::from_secs(5), read)
-            .await
-            .expect("an answer over TCP within 5 s")
+        tcp_exchange(TcpStream::connect(self.server).await.unwrap(), bytes).await
     }
 
     /// A TCP exchange (two-byte length prefix) that must be answered within 5 s.
@@ -643,6 +642,22 @@ impl Client {
         assert_eq!(answer.metadata.id, msg.metadata.id);
         answer
     }
+}
+
+/// Sends one framed message on a connected stream and reads the framed answer, within 5 s.
+pub async fn tcp_exchange(mut stream: TcpStream, bytes: &[u8]) -> Vec<u8> {
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(bytes);
+    stream.write_all(&framed).await.unwrap();
+    let read = async {
+        let len = stream.read_u16().await.unwrap() as usize;
+        let mut buf = vec![0u8; len];
+        stream.read_exact(&mut buf).await.unwrap();
+        buf
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("an answer over TCP within 5 s")
 }
 
 /// The RFC 8914 extended error of an answer: (info code, text).

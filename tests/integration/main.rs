@@ -7,5 +7,6 @@ mod deny;
 mod fence;
 mod harness;
 mod observe;
+mod parity;
 mod protocol;
 mod resolve;
