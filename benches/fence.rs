@@ -109,7 +109,10 @@ fn main() {
         for _ in 0..2000 {
             let a = fresh(1);
             let t = Instant::now();
-            fence.admit(0, "bench", &a, &[], &[], false).await.unwrap();
+            fence
+                .admit(0, "bench", &a, &[], &[], 0, false)
+                .await
+                .unwrap();
             single.push(t.elapsed());
         }
     });
@@ -133,7 +136,7 @@ fn main() {
                 let f = fence.clone();
                 tasks.push(tokio::spawn(async move {
                     let t = Instant::now();
-                    f.admit(0, "bench", &a, &[], &[], false).await.unwrap();
+                    f.admit(0, "bench", &a, &[], &[], 0, false).await.unwrap();
                     t.elapsed()
                 }));
             }
@@ -160,7 +163,7 @@ fn main() {
             let a = fresh(per);
             let f = fence.clone();
             inflight.push(tokio::spawn(async move {
-                f.admit(0, "bench", &a, &[], &[], false).await.unwrap();
+                f.admit(0, "bench", &a, &[], &[], 0, false).await.unwrap();
             }));
             if inflight.len() >= 256 {
                 for h in inflight.drain(..) {

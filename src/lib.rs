@@ -8,6 +8,7 @@
 //! - [`policy`]: views (client networks) and their compiled allowlists.
 //! - [`query`]: the one query path: parse, decide (view, verdict, cache, upstream, fence) into a
 //!   `Reply`, the one encoder, and the `QueryEvent` that counts and logs each query.
+//! - [`outcome`]: a query's verdict and reason: bounded sets, metric labels and log fields alike.
 //! - [`answer`]: the upstream's answer, the part its CNAME chain proves, and its wire form.
 //! - [`cache`]: the answer cache in wire form: TTL bounds, count-down, negative caching.
 //! - [`upstream`]: hickory-resolver's name-server pool, with a deadline and health stamps.
@@ -32,6 +33,7 @@ pub mod fence;
 pub mod http;
 pub mod matcher;
 pub mod metrics;
+pub mod outcome;
 pub mod policy;
 pub mod query;
 pub mod querylog;

@@ -15,7 +15,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::config::{LogLevel, QueryLogConfig};
-use crate::query::event::Verdict;
+use crate::outcome::Verdict;
 
 /// One query's log line.
 #[derive(Debug, Clone, Serialize)]

@@ -392,8 +392,17 @@ impl Engine {
             let mut buf = [0u8; 256];
             let text = wire_name_text(wire, &mut buf).unwrap_or_default();
             let t = Instant::now();
+            let age = answer.age(t);
             let r = fence
-                .admit(view.index, text, &answer.addrs, sets, &ports, ev.cache_hit)
+                .admit(
+                    view.index,
+                    text,
+                    &answer.addrs,
+                    sets,
+                    &ports,
+                    age,
+                    ev.cache_hit,
+                )
                 .await;
             ev.admit = Some((
                 t.elapsed(),

@@ -1,0 +1,326 @@
+//! The ledger: what the kernel has confirmed, by set and element, with when it expires and why it
+//! was admitted. It is the fence's source of truth — a resync writes it back after someone wiped
+//! the sets — and it decides, with the one freshness rule ([`Ledger::state`]), whether an
+//! answer's elements need a kernel round trip at all. Elements are keyed by the one key encoding
+//! ([`ElementKey`]): the dynamic set's index, then the bytes the kernel stores.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::FenceMode;
+use crate::zones::{PortSpec, Proto};
+
+/// Names remembered per element: enough to explain it, bounded so a CDN address shared by
+/// thousands of names cannot grow the ledger.
+pub const MAX_NAMES: usize = 4;
+
+/// One confirmed element.
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    /// When the kernel will drop it.
+    pub expires: Instant,
+    /// When the kernel last confirmed it.
+    pub confirmed: Instant,
+    /// Names whose answers carried it (at most [`MAX_NAMES`]).
+    pub names: Vec<Box<str>>,
+    /// Catalog indices of the endpoint sets that allowed those names.
+    pub endpoint_sets: Vec<u32>,
+}
+
+/// Longest element key: the set index, an IPv6 address, then protocol and port padded to
+/// 4-byte registers as nftables lays out concatenations.
+const KEY_MAX: usize = 2 + 16 + 4 + 4;
+
+/// An element's ledger key, built on the stack: the dynamic set's index (2 bytes, big-endian)
+/// then the element's key bytes as the kernel stores them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ElementKey {
+    bytes: [u8; KEY_MAX],
+    len: u8,
+}
+
+impl std::fmt::Debug for ElementKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ElementKey(set {}, {:?})",
+            self.set(),
+            decode_key(self.element())
+        )
+    }
+}
+
+fn proto_number(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+    }
+}
+
+impl ElementKey {
+    /// The key of `ip` (and, in `addr_port` sets, `port`) in dynamic set `set`.
+    pub fn new(set: u16, ip: IpAddr, port: Option<PortSpec>) -> ElementKey {
+        let mut bytes = [0u8; KEY_MAX];
+        bytes[..2].copy_from_slice(&set.to_be_bytes());
+        let mut len = 2;
+        match ip {
+            IpAddr::V4(v) => {
+                bytes[2..6].copy_from_slice(&v.octets());
+                len += 4;
+            }
+            IpAddr::V6(v) => {
+                bytes[2..18].copy_from_slice(&v.octets());
+                len += 16;
+            }
+        }
+        if let Some(p) = port {
+            bytes[len] = proto_number(p.proto);
+            bytes[len + 4..len + 6].copy_from_slice(&p.port.to_be_bytes());
+            len += 8;
+        }
+        ElementKey {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    /// The dynamic set's index.
+    pub fn set(&self) -> u16 {
+        u16::from_be_bytes([self.bytes[0], self.bytes[1]])
+    }
+
+    /// The element's key bytes as the kernel stores them.
+    pub fn element(&self) -> &[u8] {
+        &self.bytes[2..self.len as usize]
+    }
+
+    /// Set index and element bytes: the ledger's map key.
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// The keys of one address in a set: one in `addr` mode, one per port in `addr_port` mode.
+pub fn element_keys(
+    set: u16,
+    ip: IpAddr,
+    mode: FenceMode,
+    ports: &[PortSpec],
+) -> impl Iterator<Item = ElementKey> + '_ {
+    let (plain, with_ports) = match mode {
+        FenceMode::Addr => (Some(ElementKey::new(set, ip, None)), &[][..]),
+        FenceMode::AddrPort => (None, ports),
+    };
+    plain.into_iter().chain(
+        with_ports
+            .iter()
+            .map(move |p| ElementKey::new(set, ip, Some(*p))),
+    )
+}
+
+/// The address (and port) of an element's key bytes.
+pub fn decode_key(key: &[u8]) -> Option<(IpAddr, Option<PortSpec>)> {
+    let (ip, rest): (IpAddr, &[u8]) = match key.len() {
+        4 | 12 => (
+            IpAddr::from(<[u8; 4]>::try_from(&key[..4]).ok()?),
+            &key[4..],
+        ),
+        16 | 24 => (
+            IpAddr::from(<[u8; 16]>::try_from(&key[..16]).ok()?),
+            &key[16..],
+        ),
+        _ => return None,
+    };
+    if rest.is_empty() {
+        return Some((ip, None));
+    }
+    let proto = match rest[0] {
+        6 => Proto::Tcp,
+        17 => Proto::Udp,
+        _ => return None,
+    };
+    let port = u16::from_be_bytes([rest[4], rest[5]]);
+    Some((ip, Some(PortSpec { proto, port })))
+}
+
+/// How the ledger judges an element for an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Known in the kernel, outliving the answer: no round trip needed.
+    Fresh,
+    /// Must be written; `live` when the kernel still holds it (a refresh replaces it).
+    Stale {
+        /// The kernel still has it (its timeout not yet reached).
+        live: bool,
+    },
+}
+
+/// What the freshness rule needs from the fence's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    /// Added to every element's timeout.
+    pub grace: Duration,
+    /// How long a kernel confirmation is trusted without asking again.
+    pub recheck: Duration,
+}
+
+/// One element that was written and confirmed.
+#[derive(Debug, Clone)]
+pub struct Confirmed {
+    /// Its key.
+    pub key: ElementKey,
+    /// The timeout it was written with.
+    pub timeout: Duration,
+    /// The question name whose answer carried it.
+    pub name: Box<str>,
+    /// The endpoint sets that allowed that name.
+    pub endpoint_sets: Vec<u32>,
+}
+
+/// What the kernel has confirmed, by set and key.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    map: HashMap<Box<[u8]>, LedgerEntry>,
+}
+
+impl Ledger {
+    /// The one freshness rule: an element is fresh for an answer that still has `lifetime` to
+    /// live when the kernel will keep it at least half the grace beyond that, and confirmed it
+    /// within `recheck` (so an element deleted by hand is written again soon).
+    pub fn state(
+        &self,
+        key: &ElementKey,
+        lifetime: Duration,
+        now: Instant,
+        rule: Freshness,
+    ) -> State {
+        match self.map.get(key.as_bytes()) {
+            Some(e)
+                if e.expires >= now + lifetime + rule.grace / 2
+                    && now.duration_since(e.confirmed) < rule.recheck =>
+            {
+                State::Fresh
+            }
+            Some(e) => State::Stale {
+                live: e.expires > now,
+            },
+            None => State::Stale { live: false },
+        }
+    }
+
+    /// Records elements the kernel confirmed at `now`.
+    pub fn record(&mut self, elements: impl IntoIterator<Item = Confirmed>, now: Instant) {
+        for c in elements {
+            let e = self
+                .map
+                .entry(c.key.as_bytes().into())
+                .or_insert_with(|| LedgerEntry {
+                    expires: now,
+                    confirmed: now,
+                    names: Vec::new(),
+                    endpoint_sets: Vec::new(),
+                });
+            e.expires = now + c.timeout;
+            e.confirmed = now;
+            if !e.names.contains(&c.name) {
+                if e.names.len() == MAX_NAMES {
+                    e.names.remove(0);
+                }
+                e.names.push(c.name);
+            }
+            for s in c.endpoint_sets {
+                if !e.endpoint_sets.contains(&s) {
+                    e.endpoint_sets.push(s);
+                }
+            }
+        }
+    }
+
+    /// Live elements of set `set`: (element key bytes, entry).
+    pub fn live(&self, set: u16, now: Instant) -> impl Iterator<Item = (&[u8], &LedgerEntry)> {
+        self.map.iter().filter_map(move |(k, e)| {
+            (k[..2] == set.to_be_bytes() && e.expires > now).then_some((&k[2..], e))
+        })
+    }
+
+    /// Every element that outlives `margin`: (set, element key bytes, time left) — what a
+    /// resync writes back.
+    pub fn outliving(&self, now: Instant, margin: Duration) -> Vec<(u16, Box<[u8]>, Duration)> {
+        self.map
+            .iter()
+            .filter(|(_, e)| e.expires > now + margin)
+            .map(|(k, e)| {
+                (
+                    u16::from_be_bytes([k[0], k[1]]),
+                    k[2..].into(),
+                    e.expires - now,
+                )
+            })
+            .collect()
+    }
+
+    /// Forgets expired elements.
+    pub fn prune(&mut self, now: Instant) {
+        self.map.retain(|_, e| e.expires > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let ports: Vec<PortSpec> = vec!["udp/123".parse().unwrap(), "tcp/443".parse().unwrap()];
+        let ip: IpAddr = "192.0.2.40".parse().unwrap();
+        let keys: Vec<ElementKey> = element_keys(3, ip, FenceMode::AddrPort, &ports).collect();
+        assert_eq!(
+            keys[0].element(),
+            &[192, 0, 2, 40, 17, 0, 0, 0, 0, 123, 0, 0]
+        );
+        assert_eq!(keys[0].set(), 3);
+        assert_eq!(decode_key(keys[1].element()), Some((ip, Some(ports[1]))));
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let keys: Vec<ElementKey> = element_keys(0, v6, FenceMode::Addr, &ports).collect();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(decode_key(keys[0].element()), Some((v6, None)));
+        let with_port = element_keys(0, v6, FenceMode::AddrPort, &ports)
+            .next()
+            .unwrap();
+        assert_eq!(with_port.element().len(), 24);
+    }
+
+    #[test]
+    fn one_freshness_rule() {
+        let rule = Freshness {
+            grace: Duration::from_secs(60),
+            recheck: Duration::from_secs(5),
+        };
+        let key = ElementKey::new(0, "192.0.2.1".parse().unwrap(), None);
+        let t0 = Instant::now();
+        let mut l = Ledger::default();
+        let ttl = Duration::from_secs(300);
+        assert_eq!(l.state(&key, ttl, t0, rule), State::Stale { live: false });
+        l.record(
+            [Confirmed {
+                key,
+                timeout: ttl + rule.grace,
+                name: "a.example".into(),
+                endpoint_sets: vec![1],
+            }],
+            t0,
+        );
+        assert_eq!(l.state(&key, ttl, t0, rule), State::Fresh);
+        // Past the recheck interval: written again (it may have been deleted by hand).
+        let later = t0 + Duration::from_secs(6);
+        assert_eq!(l.state(&key, ttl, later, rule), State::Stale { live: true });
+        // An answer that outlives the element by more than half the grace: refreshed.
+        let longer = Duration::from_secs(340);
+        assert_eq!(l.state(&key, longer, t0, rule), State::Stale { live: true });
+        assert_eq!(l.live(0, t0).count(), 1);
+        assert_eq!(l.live(1, t0).count(), 0);
+        l.prune(t0 + Duration::from_secs(400));
+        assert_eq!(l.live(0, t0).count(), 0);
+    }
+}

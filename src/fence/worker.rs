@@ -1,0 +1,326 @@
+//! The fence thread: it owns the netlink socket (blocking, in the configured network namespace),
+//! drains every admit that is waiting into one netlink batch, records what the kernel confirmed
+//! in the ledger, and checks every `resync_interval` that the table and sets still exist —
+//! recreating them and writing every live element back when someone wiped them.
+//!
+//! Refreshing an element: NEWSETELEM leaves an existing element's timeout unchanged on kernels
+//! before 6.11, so a refresh is DESTROYSETELEM + NEWSETELEM in the same transaction (DESTROY needs
+//! Linux 6.3; on older kernels dnsfence falls back to add-only and says so once).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use super::netlink::{FAMILY_INET, NftSocket, OpKind, OpResult, SetOp};
+use super::{AdmitError, AdmitJob, FenceError, Pending, State, lock, nft};
+
+/// Admits are coalesced into one batch until it holds this many elements (about 100 KiB of
+/// netlink: a batch must fit in one send).
+const MAX_BATCH_ELEMENTS: usize = 2048;
+
+/// The fence thread.
+pub(super) struct Worker {
+    state: Arc<State>,
+    sock: NftSocket,
+    destroy_supported: bool,
+    last_check: Instant,
+}
+
+impl Worker {
+    pub(super) fn init(state: Arc<State>) -> Result<Worker, FenceError> {
+        if let Some(ns) = &state.cfg.netns {
+            enter_netns(ns).map_err(|e| FenceError::Netns(ns.clone(), e))?;
+        }
+        let sock = NftSocket::open(Duration::from_secs(2)).map_err(FenceError::Socket)?;
+        nft::run_script(&state.cfg.nft, &nft::setup_script(&state.plans))
+            .map_err(FenceError::Setup)?;
+        state.healthy.store(true, Ordering::Relaxed);
+        tracing::info!(
+            sets = state.sets.len(),
+            netns = state.cfg.netns.as_deref().unwrap_or("(own)"),
+            "fence ready: table and sets in place, static ranges loaded"
+        );
+        Ok(Worker {
+            state,
+            sock,
+            destroy_supported: true,
+            last_check: Instant::now(),
+        })
+    }
+
+    pub(super) fn run(&mut self, rx: mpsc::Receiver<AdmitJob>) {
+        loop {
+            let wait = self
+                .state
+                .cfg
+                .resync_interval
+                .saturating_sub(self.last_check.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(first) => {
+                    let mut size = first.elements.len();
+                    let mut jobs = vec![first];
+                    while size < MAX_BATCH_ELEMENTS {
+                        match rx.try_recv() {
+                            Ok(j) => {
+                                size += j.elements.len();
+                                jobs.push(j);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.process(jobs);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if self.last_check.elapsed() >= self.state.cfg.resync_interval {
+                self.check();
+            }
+        }
+    }
+
+    /// Writes the jobs' elements in one transaction, retrying the innocent when one job's update
+    /// is refused (the kernel then commits nothing), and answers each job.
+    fn process(&mut self, mut jobs: Vec<AdmitJob>) {
+        let mut resynced = false;
+        for _round in 0..4 {
+            if jobs.is_empty() {
+                return;
+            }
+            let sets = &self.state.sets;
+            let mut ops: Vec<SetOp<'_>> = Vec::new();
+            let mut owner: Vec<(usize, OpKind)> = Vec::new();
+            for (j, job) in jobs.iter().enumerate() {
+                let mut by_set: Vec<(u16, Vec<&Pending>)> = Vec::new();
+                for p in &job.elements {
+                    let set = p.element.key.set();
+                    match by_set.iter_mut().find(|(s, _)| *s == set) {
+                        Some((_, v)) => v.push(p),
+                        None => by_set.push((set, vec![p])),
+                    }
+                }
+                for (set, elems) in by_set {
+                    let s = &sets[set as usize];
+                    let refresh: Vec<(Vec<u8>, Option<u64>)> = elems
+                        .iter()
+                        .filter(|p| p.refresh)
+                        .map(|p| (p.element.key.element().to_vec(), None))
+                        .collect();
+                    if self.destroy_supported && !refresh.is_empty() {
+                        ops.push(SetOp {
+                            kind: OpKind::Destroy,
+                            family: FAMILY_INET,
+                            table: &s.table,
+                            set: &s.name,
+                            elements: refresh,
+                        });
+                        owner.push((j, OpKind::Destroy));
+                    }
+                    ops.push(SetOp {
+                        kind: OpKind::Add,
+                        family: FAMILY_INET,
+                        table: &s.table,
+                        set: &s.name,
+                        elements: elems
+                            .iter()
+                            .map(|p| {
+                                let timeout = p.element.timeout.as_millis() as u64;
+                                (p.element.key.element().to_vec(), Some(timeout))
+                            })
+                            .collect(),
+                    });
+                    owner.push((j, OpKind::Add));
+                }
+            }
+            let stats = &self.state.stats;
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            let results = match self.sock.apply(&ops) {
+                Ok(r) => r,
+                Err(e) => {
+                    let msg = format!("netlink: {e}");
+                    self.fail_all(jobs, &msg);
+                    return;
+                }
+            };
+            drop(ops);
+            // Per job: the first error, and whether anything was only aborted.
+            let mut verdict: Vec<(Option<i32>, bool, bool)> =
+                vec![(None, false, false); jobs.len()];
+            for ((j, kind), r) in owner.iter().zip(&results) {
+                match r {
+                    OpResult::Ok => {}
+                    OpResult::Aborted => verdict[*j].1 = true,
+                    OpResult::Err(e) => {
+                        if *kind == OpKind::Destroy
+                            && (*e == libc::EOPNOTSUPP || *e == libc::EINVAL)
+                        {
+                            verdict[*j].2 = true;
+                        } else if verdict[*j].0.is_none() {
+                            verdict[*j].0 = Some(*e);
+                        }
+                    }
+                }
+            }
+            if verdict.iter().any(|v| v.2) && self.destroy_supported {
+                tracing::warn!(
+                    "this kernel has no DESTROYSETELEM (Linux < 6.3): refreshed elements keep their old timeout until they expire"
+                );
+                self.destroy_supported = false;
+            }
+            let mut retry = Vec::new();
+            let mut missing = Vec::new();
+            for (job, (err, aborted, destroy_unsupported)) in jobs.into_iter().zip(verdict) {
+                match err {
+                    Some(e) if e == libc::ENOENT && !resynced => missing.push(job),
+                    Some(e) => self.finish(job, Err(errno_text(e))),
+                    None if aborted || destroy_unsupported => retry.push(job),
+                    None => self.finish(job, Ok(())),
+                }
+            }
+            if !missing.is_empty() {
+                // A write found the table or a set gone: restore everything now, then retry.
+                resynced = true;
+                stats.resyncs_write_failure.fetch_add(1, Ordering::Relaxed);
+                self.resync("write_failed");
+                retry.extend(missing);
+            }
+            jobs = retry;
+        }
+        self.fail_all(jobs, "gave up after repeated aborted batches");
+    }
+
+    fn fail_all(&self, jobs: Vec<AdmitJob>, msg: &str) {
+        for job in jobs {
+            self.finish(job, Err(msg.to_string()));
+        }
+    }
+
+    fn finish(&self, mut job: AdmitJob, result: Result<(), String>) {
+        let stats = &self.state.stats;
+        let now = Instant::now();
+        match &result {
+            Ok(()) => {
+                stats.admits_ok.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .elements_written
+                    .fetch_add(job.elements.len() as u64, Ordering::Relaxed);
+                stats.admit_micros_total.fetch_add(
+                    now.duration_since(job.enqueued).as_micros() as u64,
+                    Ordering::Relaxed,
+                );
+                self.state.healthy.store(true, Ordering::Relaxed);
+                let confirmed = std::mem::take(&mut job.elements).into_iter();
+                lock(&self.state.ledger).record(confirmed.map(|p| p.element), now);
+            }
+            Err(msg) => {
+                stats.admits_failed.fetch_add(1, Ordering::Relaxed);
+                self.state.healthy.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %msg, elements = job.elements.len(), "fence admit failed");
+                *lock(&self.state.last_error) = Some(msg.clone());
+            }
+        }
+        if let Some(reply) = job.reply.take() {
+            let _ = reply.send(result.map_err(AdmitError::Kernel));
+        }
+    }
+
+    /// The periodic check: the table and every set must exist; if not, resync.
+    fn check(&mut self) {
+        self.last_check = Instant::now();
+        let mut missing = None;
+        for s in &self.state.sets {
+            match self.sock.set_exists(FAMILY_INET, &s.table, &s.name) {
+                Ok(true) => {}
+                Ok(false) => {
+                    missing = Some(format!("set inet {} {} is gone", s.table, s.name));
+                    break;
+                }
+                Err(e) => {
+                    missing = Some(format!("checking set {}: {e}", s.name));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = missing {
+            tracing::warn!(reason = %why, "fence resync");
+            self.state
+                .stats
+                .resyncs_missing
+                .fetch_add(1, Ordering::Relaxed);
+            self.resync("missing");
+        }
+        lock(&self.state.ledger).prune(Instant::now());
+    }
+
+    /// Recreates the table and sets, reloads the static ranges and writes every live element back
+    /// with its remaining timeout.
+    fn resync(&mut self, reason: &str) {
+        if let Err(e) = nft::run_script(&self.state.cfg.nft, &nft::setup_script(&self.state.plans))
+        {
+            self.state
+                .stats
+                .resync_failures
+                .fetch_add(1, Ordering::Relaxed);
+            self.state.healthy.store(false, Ordering::Relaxed);
+            tracing::error!(error = %e, reason, "fence resync failed");
+            *lock(&self.state.last_error) = Some(e);
+            return;
+        }
+        // Copied out under the lock, written without it.
+        let live = lock(&self.state.ledger).outliving(Instant::now(), Duration::from_millis(500));
+        let count = live.len();
+        for chunk in live.chunks(1024) {
+            let mut ops: Vec<SetOp<'_>> = Vec::new();
+            for (set, key, left) in chunk {
+                let ms = left.as_millis() as u64;
+                let s = &self.state.sets[*set as usize];
+                match ops
+                    .iter_mut()
+                    .find(|o| o.set == s.name && o.table == s.table)
+                {
+                    Some(op) => op.elements.push((key.to_vec(), Some(ms))),
+                    None => ops.push(SetOp {
+                        kind: OpKind::Add,
+                        family: FAMILY_INET,
+                        table: &s.table,
+                        set: &s.name,
+                        elements: vec![(key.to_vec(), Some(ms))],
+                    }),
+                }
+            }
+            match self.sock.apply(&ops) {
+                Ok(r) if r.iter().all(|r| *r == OpResult::Ok) => {}
+                Ok(r) => tracing::warn!(results = ?r, "fence resync: some elements were refused"),
+                Err(e) => tracing::warn!(error = %e, "fence resync: netlink failed"),
+            }
+        }
+        self.state.healthy.store(true, Ordering::Relaxed);
+        tracing::info!(
+            reason,
+            elements = count,
+            "fence resynced: table, sets, static ranges and live elements restored"
+        );
+    }
+}
+
+fn errno_text(e: i32) -> String {
+    format!("{} (errno {e})", std::io::Error::from_raw_os_error(e))
+}
+
+/// Moves the calling thread into the named network namespace (`ip netns add NAME`).
+fn enter_netns(name: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let path = ["/run/netns", "/var/run/netns"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.exists())
+        .ok_or_else(|| "not found in /run/netns (create it with `ip netns add`)".to_string())?;
+    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: setns(2) on a valid namespace descriptor; it only changes this thread's namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(format!("setns: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
