@@ -12,7 +12,7 @@ use crate::sockopt;
 
 /// Largest datagram read; larger ones are truncated by the kernel and fail to parse. Also the
 /// size of each answer buffer (`max_udp_payload` is at most this).
-pub const MAX_DATAGRAM: usize = 4096;
+pub const MAX_DATAGRAM: usize = crate::config::MAX_UDP_PAYLOAD as usize;
 
 /// Kernel receive buffer asked for each UDP socket (root gets it whole; others up to
 /// `net.core.rmem_max`).

@@ -1,0 +1,316 @@
+//! The config file's serde layer: the TOML as written, with every default, before validation.
+//! `deny_unknown_fields` everywhere, so that a misspelt key is an error rather than a silently
+//! ignored setting. `config/mod.rs` turns these into the validated [`super::Config`].
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{AdmitFailure, DenyRcode, FenceBackend, FenceMode, LogLevel, ViewMode};
+use crate::zones::TenantRegion;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) server: RawServer,
+    #[serde(default)]
+    pub(super) zones: RawZones,
+    #[serde(default)]
+    pub(super) upstream: RawUpstream,
+    #[serde(default)]
+    pub(super) query_log: RawQueryLog,
+    #[serde(default)]
+    pub(super) fence: RawFence,
+    #[serde(default)]
+    pub(super) http: RawHttp,
+    #[serde(default)]
+    pub(super) view: Vec<Spanned<RawView>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    #[serde(default = "default_http_listen")]
+    pub(super) listen: Spanned<String>,
+    #[serde(default = "default_max_denied_domains")]
+    pub(super) max_denied_domains: usize,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            listen: default_http_listen(),
+            max_denied_domains: default_max_denied_domains(),
+        }
+    }
+}
+
+pub(super) fn default_http_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9153".to_string())
+}
+pub(super) fn default_max_denied_domains() -> usize {
+    200
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFence {
+    #[serde(default)]
+    pub(super) enabled: bool,
+    #[serde(default = "default_backend")]
+    pub(super) backend: FenceBackend,
+    #[serde(default)]
+    pub(super) netns: Option<Spanned<String>>,
+    #[serde(default = "default_nft")]
+    pub(super) nft: PathBuf,
+    #[serde(default = "default_fence_min_ttl_secs")]
+    pub(super) min_ttl_secs: u64,
+    #[serde(default = "default_fence_max_ttl_secs")]
+    pub(super) max_ttl_secs: u64,
+    #[serde(default = "default_grace_secs")]
+    pub(super) grace_secs: u64,
+    #[serde(default = "default_admit_deadline_ms")]
+    pub(super) admit_deadline_ms: u64,
+    #[serde(default = "default_on_admit_failure")]
+    pub(super) on_admit_failure: AdmitFailure,
+    #[serde(default = "default_resync_interval_ms")]
+    pub(super) resync_interval_ms: u64,
+    #[serde(default = "default_recheck_ms")]
+    pub(super) recheck_ms: u64,
+}
+
+impl Default for RawFence {
+    fn default() -> Self {
+        RawFence {
+            enabled: false,
+            backend: default_backend(),
+            netns: None,
+            nft: default_nft(),
+            min_ttl_secs: default_fence_min_ttl_secs(),
+            max_ttl_secs: default_fence_max_ttl_secs(),
+            grace_secs: default_grace_secs(),
+            admit_deadline_ms: default_admit_deadline_ms(),
+            on_admit_failure: default_on_admit_failure(),
+            resync_interval_ms: default_resync_interval_ms(),
+            recheck_ms: default_recheck_ms(),
+        }
+    }
+}
+
+pub(super) fn default_backend() -> FenceBackend {
+    FenceBackend::Nftables
+}
+pub(super) fn default_nft() -> PathBuf {
+    PathBuf::from("nft")
+}
+pub(super) fn default_fence_min_ttl_secs() -> u64 {
+    300
+}
+pub(super) fn default_fence_max_ttl_secs() -> u64 {
+    86_400
+}
+pub(super) fn default_grace_secs() -> u64 {
+    60
+}
+pub(super) fn default_admit_deadline_ms() -> u64 {
+    50
+}
+pub(super) fn default_on_admit_failure() -> AdmitFailure {
+    AdmitFailure::Answer
+}
+pub(super) fn default_resync_interval_ms() -> u64 {
+    5_000
+}
+pub(super) fn default_recheck_ms() -> u64 {
+    5_000
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawViewFence {
+    #[serde(default)]
+    pub(super) table: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) set_v4: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) set_v6: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) net_v4: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) net_v6: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) mode: Option<FenceMode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    #[serde(default = "default_listen")]
+    pub(super) listen: Vec<Spanned<String>>,
+    #[serde(default = "default_tcp_idle_timeout_ms")]
+    pub(super) tcp_idle_timeout_ms: u64,
+    #[serde(default = "default_max_udp_payload")]
+    pub(super) max_udp_payload: u16,
+    #[serde(default)]
+    pub(super) udp_workers: usize,
+    #[serde(default)]
+    pub(super) busy_poll_us: u64,
+    #[serde(default)]
+    pub(super) rate_limit_qps: u32,
+    #[serde(default)]
+    pub(super) rate_limit_burst: u32,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: default_listen(),
+            tcp_idle_timeout_ms: default_tcp_idle_timeout_ms(),
+            max_udp_payload: default_max_udp_payload(),
+            udp_workers: 0,
+            busy_poll_us: 0,
+            rate_limit_qps: 0,
+            rate_limit_burst: 0,
+        }
+    }
+}
+
+pub(super) fn default_listen() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "127.0.0.1:5353".to_string())]
+}
+pub(super) fn default_tcp_idle_timeout_ms() -> u64 {
+    5_000
+}
+/// Past a few hundred microseconds a spin buys no latency, only CPU; 10 ms is a generous cap.
+pub(super) const MAX_BUSY_POLL_US: u64 = 10_000;
+
+pub(super) fn default_max_udp_payload() -> u16 {
+    1232
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawZones {
+    #[serde(default = "default_zones_dir")]
+    pub(super) dir: PathBuf,
+    #[serde(default = "default_tenant_regions")]
+    pub(super) tenant_regions: Vec<TenantRegion>,
+}
+
+impl Default for RawZones {
+    fn default() -> Self {
+        RawZones {
+            dir: default_zones_dir(),
+            tenant_regions: default_tenant_regions(),
+        }
+    }
+}
+
+pub(super) fn default_zones_dir() -> PathBuf {
+    PathBuf::from("../zones")
+}
+pub(super) fn default_tenant_regions() -> Vec<TenantRegion> {
+    vec![TenantRegion::Na, TenantRegion::Eu, TenantRegion::Ap]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    #[serde(default)]
+    pub(super) servers: Vec<Spanned<String>>,
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub(super) timeout_ms: u64,
+    #[serde(default = "default_cache_size")]
+    pub(super) cache_size: u64,
+    #[serde(default)]
+    pub(super) positive_min_ttl_secs: u64,
+    #[serde(default = "default_positive_max_ttl_secs")]
+    pub(super) positive_max_ttl_secs: u64,
+    #[serde(default)]
+    pub(super) negative_min_ttl_secs: u64,
+    #[serde(default = "default_negative_max_ttl_secs")]
+    pub(super) negative_max_ttl_secs: u64,
+    #[serde(default = "default_probe_interval_ms")]
+    pub(super) probe_interval_ms: u64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            servers: Vec::new(),
+            timeout_ms: default_upstream_timeout_ms(),
+            cache_size: default_cache_size(),
+            positive_min_ttl_secs: 0,
+            positive_max_ttl_secs: default_positive_max_ttl_secs(),
+            negative_min_ttl_secs: 0,
+            negative_max_ttl_secs: default_negative_max_ttl_secs(),
+            probe_interval_ms: default_probe_interval_ms(),
+        }
+    }
+}
+
+pub(super) fn default_upstream_timeout_ms() -> u64 {
+    2_000
+}
+pub(super) fn default_cache_size() -> u64 {
+    10_000
+}
+pub(super) fn default_positive_max_ttl_secs() -> u64 {
+    86_400
+}
+pub(super) fn default_negative_max_ttl_secs() -> u64 {
+    3_600
+}
+pub(super) fn default_probe_interval_ms() -> u64 {
+    10_000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueryLog {
+    #[serde(default = "default_log_level")]
+    pub(super) level: LogLevel,
+    #[serde(default)]
+    pub(super) path: Option<PathBuf>,
+}
+
+impl Default for RawQueryLog {
+    fn default() -> Self {
+        RawQueryLog {
+            level: default_log_level(),
+            path: None,
+        }
+    }
+}
+
+pub(super) fn default_log_level() -> LogLevel {
+    LogLevel::Denied
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawView {
+    pub(super) name: Spanned<String>,
+    pub(super) networks: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) profiles: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) sets: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) exclude_sets: Vec<Spanned<String>>,
+    #[serde(default = "default_deny_rcode")]
+    pub(super) deny_rcode: DenyRcode,
+    #[serde(default = "default_mode")]
+    pub(super) mode: ViewMode,
+    #[serde(default)]
+    pub(super) fence: RawViewFence,
+}
+
+pub(super) fn default_deny_rcode() -> DenyRcode {
+    DenyRcode::Refused
+}
+pub(super) fn default_mode() -> ViewMode {
+    ViewMode::Enforce
+}
