@@ -3,6 +3,7 @@
 #
 #   bash benches/dnsperf.sh            # about 8 minutes; run as root for the nftables fence
 #   SECONDS_PER_RUN=10 ROUNDS=5 LAT_ROUNDS=7 bash benches/dnsperf.sh
+#   BASE_BIN=/path/to/older/dnsfence bash benches/dnsperf.sh   # adds a "dnsfence-base" row
 #
 # An NSD authoritative server on 127.0.0.1:5300 serves every catalog name (a root zone, so one
 # zone covers them all, response-rate limiting off). dnsfence (as shipped, and with
@@ -36,6 +37,7 @@ cleanup() {
   if [ -n "$netns" ]; then
     ip netns del "$netns" 2>/dev/null || true
     ip netns del "$netns-bp" 2>/dev/null || true
+    ip netns del "$netns-base" 2>/dev/null || true
   fi
   rm -rf "$W"
 }
@@ -96,6 +98,7 @@ if [ "$(id -u)" = 0 ] && command -v nft >/dev/null && command -v ip >/dev/null; 
   netns="dnsfence-perf-$$"
   ip netns add "$netns"
   ip netns add "$netns-bp"
+  ip netns add "$netns-base"
   fence_section="[fence]
 enabled = true
 netns = \"$netns\""
@@ -126,6 +129,8 @@ EOF
 # dnsfence as shipped (workers sleep when idle), and with busy polling (see README).
 dnsfence_config 5310 5319 0 "$netns" > "$W/dnsfence.toml"
 dnsfence_config 5313 5318 200 "$netns-bp" > "$W/dnsfence-bp.toml"
+# With BASE_BIN, an older build on the same config: a before/after comparison in one run.
+dnsfence_config 5314 5317 0 "$netns-base" > "$W/dnsfence-base.toml"
 cat > "$W/unbound.conf" <<EOF
 server:
   interface: 127.0.0.1@5312
@@ -154,6 +159,7 @@ start() { # name port -> sets SERVER_PID
   case $1 in
     dnsfence) taskset -c 0 "$BIN" run -c "$W/dnsfence.toml" 2> "$W/dnsfence.log" & ;;
     dnsfence-bp) taskset -c 0 "$BIN" run -c "$W/dnsfence-bp.toml" 2> "$W/dnsfence-bp.log" & ;;
+    dnsfence-base) taskset -c 0 "$BASE_BIN" run -c "$W/dnsfence-base.toml" 2> "$W/dnsfence-base.log" & ;;
     dnsmasq) taskset -c 0 dnsmasq -k -C /dev/null -p 5311 --listen-address=127.0.0.1 --bind-interfaces \
                --no-resolv --no-hosts --server=127.0.0.1#5300 --cache-size=10000 --user=root \
                --pid-file="$W/dnsmasq.pid" 2> "$W/dnsmasq.log" & ;;
@@ -169,6 +175,10 @@ start() { # name port -> sets SERVER_PID
 }
 SERVERS="dnsfence:5310 dnsfence-bp:5313 dnsmasq:5311 unbound:5312"
 NAMES="dnsfence dnsfence-bp dnsmasq unbound"
+if [ -n "${BASE_BIN:-}" ]; then
+  SERVERS="$SERVERS dnsfence-base:5314"
+  NAMES="$NAMES dnsfence-base"
+fi
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Throughput: dnsperf's sender and receiver threads share CPU 1. Under the default scheduler
 # every answer that lands while the receiver sleeps wakes it and preempts the sender: ~20k
@@ -262,6 +272,12 @@ printf "dnsfence, denial flood of 300k distinct names: %.0f qps (%s of its repea
   "${R[flood]}" "$(awk -v a="${R[flood]}" -v b="${R[dnsfence.denied.qps]}" 'BEGIN {printf "%.2fx", a / b}')"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}'; }
 echo
+if [ -n "${BASE_BIN:-}" ]; then
+  echo "dnsfence / dnsfence-base: cached allowed qps $(ratio "${R[dnsfence.allowed.qps]}" "${R[dnsfence-base.allowed.qps]}")x," \
+    "denied qps $(ratio "${R[dnsfence.denied.qps]}" "${R[dnsfence-base.denied.qps]}")x," \
+    "CPU per answer $(ratio "${R[dnsfence.allowed.cpu]}" "${R[dnsfence-base.allowed.cpu]}")x," \
+    "p99 $(ratio "${R[dnsfence.p99]}" "${R[dnsfence-base.p99]}")x"
+fi
 for d in dnsfence dnsfence-bp; do
   for peer in dnsmasq unbound; do
     echo "$d / $peer: cached allowed qps $(ratio "${R[$d.allowed.qps]}" "${R[$peer.allowed.qps]}")x," \
