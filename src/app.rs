@@ -91,6 +91,9 @@ impl App {
     /// Builds everything but the sockets. Must run inside a tokio runtime (the log writer task).
     pub async fn build(config: Config) -> Result<App, StartError> {
         let policy = compile(&config)?;
+        for w in &policy.catalog.warnings {
+            tracing::warn!(warning = %w, "zone catalog");
+        }
         let upstream = Upstream::new(&config.upstream)?;
         let log = QueryLog::start(&config.query_log).await?;
         let fence = if config.fence.enabled {

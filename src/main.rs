@@ -115,6 +115,9 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
         catalog.network_count(),
         catalog.profiles().len()
     );
+    for w in &catalog.warnings {
+        println!("warning: {w}");
+    }
     let upstream_source = if config.upstream.from_resolv_conf {
         " (from /etc/resolv.conf)"
     } else {

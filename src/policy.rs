@@ -67,6 +67,8 @@ pub struct View {
     pub mode: ViewMode,
     /// The answer for denied names.
     pub deny_rcode: DenyRcode,
+    /// TTL and MINIMUM of the SOA of NXDOMAIN denials.
+    pub deny_ttl: u32,
     /// Catalog indices of the endpoint sets this view allows, sorted.
     pub sets: Vec<u32>,
     /// Names of those sets, compiled; values are catalog indices.
@@ -261,6 +263,7 @@ impl Policy {
                 networks: vc.networks.clone(),
                 mode: vc.mode,
                 deny_rcode: vc.deny_rcode,
+                deny_ttl: vc.deny_ttl,
                 sets,
                 matcher,
             });

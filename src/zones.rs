@@ -55,6 +55,32 @@ pub enum ZoneError {
     Empty(PathBuf),
 }
 
+/// Something in a zone file that is allowed but worth an admin's eye, named like an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneWarning {
+    /// The zone file.
+    pub path: PathBuf,
+    /// 1-based line of the entry.
+    pub line: usize,
+    /// The entry as written.
+    pub entry: String,
+    /// What is worth checking.
+    pub reason: String,
+}
+
+impl fmt::Display for ZoneWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: '{}': {}",
+            self.path.display(),
+            self.line,
+            self.entry,
+            self.reason
+        )
+    }
+}
+
 /// How Microsoft categorises an endpoint set (Optimize / Allow / Default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -159,6 +185,8 @@ pub struct EndpointSet {
     pub names: Vec<Pattern>,
     /// Static address ranges.
     pub networks: Vec<IpNet>,
+    /// Declared to open names under a multi-tenant suffix on purpose (see [`wildcard_scope`]).
+    pub multi_tenant: bool,
     /// The file it came from.
     pub source: PathBuf,
 }
@@ -168,6 +196,8 @@ pub struct EndpointSet {
 pub struct Catalog {
     /// Endpoint sets in file-name order, then file order.
     pub sets: Vec<EndpointSet>,
+    /// What `check` reports and start-up logs without refusing.
+    pub warnings: Vec<ZoneWarning>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +223,39 @@ struct RawSet {
     names: Vec<Spanned<String>>,
     #[serde(default)]
     networks: Vec<Spanned<String>>,
+    #[serde(default)]
+    multi_tenant: bool,
+}
+
+/// Suffixes under which any cloud customer names its own resources, that the public-suffix list
+/// does not (yet) list: treated like its private section.
+const MULTI_TENANT_UNLISTED: &[&str] = &[
+    // Azure Web PubSub, SignalR, Service Bus, IoT Hub, Key Vault: <resource>.<suffix>.
+    "webpubsub.azure.com",
+    "service.signalr.net",
+    "servicebus.windows.net",
+    "azure-devices.net",
+    "vault.azure.net",
+];
+
+/// Where a wildcard pattern sits against the public-suffix list: `Some((type, suffix))` when
+/// the literal part it is under (`azureedge.net` of `*.azureedge.net` or `swd*-mscdn.azureedge.net`)
+/// is itself a public suffix. Under an ICANN suffix (`*.com`, `*.co.uk`) the pattern would allow
+/// every domain registered there; under a private one (`*.azureedge.net`,
+/// `*.blob.core.windows.net`) every tenant of a hosting provider, not only Microsoft.
+pub fn wildcard_scope(pattern: &Pattern) -> Option<(psl::Type, &str)> {
+    let parent = match pattern {
+        Pattern::Exact(_) => return None,
+        Pattern::Subdomains(p) | Pattern::LabelGlob { parent: p, .. } => p.as_str(),
+    };
+    if MULTI_TENANT_UNLISTED.contains(&parent) {
+        return Some((psl::Type::Private, parent));
+    }
+    let suffix = psl::suffix(parent.as_bytes())?;
+    if suffix.trim().as_bytes() != parent.as_bytes() {
+        return None;
+    }
+    Some((suffix.typ()?, parent))
 }
 
 /// 1-based line number of a byte offset.
@@ -228,7 +291,7 @@ impl Catalog {
                 path: path.clone(),
                 source,
             })?;
-            for (set, line) in parse_file(&path, &text)? {
+            for (set, line) in parse_file(&path, &text, &mut catalog.warnings)? {
                 if let Some((first, first_line)) = seen.get(&set.id) {
                     return Err(ZoneError::Entry {
                         path,
@@ -268,8 +331,13 @@ impl Catalog {
     }
 }
 
-/// Parses one zone file's text; `path` is only used in errors.
-pub fn parse_file(path: &Path, text: &str) -> Result<Vec<(EndpointSet, usize)>, ZoneError> {
+/// Parses one zone file's text; `path` is only used in errors and warnings, which are added to
+/// `warnings`.
+pub fn parse_file(
+    path: &Path,
+    text: &str,
+    warnings: &mut Vec<ZoneWarning>,
+) -> Result<Vec<(EndpointSet, usize)>, ZoneError> {
     let file: ZoneFile = toml::from_str(text).map_err(|e| ZoneError::Syntax {
         path: path.to_path_buf(),
         line: e.span().map_or(1, |s| line_of(text, s.start)),
@@ -330,7 +398,35 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<(EndpointSet, usize)>, 
         for n in &raw.names {
             let pattern = Pattern::parse(n.get_ref())
                 .map_err(|e| entry_err(n.span(), n.get_ref(), e.reason.into()))?;
-            if !names.contains(&pattern) {
+            let warn = |reason: String| ZoneWarning {
+                path: path.to_path_buf(),
+                line: line_of(text, n.span().start),
+                entry: n.get_ref().clone(),
+                reason,
+            };
+            match wildcard_scope(&pattern) {
+                Some((psl::Type::Icann, suffix)) => {
+                    return Err(entry_err(
+                        n.span(),
+                        n.get_ref(),
+                        format!(
+                            "a wildcard directly under the public suffix '{suffix}' would allow \
+                             every domain registered there; list the names instead"
+                        ),
+                    ));
+                }
+                Some((psl::Type::Private, suffix)) if !raw.multi_tenant => warnings.push(warn(
+                    format!(
+                        "a wildcard directly under '{suffix}', a multi-tenant suffix (public-suffix \
+                         list, private section): any of its tenants can create such names. Narrow \
+                         it, or set multi_tenant = true on the set with the reason in a comment"
+                    ),
+                )),
+                _ => {}
+            }
+            if names.contains(&pattern) {
+                warnings.push(warn(format!("listed twice in endpoint set '{id}'")));
+            } else {
                 names.push(pattern);
             }
         }
@@ -371,6 +467,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<(EndpointSet, usize)>, 
                 tenant_region: raw.tenant_region,
                 names,
                 networks,
+                multi_tenant: raw.multi_tenant,
                 source: path.to_path_buf(),
             },
             line,
@@ -398,7 +495,7 @@ networks = ["17.0.0.0/8"]
 
     #[test]
     fn parses_a_set() {
-        let sets = parse_file(Path::new("zones/apple.toml"), GOOD).unwrap();
+        let sets = parse_file(Path::new("zones/apple.toml"), GOOD, &mut Vec::new()).unwrap();
         assert_eq!(sets.len(), 1);
         let (set, line) = &sets[0];
         assert_eq!(*line, 2);
@@ -409,7 +506,7 @@ networks = ["17.0.0.0/8"]
     }
 
     fn err(text: &str) -> String {
-        parse_file(Path::new("zones/apple.toml"), text)
+        parse_file(Path::new("zones/apple.toml"), text, &mut Vec::new())
             .unwrap_err()
             .to_string()
     }
@@ -437,6 +534,59 @@ networks = ["17.0.0.0/8"]
         );
         let text = GOOD.replace("17.0.0.0/8", "17.0.0/8");
         assert!(err(&text).starts_with("zones/apple.toml:11: '17.0.0/8': not a network"));
+    }
+
+    #[test]
+    fn no_wildcard_at_or_under_a_public_suffix() {
+        for (pattern, suffix) in [("*.com", "com"), ("*.co.uk", "co.uk"), ("x*.net", "net")] {
+            let text = GOOD.replace("\"*.itunes.apple.com\"", &format!("\"{pattern}\""));
+            let e = err(&text);
+            assert!(
+                e.starts_with(&format!("zones/apple.toml:10: '{pattern}': a wildcard directly under the public suffix '{suffix}'")),
+                "{e}"
+            );
+        }
+        let parse = |text: &str| {
+            let mut w = Vec::new();
+            parse_file(Path::new("z.toml"), text, &mut w).unwrap();
+            w
+        };
+        // Multi-tenant hosting (the list's private section, and Azure names it lacks): a warning,
+        // unless the set says so.
+        for pattern in [
+            "*.azureedge.net",
+            "swd*-mscdn.azureedge.net",
+            "*.blob.core.windows.net",
+            "*.webpubsub.azure.com",
+        ] {
+            let text = GOOD.replace("\"*.itunes.apple.com\"", &format!("\"{pattern}\""));
+            let w = parse(&text);
+            assert_eq!(w.len(), 1, "{pattern}: {w:?}");
+            assert_eq!((w[0].line, w[0].entry.as_str()), (10, pattern));
+            assert!(w[0].reason.contains("multi-tenant"), "{}", w[0]);
+            let declared = text.replace(
+                "profile = \"apple\"",
+                "profile = \"apple\"\nmulti_tenant = true",
+            );
+            assert!(
+                parse(&declared).is_empty(),
+                "{pattern} declared multi-tenant"
+            );
+        }
+        assert!(
+            parse(GOOD).is_empty(),
+            "*.itunes.apple.com is under a registrable domain"
+        );
+        let twice = GOOD.replace(
+            "\"ITunes.apple.com.\"",
+            "\"ITunes.apple.com.\", \"itunes.apple.com\"",
+        );
+        let w = parse(&twice);
+        assert_eq!(w.len(), 1);
+        assert_eq!(
+            w[0].to_string(),
+            "z.toml:10: 'itunes.apple.com': listed twice in endpoint set '178'"
+        );
     }
 
     #[test]

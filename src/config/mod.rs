@@ -19,6 +19,9 @@ use raw::*;
 
 mod raw;
 
+/// The longest a denial may be cached by clients.
+const MAX_DENY_TTL_SECS: u64 = 86_400;
+
 /// The largest `server.max_udp_payload`: the UDP workers' buffers are this big.
 pub const MAX_UDP_PAYLOAD: u16 = 4096;
 
@@ -319,6 +322,8 @@ pub struct ViewConfig {
     pub fence: ViewFence,
     /// Answer for denied names.
     pub deny_rcode: DenyRcode,
+    /// TTL and MINIMUM of the SOA in NXDOMAIN denials: how long stub caches keep the denial.
+    pub deny_ttl: u32,
     /// Enforce or report.
     pub mode: ViewMode,
     /// Line of the `[[view]]` header.
@@ -465,6 +470,15 @@ impl Config {
                 ));
             }
             let fence = view_fence(name, &v.fence, &entry)?;
+            let deny_ttl = *v.deny_ttl_secs.get_ref();
+            if deny_ttl > MAX_DENY_TTL_SECS {
+                let at = line_of(text, v.deny_ttl_secs.span().start).max(line);
+                return Err(whole(
+                    at,
+                    &deny_ttl.to_string(),
+                    "deny_ttl_secs must be at most 86400 (one day)",
+                ));
+            }
             views.push(ViewConfig {
                 name: name.to_string(),
                 networks,
@@ -473,6 +487,7 @@ impl Config {
                 exclude_sets: v.exclude_sets.iter().map(located).collect(),
                 fence,
                 deny_rcode: v.deny_rcode,
+                deny_ttl: deny_ttl as u32,
                 mode: v.mode,
                 line,
             });
@@ -714,7 +729,8 @@ profiles = ["apple"]
         assert_eq!(c.server.listen, ["127.0.0.1:5353".parse().unwrap()]);
         assert_eq!(c.upstream.timeout, Duration::from_secs(2));
         assert_eq!(c.zones.dir, Path::new("config/../zones"));
-        assert_eq!(c.views[0].deny_rcode, DenyRcode::Refused);
+        assert_eq!(c.views[0].deny_rcode, DenyRcode::Nxdomain);
+        assert_eq!(c.views[0].deny_ttl, 60);
         assert_eq!(c.views[0].mode, ViewMode::Enforce);
         assert_eq!(c.views[0].profiles[0].line, 8);
         assert_eq!(c.query_log.level, LogLevel::Denied);

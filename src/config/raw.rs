@@ -302,6 +302,8 @@ pub(super) struct RawView {
     pub(super) exclude_sets: Vec<Spanned<String>>,
     #[serde(default = "default_deny_rcode")]
     pub(super) deny_rcode: DenyRcode,
+    #[serde(default = "default_deny_ttl_secs")]
+    pub(super) deny_ttl_secs: Spanned<u64>,
     #[serde(default = "default_mode")]
     pub(super) mode: ViewMode,
     #[serde(default)]
@@ -309,7 +311,10 @@ pub(super) struct RawView {
 }
 
 pub(super) fn default_deny_rcode() -> DenyRcode {
-    DenyRcode::Refused
+    DenyRcode::Nxdomain
+}
+pub(super) fn default_deny_ttl_secs() -> Spanned<u64> {
+    Spanned::new(0..0, 60)
 }
 pub(super) fn default_mode() -> ViewMode {
     ViewMode::Enforce

@@ -74,15 +74,35 @@ pub struct Ede {
     pub text: &'static str,
 }
 
+/// The SOA of a denial, synthesized so that stub caches cache it (RFC 2308): its owner is a
+/// suffix of the question name (a compression pointer into the client's question, so no
+/// allocation and the client's case), its TTL and MINIMUM the view's `deny_ttl_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Soa {
+    /// Where the owner name starts in the message (12 + bytes of the question name skipped).
+    pub owner: u16,
+    /// TTL and MINIMUM.
+    pub ttl: u32,
+}
+
+/// MNAME of denial SOAs: `dnsfence.invalid.` (RFC 6761: never resolves).
+const SOA_MNAME: &[u8] = b"\x08dnsfence\x07invalid\x00";
+/// Bytes of a denial SOA record: owner pointer, type/class/TTL/length, MNAME, RNAME
+/// (`hostmaster.` + a pointer to MNAME), five counters.
+const SOA_LEN: usize = 2 + 10 + SOA_MNAME.len() + 11 + 2 + 20;
+
 /// What a query is answered with, decided before anything is encoded.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    /// Header, question and OPT: an error or a denial, with an extended error.
+    /// Header, question and OPT: an error or a denial, with an extended error; a denial may
+    /// carry a synthesized SOA in the authority section.
     Code {
         /// The response code (extended codes allowed).
         rcode: u16,
         /// The extended error, sent when the client speaks EDNS.
         ede: Option<Ede>,
+        /// A synthesized SOA for the authority section.
+        soa: Option<Soa>,
     },
     /// An answer (records, NODATA or NXDOMAIN).
     Answer {
@@ -99,6 +119,16 @@ impl Reply {
         Reply::Code {
             rcode,
             ede: Some(Ede { code, text }),
+            soa: None,
+        }
+    }
+
+    /// A bare code, without extended error.
+    pub fn bare(rcode: u16) -> Reply {
+        Reply::Code {
+            rcode,
+            ede: None,
+            soa: None,
         }
     }
 
@@ -123,7 +153,8 @@ pub const OPT_LEN: usize = 11;
 /// The largest reply to `q` before truncation: what a TCP buffer must hold.
 pub fn wire_len(reply: &Reply, q: &Parsed) -> usize {
     let body = match reply {
-        Reply::Code { .. } => q.question_end,
+        Reply::Code { soa: None, .. } => q.question_end,
+        Reply::Code { soa: Some(_), .. } => q.question_end + SOA_LEN,
         Reply::Answer { answer, .. } => answer.message().len().max(q.question_end),
     };
     body + opt_len(reply, q)
@@ -173,9 +204,47 @@ pub fn encode(
     }
     // A code, or an answer that does not fit: header, question, OPT.
     let truncated = matches!(reply, Reply::Answer { .. });
-    header(out, pkt, rcode, truncated, [qd, 0, 0, ar]);
+    let soa = match reply {
+        Reply::Code { soa: Some(soa), .. } if qe > 12 => Some(*soa),
+        _ => None,
+    };
+    header(
+        out,
+        pkt,
+        rcode,
+        truncated,
+        [qd, 0, u16::from(soa.is_some()), ar],
+    );
     out[12..qe].copy_from_slice(&pkt[12..qe]);
-    qe + write_opt(&mut out[qe..], reply, q, advertise)
+    let mut n = qe;
+    if let Some(soa) = soa {
+        n += write_soa(&mut out[n..], n, soa);
+    }
+    n + write_opt(&mut out[n..], reply, q, advertise)
+}
+
+/// A denial's SOA record at message offset `at`; returns its length.
+fn write_soa(out: &mut [u8], at: usize, soa: Soa) -> usize {
+    out[0] = 0xc0 | (soa.owner >> 8) as u8;
+    out[1] = soa.owner as u8;
+    out[2..4].copy_from_slice(&6u16.to_be_bytes()); // SOA
+    out[4..6].copy_from_slice(&1u16.to_be_bytes()); // IN
+    out[6..10].copy_from_slice(&soa.ttl.to_be_bytes());
+    out[10..12].copy_from_slice(&((SOA_LEN - 12) as u16).to_be_bytes());
+    let mname = 12;
+    out[mname..mname + SOA_MNAME.len()].copy_from_slice(SOA_MNAME);
+    let rname = mname + SOA_MNAME.len();
+    out[rname] = 10;
+    out[rname + 1..rname + 11].copy_from_slice(b"hostmaster");
+    let pointer = (at + mname) as u16;
+    out[rname + 11] = 0xc0 | (pointer >> 8) as u8;
+    out[rname + 12] = pointer as u8;
+    let counters = rname + 13;
+    // Serial, refresh, retry, expire: fixed; MINIMUM: the negative TTL (RFC 2308 §4).
+    for (i, v) in [1u32, 3600, 600, 86400, soa.ttl].into_iter().enumerate() {
+        out[counters + 4 * i..counters + 4 * i + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    SOA_LEN
 }
 
 fn count(msg: &[u8], at: usize) -> u16 {
@@ -281,14 +350,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // BADVERS: 16 = upper bits 1 in the OPT, low bits 0 in the header.
-        let out = encode_vec(
-            &Reply::Code {
-                rcode: rcode::BADVERS,
-                ede: None,
-            },
-            &pkt,
-            512,
-        );
+        let out = encode_vec(&Reply::bare(rcode::BADVERS), &pkt, 512);
         assert_eq!(out[3] & 0x0f, 0);
         let opt = 12 + NAME.len() + 4;
         assert_eq!(out[opt + 5], 1);
@@ -343,10 +405,7 @@ mod tests {
     fn header_only_when_there_is_no_question() {
         let mut pkt = query(NAME, 1, None);
         pkt[5] = 2;
-        let reply = Reply::Code {
-            rcode: rcode::FORMERR,
-            ede: None,
-        };
+        let reply = Reply::bare(rcode::FORMERR);
         let out = encode_vec(&reply, &pkt, 512);
         assert_eq!(out.len(), 12);
         let m = Message::from_vec(&out).unwrap();

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::policy::{Policy, View, wire_name_text};
 use crate::querylog::QueryLog;
 use crate::upstream::{Upstream, UpstreamError};
-use encode::{Reply, ede, rcode};
+use encode::{Ede, Reply, Soa, ede, rcode};
 use event::{QueryEvent, Reason, Transport, Verdict};
 use parse::{Parsed, Problem, parse};
 
@@ -205,7 +205,7 @@ impl Engine {
         ev: &mut QueryEvent<'p>,
     ) -> Decision<'p> {
         ev.view = policy.view_for(ev.client);
-        let code = |rcode| Decision::Reply(Reply::Code { rcode, ede: None });
+        let code = |rcode| Decision::Reply(Reply::bare(rcode));
         if let Some(problem) = q.problem {
             return match problem {
                 Problem::Opcode => {
@@ -272,15 +272,24 @@ impl Engine {
                 ev.reason = Some(Reason::NotAllowlisted);
                 if view.mode == ViewMode::Enforce {
                     ev.verdict = Verdict::Denied;
-                    let rcode = match view.deny_rcode {
-                        DenyRcode::Refused => rcode::REFUSED,
-                        DenyRcode::Nxdomain => rcode::NXDOMAIN,
+                    let (rcode, soa) = match view.deny_rcode {
+                        DenyRcode::Refused => (rcode::REFUSED, None),
+                        DenyRcode::Nxdomain => (
+                            rcode::NXDOMAIN,
+                            Some(Soa {
+                                owner: 12 + deny_owner(wire) as u16,
+                                ttl: view.deny_ttl,
+                            }),
+                        ),
                     };
-                    return Decision::Reply(Reply::code(
+                    return Decision::Reply(Reply::Code {
                         rcode,
-                        ede::BLOCKED,
-                        "name is not on the dnsfence allowlist",
-                    ));
+                        ede: Some(Ede {
+                            code: ede::BLOCKED,
+                            text: "name is not on the dnsfence allowlist",
+                        }),
+                        soa,
+                    });
                 }
                 ev.verdict = Verdict::WouldDeny;
                 &[]
@@ -448,6 +457,28 @@ fn meta_type(qtype: u16) -> Option<u16> {
     }
 }
 
+/// Where a denial's SOA owner starts in the question name (bytes to skip): the registrable
+/// domain (public-suffix list) when it is a proper suffix of the name, else the name's parent,
+/// the root for a single label. An ancestor of the name, as RFC 2308 wants of the SOA that
+/// makes an NXDOMAIN cacheable, and never the name itself (an SOA there would say it exists).
+fn deny_owner(wire: &[u8]) -> usize {
+    let root = wire.len().saturating_sub(1);
+    let Some(&first) = wire.first() else { return 0 };
+    if first == 0 {
+        return 0;
+    }
+    let parent = (first as usize + 1).min(root);
+    let mut buf = [0u8; 256];
+    let Some(text) = wire_name_text(wire, &mut buf) else {
+        return parent;
+    };
+    match psl::domain_str(text) {
+        // Text and wire differ by two bytes at either end: the skip is the same.
+        Some(domain) if domain.len() < text.len() => text.len() - domain.len(),
+        _ => parent,
+    }
+}
+
 /// A wire-form name as a lower-case [`Name`].
 fn lower_name(wire: &[u8]) -> Option<Name> {
     let mut labels: Vec<&[u8]> = Vec::new();
@@ -500,6 +531,30 @@ mod tests {
         for t in [1, 28, 65, 251, 252, 255, 256, 65534] {
             assert_eq!(meta_type(t), None, "{t}");
         }
+    }
+
+    #[test]
+    fn denial_soa_owners() {
+        fn at(w: &[u8]) -> &[u8] {
+            &w[deny_owner(w)..]
+        }
+        assert_eq!(
+            at(b"\x03www\x07example\x03com\x00"),
+            b"\x07example\x03com\x00"
+        );
+        assert_eq!(
+            at(b"\x07example\x03com\x00"),
+            b"\x03com\x00",
+            "never the name itself"
+        );
+        assert_eq!(
+            at(b"\x01a\x02b2\x02co\x02uk\x00"),
+            b"\x02b2\x02co\x02uk\x00"
+        );
+        assert_eq!(at(b"\x04evil\x07example\x00"), b"\x07example\x00");
+        assert_eq!(at(b"\x05local\x00"), b"\x00");
+        assert_eq!(at(b"\x00"), b"\x00");
+        assert_eq!(at(b"\x02a\xff\x03com\x00"), b"\x03com\x00");
     }
 
     #[test]

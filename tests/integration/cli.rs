@@ -141,7 +141,7 @@ fn check_prints_counts_and_explain_names_the_endpoint_set() {
         "{out}"
     );
     assert!(
-        out.contains("mode report; denied names get NXDOMAIN"),
+        out.contains("mode report; denied names get REFUSED"),
         "{out}"
     );
 

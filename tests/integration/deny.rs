@@ -1,7 +1,7 @@
 //! Denied names and clients: deny answers, extended errors, and nothing forwarded.
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{RData, RecordType};
 
 use crate::harness::{Fence, ede, log_lines, query, rcode, run};
 
@@ -23,22 +23,36 @@ const TRAPS: &[&str] = &[
 ];
 
 #[test]
-fn every_trap_is_refused_with_ede_15_and_never_forwarded() {
+fn every_trap_is_denied_with_a_cacheable_nxdomain_and_ede_15_and_never_forwarded() {
     run(async {
         let f = Fence::start("").await;
         let c = f.client();
         for name in TRAPS {
             for qtype in [RecordType::A, RecordType::AAAA, RecordType::HTTPS] {
                 let a = c.udp(&query(name, qtype, Some(1232))).await;
-                assert_eq!(rcode(&a), ResponseCode::Refused, "{name} {qtype}");
+                assert_eq!(rcode(&a), ResponseCode::NXDomain, "{name} {qtype}");
                 let (code, text) = ede(&a).unwrap_or_else(|| panic!("{name}: no EDE"));
                 assert_eq!(code, 15, "{name}: EDE 15 Blocked");
                 assert!(text.contains("allowlist"), "{text}");
-                assert!(a.answers.is_empty() && a.authorities.is_empty());
+                assert!(a.answers.is_empty());
+                // A synthesized SOA, so that stub caches cache the denial (RFC 2308): owned by
+                // an ancestor of the name, TTL and MINIMUM the default deny_ttl_secs.
+                assert_eq!(a.authorities.len(), 1, "{name}");
+                let soa = &a.authorities[0];
+                assert_eq!(soa.ttl, 60);
+                let RData::SOA(data) = &soa.data else {
+                    panic!("{name}: {soa:?}")
+                };
+                assert_eq!(data.minimum, 60);
+                let owner = soa.name.to_ascii().to_lowercase();
+                assert!(
+                    name.to_lowercase().ends_with(&format!(".{owner}")) || owner == ".",
+                    "{name}: SOA owner {owner} is an ancestor"
+                );
             }
             // TCP gets the same answer.
             let a = c.tcp(&query(name, RecordType::A, Some(1232))).await;
-            assert_eq!(rcode(&a), ResponseCode::Refused, "{name} over TCP");
+            assert_eq!(rcode(&a), ResponseCode::NXDomain, "{name} over TCP");
         }
         assert_eq!(
             f.upstream.seen.all(),
@@ -163,7 +177,7 @@ fn denied_query_log_line_has_every_field() {
         assert_eq!(d["name"], "Evil.Example.");
         assert_eq!(d["type"], "AAAA");
         assert_eq!(d["view"], "loopback");
-        assert_eq!(d["rcode"], "REFUSED");
+        assert_eq!(d["rcode"], "NXDOMAIN");
         assert_eq!(d["cache_hit"], false);
         assert!(d["time"].as_str().unwrap().ends_with('Z'));
         assert!(d["duration_us"].as_u64().is_some());
