@@ -171,7 +171,7 @@ fn check_prints_counts_and_explain_names_the_endpoint_set() {
     ]);
     assert_eq!(code, 0);
     assert!(out.contains("denied (not_allowlisted)"), "{out}");
-    assert!(out.contains("REFUSED with EDE 15"), "{out}");
+    assert!(out.contains("NXDOMAIN with EDE 15"), "{out}");
 
     let (_, out, _) = dnsfence(&[
         "explain",
