@@ -101,6 +101,10 @@ impl Upstream {
         opts.timeout = config.timeout;
         opts.attempts = 1;
         opts.edns0 = true;
+        // 0x20: the question's letters in random case, and a reply whose question differs in
+        // case is not used (it is retried over TCP). With hickory's random source port per query
+        // and random IDs, an off-path spoofer has to guess all three.
+        opts.case_randomization = true;
         let tls = TlsConfig::new().map_err(|e| UpstreamError::Failed(e.to_string()))?;
         let cx = Arc::new(PoolContext::new(opts, tls));
         let pool = NameServerPool::from_config(servers, cx, TokioRuntimeProvider::default());

@@ -144,6 +144,11 @@ fn test_zones() -> Vec<(Name, Vec<Record>)> {
             RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x50)),
         ),
         rec(
+            "inject.manage.microsoft.com.",
+            60,
+            RData::A(A::new(192, 0, 2, 60)),
+        ),
+        rec(
             "tm.manage.microsoft.com.",
             300,
             RData::CNAME(CNAME(n("tm.trafficmanager.net."))),
@@ -210,7 +215,11 @@ fn test_zones() -> Vec<(Name, Vec<Record>)> {
 
 /// Records every query the upstream receives.
 #[derive(Clone, Default)]
-pub struct QueryCounter(Arc<Mutex<Vec<(String, RecordType)>>>);
+pub struct QueryCounter(
+    Arc<Mutex<Vec<(String, RecordType)>>>,
+    /// (source port, ID, question name as sent) of each query.
+    Arc<Mutex<Vec<(u16, u16, String)>>>,
+);
 
 impl QueryCounter {
     /// How many queries for `name` (any type) arrived. `name` is lower case with trailing dot.
@@ -233,6 +242,11 @@ impl QueryCounter {
             .count()
     }
 
+    /// (source port, ID, question name as sent) of every query so far.
+    pub fn wire(&self) -> Vec<(u16, u16, String)> {
+        self.1.lock().unwrap().clone()
+    }
+
     /// Every query so far, but dnsfence's own health probes (the root's NS).
     pub fn all(&self) -> Vec<(String, RecordType)> {
         let mut all = self.0.lock().unwrap().clone();
@@ -244,7 +258,8 @@ impl QueryCounter {
 /// The test upstream: answers like a recursive resolver over the test zones (CNAME chains
 /// followed across zones, NODATA and NXDOMAIN with the final zone's SOA, RFC 2308), except for
 /// names whose first label is `tm`, answered authority-style (only the records at the name, no
-/// chasing, no SOA), as hickory's own authority and many zone servers do.
+/// chasing, no SOA), as hickory's own authority and many zone servers do, and names whose first
+/// label is `inject`, whose answers carry records nobody asked for.
 struct CountingHandler {
     zones: Vec<(Name, Vec<Record>)>,
     seen: QueryCounter,
@@ -256,7 +271,10 @@ impl CountingHandler {
     fn resolve(&self, qname: &Name, qtype: RecordType) -> (ResponseCode, Vec<Record>, Vec<Record>) {
         let mut answers = Vec::new();
         let mut current = qname.clone();
-        let authority_style = qname.iter().next().is_some_and(|l| l == b"tm");
+        let authority_style = qname
+            .iter()
+            .next()
+            .is_some_and(|l| l.eq_ignore_ascii_case(b"tm"));
         for _ in 0..16 {
             let Some((origin, records)) = self
                 .zones
@@ -281,6 +299,25 @@ impl CountingHandler {
                 .collect();
             if !hits.is_empty() {
                 answers.extend(hits);
+                if qname
+                    .iter()
+                    .next()
+                    .is_some_and(|l| l.eq_ignore_ascii_case(b"inject"))
+                {
+                    // An upstream (or a spoofer) adding what nobody asked for: an A record of an
+                    // unrelated name, and a CNAME owned by an unrelated name.
+                    let n = |s: &str| Name::from_str(s).unwrap();
+                    answers.push(Record::from_rdata(
+                        n("evil.example."),
+                        60,
+                        RData::A(A::new(198, 51, 100, 66)),
+                    ));
+                    answers.push(Record::from_rdata(
+                        n("other.example."),
+                        60,
+                        RData::CNAME(CNAME(n("evil.example."))),
+                    ));
+                }
                 return (ResponseCode::NoError, answers, Vec::new());
             }
             if let Some(cname) = at.iter().find(|r| r.record_type() == RecordType::CNAME) {
@@ -318,6 +355,11 @@ impl RequestHandler for CountingHandler {
             let name = q.name().to_string().to_ascii_lowercase();
             blackhole |= name.ends_with(BLACKHOLE);
             self.seen.0.lock().unwrap().push((name, q.query_type()));
+            self.seen.1.lock().unwrap().push((
+                request.src().port(),
+                request.metadata.id,
+                q.original().name().to_ascii(),
+            ));
         }
         let mut md = Metadata::response_from_request(&request.metadata);
         if blackhole || self.silent.load(std::sync::atomic::Ordering::Relaxed) {

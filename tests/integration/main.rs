@@ -10,3 +10,4 @@ mod observe;
 mod parity;
 mod protocol;
 mod resolve;
+mod trust;

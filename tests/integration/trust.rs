@@ -1,0 +1,264 @@
+//! What dnsfence admits must be exactly the answer to the client's question: records the CNAME
+//! chain does not prove are dropped (answer, cache and fence), and replies an off-path spoofer
+//! could forge are not used.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::harness::{
+    Fence, Upstream, config_text, ede, http_get, ips, rcode, run, sample, scrape,
+};
+
+/// An upstream that adds an unrelated A record and a CNAME owned by an unrelated name: neither
+/// reaches the client, the cache or the firewall set, and both are counted.
+#[test]
+fn records_the_chain_does_not_prove_are_dropped_and_counted() {
+    run(async {
+        let f = Fence::start_extra("[fence]\nenabled = true\nbackend = \"list\"\n").await;
+        let c = f.client();
+        for _ in 0..2 {
+            let a = c.ask("inject.manage.microsoft.com.", RecordType::A).await;
+            assert_eq!(rcode(&a), ResponseCode::NoError);
+            assert_eq!(
+                ips(&a).0,
+                [Ipv4Addr::new(192, 0, 2, 60)],
+                "only the asked name's A"
+            );
+            assert!(
+                a.answers.iter().all(|r| r
+                    .name
+                    .to_ascii()
+                    .eq_ignore_ascii_case("inject.manage.microsoft.com.")),
+                "{:?}",
+                a.answers
+            );
+        }
+        let fence = f.engine.fence.as_ref().unwrap();
+        let admitted: Vec<String> = (0..fence.sets().len())
+            .flat_map(|i| fence.elements(i))
+            .map(|(ip, _, _)| ip.to_string())
+            .collect();
+        assert_eq!(
+            admitted,
+            ["192.0.2.60"],
+            "the injected address is not admitted"
+        );
+        let (_, list) = http_get(f.http.unwrap(), "/v1/sets/loopback.txt").await;
+        assert!(!list.contains("198.51.100.66"), "{list}");
+        let s = scrape(&f).await;
+        let dropped = |reason| {
+            sample(
+                &s,
+                "dnsfence_upstream_records_dropped_total",
+                &[("reason", reason)],
+            )
+        };
+        assert_eq!(
+            dropped("unrelated_owner"),
+            Some(2.0),
+            "once: the hit is the cached answer"
+        );
+        f.stop().await;
+    });
+}
+
+/// What the spoofer saw: (source port, ID, question name as sent).
+type Seen = Arc<Mutex<Vec<(u16, u16, String)>>>;
+
+/// A spoofer in front of the real upstream: over UDP it answers every query itself, with a
+/// forged A record and either the question's name in the wrong case or another name; over TCP
+/// it relays to the real upstream.
+async fn spoofer(real: SocketAddr, other_name: bool) -> (SocketAddr, Seen) {
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = TcpListener::bind(addr).await.unwrap();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, src)) = udp.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let Some(query) = q.queries.first().cloned() else {
+                continue;
+            };
+            let asked = query.name().to_ascii();
+            log.lock()
+                .unwrap()
+                .push((src.port(), q.metadata.id, asked.clone()));
+            let forged_name = if other_name {
+                Name::from_ascii("evil.example.").unwrap()
+            } else {
+                // Every letter in the other case: never the case that was sent.
+                let flipped: String = asked
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_lowercase() {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c.to_ascii_lowercase()
+                        }
+                    })
+                    .collect();
+                Name::from_ascii(&flipped).unwrap()
+            };
+            let mut r = Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);
+            r.metadata.recursion_desired = true;
+            r.metadata.recursion_available = true;
+            let mut fq = query.clone();
+            fq.set_name(forged_name.clone());
+            r.add_query(fq);
+            r.add_answer(Record::from_rdata(
+                forged_name,
+                60,
+                RData::A(A::new(198, 51, 100, 99)),
+            ));
+            let _ = udp.send_to(&r.to_vec().unwrap(), src).await;
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = tcp.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut upstream) = TcpStream::connect(real).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.split();
+                let (mut ur, mut uw) = upstream.split();
+                let _ = tokio::join!(
+                    tokio::io::copy(&mut cr, &mut uw),
+                    tokio::io::copy(&mut ur, &mut cw)
+                );
+            });
+        }
+    });
+    (addr, seen)
+}
+
+async fn start_behind(spoof: SocketAddr, upstream: Upstream) -> Fence {
+    let text = config_text(
+        spoof,
+        "\"127.0.0.0/8\"",
+        "",
+        "[fence]\nenabled = true\nbackend = \"list\"\n",
+    );
+    let config = dnsfence::config::Config::parse(
+        std::path::Path::new("test.toml"),
+        &text,
+        std::path::Path::new("/nonexistent"),
+    )
+    .unwrap();
+    Fence::from_config(config, upstream).await.unwrap()
+}
+
+/// 0x20: a UDP reply whose question differs from the query only in case is not used — the query
+/// is retried over TCP, which the spoofer cannot reach — and one for another name is ignored.
+#[test]
+fn spoofed_replies_are_not_used() {
+    run(async {
+        let upstream = Upstream::start().await;
+        let (spoof, seen) = spoofer(upstream.addr, false).await;
+        let f = start_behind(spoof, upstream).await;
+        let c = f.client();
+        let names = [
+            "manage.microsoft.com.",
+            "enterpriseenrollment.manage.microsoft.com.",
+            "fef.msua06.manage.microsoft.com.",
+            "graph.microsoft.com.",
+            "time.windows.com.",
+            "cdn.manage.microsoft.com.",
+            "edge.manage.microsoft.com.",
+            "x.notify.windows.com.",
+        ];
+        for name in names {
+            let a = c.ask(name, RecordType::A).await;
+            assert_eq!(rcode(&a), ResponseCode::NoError, "{name}");
+            let (v4, _) = ips(&a);
+            assert!(!v4.is_empty(), "{name}: the real answer, over TCP");
+            assert!(
+                !v4.contains(&Ipv4Addr::new(198, 51, 100, 99)),
+                "{name}: forged A used"
+            );
+        }
+        let fence = f.engine.fence.as_ref().unwrap();
+        let admitted: HashSet<String> = (0..fence.sets().len())
+            .flat_map(|i| fence.elements(i))
+            .map(|(ip, _, _)| ip.to_string())
+            .collect();
+        assert!(!admitted.contains("198.51.100.99"), "{admitted:?}");
+        let seen = seen.lock().unwrap().clone();
+        assert!(
+            !seen.is_empty(),
+            "the spoofer answered over UDP first: {seen:?}"
+        );
+        f.stop().await;
+
+        // A reply for another name is ignored outright: the query times out (SERVFAIL),
+        // the forged record goes nowhere.
+        let upstream = Upstream::start().await;
+        let (spoof, _) = spoofer(upstream.addr, true).await;
+        let f = start_behind(spoof, upstream).await;
+        let a = f.client().ask("manage.microsoft.com.", RecordType::A).await;
+        assert_eq!(rcode(&a), ResponseCode::ServFail);
+        assert_eq!(ede(&a).map(|e| e.0), Some(22));
+        assert!(a.answers.is_empty());
+        f.stop().await;
+    });
+}
+
+/// What an off-path spoofer must guess: every upstream query has its own source port and a random
+/// ID (hickory's UDP client binds a random port per query), and its name in random case (0x20).
+#[test]
+fn upstream_queries_use_random_ports_ids_and_case() {
+    run(async {
+        let f = Fence::start("").await;
+        let c = f.client();
+        let names = [
+            "manage.microsoft.com.",
+            "enterpriseenrollment.manage.microsoft.com.",
+            "fef.msua06.manage.microsoft.com.",
+            "graph.microsoft.com.",
+            "time.windows.com.",
+            "cdn.manage.microsoft.com.",
+            "edge.manage.microsoft.com.",
+            "x.notify.windows.com.",
+        ];
+        for name in names {
+            c.ask(name, RecordType::A).await;
+        }
+        let wire: Vec<_> = f
+            .upstream
+            .seen
+            .wire()
+            .into_iter()
+            .filter(|q| q.2 != ".")
+            .collect();
+        assert_eq!(wire.len(), names.len(), "{wire:?}");
+        let ports: HashSet<u16> = wire.iter().map(|q| q.0).collect();
+        let ids: HashSet<u16> = wire.iter().map(|q| q.1).collect();
+        assert_eq!(
+            ports.len(),
+            names.len(),
+            "a source port per query: {wire:?}"
+        );
+        assert!(ids.len() >= names.len() - 1, "random IDs: {wire:?}");
+        let mixed = wire
+            .iter()
+            .filter(|q| q.2.chars().any(|c| c.is_ascii_uppercase()))
+            .count();
+        assert!(
+            mixed >= names.len() - 1,
+            "0x20 case randomization: {wire:?}"
+        );
+        f.stop().await;
+    });
+}
