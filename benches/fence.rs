@@ -13,8 +13,18 @@ use std::time::{Duration, Instant};
 
 use dnsfence::answer::AnswerAddr;
 use dnsfence::config::{AdmitFailure, FenceBackend, FenceConfig, FenceMode, TableRef, ViewFence};
-use dnsfence::fence::Fence;
 use dnsfence::fence::nft::ViewPlan;
+use dnsfence::fence::{Admission, Fence};
+
+/// Why the benchmark's elements are admitted.
+fn bench_admission() -> Admission {
+    Admission {
+        name: "bench".into(),
+        chain: Box::new([]),
+        endpoint_sets: Box::new([]),
+        would_deny: false,
+    }
+}
 
 struct Netns(String);
 
@@ -110,7 +120,7 @@ fn main() {
             let a = fresh(1);
             let t = Instant::now();
             fence
-                .admit(0, "bench", &a, &[], &[], 0, false)
+                .admit(0, &bench_admission, &a, &[], 0, false)
                 .await
                 .unwrap();
             single.push(t.elapsed());
@@ -136,7 +146,9 @@ fn main() {
                 let f = fence.clone();
                 tasks.push(tokio::spawn(async move {
                     let t = Instant::now();
-                    f.admit(0, "bench", &a, &[], &[], 0, false).await.unwrap();
+                    f.admit(0, &bench_admission, &a, &[], 0, false)
+                        .await
+                        .unwrap();
                     t.elapsed()
                 }));
             }
@@ -163,7 +175,9 @@ fn main() {
             let a = fresh(per);
             let f = fence.clone();
             inflight.push(tokio::spawn(async move {
-                f.admit(0, "bench", &a, &[], &[], 0, false).await.unwrap();
+                f.admit(0, &bench_admission, &a, &[], 0, false)
+                    .await
+                    .unwrap();
             }));
             if inflight.len() >= 256 {
                 for h in inflight.drain(..) {

@@ -184,9 +184,12 @@ fn metrics(engine: &Engine) -> Response {
         m.fence_readmits
             .inc_by(readmits.saturating_sub(m.fence_readmits.get()));
         for (i, set) in fence.sets().iter().enumerate() {
-            m.fence_elements
-                .with_label_values(&[&set.view, &set.name])
-                .set(fence.element_count(i) as i64);
+            let (all, would_deny) = fence.element_count(i);
+            let labels = [set.view.as_str(), set.name.as_str()];
+            m.fence_elements.with_label_values(&labels).set(all as i64);
+            m.fence_would_deny
+                .with_label_values(&labels)
+                .set(would_deny as i64);
         }
     }
     let mut body = Vec::new();
@@ -243,8 +246,22 @@ struct ElementJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
     expires_in_secs: u64,
+    /// The question names whose answers put it there.
     names: Vec<String>,
+    /// The endpoint sets that allowed them.
     endpoint_sets: Vec<String>,
+    /// Only report-mode answers the allowlist would deny put it there.
+    would_deny: bool,
+    /// Each answer that put it there: question name, CNAME chain, endpoint sets.
+    admitted_by: Vec<AdmissionJson>,
+}
+
+#[derive(Serialize)]
+struct AdmissionJson {
+    name: String,
+    chain: Vec<String>,
+    endpoint_sets: Vec<String>,
+    would_deny: bool,
 }
 
 #[derive(Serialize)]
@@ -289,11 +306,27 @@ fn sets_json(engine: &Engine) -> Response {
                     }),
                     port: port.map(|p| p.port),
                     expires_in_secs: e.expires.saturating_duration_since(now).as_secs(),
-                    names: e.names.iter().map(|n| n.to_string()).collect(),
-                    endpoint_sets: e
-                        .endpoint_sets
+                    names: e.admissions.iter().map(|a| a.name.to_string()).collect(),
+                    endpoint_sets: {
+                        let mut ids: Vec<String> = e
+                            .admissions
+                            .iter()
+                            .flat_map(|a| ids_of(&policy, &a.endpoint_sets))
+                            .collect();
+                        ids.sort();
+                        ids.dedup();
+                        ids
+                    },
+                    would_deny: e.would_deny(),
+                    admitted_by: e
+                        .admissions
                         .iter()
-                        .filter_map(|&s| policy.catalog.sets.get(s as usize).map(|s| s.id.clone()))
+                        .map(|a| AdmissionJson {
+                            name: a.name.to_string(),
+                            chain: a.chain.iter().map(|c| c.to_string()).collect(),
+                            endpoint_sets: ids_of(&policy, &a.endpoint_sets),
+                            would_deny: a.would_deny,
+                        })
                         .collect(),
                 })
                 .collect();
@@ -311,6 +344,13 @@ fn sets_json(engine: &Engine) -> Response {
         });
     }
     Response::json(&serde_json::json!({ "views": views }))
+}
+
+/// Endpoint-set ids of catalog indices.
+fn ids_of(policy: &crate::policy::Policy, sets: &[u32]) -> Vec<String> {
+    sets.iter()
+        .filter_map(|&s| policy.catalog.sets.get(s as usize).map(|s| s.id.clone()))
+        .collect()
 }
 
 fn set_json(set: &DynSet, elements: Vec<ElementJson>) -> SetJson {

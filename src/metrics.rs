@@ -40,6 +40,8 @@ pub const UPSTREAM_DURATION: &str = "dnsfence_upstream_duration_seconds";
 pub const RESPONSE_DURATION: &str = "dnsfence_response_duration_seconds";
 /// `dnsfence_fence_elements{view,set}`.
 pub const FENCE_ELEMENTS: &str = "dnsfence_fence_elements";
+/// `dnsfence_fence_would_deny_elements{view,set}`.
+pub const FENCE_WOULD_DENY: &str = "dnsfence_fence_would_deny_elements";
 /// `dnsfence_fence_admits_total{result}`.
 pub const FENCE_ADMITS: &str = "dnsfence_fence_admits_total";
 /// `dnsfence_fence_admit_duration_seconds`.
@@ -240,6 +242,8 @@ pub struct Metrics {
     pub response_duration: HistogramVec,
     /// Live elements per dynamic set (set at scrape).
     pub fence_elements: IntGaugeVec,
+    /// Live elements only would-be denials admitted, per dynamic set (set at scrape).
+    pub fence_would_deny: IntGaugeVec,
     /// Admits by result.
     pub fence_admits: IntCounterVec,
     /// Admit latency (answer waiting for the kernel).
@@ -322,6 +326,16 @@ impl Metrics {
         .expect("valid");
         r.register(Box::new(fence_elements.clone()))
             .expect("registered once");
+        let fence_would_deny = IntGaugeVec::new(
+            Opts::new(
+                FENCE_WOULD_DENY,
+                "Live elements that only report-mode answers the allowlist would deny put in a set.",
+            ),
+            &["view", "set"],
+        )
+        .expect("valid");
+        r.register(Box::new(fence_would_deny.clone()))
+            .expect("registered once");
         let build_info = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "dnsfence build information; always 1."),
             &["version"],
@@ -378,6 +392,7 @@ impl Metrics {
                 UPSTREAM_BUCKETS,
             ),
             fence_elements,
+            fence_would_deny,
             fence_admits: counter_vec(
                 &r,
                 FENCE_ADMITS,

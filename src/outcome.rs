@@ -64,11 +64,13 @@ pub enum Reason {
     UpstreamError,
     /// The upstream's CNAME chain looped or was too long.
     BadChain,
+    /// A CNAME target is not on the allowlist of a view with `cname_targets = "allowlisted"`.
+    CnameTarget,
 }
 
 impl Reason {
     /// Every reason, in label order.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::RateLimited,
         Reason::NotAllowlisted,
         Reason::NoView,
@@ -80,6 +82,7 @@ impl Reason {
         Reason::UpstreamTimeout,
         Reason::UpstreamError,
         Reason::BadChain,
+        Reason::CnameTarget,
     ];
 
     /// The label used in logs and metrics.
@@ -96,6 +99,7 @@ impl Reason {
             Reason::UpstreamTimeout => "timeout",
             Reason::UpstreamError => "error",
             Reason::BadChain => "bad_chain",
+            Reason::CnameTarget => "cname_target",
         }
     }
 }

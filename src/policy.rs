@@ -11,7 +11,7 @@ use std::sync::Arc;
 use hickory_proto::rr::Name;
 use ipnet::IpNet;
 
-use crate::config::{Config, DenyRcode, Located, ViewMode};
+use crate::config::{CnameTargets, Config, DenyRcode, Located, ViewMode};
 use crate::matcher::{Entry, MatcherBuilder, PatternError};
 use crate::zones::{Catalog, EndpointSet, PortSpec};
 
@@ -69,6 +69,8 @@ pub struct View {
     pub deny_rcode: DenyRcode,
     /// TTL and MINIMUM of the SOA of NXDOMAIN denials.
     pub deny_ttl: u32,
+    /// What to do with CNAME chains that leave the allowlist.
+    pub cname_targets: CnameTargets,
     /// Catalog indices of the endpoint sets this view allows, sorted.
     pub sets: Vec<u32>,
     /// Names of those sets, compiled; values are catalog indices.
@@ -264,6 +266,7 @@ impl Policy {
                 mode: vc.mode,
                 deny_rcode: vc.deny_rcode,
                 deny_ttl: vc.deny_ttl,
+                cname_targets: vc.cname_targets,
                 sets,
                 matcher,
             });

@@ -44,6 +44,10 @@ pub struct QueryRecord<'a> {
     pub reason: Option<&'a str>,
     /// Response code sent.
     pub rcode: &'static str,
+    /// The CNAME targets from the question name to the answer (why their addresses were
+    /// admitted).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub chain: &'a [Box<str>],
     /// Time from arrival to the answer being handed to the socket, in microseconds.
     pub duration_us: u64,
     /// Whether the answer came from the cache.

@@ -109,6 +109,18 @@ impl ViewMode {
     }
 }
 
+/// What a view does with a CNAME chain that leaves its allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CnameTargets {
+    /// Follow it: the targets' addresses are admitted (Microsoft names alias onto CDNs), and the
+    /// chain is recorded with every element it admits.
+    Follow,
+    /// Every CNAME target must be on the view's allowlist too; otherwise the answer is denied
+    /// (EDE 15, reason `cname_target`).
+    Allowlisted,
+}
+
 /// How much the query log writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -324,6 +336,8 @@ pub struct ViewConfig {
     pub deny_rcode: DenyRcode,
     /// TTL and MINIMUM of the SOA in NXDOMAIN denials: how long stub caches keep the denial.
     pub deny_ttl: u32,
+    /// What to do with CNAME chains that leave the allowlist.
+    pub cname_targets: CnameTargets,
     /// Enforce or report.
     pub mode: ViewMode,
     /// Line of the `[[view]]` header.
@@ -488,6 +502,7 @@ impl Config {
                 fence,
                 deny_rcode: v.deny_rcode,
                 deny_ttl: deny_ttl as u32,
+                cname_targets: v.cname_targets,
                 mode: v.mode,
                 line,
             });

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{AdmitFailure, DenyRcode, FenceBackend, FenceMode, LogLevel, ViewMode};
+use super::{AdmitFailure, CnameTargets, DenyRcode, FenceBackend, FenceMode, LogLevel, ViewMode};
 use crate::zones::TenantRegion;
 
 #[derive(Deserialize)]
@@ -304,6 +304,8 @@ pub(super) struct RawView {
     pub(super) deny_rcode: DenyRcode,
     #[serde(default = "default_deny_ttl_secs")]
     pub(super) deny_ttl_secs: Spanned<u64>,
+    #[serde(default = "default_cname_targets")]
+    pub(super) cname_targets: CnameTargets,
     #[serde(default = "default_mode")]
     pub(super) mode: ViewMode,
     #[serde(default)]
@@ -312,6 +314,9 @@ pub(super) struct RawView {
 
 pub(super) fn default_deny_rcode() -> DenyRcode {
     DenyRcode::Nxdomain
+}
+pub(super) fn default_cname_targets() -> CnameTargets {
+    CnameTargets::Follow
 }
 pub(super) fn default_deny_ttl_secs() -> Spanned<u64> {
     Spanned::new(0..0, 60)

@@ -6,14 +6,29 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::FenceMode;
 use crate::zones::{PortSpec, Proto};
 
-/// Names remembered per element: enough to explain it, bounded so a CDN address shared by
+/// Admissions remembered per element: enough to explain it, bounded so a CDN address shared by
 /// thousands of names cannot grow the ledger.
 pub const MAX_NAMES: usize = 4;
+
+/// Why an element is in a set: the answer that carried it. One per answer, shared by its
+/// elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The question name (lower case, no trailing dot).
+    pub name: Box<str>,
+    /// The CNAME targets from the question to the address's owner, in order.
+    pub chain: Box<[Box<str>]>,
+    /// Catalog indices of the endpoint sets that allowed the name (none for `would_deny`).
+    pub endpoint_sets: Box<[u32]>,
+    /// Admitted for a report-mode view although its allowlist would deny the name.
+    pub would_deny: bool,
+}
 
 /// One confirmed element.
 #[derive(Debug, Clone)]
@@ -22,10 +37,15 @@ pub struct LedgerEntry {
     pub expires: Instant,
     /// When the kernel last confirmed it.
     pub confirmed: Instant,
-    /// Names whose answers carried it (at most [`MAX_NAMES`]).
-    pub names: Vec<Box<str>>,
-    /// Catalog indices of the endpoint sets that allowed those names.
-    pub endpoint_sets: Vec<u32>,
+    /// The answers that carried it, newest last (at most [`MAX_NAMES`], one per name).
+    pub admissions: Vec<Arc<Admission>>,
+}
+
+impl LedgerEntry {
+    /// True when only report-mode answers the allowlist would deny put it there.
+    pub fn would_deny(&self) -> bool {
+        self.admissions.iter().all(|a| a.would_deny)
+    }
 }
 
 /// Longest element key: the set index, an IPv6 address, then protocol and port padded to
@@ -172,10 +192,8 @@ pub struct Confirmed {
     pub key: ElementKey,
     /// The timeout it was written with.
     pub timeout: Duration,
-    /// The question name whose answer carried it.
-    pub name: Box<str>,
-    /// The endpoint sets that allowed that name.
-    pub endpoint_sets: Vec<u32>,
+    /// The answer that carried it.
+    pub admission: Arc<Admission>,
 }
 
 /// What the kernel has confirmed, by set and key.
@@ -218,22 +236,16 @@ impl Ledger {
                 .or_insert_with(|| LedgerEntry {
                     expires: now,
                     confirmed: now,
-                    names: Vec::new(),
-                    endpoint_sets: Vec::new(),
+                    admissions: Vec::new(),
                 });
             e.expires = now + c.timeout;
             e.confirmed = now;
-            if !e.names.contains(&c.name) {
-                if e.names.len() == MAX_NAMES {
-                    e.names.remove(0);
-                }
-                e.names.push(c.name);
+            // The newest answer for a name replaces an older one (its chain may have changed).
+            e.admissions.retain(|a| a.name != c.admission.name);
+            if e.admissions.len() == MAX_NAMES {
+                e.admissions.remove(0);
             }
-            for s in c.endpoint_sets {
-                if !e.endpoint_sets.contains(&s) {
-                    e.endpoint_sets.push(s);
-                }
-            }
+            e.admissions.push(c.admission);
         }
     }
 
@@ -302,15 +314,45 @@ mod tests {
         let mut l = Ledger::default();
         let ttl = Duration::from_secs(300);
         assert_eq!(l.state(&key, ttl, t0, rule), State::Stale { live: false });
+        let admission = |name: &str, would_deny| {
+            Arc::new(Admission {
+                name: name.into(),
+                chain: Box::new(["b.example".into()]),
+                endpoint_sets: Box::new([1]),
+                would_deny,
+            })
+        };
         l.record(
             [Confirmed {
                 key,
                 timeout: ttl + rule.grace,
-                name: "a.example".into(),
-                endpoint_sets: vec![1],
+                admission: admission("a.example", true),
             }],
             t0,
         );
+        let entry = |l: &Ledger| l.live(0, t0).next().unwrap().1.clone();
+        assert!(entry(&l).would_deny());
+        // The same name again replaces its admission; another name adds one.
+        for name in [
+            "a.example",
+            "c.example",
+            "d.example",
+            "e.example",
+            "f.example",
+        ] {
+            l.record(
+                [Confirmed {
+                    key,
+                    timeout: ttl + rule.grace,
+                    admission: admission(name, name != "f.example"),
+                }],
+                t0,
+            );
+        }
+        let e = entry(&l);
+        let names: Vec<&str> = e.admissions.iter().map(|a| &*a.name).collect();
+        assert_eq!(names, ["c.example", "d.example", "e.example", "f.example"]);
+        assert!(!entry(&l).would_deny(), "an allowed answer carried it too");
         assert_eq!(l.state(&key, ttl, t0, rule), State::Fresh);
         // Past the recheck interval: written again (it may have been deleted by hand).
         let later = t0 + Duration::from_secs(6);

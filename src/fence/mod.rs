@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use crate::answer::AnswerAddr;
 use crate::config::{FenceBackend, FenceConfig, FenceMode};
 use crate::zones::PortSpec;
+pub use ledger::{Admission, Ledger, LedgerEntry};
 use ledger::{Confirmed, ElementKey, Freshness, decode_key};
-pub use ledger::{Ledger, LedgerEntry};
 use nft::ViewPlan;
 use worker::Worker;
 
@@ -294,16 +294,15 @@ impl Fence {
         }
     }
 
-    /// Puts the addresses of an allowed answer into the view's sets and waits for the kernel, at
-    /// most `admit_deadline`. `age`: seconds since the answer was stored (its TTLs count down).
-    /// Elements the ledger knows fresh are skipped; when all are, no round trip is made.
-    #[allow(clippy::too_many_arguments)]
+    /// Puts the addresses of an answer into the view's sets and waits for the kernel, at most
+    /// `admit_deadline`. `why` says which answer it is (called only if something is written);
+    /// `age`: seconds since the answer was stored (its TTLs count down). Elements the ledger
+    /// knows fresh are skipped; when all are, no round trip is made.
     pub async fn admit(
         &self,
         view: usize,
-        name: &str,
+        why: &(dyn Fn() -> Admission + Sync),
         addrs: &[AnswerAddr],
-        endpoint_sets: &[u32],
         ports: &[PortSpec],
         age: u32,
         cache_hit: bool,
@@ -312,16 +311,18 @@ impl Fence {
         let now = Instant::now();
         let rule = state.freshness();
         let mut elements = Vec::new();
+        // Made once, for the first element that needs writing, and shared by all of them.
+        let mut admission: Option<Arc<Admission>> = None;
         {
             let ledger = lock(&state.ledger);
             state.for_each_element(view, addrs, ports, age, |key, lifetime| {
                 if let ledger::State::Stale { live } = ledger.state(&key, lifetime, now, rule) {
+                    let admission = admission.get_or_insert_with(|| Arc::new(why())).clone();
                     elements.push(Pending {
                         element: Confirmed {
                             key,
                             timeout: lifetime + rule.grace,
-                            name: name.into(),
-                            endpoint_sets: endpoint_sets.to_vec(),
+                            admission,
                         },
                         refresh: live,
                     });
@@ -429,11 +430,15 @@ impl Fence {
             .collect()
     }
 
-    /// Number of live elements of one dynamic set.
-    pub fn element_count(&self, set: usize) -> usize {
-        lock(&self.state.ledger)
+    /// Number of live elements of one dynamic set, and how many of them only report-mode answers
+    /// the allowlist would deny put there.
+    pub fn element_count(&self, set: usize) -> (usize, usize) {
+        let ledger = lock(&self.state.ledger);
+        ledger
             .live(set as u16, Instant::now())
-            .count()
+            .fold((0, 0), |(n, w), (_, e)| {
+                (n + 1, w + usize::from(e.would_deny()))
+            })
     }
 
     /// The static ranges of each view, as planned.

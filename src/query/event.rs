@@ -10,7 +10,7 @@ use crate::metrics;
 pub use crate::outcome::{Reason, Verdict};
 use crate::policy::View;
 use crate::query::Engine;
-use crate::query::encode::rcode;
+use crate::query::encode::{Reply, rcode};
 use crate::query::parse::Parsed;
 use crate::querylog::QueryRecord;
 
@@ -88,8 +88,8 @@ impl<'p> QueryEvent<'p> {
     }
 
     /// Counts the query and writes its log line. `pkt` and `q` are the query (`q` is `None`
-    /// for a datagram that did not parse at all), `rcode` what was sent (`None`: nothing was).
-    pub fn emit(&self, engine: &Engine, pkt: &[u8], q: Option<&Parsed>, rcode: Option<u16>) {
+    /// for a datagram that did not parse at all), `reply` what was sent (`None`: nothing was).
+    pub fn emit(&self, engine: &Engine, pkt: &[u8], q: Option<&Parsed>, reply: Option<&Reply>) {
         let m = &engine.metrics;
         let qtype = q.map_or(0, |q| q.qtype);
         let view = self.view.map_or(metrics::NO_VIEW, |v| v.name.as_str());
@@ -139,14 +139,14 @@ impl<'p> QueryEvent<'p> {
             }
         }
         // A dropped datagram (rate limit, not a query) gets no line: it got no answer.
-        if let Some(rcode) = rcode
+        if let Some(reply) = reply
             && engine.log.wants(self.verdict)
         {
-            self.log(engine, pkt, q, rcode);
+            self.log(engine, pkt, q, reply);
         }
     }
 
-    fn log(&self, engine: &Engine, pkt: &[u8], q: Option<&Parsed>, code: u16) {
+    fn log(&self, engine: &Engine, pkt: &[u8], q: Option<&Parsed>, reply: &Reply) {
         let elapsed = self.started.elapsed();
         let arrived = SystemTime::now()
             .checked_sub(elapsed)
@@ -168,7 +168,11 @@ impl<'p> QueryEvent<'p> {
             verdict: self.verdict,
             endpoint_set: self.endpoint_set,
             reason: self.reason.map(Reason::as_str),
-            rcode: rcode::name(code),
+            rcode: rcode::name(reply.rcode()),
+            chain: match reply {
+                Reply::Answer { answer, .. } => &answer.chain,
+                Reply::Code { .. } => &[],
+            },
             duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             cache_hit: self.cache_hit,
             fence_error: self.fence_error,

@@ -25,12 +25,13 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::answer::{Answer, Resolution};
 use crate::cache::AnswerCache;
-use crate::config::{AdmitFailure, DenyRcode, ViewMode};
-use crate::fence::{Admitted, Fence};
+use crate::config::{AdmitFailure, CnameTargets, DenyRcode, ViewMode};
+use crate::fence::{Admission, Admitted, Fence};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, View, wire_name_text};
 use crate::querylog::QueryLog;
 use crate::upstream::{Upstream, UpstreamError};
+use crate::zones::PortSpec;
 use encode::{Ede, Reply, Soa, ede, rcode};
 use event::{QueryEvent, Reason, Transport, Verdict};
 use parse::{Parsed, Problem, parse};
@@ -150,7 +151,7 @@ impl Engine {
             Decision::Reply(reply) => {
                 let limit = self.limit(&q, transport);
                 let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, started, out);
-                ev.emit(self, pkt, Some(&q), Some(reply.rcode()));
+                ev.emit(self, pkt, Some(&q), Some(&reply));
                 Now::Reply(n)
             }
             Decision::Resolve(_) => Now::Later,
@@ -181,7 +182,7 @@ impl Engine {
         let now = Instant::now();
         let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, now, &mut out);
         out.truncate(n);
-        ev.emit(self, pkt, Some(&q), Some(reply.rcode()));
+        ev.emit(self, pkt, Some(&q), Some(&reply));
         Some(out)
     }
 
@@ -272,24 +273,11 @@ impl Engine {
                 ev.reason = Some(Reason::NotAllowlisted);
                 if view.mode == ViewMode::Enforce {
                     ev.verdict = Verdict::Denied;
-                    let (rcode, soa) = match view.deny_rcode {
-                        DenyRcode::Refused => (rcode::REFUSED, None),
-                        DenyRcode::Nxdomain => (
-                            rcode::NXDOMAIN,
-                            Some(Soa {
-                                owner: 12 + deny_owner(wire) as u16,
-                                ttl: view.deny_ttl,
-                            }),
-                        ),
-                    };
-                    return Decision::Reply(Reply::Code {
-                        rcode,
-                        ede: Some(Ede {
-                            code: ede::BLOCKED,
-                            text: "name is not on the dnsfence allowlist",
-                        }),
-                        soa,
-                    });
+                    return Decision::Reply(deny(
+                        view,
+                        wire,
+                        "name is not on the dnsfence allowlist",
+                    ));
                 }
                 ev.verdict = Verdict::WouldDeny;
                 &[]
@@ -312,15 +300,14 @@ impl Engine {
             });
         };
         ev.cache_hit = true;
-        if ev.verdict == Verdict::Allowed
-            && let Some(fence) = &self.fence
+        if let Some(reply) = self.check_chain(view, wire, &cached, ev) {
+            return Decision::Reply(reply);
+        }
+        if let Some(fence) = &self.fence
             && !cached.addrs.is_empty()
+            && ev.verdict != Verdict::Denied
         {
-            let ports = if fence.needs_ports(view.index) {
-                policy.ports_of(sets)
-            } else {
-                Vec::new()
-            };
+            let ports = self.ports(policy, view, sets, ev);
             if !fence.is_fresh(view.index, &cached.addrs, &ports, cached.age(now), now) {
                 return Decision::Resolve(Work {
                     view,
@@ -333,6 +320,58 @@ impl Engine {
             answer: cached,
             ede: None,
         })
+    }
+
+    /// With `cname_targets = "allowlisted"`, an answer whose CNAME chain leaves the view's
+    /// allowlist is denied (enforce) or a would-be denial (report). `Some` with the deny reply.
+    fn check_chain<'p>(
+        &self,
+        view: &'p View,
+        wire: &[u8],
+        answer: &Answer,
+        ev: &mut QueryEvent<'p>,
+    ) -> Option<Reply> {
+        if view.cname_targets != CnameTargets::Allowlisted
+            || ev.verdict != Verdict::Allowed
+            || answer
+                .chain
+                .iter()
+                .all(|t| view.lookup_normalized(t).is_some())
+        {
+            return None;
+        }
+        ev.reason = Some(Reason::CnameTarget);
+        if view.mode == ViewMode::Report {
+            ev.verdict = Verdict::WouldDeny;
+            return None;
+        }
+        ev.verdict = Verdict::Denied;
+        Some(deny(
+            view,
+            wire,
+            "a CNAME target is not on the dnsfence allowlist",
+        ))
+    }
+
+    /// The ports an answer's elements are keyed by in an `addr_port` view: those of the endpoint
+    /// sets that allowed the name, or, for a would-be denial, those of all the view's sets.
+    fn ports(
+        &self,
+        policy: &Policy,
+        view: &View,
+        sets: &[u32],
+        ev: &QueryEvent<'_>,
+    ) -> Vec<PortSpec> {
+        match &self.fence {
+            Some(fence) if fence.needs_ports(view.index) => {
+                if ev.verdict == Verdict::WouldDeny {
+                    policy.ports_of(&view.sets)
+                } else {
+                    policy.ports_of(sets)
+                }
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The part of a decision that waits: the upstream on a cache miss, then the fence.
@@ -386,32 +425,30 @@ impl Engine {
                 }
             }
         };
+        if let Some(reply) = self.check_chain(view, wire, &answer, ev) {
+            return reply;
+        }
         // The answer leaves only once its addresses are in the view's sets (or the admit failed
-        // and the policy says to answer anyway). Would-be denials of a report-mode view are not
-        // admitted: they are not on the allowlist.
-        if ev.verdict == Verdict::Allowed
-            && let Some(fence) = &self.fence
+        // and the policy says to answer anyway). A report-mode view admits what it would deny
+        // too, tagged so: turning enforcement on then changes nothing at the firewall.
+        if let Some(fence) = &self.fence
             && !answer.addrs.is_empty()
         {
-            let ports = if fence.needs_ports(view.index) {
-                policy.ports_of(sets)
-            } else {
-                Vec::new()
+            let ports = self.ports(policy, view, sets, ev);
+            let would_deny = ev.verdict == Verdict::WouldDeny;
+            let why = || {
+                let mut buf = [0u8; 256];
+                Admission {
+                    name: wire_name_text(wire, &mut buf).unwrap_or_default().into(),
+                    chain: answer.chain.clone(),
+                    endpoint_sets: sets.into(),
+                    would_deny,
+                }
             };
-            let mut buf = [0u8; 256];
-            let text = wire_name_text(wire, &mut buf).unwrap_or_default();
             let t = Instant::now();
             let age = answer.age(t);
             let r = fence
-                .admit(
-                    view.index,
-                    text,
-                    &answer.addrs,
-                    sets,
-                    &ports,
-                    age,
-                    ev.cache_hit,
-                )
+                .admit(view.index, &why, &answer.addrs, &ports, age, ev.cache_hit)
                 .await;
             ev.admit = Some((
                 t.elapsed(),
@@ -434,6 +471,28 @@ impl Engine {
             }
         }
         Reply::Answer { answer, ede: None }
+    }
+}
+
+/// The view's deny answer: NXDOMAIN with a synthesized SOA, or REFUSED; EDE 15 either way.
+fn deny(view: &View, wire: &[u8], text: &'static str) -> Reply {
+    let (rcode, soa) = match view.deny_rcode {
+        DenyRcode::Refused => (rcode::REFUSED, None),
+        DenyRcode::Nxdomain => (
+            rcode::NXDOMAIN,
+            Some(Soa {
+                owner: 12 + deny_owner(wire) as u16,
+                ttl: view.deny_ttl,
+            }),
+        ),
+    };
+    Reply::Code {
+        rcode,
+        ede: Some(Ede {
+            code: ede::BLOCKED,
+            text,
+        }),
+        soa,
     }
 }
 

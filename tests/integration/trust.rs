@@ -262,3 +262,150 @@ fn upstream_queries_use_random_ports_ids_and_case() {
         f.stop().await;
     });
 }
+
+fn element<'a>(sets: &'a serde_json::Value, addr: &str) -> Option<&'a serde_json::Value> {
+    sets["views"][0]["sets"]
+        .as_array()?
+        .iter()
+        .flat_map(|s| s["elements"].as_array().into_iter().flatten())
+        .find(|e| e["addr"] == addr)
+}
+
+/// Every element remembers the answer that admitted it: the question name, the CNAME chain to the
+/// address's owner, the endpoint set — on /v1/sets and in the allowed query-log line.
+#[test]
+fn elements_remember_the_chain_that_admitted_them() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("q.jsonl");
+        let f = Fence::start_extra(&format!(
+            "[fence]\nenabled = true\nbackend = \"list\"\n[query_log]\nlevel = \"all\"\npath = \"{}\"\n",
+            log.display()
+        ))
+        .await;
+        let c = f.client();
+        c.ask("manage.microsoft.com.", RecordType::A).await;
+        c.ask("graph.microsoft.com.", RecordType::A).await;
+        let (status, body) = http_get(f.http.unwrap(), "/v1/sets").await;
+        assert_eq!(status, 200);
+        let sets: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let e = element(&sets, "192.0.2.20").expect("the chain's address is admitted");
+        assert_eq!(e["would_deny"], false);
+        let by = &e["admitted_by"][0];
+        assert_eq!(by["name"], "manage.microsoft.com");
+        assert_eq!(
+            by["chain"],
+            serde_json::json!(["manage.trafficmanager.net"])
+        );
+        assert_eq!(by["endpoint_sets"], serde_json::json!(["163"]));
+        let e = element(&sets, "192.0.2.30").unwrap();
+        assert_eq!(e["admitted_by"][0]["chain"], serde_json::json!([]));
+        let lines = crate::harness::log_lines(&log, 2).await;
+        assert_eq!(
+            lines[0]["chain"],
+            serde_json::json!(["manage.trafficmanager.net"])
+        );
+        assert!(
+            lines[1].get("chain").is_none(),
+            "no chain, no field: {}",
+            lines[1]
+        );
+        f.stop().await;
+    });
+}
+
+/// `cname_targets = "allowlisted"`: a chain whose target is off the view's allowlist is denied
+/// (EDE 15, reason cname_target), on a miss and on a hit, and nothing is admitted; a chain
+/// that stays on the allowlist is answered.
+#[test]
+fn cname_targets_allowlisted_denies_chains_that_leave_the_allowlist() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("q.jsonl");
+        let f = Fence::start_with(
+            "\"127.0.0.0/8\"",
+            "cname_targets = \"allowlisted\"",
+            &format!(
+                "[fence]\nenabled = true\nbackend = \"list\"\n[query_log]\nlevel = \"all\"\npath = \"{}\"\n",
+                log.display()
+            ),
+        )
+        .await;
+        let c = f.client();
+        for _ in 0..2 {
+            let a = c.ask("manage.microsoft.com.", RecordType::A).await;
+            assert_eq!(rcode(&a), ResponseCode::NXDomain);
+            let (code, text) = ede(&a).unwrap();
+            assert_eq!(code, 15);
+            assert!(text.contains("CNAME"), "{text}");
+            assert!(a.answers.is_empty());
+        }
+        // edge.manage.microsoft.com is under *.manage.microsoft.com: allowed.
+        let a = c.ask("cdn.manage.microsoft.com.", RecordType::A).await;
+        assert_eq!(rcode(&a), ResponseCode::NoError);
+        assert_eq!(ips(&a).0, [Ipv4Addr::new(192, 0, 2, 50)]);
+        let fence = f.engine.fence.as_ref().unwrap();
+        let admitted: Vec<String> = (0..fence.sets().len())
+            .flat_map(|i| fence.elements(i))
+            .map(|(ip, _, _)| ip.to_string())
+            .collect();
+        assert_eq!(admitted, ["192.0.2.50"]);
+        let lines = crate::harness::log_lines(&log, 3).await;
+        assert_eq!(lines[0]["verdict"], "denied");
+        assert_eq!(lines[0]["reason"], "cname_target");
+        assert_eq!(lines[1]["reason"], "cname_target");
+        let s = scrape(&f).await;
+        assert_eq!(
+            sample(
+                &s,
+                "dnsfence_denied_queries_total",
+                &[("view", "loopback"), ("reason", "cname_target")]
+            ),
+            Some(2.0)
+        );
+        f.stop().await;
+    });
+}
+
+/// A report-mode view admits the addresses of what it would deny, tagged would_deny, so that
+/// turning on the ruleset breaks nothing while the admin learns.
+#[test]
+fn report_mode_admits_would_be_denials_tagged() {
+    run(async {
+        let f = Fence::start_with(
+            "\"127.0.0.0/8\"",
+            "mode = \"report\"",
+            "[fence]\nenabled = true\nbackend = \"list\"\n",
+        )
+        .await;
+        let c = f.client();
+        let a = c.ask("evilmanage.microsoft.com.", RecordType::A).await;
+        assert_eq!(ips(&a).0, [Ipv4Addr::new(192, 0, 2, 66)]);
+        c.ask("graph.microsoft.com.", RecordType::A).await;
+        let (_, body) = http_get(f.http.unwrap(), "/v1/sets").await;
+        let sets: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let e = element(&sets, "192.0.2.66").expect("admitted in report mode");
+        assert_eq!(e["would_deny"], true);
+        assert_eq!(e["admitted_by"][0]["would_deny"], true);
+        assert_eq!(e["admitted_by"][0]["endpoint_sets"], serde_json::json!([]));
+        assert_eq!(element(&sets, "192.0.2.30").unwrap()["would_deny"], false);
+        let s = scrape(&f).await;
+        assert_eq!(
+            sample(
+                &s,
+                "dnsfence_fence_would_deny_elements",
+                &[("view", "loopback"), ("set", "loopback_v4")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &s,
+                "dnsfence_fence_elements",
+                &[("view", "loopback"), ("set", "loopback_v4")]
+            ),
+            Some(2.0)
+        );
+        f.stop().await;
+    });
+}
