@@ -421,6 +421,33 @@ impl Config {
                 reason,
             })?;
         }
+        for (i, server) in servers.iter().enumerate() {
+            if let Some(own) = listen.iter().find(|l| is_own_address(server, l)) {
+                let (line, written, source) = match raw.upstream.servers.get(i) {
+                    Some(s) => (
+                        line_of(text, s.span().start),
+                        s.get_ref().clone(),
+                        "".into(),
+                    ),
+                    None => (
+                        1,
+                        "upstream.servers".into(),
+                        format!(" ({} from {})", server, resolv_conf.display()),
+                    ),
+                };
+                return Err(ConfigError::Entry {
+                    path: path.to_path_buf(),
+                    line,
+                    entry: written,
+                    reason: format!(
+                        "the upstream{source} is dnsfence's own listen address {own}: every \
+                         allowed query would loop back to dnsfence. Set [upstream] servers to the \
+                         resolver dnsfence should forward to (the one resolv.conf named before \
+                         dnsfence replaced it, or your network's)"
+                    ),
+                });
+            }
+        }
         let up = &raw.upstream;
         if up.timeout_ms == 0 {
             return Err(whole(1, "upstream.timeout_ms", "must be greater than 0"));
@@ -690,6 +717,27 @@ fn parse_upstream(text: &str) -> Result<SocketAddr, &'static str> {
 }
 
 /// The `nameserver` lines of a resolv.conf, on port 53.
+/// Whether `server` is one of dnsfence's own sockets: the same address and port, or a wildcard
+/// listener (`0.0.0.0`, `[::]`) on that port and an address of this host (loopback included;
+/// binding to it succeeds only if it is local).
+fn is_own_address(server: &SocketAddr, listen: &SocketAddr) -> bool {
+    if server.port() != listen.port() {
+        return false;
+    }
+    if server.ip() == listen.ip() {
+        return true;
+    }
+    if !listen.ip().is_unspecified() {
+        return false;
+    }
+    // [::] serves IPv4 too unless 0.0.0.0 is also listed (see server.rs); an IPv4 wildcard
+    // serves only IPv4. Either way, a local address of the wildcard's family loops.
+    let family_ok = listen.is_ipv6() || server.is_ipv4();
+    family_ok
+        && (server.ip().is_loopback()
+            || std::net::UdpSocket::bind(SocketAddr::new(server.ip(), 0)).is_ok())
+}
+
 fn read_resolv_conf(path: &Path) -> Result<Vec<SocketAddr>, String> {
     let text = fs::read_to_string(path).map_err(|e| {
         format!(
@@ -736,6 +784,41 @@ profiles = ["apple"]
             text,
             Path::new("/nonexistent"),
         )
+    }
+
+    #[test]
+    fn an_upstream_that_is_dnsfence_itself_is_refused() {
+        let cfg = |listen: &str, servers: &str| {
+            let text = MIN
+                .replace("servers = [\"127.0.0.1:5300\"]", servers)
+                .replace(
+                    "[upstream]",
+                    &format!("[server]\nlisten = [{listen}]\n[upstream]"),
+                );
+            let dir = tempfile::tempdir().unwrap();
+            let rc = dir.path().join("resolv.conf");
+            std::fs::write(&rc, "nameserver 127.0.0.53\n").unwrap();
+            Config::parse(Path::new("c.toml"), &text, &rc).map(|_| ())
+        };
+        let e = cfg("\"127.0.0.1:53\"", "servers = [\"127.0.0.1\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'127.0.0.1': the upstream is dnsfence's own listen address 127.0.0.1:53"),
+            "{e}"
+        );
+        assert!(e.contains("Set [upstream] servers"), "{e}");
+        // A wildcard listener catches every loopback address, from resolv.conf too.
+        let e = cfg("\"0.0.0.0:53\"", "").unwrap_err().to_string();
+        assert!(e.contains("127.0.0.53:53 from"), "{e}");
+        assert!(e.contains("resolv.conf"), "{e}");
+        let e = cfg("\"[::]:53\"", "servers = [\"127.0.0.9\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("own listen address [::]:53"), "{e}");
+        // Another port, or a non-local address: fine.
+        assert!(cfg("\"127.0.0.1:5353\"", "servers = [\"127.0.0.1\"]").is_ok());
+        assert!(cfg("\"0.0.0.0:53\"", "servers = [\"192.0.2.53\"]").is_ok());
     }
 
     #[test]

@@ -304,3 +304,34 @@ fn run_serves_and_stops_cleanly_on_sigterm() {
         assert!(err.contains("shutting down"), "{err}");
     });
 }
+
+/// An upstream that is dnsfence's own listen address would loop every allowed query back to
+/// dnsfence: `check` and `run` refuse it and say what to set.
+#[test]
+fn an_upstream_that_loops_to_dnsfence_is_an_error_in_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("loop.toml");
+    let text = std::fs::read_to_string(repo().join("config/dnsfence.toml"))
+        .unwrap()
+        .replace(
+            "dir = \"../zones\"",
+            &format!("dir = \"{}\"", repo().join("zones").display()),
+        )
+        .replace(
+            "timeout_ms = 2000",
+            "servers = [\"127.0.0.1:5353\"]\ntimeout_ms = 2000",
+        );
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_str().unwrap();
+    for cmd in ["check", "run"] {
+        let (code, out, err) = dnsfence(&[cmd, "-c", path]);
+        assert_eq!(code, 1, "{cmd}: {out}{err}");
+        assert!(
+            err.contains(
+                "'127.0.0.1:5353': the upstream is dnsfence's own listen address 127.0.0.1:5353"
+            ),
+            "{cmd}: {err}"
+        );
+        assert!(err.contains("Set [upstream] servers"), "{cmd}: {err}");
+    }
+}
