@@ -38,9 +38,13 @@ enum Command {
         /// Config file.
         #[arg(short, long, default_value = "config/dnsfence.toml")]
         config: PathBuf,
-        /// Log dropped packets (prefix "dnsfence VIEW drop: ").
+        /// Log refused packets, at most 10 a second per view (prefix "dnsfence VIEW drop: ").
         #[arg(long)]
         log: bool,
+        /// Reject (TCP reset, ICMP administratively prohibited) instead of dropping, so that
+        /// devices fail at once instead of waiting for their timeouts.
+        #[arg(long)]
+        reject: bool,
     },
     /// Say whether a name would be answered, for which view, and which endpoint set allows it.
     Explain {
@@ -60,7 +64,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
-        Command::NftRules { config, log } => nft_rules(config, log),
+        Command::NftRules {
+            config,
+            log,
+            reject,
+        } => nft_rules(config, dnsfence::fence::nft::RulesetOptions { log, reject }),
         Command::Explain {
             name,
             client,
@@ -151,12 +159,15 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn nft_rules(path: PathBuf, log: bool) -> anyhow::Result<ExitCode> {
+fn nft_rules(
+    path: PathBuf,
+    options: dnsfence::fence::nft::RulesetOptions,
+) -> anyhow::Result<ExitCode> {
     let (config, policy) = app::load(&path)?;
     let plans = dnsfence::fence::nft::ViewPlan::for_views(&config, &policy);
     print!(
         "{}",
-        dnsfence::fence::nft::ruleset(&plans, &config.server.listen, log)
+        dnsfence::fence::nft::ruleset(&plans, &config.server.listen, options)
     );
     Ok(ExitCode::SUCCESS)
 }

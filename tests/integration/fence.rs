@@ -357,9 +357,46 @@ fn the_generated_ruleset_loads() {
     let rules = String::from_utf8(out.stdout).unwrap();
     ns.nft_script(&rules, true)
         .expect("nft -c accepts the ruleset");
+    // Someone else's table, which loading dnsfence's rules must leave alone.
+    ns.nft_script(
+        "table inet other {\n\tchain c {\n\t\ttype filter hook forward priority 0;\n\t}\n}\n",
+        false,
+    )
+    .unwrap();
     ns.nft_script(&rules, false).expect("nft loads the ruleset");
+    let once = ns.nft(&["-s", "list", "ruleset"]);
+    // dnsfence admits an element; the admin loads the (same) ruleset again.
+    ns.nft(&[
+        "add",
+        "element",
+        "inet",
+        "dnsfence",
+        "windows_kiosk_v4",
+        "{ 192.0.2.1 . tcp . 443 timeout 1h }",
+    ]);
+    ns.nft_script(&rules, false)
+        .expect("nft loads the ruleset twice");
+    let twice = ns.nft(&["-s", "list", "ruleset"]);
+    let without_element =
+        twice.replace("\t\telements = { 192.0.2.1 . tcp . 443 timeout 1h }\n", "");
+    assert_eq!(
+        once, without_element,
+        "loading twice gives the same ruleset"
+    );
+    assert!(
+        twice.contains("192.0.2.1 . tcp . 443"),
+        "the dynamic set kept its element"
+    );
+    assert!(twice.contains("table inet other"), "other tables untouched");
+    assert_eq!(
+        twice.matches("jump view_windows_kiosk").count(),
+        1,
+        "no doubled jumps"
+    );
     let listed = ns.nft(&["list", "chain", "inet", "dnsfence", "view_windows_kiosk"]);
     assert!(listed.contains("@windows_kiosk_v4"), "{listed}");
+    assert!(listed.contains("th dport { 53, 853 }"), "{listed}");
+    assert!(listed.contains("limit rate 10/second"), "{listed}");
     assert!(listed.contains("drop"), "{listed}");
     // The shipped deploy file is this very output.
     let shipped = std::fs::read_to_string(root.join("deploy/nftables/dnsfence.nft")).unwrap();
