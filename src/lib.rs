@@ -22,6 +22,7 @@
 //! - [`querylog`]: one JSON line per query.
 //! - [`metrics`]: the Prometheus registry, bounded labels, the top denied names.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/v1/sets`, `/v1/sets/{view}.txt`, `/v1/denied`.
+//! - [`suggest`]: `dnsfence suggest`: denied names ranked into proposed zone-file blocks.
 //! - [`signal`]: the control signal (reload, shutdown) carried to every task.
 //! - [`app`]: start-up order, shared by the binary and the tests.
 
@@ -41,6 +42,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod signal;
 pub mod sockopt;
+pub mod suggest;
 pub mod tcp;
 pub mod udp;
 pub mod upstream;

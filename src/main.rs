@@ -46,6 +46,19 @@ enum Command {
         #[arg(long)]
         reject: bool,
     },
+    /// Turn denied and would-be-denied names into a ranked proposal for a local zone file: per
+    /// registrable domain, the names, queries and clients, and a ready [[endpoint_set]] block.
+    Suggest {
+        /// Config file (its views, and its [http] listen when no log is given).
+        #[arg(short, long, default_value = "config/dnsfence.toml")]
+        config: PathBuf,
+        /// Only this view.
+        #[arg(long)]
+        view: Option<String>,
+        /// A query log (JSON lines) to read; without it, the running instance's /v1/denied.
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
     /// Say whether a name would be answered, for which view, and which endpoint set allows it.
     Explain {
         /// The name to look up.
@@ -69,6 +82,7 @@ fn main() -> ExitCode {
             log,
             reject,
         } => nft_rules(config, dnsfence::fence::nft::RulesetOptions { log, reject }),
+        Command::Suggest { config, view, log } => suggest(config, view, log),
         Command::Explain {
             name,
             client,
@@ -156,6 +170,43 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
             view.deny_rcode.as_str(),
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn suggest(path: PathBuf, view: Option<String>, log: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use dnsfence::suggest;
+    let config = dnsfence::config::Config::load(&path)?;
+    if let Some(v) = &view
+        && !config.views.iter().any(|c| &c.name == v)
+    {
+        anyhow::bail!("{}: no view named '{v}'", path.display());
+    }
+    let (seen, source) = match &log {
+        Some(file) => (
+            suggest::read_log(file, view.as_deref())?,
+            file.display().to_string(),
+        ),
+        None => {
+            let Some(addr) = config.http.listen else {
+                anyhow::bail!(
+                    "{}: [http] is off, so there is no running instance to ask: give --log FILE",
+                    path.display()
+                );
+            };
+            let mut seen = Vec::new();
+            for v in &config.views {
+                if view.as_ref().is_none_or(|want| want == &v.name) {
+                    seen.extend(suggest::from_http(addr, &v.name)?);
+                }
+            }
+            (seen, format!("http://{addr}/v1/denied"))
+        }
+    };
+    let source = match &view {
+        Some(v) => format!("{source} (view {v})"),
+        None => source,
+    };
+    print!("{}", suggest::render(&suggest::rank(&seen), &source));
     Ok(ExitCode::SUCCESS)
 }
 

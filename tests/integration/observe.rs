@@ -429,3 +429,95 @@ fn udp_floods_are_rate_limited_per_client_and_counted() {
         f.stop().await;
     });
 }
+
+/// `dnsfence suggest` turns what a report-mode view would deny into a ranked proposal, from the
+/// query log and from the running instance's /v1/denied alike.
+#[test]
+fn suggest_proposes_zone_blocks_from_the_log_and_the_running_instance() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("q.jsonl");
+        let f = Fence::start_with(
+            "\"127.0.0.0/8\"",
+            "mode = \"report\"",
+            &format!(
+                "[query_log]\nlevel = \"denied\"\npath = \"{}\"\n",
+                log.display()
+            ),
+        )
+        .await;
+        let c = f.client();
+        for (src, name) in [
+            ("127.0.0.1", "evilmanage.microsoft.com."),
+            ("127.0.0.2", "evilmanage.microsoft.com."),
+            ("127.0.0.3", "manage-microsoft.com."),
+        ] {
+            c.udp_from(src, &query(name, RecordType::A, Some(1232)))
+                .await;
+        }
+        crate::harness::log_lines(&log, 3).await;
+        // A config naming the running instance's HTTP address and the same view.
+        let cfg = dir.path().join("dnsfence.toml");
+        let text = crate::harness::config_text(
+            f.upstream.addr,
+            "\"127.0.0.0/8\"",
+            "",
+            &format!("[http]\nlisten = \"{}\"\n", f.http.unwrap()),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let run_suggest = |args: Vec<String>| async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dnsfence"))
+                .args(&args)
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let cfg = cfg.display().to_string();
+        let from_log = run_suggest(vec![
+            "suggest".into(),
+            "-c".into(),
+            cfg.clone(),
+            "--view".into(),
+            "loopback".into(),
+            "--log".into(),
+            log.display().to_string(),
+        ])
+        .await;
+        assert!(
+            from_log.contains("2 registrable domains, 2 names"),
+            "{from_log}"
+        );
+        assert!(
+            from_log.contains(
+                "#    1  microsoft.com                                   2      1        2"
+            ),
+            "{from_log}"
+        );
+        assert!(
+            from_log.contains("id = \"local-microsoft-com\""),
+            "{from_log}"
+        );
+        assert!(
+            from_log.contains("  \"evilmanage.microsoft.com\","),
+            "{from_log}"
+        );
+        let sets = dnsfence::zones::parse_file(
+            std::path::Path::new("suggested.toml"),
+            &from_log,
+            &mut Vec::new(),
+        )
+        .expect("the proposal is a valid zone file");
+        assert_eq!(sets.len(), 2);
+        let from_http = run_suggest(vec!["suggest".into(), "-c".into(), cfg]).await;
+        assert!(from_http.contains("microsoft.com"), "{from_http}");
+        assert!(from_http.contains("manage-microsoft.com"), "{from_http}");
+        assert!(from_http.contains("from http://"), "{from_http}");
+        f.stop().await;
+    });
+}
