@@ -118,24 +118,33 @@ pub struct Proposal {
     pub clients: Option<usize>,
 }
 
+/// What is gathered of one registrable domain.
+#[derive(Default)]
+struct Tally {
+    names: BTreeMap<String, u64>,
+    clients: BTreeSet<String>,
+    /// Some names came without their client.
+    unknown_clients: bool,
+}
+
 /// Groups names by registrable domain, most queried first.
 pub fn rank(seen: &[Seen]) -> Vec<Proposal> {
-    let mut by_domain: BTreeMap<String, (BTreeMap<String, u64>, BTreeSet<String>, bool)> =
-        BTreeMap::new();
+    let mut by_domain: BTreeMap<String, Tally> = BTreeMap::new();
     for s in seen {
         let domain = psl::domain_str(&s.name).unwrap_or(&s.name).to_string();
-        let e = by_domain.entry(domain).or_default();
-        *e.0.entry(s.name.clone()).or_default() += s.count;
+        let t = by_domain.entry(domain).or_default();
+        *t.names.entry(s.name.clone()).or_default() += s.count;
         match &s.client {
             Some(c) => {
-                e.1.insert(c.clone());
+                t.clients.insert(c.clone());
             }
-            None => e.2 = true,
+            None => t.unknown_clients = true,
         }
     }
     let mut out: Vec<Proposal> = by_domain
         .into_iter()
-        .map(|(domain, (names, clients, unknown))| {
+        .map(|(domain, t)| {
+            let (names, clients, unknown) = (t.names, t.clients, t.unknown_clients);
             let mut names: Vec<(String, u64)> = names.into_iter().collect();
             names.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             Proposal {
