@@ -926,8 +926,27 @@ fn value_text(v: &serde_json::Value) -> String {
     }
 }
 
+impl Netns {
+    /// Runs a command inside the namespace (`ip netns exec`), which also bind-mounts
+    /// `/etc/netns/NAME/resolv.conf` over `/etc/resolv.conf` when [`Netns::resolv_conf`] wrote one.
+    pub fn exec(&self, program: &str) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c.kill_on_drop(true);
+        c
+    }
+
+    /// The resolv.conf the namespace's processes see.
+    pub fn resolv_conf(&self, text: &str) {
+        let dir = std::path::Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), text).unwrap();
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&self.name));
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();

@@ -3,6 +3,7 @@
 
 mod answers;
 mod cli;
+mod clients;
 mod deny;
 mod fence;
 mod harness;
