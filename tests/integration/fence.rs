@@ -118,6 +118,39 @@ fn denied_names_add_nothing() {
     });
 }
 
+/// In the kernel: a report-mode view admits what it would deny; `cname_targets = "allowlisted"`
+/// admits nothing for a chain that leaves the allowlist, and an injected record never gets in.
+#[test]
+fn report_mode_admits_and_chain_rules_hold_in_the_kernel() {
+    let Some(ns) = netns_or_skip("report_mode_admits_and_chain_rules_hold_in_the_kernel") else {
+        return;
+    };
+    run(async {
+        let f = start(&ns, "mode = \"report\"", "", "").await;
+        let c = f.client();
+        c.ask("evilmanage.microsoft.com.", RecordType::A).await;
+        c.ask("inject.manage.microsoft.com.", RecordType::A).await;
+        assert_eq!(
+            values(&ns.elements("loopback_v4")),
+            ["192.0.2.60", "192.0.2.66"],
+            "the would-be denial is admitted; the injected 198.51.100.66 is not"
+        );
+        f.stop().await;
+    });
+    let Some(ns) = netns_or_skip("report_mode_admits_and_chain_rules_hold_in_the_kernel") else {
+        return;
+    };
+    run(async {
+        let f = start(&ns, "cname_targets = \"allowlisted\"", "", "").await;
+        let c = f.client();
+        let a = c.ask("manage.microsoft.com.", RecordType::A).await;
+        assert_eq!(rcode(&a), ResponseCode::NXDomain);
+        c.ask("cdn.manage.microsoft.com.", RecordType::A).await;
+        assert_eq!(values(&ns.elements("loopback_v4")), ["192.0.2.50"]);
+        f.stop().await;
+    });
+}
+
 #[test]
 fn an_element_deleted_by_hand_is_readmitted_by_the_next_cache_hit() {
     let Some(ns) = netns_or_skip("an_element_deleted_by_hand_is_readmitted_by_the_next_cache_hit")
