@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -22,6 +22,7 @@ use crate::query::Engine;
 use crate::querylog::QueryLog;
 use crate::server::{Listeners, serve};
 use crate::signal::Signal;
+use crate::tcp::TcpOptions;
 use crate::udp::UdpOptions;
 use crate::upstream::{Upstream, UpstreamError};
 use crate::zones::{Catalog, ZoneError};
@@ -90,6 +91,7 @@ impl Bound {
 impl App {
     /// Builds everything but the sockets. Must run inside a tokio runtime (the log writer task).
     pub async fn build(config: Config) -> Result<App, StartError> {
+        raise_descriptor_limit(&config)?;
         let policy = compile(&config)?;
         for w in &policy.catalog.warnings {
             tracing::warn!(warning = %w, "zone catalog");
@@ -128,6 +130,8 @@ impl App {
             metrics: Metrics::new(config.http.max_denied_domains),
             listening: AtomicBool::new(false),
             upstream_fresh: config.upstream.probe_interval * 3,
+            waiting: AtomicUsize::new(0),
+            max_waiting: config.server.max_waiting,
             sync_answers: AtomicBool::new(true),
         });
         Ok(App { config, engine })
@@ -175,19 +179,28 @@ impl App {
                 config.server.rate_limit_burst,
             ),
         };
+        let sv = &config.server;
+        let tcp = TcpOptions {
+            idle_timeout: sv.tcp_idle_timeout,
+            max_connections: sv.tcp_max_connections,
+            max_per_client: sv.tcp_max_connections_per_client,
+            max_queries: sv.tcp_max_queries,
+            max_lifetime: sv.tcp_max_lifetime,
+        };
         let dns = tokio::spawn(serve(
             engine.clone(),
             bound.dns,
             udp,
-            config.server.tcp_idle_timeout,
+            tcp,
             async {
                 let _ = dns_stopped.await;
             },
         ));
         engine.listening.store(true, Ordering::Relaxed);
         let (http_stop, http_stopped) = oneshot::channel::<()>();
+        let max_http = config.http.max_connections;
         let http = bound.http.map(|listener| {
-            tokio::spawn(http::serve(listener, engine.clone(), async {
+            tokio::spawn(http::serve(listener, engine.clone(), max_http, async {
                 let _ = http_stopped.await;
             }))
         });
@@ -222,6 +235,52 @@ impl App {
         tracing::info!("stopped");
         Ok(served?)
     }
+}
+
+/// Raises the soft limit on open files to the hard one (systemd's default soft limit is 1024),
+/// and checks that the configured caps fit below it: TCP and HTTP connections, upstream
+/// resolutions (a socket each), the UDP sockets, and a margin for the rest (log file, netlink,
+/// `nft`). A config whose caps cannot be honoured is refused here rather than discovered under
+/// load as EMFILE.
+fn raise_descriptor_limit(config: &Config) -> Result<u64, StartError> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    let sv = &config.server;
+    let needed = sv.tcp_max_connections as u64
+        + config.http.max_connections as u64
+        + config.upstream.max_inflight as u64
+        + (sv.listen.len() * (sv.udp_workers + 1)) as u64
+        + 64;
+    if needed > lim.rlim_cur as u64 {
+        return Err(StartError::Io(io::Error::other(format!(
+            "{}: the connection caps need about {needed} open files (tcp_max_connections {} + \
+             http max_connections {} + upstream max_inflight {} + sockets and margin) but the \
+             limit is {}: raise LimitNOFILE (systemd) / ulimit -n, or lower the caps",
+            config.path.display(),
+            sv.tcp_max_connections,
+            config.http.max_connections,
+            config.upstream.max_inflight,
+            lim.rlim_cur
+        ))));
+    }
+    Ok(lim.rlim_cur as u64)
 }
 
 /// Re-reads the config file and zones and swaps the policy whole. A reload that fails, or one

@@ -23,24 +23,42 @@ use crate::query::Engine;
 const MAX_HEAD: usize = 8192;
 /// Time a client has to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client has to take the response.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves HTTP on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) {
+/// Serves HTTP on `listener` until `shutdown` completes, at most `max_connections` at once (more
+/// are closed at once and counted).
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let engine = engine.clone();
+                    use std::sync::atomic::Ordering::Relaxed;
+                    if open.fetch_add(1, Relaxed) >= max_connections {
+                        open.fetch_sub(1, Relaxed);
+                        engine.metrics.overload("http");
+                        drop(stream);
+                        continue;
+                    }
+                    let (engine, open) = (engine.clone(), open.clone());
                     tokio::spawn(async move {
                         if let Err(e) = handle(stream, &engine).await {
                             tracing::debug!(error = %e, "http connection");
                         }
+                        open.fetch_sub(1, Relaxed);
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of descriptors, usually: back off rather than spin on it.
+                    crate::warn_limited!(error = %e, "http accept failed");
+                    tokio::time::sleep(crate::tcp::accept_backoff(&e)).await;
                 }
             },
             () = &mut shutdown => return,
@@ -130,8 +148,14 @@ async fn handle(mut stream: TcpStream, engine: &Engine) -> std::io::Result<()> {
     if method != "HEAD" {
         out.extend_from_slice(&response.body);
     }
-    stream.write_all(&out).await?;
-    stream.shutdown().await
+    let write = async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(r) => r,
+        Err(_) => Ok(()),
+    }
 }
 
 fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
@@ -163,6 +187,7 @@ fn route(target: &str, engine: &Engine) -> Response {
 fn metrics(engine: &Engine) -> Response {
     let m = &engine.metrics;
     m.cache_entries.set(engine.cache.len() as i64);
+    m.upstream_inflight.set(engine.upstream.inflight() as i64);
     m.querylog_dropped.inc_by(
         engine
             .log
@@ -380,7 +405,8 @@ fn set_list(engine: &Engine, view: &str, query: &str) -> Response {
         Some(_) => return Response::text(400, "family is 4 or 6\n"),
     };
     let Some(plan) = fence.plans().iter().find(|p| p.name == view) else {
-        return Response::text(404, format!("no view named '{view}'\n"));
+        // The body never echoes the request: nothing a client sends comes back to a browser.
+        return Response::text(404, "no such view\n");
     };
     let mut lines: Vec<String> = Vec::new();
     for (i, set) in fence.sets().iter().enumerate() {
@@ -426,7 +452,8 @@ fn denied(engine: &Engine, query: &str) -> Response {
     };
     let known = engine.policy.load().view(view).is_some();
     if !known {
-        return Response::text(404, format!("no view named '{view}'\n"));
+        // The body never echoes the request: nothing a client sends comes back to a browser.
+        return Response::text(404, "no such view\n");
     }
     let top: Vec<DeniedJson> = engine
         .metrics

@@ -17,6 +17,7 @@
 //! - [`udp`]: UDP workers (batched socket I/O, busy polling) in front of the query path.
 //! - [`tcp`]: the TCP listener and connections in front of the query path.
 //! - [`sockopt`]: the socket options std and socket2 lack (forced buffer sizes).
+//! - [`warn`]: rate-limited warnings (`warn_limited!`) with a count of what was left out.
 //! - [`wire`]: small DNS wire-format readers (names, TTL offsets).
 //! - [`ratelimit`]: per-client UDP token buckets.
 //! - [`querylog`]: one JSON line per query.
@@ -46,5 +47,6 @@ pub mod suggest;
 pub mod tcp;
 pub mod udp;
 pub mod upstream;
+pub mod warn;
 pub mod wire;
 pub mod zones;

@@ -54,6 +54,12 @@ pub const FENCE_RESYNCS: &str = "dnsfence_fence_resyncs_total";
 pub const CONFIG_RELOADS: &str = "dnsfence_config_reloads_total";
 /// `dnsfence_upstream_records_dropped_total{reason}`.
 pub const RECORDS_DROPPED: &str = "dnsfence_upstream_records_dropped_total";
+/// `dnsfence_upstream_coalesced_total`.
+pub const UPSTREAM_COALESCED: &str = "dnsfence_upstream_coalesced_total";
+/// `dnsfence_upstream_inflight`.
+pub const UPSTREAM_INFLIGHT: &str = "dnsfence_upstream_inflight";
+/// `dnsfence_overload_total{limit}`.
+pub const OVERLOAD: &str = "dnsfence_overload_total";
 /// `dnsfence_querylog_dropped_total`.
 pub const QUERYLOG_DROPPED: &str = "dnsfence_querylog_dropped_total";
 /// `dnsfence_build_info{version}`.
@@ -256,6 +262,12 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Upstream records dropped because the CNAME chain did not prove them.
     pub records_dropped: IntCounterVec,
+    /// Cache misses that waited for an identical question's resolution.
+    pub upstream_coalesced: IntCounter,
+    /// Distinct resolutions waiting for the upstream (set at scrape).
+    pub upstream_inflight: IntGauge,
+    /// What a limit turned away, by limit.
+    pub overloads: IntCounterVec,
     /// Query-log lines dropped because the writer could not keep up.
     pub querylog_dropped: IntCounter,
     /// Build information (always 1).
@@ -428,6 +440,26 @@ impl Metrics {
                 "Records of upstream answers dropped because the CNAME chain from the question does not prove them, by reason.",
                 &["reason"],
             ),
+            upstream_coalesced: counter(
+                &r,
+                UPSTREAM_COALESCED,
+                "Cache misses answered by an identical question's upstream resolution.",
+            ),
+            upstream_inflight: {
+                let g = IntGauge::new(
+                    UPSTREAM_INFLIGHT,
+                    "Distinct resolutions waiting for the upstream.",
+                )
+                .expect("valid");
+                r.register(Box::new(g.clone())).expect("registered once");
+                g
+            },
+            overloads: counter_vec(
+                &r,
+                OVERLOAD,
+                "Queries or connections turned away at a limit (inflight: upstream resolutions; waiting: queries on the runtime; tcp, tcp_client, http: connections).",
+                &["limit"],
+            ),
             querylog_dropped: counter(
                 &r,
                 QUERYLOG_DROPPED,
@@ -461,6 +493,11 @@ impl Metrics {
         self.records_dropped
             .with_label_values(&[why.as_str()])
             .inc_by(n.into());
+    }
+
+    /// `dnsfence_overload_total{limit}` += 1.
+    pub fn overload(&self, limit: &'static str) {
+        self.overloads.with_label_values(&[limit]).inc();
     }
 
     /// Observes one response's latency.

@@ -66,11 +66,13 @@ pub enum Reason {
     BadChain,
     /// A CNAME target is not on the allowlist of a view with `cname_targets = "allowlisted"`.
     CnameTarget,
+    /// dnsfence was at a limit (resolutions in flight, queries waiting) and answered SERVFAIL.
+    Overloaded,
 }
 
 impl Reason {
     /// Every reason, in label order.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::RateLimited,
         Reason::NotAllowlisted,
         Reason::NoView,
@@ -83,6 +85,7 @@ impl Reason {
         Reason::UpstreamError,
         Reason::BadChain,
         Reason::CnameTarget,
+        Reason::Overloaded,
     ];
 
     /// The label used in logs and metrics.
@@ -100,6 +103,7 @@ impl Reason {
             Reason::UpstreamError => "error",
             Reason::BadChain => "bad_chain",
             Reason::CnameTarget => "cname_target",
+            Reason::Overloaded => "overloaded",
         }
     }
 }

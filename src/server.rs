@@ -10,12 +10,12 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
 use crate::query::Engine;
+use crate::tcp::{Connections, TcpOptions};
 use crate::udp::{UdpOptions, Workers};
 
 /// Pending TCP connections the kernel queues before accept.
@@ -105,7 +105,7 @@ pub async fn serve(
     engine: Arc<Engine>,
     listeners: Listeners,
     udp: UdpOptions,
-    tcp_idle_timeout: Duration,
+    tcp: TcpOptions,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let workers = Workers::start(
@@ -115,13 +115,15 @@ pub async fn serve(
         udp,
     )?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut tcp = tokio::task::JoinSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    // One count of connections for every listener: the caps are the process's.
+    let connections = Connections::new(tcp);
     for listener in listeners.tcp {
         let mut stopped = stopped.clone();
-        tcp.spawn(crate::tcp::serve(
+        tasks.spawn(crate::tcp::serve(
             engine.clone(),
             listener,
-            tcp_idle_timeout,
+            connections.clone(),
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
             },
@@ -130,7 +132,7 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight queries");
     let _ = stop.send(true);
-    while tcp.join_next().await.is_some() {}
+    while tasks.join_next().await.is_some() {}
     // Joining the workers blocks for at most one read timeout: off the runtime's threads.
     let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     Ok(())

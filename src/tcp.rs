@@ -4,16 +4,20 @@
 //! Why not hickory-server: with UDP served by dnsfence's workers, hickory-server would only frame
 //! TCP messages, yet it parses each into its own request type and encodes the answer with its own
 //! encoder — a second way to build an answer, which is what the parity tests exist to prevent.
-//! Framing is a two-byte length; owning the loop also puts connection limits and timeouts where
-//! the resilience work needs them.
+//! Owning the loop also puts the limits where they belong.
 //!
-//! A connection is served one query at a time, in order (pipelined queries queue in the socket);
-//! it is closed after `idle_timeout` without a complete query, on a framing error, or at
-//! shutdown once its current query is answered.
+//! Bounded: at most `tcp_max_connections` connections and `tcp_max_connections_per_client` per
+//! client address (more are closed at once, and counted); a connection is served one query at a
+//! time, in order, and closed after `idle_timeout` without a complete query, after
+//! `tcp_max_queries` queries or `tcp_max_lifetime` (so kept-alive connections cannot pin the
+//! descriptors forever), on a framing error, or at shutdown once its current query is answered.
+//! When accepting fails for lack of descriptors the loop backs off instead of spinning.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,42 +31,141 @@ use crate::query::{Engine, canonical};
 /// How long in-flight TCP answers may take to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// The TCP settings of `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpOptions {
+    /// Idle time allowed between queries.
+    pub idle_timeout: Duration,
+    /// Connections at most, all listeners together.
+    pub max_connections: usize,
+    /// Connections per client address at most.
+    pub max_per_client: usize,
+    /// Queries per connection at most.
+    pub max_queries: u64,
+    /// Lifetime of a connection at most.
+    pub max_lifetime: Duration,
+}
+
+/// Open connections, in all and per client, shared by every TCP listener.
+#[derive(Debug)]
+pub struct Connections {
+    options: TcpOptions,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One open connection's place; given back when dropped.
+struct Slot {
+    connections: Arc<Connections>,
+    client: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.connections.open);
+        open.0 -= 1;
+        if let Some(n) = open.1.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.client);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Held for a counter update; a panic elsewhere leaves the counts usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Connections {
+    /// The counts for `options`.
+    pub fn new(options: TcpOptions) -> Arc<Connections> {
+        Arc::new(Connections {
+            options,
+            open: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// A slot for a new connection from `client`, or which limit refused it.
+    fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Slot, &'static str> {
+        let mut open = lock(&self.open);
+        if open.0 >= self.options.max_connections {
+            return Err("tcp");
+        }
+        let mine = open.1.entry(client).or_insert(0);
+        if *mine >= self.options.max_per_client {
+            return Err("tcp_client");
+        }
+        *mine += 1;
+        open.0 += 1;
+        Ok(Slot {
+            connections: self.clone(),
+            client,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        lock(&self.open).0
+    }
+}
+
+/// How long to wait after a failed accept: out of descriptors (the process's or the system's)
+/// will not clear in a microsecond, so spinning on it only burns a core.
+pub fn accept_backoff(e: &io::Error) -> Duration {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            Duration::from_millis(250)
+        }
+        _ => Duration::from_millis(10),
+    }
+}
+
 /// Serves `listener` until `shutdown` completes; then stops accepting, lets each connection
 /// finish the query it is answering, and returns.
 pub async fn serve(
     engine: Arc<Engine>,
     listener: TcpListener,
-    idle_timeout: Duration,
+    connections: Arc<Connections>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
+    let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let (engine, stop) = (engine.clone(), stop_rx.clone());
-                    connections.spawn(connection(engine, stream, peer, idle_timeout, stop));
+                    let client = canonical(peer.ip());
+                    match connections.admit(client) {
+                        Ok(slot) => {
+                            let (engine, stop) = (engine.clone(), stop_rx.clone());
+                            let options = connections.options;
+                            tasks.spawn(connection(engine, stream, peer, options, stop, slot));
+                        }
+                        Err(limit) => {
+                            // Closed at once: a refused connection costs no more than this.
+                            engine.metrics.overload(limit);
+                            drop(stream);
+                        }
+                    }
                 }
                 Err(e) => {
-                    // Out of descriptors or a connection reset before accept: back off briefly
-                    // rather than spin on an error that repeats.
-                    tracing::warn!(error = %e, "tcp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    crate::warn_limited!(error = %e, "tcp accept failed");
+                    tokio::time::sleep(accept_backoff(&e)).await;
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN, async {
-        while connections.join_next().await.is_some() {}
+        while tasks.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
-        connections.abort_all();
+        tasks.abort_all();
     }
 }
 
@@ -70,13 +173,15 @@ async fn connection(
     engine: Arc<Engine>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    idle_timeout: Duration,
+    options: TcpOptions,
     mut stop: watch::Receiver<bool>,
+    _slot: Slot,
 ) {
     let client = canonical(peer.ip());
     let _ = stream.set_nodelay(true);
+    let end_of_life = tokio::time::Instant::now() + options.max_lifetime;
     let mut buf = Vec::new();
-    loop {
+    for _ in 0..options.max_queries {
         let read = async {
             let len = stream.read_u16().await? as usize;
             buf.resize(len, 0);
@@ -84,12 +189,13 @@ async fn connection(
             Ok::<(), std::io::Error>(())
         };
         tokio::select! {
-            r = tokio::time::timeout(idle_timeout, read) => match r {
+            r = tokio::time::timeout(options.idle_timeout, read) => match r {
                 Ok(Ok(())) => {}
                 // Closed, reset, short, or idle too long: done.
                 Ok(Err(_)) | Err(_) => return,
             },
             _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep_until(end_of_life) => return,
         }
         let started = Instant::now();
         let Some(reply) = engine.answer(&buf, client, Transport::Tcp, started).await else {
@@ -99,7 +205,7 @@ async fn connection(
         let mut framed = Vec::with_capacity(2 + reply.len());
         framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
         framed.extend_from_slice(&reply);
-        if tokio::time::timeout(idle_timeout, stream.write_all(&framed))
+        if tokio::time::timeout(options.idle_timeout, stream.write_all(&framed))
             .await
             .map_or(true, |r| r.is_err())
         {

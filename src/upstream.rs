@@ -12,10 +12,16 @@
 //! answered only the CNAME into another zone): then the target is asked, as a recursive resolver
 //! does (RFC 1034 §4.3.2), within the same deadline.
 //!
+//! Bounded: identical questions in flight share one resolution (the first asks, the others wait
+//! for its outcome), and at most `max_inflight` distinct ones wait for the upstream at once; a
+//! flood of random names under an allowed wildcard then costs a bounded map and that many
+//! sockets, not one of each per query.
+//!
 //! Health: the time of the last answer and of the last failure are kept, and [`Upstream::probe`]
 //! asks the root's NS when nothing else has reached the upstream lately, so readiness reflects
 //! the upstream even on an idle network.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +34,8 @@ use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RecordType};
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
+
+use tokio::sync::watch;
 
 use crate::answer::{ChainError, Checked, Resolution};
 use crate::config::UpstreamConfig;
@@ -47,6 +55,9 @@ pub enum UpstreamError {
     /// The answer's CNAME chain loops or is too long.
     #[error("upstream answer refused: {0}")]
     Chain(#[from] ChainError),
+    /// `max_inflight` distinct resolutions are already waiting for the upstream.
+    #[error("{0} upstream resolutions already in flight")]
+    Overloaded(usize),
 }
 
 impl UpstreamError {
@@ -56,25 +67,104 @@ impl UpstreamError {
             UpstreamError::Timeout(_) => "timeout",
             UpstreamError::Failed(_) => "error",
             UpstreamError::Chain(_) => "bad_chain",
+            UpstreamError::Overloaded(_) => "overloaded",
         }
     }
 }
 
 /// The outcome of [`Upstream::resolve`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Resolved {
     /// The chain-checked answer, or why there is none.
     pub result: Result<Checked, UpstreamError>,
     /// How long the upstream took, all follow-ups included.
     pub took: Duration,
     /// A bounded label of how it went (`answer`, `nxdomain`, `nodata`, `timeout`, `error`,
-    /// `bad_chain`).
+    /// `bad_chain`, `overloaded`).
     pub label: &'static str,
+    /// It waited for another query's identical resolution instead of asking the upstream.
+    pub coalesced: bool,
+}
+
+/// A question in flight: the lower-case name and the type (view-independent: every view gets
+/// the same upstream answer; dnsfence sends neither DO nor CD upstream).
+type Question = (Name, RecordType);
+
+/// Resolutions in flight, by question: the first query asks the upstream, identical ones wait
+/// for its outcome. At most `max` at once.
+struct Inflight {
+    map: std::sync::Mutex<HashMap<Question, watch::Receiver<Option<Resolved>>>>,
+    max: usize,
+}
+
+/// What a query is to do about its question.
+enum Role {
+    /// Ask the upstream, and tell the others through the guard.
+    Lead(Lead),
+    /// Wait for the leader's outcome.
+    Follow(watch::Receiver<Option<Resolved>>),
+}
+
+/// The leader's duty: publish the outcome and leave the map, also when its future is dropped
+/// (the client's TCP connection closed): the followers then get a failure, never a hang.
+struct Lead {
+    inflight: Arc<Inflight>,
+    question: Question,
+    tx: watch::Sender<Option<Resolved>>,
+    done: bool,
+}
+
+impl Lead {
+    fn finish(mut self, outcome: &Resolved) {
+        self.tx.send_replace(Some(outcome.clone()));
+        self.done = true;
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        lock(&self.inflight.map).remove(&self.question);
+        if !self.done {
+            self.tx.send_replace(Some(Resolved {
+                result: Err(UpstreamError::Failed("the resolution was abandoned".into())),
+                took: Duration::ZERO,
+                label: "error",
+                coalesced: true,
+            }));
+        }
+    }
+}
+
+impl Inflight {
+    fn role(self: &Arc<Self>, question: &Question) -> Result<Role, UpstreamError> {
+        let mut map = lock(&self.map);
+        if let Some(rx) = map.get(question) {
+            return Ok(Role::Follow(rx.clone()));
+        }
+        if map.len() >= self.max {
+            return Err(UpstreamError::Overloaded(self.max));
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(question.clone(), rx);
+        Ok(Role::Lead(Lead {
+            inflight: self.clone(),
+            question: question.clone(),
+            tx,
+            done: false,
+        }))
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Held for one map operation; a panic elsewhere leaves the map usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The upstream servers.
 pub struct Upstream {
     pool: NameServerPool<TokioRuntimeProvider>,
+    /// Resolutions in flight, shared by identical questions, bounded.
+    inflight: Arc<Inflight>,
     /// Deadline of one resolution.
     timeout: Duration,
     /// Reference point of the two health stamps below.
@@ -110,6 +200,10 @@ impl Upstream {
         let pool = NameServerPool::from_config(servers, cx, TokioRuntimeProvider::default());
         Ok(Upstream {
             pool,
+            inflight: Arc::new(Inflight {
+                map: std::sync::Mutex::new(HashMap::new()),
+                max: config.max_inflight,
+            }),
             timeout: config.timeout,
             started: Instant::now(),
             last_ok_ms: AtomicU64::new(0),
@@ -179,9 +273,49 @@ impl Upstream {
         })
     }
 
-    /// Resolves `name`/`qtype` upstream within the deadline, and keeps what the CNAME chain from
-    /// `name` proves. A dangling chain (see the module docs) is followed to its end.
+    /// Distinct resolutions waiting for the upstream now.
+    pub fn inflight(&self) -> usize {
+        lock(&self.inflight.map).len()
+    }
+
+    /// Resolves `name` (lower case)/`qtype` upstream within the deadline, keeping what the
+    /// CNAME chain from `name` proves. Identical questions in flight share one resolution; past
+    /// `max_inflight` distinct ones, a new one fails at once (`Overloaded`).
     pub async fn resolve(&self, name: &Name, qtype: RecordType) -> Resolved {
+        let question = (name.clone(), qtype);
+        match self.inflight.role(&question) {
+            Err(e) => Resolved {
+                label: e.kind(),
+                result: Err(e),
+                took: Duration::ZERO,
+                coalesced: false,
+            },
+            Ok(Role::Lead(lead)) => {
+                let outcome = self.resolve_now(name, qtype).await;
+                lead.finish(&outcome);
+                outcome
+            }
+            Ok(Role::Follow(mut rx)) => {
+                let started = Instant::now();
+                let outcome = match rx.wait_for(Option::is_some).await {
+                    Ok(v) => v.clone(),
+                    Err(_) => None,
+                };
+                let mut outcome = outcome.unwrap_or_else(|| Resolved {
+                    result: Err(UpstreamError::Failed("the resolution was abandoned".into())),
+                    took: Duration::ZERO,
+                    label: "error",
+                    coalesced: true,
+                });
+                outcome.coalesced = true;
+                outcome.took = started.elapsed();
+                outcome
+            }
+        }
+    }
+
+    /// One resolution: the question, then the follow-ups of a dangling chain.
+    async fn resolve_now(&self, name: &Name, qtype: RecordType) -> Resolved {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.timeout;
         let work = async {
@@ -217,6 +351,7 @@ impl Upstream {
             result,
             took: started.elapsed(),
             label,
+            coalesced: false,
         }
     }
 

@@ -159,6 +159,8 @@ pub struct Config {
 pub struct HttpConfig {
     /// Where `/metrics`, `/healthz`, `/readyz`, `/v1/…` are served; `None` turns HTTP off.
     pub listen: Option<SocketAddr>,
+    /// Open HTTP connections at most; more are closed at once.
+    pub max_connections: usize,
     /// Denied registrable domains kept as metric labels per view; the rest count as `_other`.
     pub max_denied_domains: usize,
 }
@@ -273,6 +275,17 @@ pub struct ServerConfig {
     pub rate_limit_qps: u32,
     /// Burst allowed above that rate.
     pub rate_limit_burst: u32,
+    /// Queries waiting on the runtime (for the upstream or the firewall) at most; more get
+    /// SERVFAIL at once (EDE 14).
+    pub max_waiting: usize,
+    /// Open TCP connections at most; more are closed at once.
+    pub tcp_max_connections: usize,
+    /// Open TCP connections per client address at most.
+    pub tcp_max_connections_per_client: usize,
+    /// Queries one TCP connection may carry before dnsfence closes it.
+    pub tcp_max_queries: u64,
+    /// How long one TCP connection may live, however busy.
+    pub tcp_max_lifetime: Duration,
 }
 
 /// `[zones]`.
@@ -306,6 +319,13 @@ pub struct UpstreamConfig {
     /// When nothing reached the upstream for this long, a probe asks it for the root's NS; the
     /// upstream counts as healthy (`/readyz`) while it answered within three intervals.
     pub probe_interval: Duration,
+    /// Distinct upstream resolutions in flight at most; more get SERVFAIL at once (EDE 14).
+    pub max_inflight: usize,
+    /// RFC 8767: when the upstream has not answered within this long (or failed) and an expired
+    /// answer is at hand, that answer is served (TTL 30, EDE 3) while the refresh goes on.
+    pub stale_answer_after: Duration,
+    /// How long past its expiry an answer may still be served stale (zero: never).
+    pub stale_max: Duration,
 }
 
 /// `[query_log]`.
@@ -406,6 +426,146 @@ impl Config {
                 &raw.server.busy_poll_us.to_string(),
                 "server.busy_poll_us must be at most 10000 (10 ms)",
             ));
+        }
+
+        // Every number has bounds: durations stay far from what `Instant` arithmetic on the
+        // query path could overflow, and limits stay meaningful.
+        const DAY_MS: u64 = 86_400_000;
+        const YEAR_SECS: u64 = 365 * 86_400;
+        let (sv, up, f) = (&raw.server, &raw.upstream, &raw.fence);
+        let numbers: [(&str, &str, u64, u64, u64); 27] = [
+            (
+                "server",
+                "tcp_idle_timeout_ms",
+                sv.tcp_idle_timeout_ms,
+                1,
+                3_600_000,
+            ),
+            ("server", "max_waiting", sv.max_waiting, 1, 1_000_000),
+            (
+                "server",
+                "tcp_max_connections",
+                sv.tcp_max_connections,
+                1,
+                65_536,
+            ),
+            (
+                "server",
+                "tcp_max_connections_per_client",
+                sv.tcp_max_connections_per_client,
+                1,
+                sv.tcp_max_connections.max(1),
+            ),
+            (
+                "server",
+                "tcp_max_queries",
+                sv.tcp_max_queries,
+                1,
+                1_000_000,
+            ),
+            (
+                "server",
+                "tcp_max_lifetime_ms",
+                sv.tcp_max_lifetime_ms,
+                1_000,
+                DAY_MS,
+            ),
+            ("upstream", "timeout_ms", up.timeout_ms, 1, 60_000),
+            ("upstream", "cache_size", up.cache_size, 0, 100_000_000),
+            (
+                "upstream",
+                "positive_min_ttl_secs",
+                up.positive_min_ttl_secs,
+                0,
+                YEAR_SECS,
+            ),
+            (
+                "upstream",
+                "positive_max_ttl_secs",
+                up.positive_max_ttl_secs,
+                0,
+                YEAR_SECS,
+            ),
+            (
+                "upstream",
+                "negative_min_ttl_secs",
+                up.negative_min_ttl_secs,
+                0,
+                YEAR_SECS,
+            ),
+            (
+                "upstream",
+                "negative_max_ttl_secs",
+                up.negative_max_ttl_secs,
+                0,
+                YEAR_SECS,
+            ),
+            (
+                "upstream",
+                "probe_interval_ms",
+                up.probe_interval_ms,
+                0,
+                3_600_000,
+            ),
+            ("upstream", "max_inflight", up.max_inflight, 1, 65_536),
+            (
+                "upstream",
+                "stale_answer_after_ms",
+                up.stale_answer_after_ms,
+                0,
+                60_000,
+            ),
+            (
+                "upstream",
+                "stale_max_secs",
+                up.stale_max_secs,
+                0,
+                30 * 86_400,
+            ),
+            ("fence", "min_ttl_secs", f.min_ttl_secs, 0, YEAR_SECS),
+            ("fence", "max_ttl_secs", f.max_ttl_secs, 1, YEAR_SECS),
+            ("fence", "grace_secs", f.grace_secs, 0, 30 * 86_400),
+            ("fence", "admit_deadline_ms", f.admit_deadline_ms, 1, 60_000),
+            (
+                "fence",
+                "resync_interval_ms",
+                f.resync_interval_ms,
+                100,
+                DAY_MS,
+            ),
+            ("fence", "recheck_ms", f.recheck_ms, 0, DAY_MS),
+            ("http", "max_connections", raw.http.max_connections, 1, 4096),
+            (
+                "http",
+                "max_denied_domains",
+                raw.http.max_denied_domains as u64,
+                0,
+                100_000,
+            ),
+            ("server", "udp_workers", sv.udp_workers as u64, 0, 64),
+            (
+                "server",
+                "rate_limit_qps",
+                sv.rate_limit_qps.into(),
+                0,
+                10_000_000,
+            ),
+            (
+                "server",
+                "rate_limit_burst",
+                sv.rate_limit_burst.into(),
+                0,
+                10_000_000,
+            ),
+        ];
+        for (section, key, value, lo, hi) in numbers {
+            if !(lo..=hi).contains(&value) {
+                return Err(whole(
+                    key_line(text, section, key),
+                    &format!("{key} = {value}"),
+                    &format!("{section}.{key} must be between {lo} and {hi}"),
+                ));
+            }
         }
 
         let mut servers = Vec::new();
@@ -614,6 +774,11 @@ impl Config {
                 } else {
                     raw.server.rate_limit_burst
                 },
+                max_waiting: raw.server.max_waiting as usize,
+                tcp_max_connections: raw.server.tcp_max_connections as usize,
+                tcp_max_connections_per_client: raw.server.tcp_max_connections_per_client as usize,
+                tcp_max_queries: raw.server.tcp_max_queries,
+                tcp_max_lifetime: Duration::from_millis(raw.server.tcp_max_lifetime_ms),
             },
             zones: ZonesConfig {
                 dir: zones_dir,
@@ -629,6 +794,9 @@ impl Config {
                 negative_min_ttl: Duration::from_secs(up.negative_min_ttl_secs),
                 negative_max_ttl: Duration::from_secs(up.negative_max_ttl_secs),
                 probe_interval: Duration::from_millis(up.probe_interval_ms.max(100)),
+                max_inflight: up.max_inflight as usize,
+                stale_answer_after: Duration::from_millis(up.stale_answer_after_ms),
+                stale_max: Duration::from_secs(up.stale_max_secs),
             },
             query_log: QueryLogConfig {
                 level: raw.query_log.level,
@@ -638,6 +806,7 @@ impl Config {
             http: HttpConfig {
                 listen: http_listen,
                 max_denied_domains: raw.http.max_denied_domains,
+                max_connections: raw.http.max_connections as usize,
             },
             views,
         })
@@ -717,6 +886,23 @@ fn parse_upstream(text: &str) -> Result<SocketAddr, &'static str> {
 }
 
 /// The `nameserver` lines of a resolv.conf, on port 53.
+/// The line of `key = …` in `[section]`, or 1 when it is not written (a default).
+fn key_line(text: &str, section: &str, key: &str) -> usize {
+    let mut current = "";
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            current = name.trim();
+        } else if current == section
+            && t.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return i + 1;
+        }
+    }
+    1
+}
+
 /// Whether `server` is one of dnsfence's own sockets: the same address and port, or a wildcard
 /// listener (`0.0.0.0`, `[::]`) on that port and an address of this host (loopback included;
 /// binding to it succeeds only if it is local).
@@ -819,6 +1005,25 @@ profiles = ["apple"]
         // Another port, or a non-local address: fine.
         assert!(cfg("\"127.0.0.1:5353\"", "servers = [\"127.0.0.1\"]").is_ok());
         assert!(cfg("\"0.0.0.0:53\"", "servers = [\"192.0.2.53\"]").is_ok());
+    }
+
+    #[test]
+    fn numbers_are_bounded_with_file_line_and_entry() {
+        let text = MIN.replace(
+            "[upstream]\n",
+            "[fence]\ngrace_secs = 99999999999\n[upstream]\n",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "config/test.toml:3: 'grace_secs = 99999999999': fence.grace_secs must be between 0 and 2592000"
+        );
+        let text = MIN.replace("[upstream]\n", "[upstream]\nmax_inflight = 0\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains(":3: 'max_inflight = 0': upstream.max_inflight must be between 1"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub(super) struct RawHttp {
     pub(super) listen: Spanned<String>,
     #[serde(default = "default_max_denied_domains")]
     pub(super) max_denied_domains: usize,
+    #[serde(default = "default_http_max_connections")]
+    pub(super) max_connections: u64,
+}
+
+pub(super) fn default_http_max_connections() -> u64 {
+    64
 }
 
 impl Default for RawHttp {
@@ -43,6 +49,7 @@ impl Default for RawHttp {
         RawHttp {
             listen: default_http_listen(),
             max_denied_domains: default_max_denied_domains(),
+            max_connections: default_http_max_connections(),
         }
     }
 }
@@ -161,6 +168,16 @@ pub(super) struct RawServer {
     pub(super) rate_limit_qps: u32,
     #[serde(default)]
     pub(super) rate_limit_burst: u32,
+    #[serde(default = "default_max_waiting")]
+    pub(super) max_waiting: u64,
+    #[serde(default = "default_tcp_max_connections")]
+    pub(super) tcp_max_connections: u64,
+    #[serde(default = "default_tcp_max_connections_per_client")]
+    pub(super) tcp_max_connections_per_client: u64,
+    #[serde(default = "default_tcp_max_queries")]
+    pub(super) tcp_max_queries: u64,
+    #[serde(default = "default_tcp_max_lifetime_ms")]
+    pub(super) tcp_max_lifetime_ms: u64,
 }
 
 impl Default for RawServer {
@@ -173,8 +190,29 @@ impl Default for RawServer {
             busy_poll_us: 0,
             rate_limit_qps: 0,
             rate_limit_burst: 0,
+            max_waiting: default_max_waiting(),
+            tcp_max_connections: default_tcp_max_connections(),
+            tcp_max_connections_per_client: default_tcp_max_connections_per_client(),
+            tcp_max_queries: default_tcp_max_queries(),
+            tcp_max_lifetime_ms: default_tcp_max_lifetime_ms(),
         }
     }
+}
+
+pub(super) fn default_max_waiting() -> u64 {
+    4096
+}
+pub(super) fn default_tcp_max_connections() -> u64 {
+    1024
+}
+pub(super) fn default_tcp_max_connections_per_client() -> u64 {
+    16
+}
+pub(super) fn default_tcp_max_queries() -> u64 {
+    1000
+}
+pub(super) fn default_tcp_max_lifetime_ms() -> u64 {
+    120_000
 }
 
 pub(super) fn default_listen() -> Vec<Spanned<String>> {
@@ -234,6 +272,24 @@ pub(super) struct RawUpstream {
     pub(super) negative_max_ttl_secs: u64,
     #[serde(default = "default_probe_interval_ms")]
     pub(super) probe_interval_ms: u64,
+    #[serde(default = "default_max_inflight")]
+    pub(super) max_inflight: u64,
+    #[serde(default = "default_stale_answer_after_ms")]
+    pub(super) stale_answer_after_ms: u64,
+    #[serde(default = "default_stale_max_secs")]
+    pub(super) stale_max_secs: u64,
+}
+
+pub(super) fn default_max_inflight() -> u64 {
+    1024
+}
+/// RFC 8767 §4 suggests 1.8 s.
+pub(super) fn default_stale_answer_after_ms() -> u64 {
+    1800
+}
+/// RFC 8767 §4 suggests 1 to 3 days.
+pub(super) fn default_stale_max_secs() -> u64 {
+    86_400
 }
 
 impl Default for RawUpstream {
@@ -247,6 +303,9 @@ impl Default for RawUpstream {
             negative_min_ttl_secs: 0,
             negative_max_ttl_secs: default_negative_max_ttl_secs(),
             probe_interval_ms: default_probe_interval_ms(),
+            max_inflight: default_max_inflight(),
+            stale_answer_after_ms: default_stale_answer_after_ms(),
+            stale_max_secs: default_stale_max_secs(),
         }
     }
 }

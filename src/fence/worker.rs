@@ -216,7 +216,7 @@ impl Worker {
             Err(msg) => {
                 stats.admits_failed.fetch_add(1, Ordering::Relaxed);
                 self.state.healthy.store(false, Ordering::Relaxed);
-                tracing::warn!(error = %msg, elements = job.elements.len(), "fence admit failed");
+                crate::warn_limited!(error = %msg, elements = job.elements.len(), "fence admit failed");
                 *lock(&self.state.last_error) = Some(msg.clone());
             }
         }

@@ -21,6 +21,9 @@ pub mod ede {
     pub const OPTION_CODE: u16 = 15;
     /// Other: the firewall did not confirm the answer's addresses; an answer we cannot use.
     pub const OTHER: u16 = 0;
+    /// Not Ready: dnsfence is at one of its limits (resolutions in flight, queries waiting) and
+    /// answers at once rather than queue without bound.
+    pub const NOT_READY: u16 = 14;
     /// Blocked: the name is not on the view's allowlist.
     pub const BLOCKED: u16 = 15;
     /// Prohibited: the client is in no view.

@@ -54,8 +54,10 @@ pub struct QueryEvent<'p> {
     pub cache_hit: bool,
     /// Why the firewall did not confirm the answer's addresses, when it did not.
     pub fence_error: Option<&'static str>,
-    /// Upstream latency and result label, on a cache miss.
+    /// Upstream latency and result label, on a cache miss that asked the upstream.
     pub upstream: Option<(Duration, &'static str)>,
+    /// A cache miss that waited for an identical question's resolution.
+    pub coalesced: bool,
     /// Admit latency and result label, when the fence was asked.
     pub admit: Option<(Duration, &'static str)>,
     /// Upstream records dropped because the chain did not prove them (see `answer.rs`).
@@ -76,6 +78,7 @@ impl<'p> QueryEvent<'p> {
             cache_hit: false,
             fence_error: None,
             upstream: None,
+            coalesced: false,
             admit: None,
             dropped: [0; 3],
         }
@@ -118,10 +121,13 @@ impl<'p> QueryEvent<'p> {
                 counters.denied_name(m, name);
             }
         }
-        if self.upstream.is_some() {
+        if self.upstream.is_some() || self.coalesced {
             m.cache_misses.inc();
         } else if self.cache_hit {
             m.cache_hits.inc();
+        }
+        if self.coalesced {
+            m.upstream_coalesced.inc();
         }
         if let Some((t, result)) = self.upstream {
             m.upstream_requests.with_label_values(&[result]).inc();

@@ -15,7 +15,7 @@ pub mod parse;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -65,6 +65,10 @@ pub struct Engine {
     pub listening: AtomicBool,
     /// The upstream counts as healthy while it answered within this long.
     pub upstream_fresh: Duration,
+    /// Queries waiting on the runtime now, and the most that may (`[server] max_waiting`).
+    pub waiting: AtomicUsize,
+    /// See `waiting`.
+    pub max_waiting: usize,
     /// Whether [`Engine::answer_now`] answers what needs no waiting (on by default). Off, every
     /// UDP query takes the runtime's way: the parity test's switch, to show that both ways give
     /// the same bytes.
@@ -105,6 +109,15 @@ pub enum Now {
     Drop,
     /// Needs [`Engine::answer`] on the runtime.
     Later,
+}
+
+/// A query's place among those waiting on the runtime; given back when dropped.
+pub struct Waiting(Arc<Engine>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Client addresses as views see them: an IPv4 client of a dual-stack socket arrives as
@@ -184,6 +197,46 @@ impl Engine {
         out.truncate(n);
         ev.emit(self, pkt, Some(&q), Some(&reply));
         Some(out)
+    }
+
+    /// A place among the queries waiting on the runtime, or `None` at `max_waiting` (then
+    /// [`Engine::answer_busy`] answers at once).
+    pub fn begin_waiting(self: &Arc<Self>) -> Option<Waiting> {
+        let n = self.waiting.fetch_add(1, Ordering::Relaxed);
+        if n >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.overload("waiting");
+            return None;
+        }
+        Some(Waiting(self.clone()))
+    }
+
+    /// SERVFAIL with EDE 14 for a query that would have to wait while `max_waiting` queries
+    /// already do: an answer now beats a queue without bound.
+    pub fn answer_busy(
+        &self,
+        pkt: &[u8],
+        client: IpAddr,
+        transport: Transport,
+        started: Instant,
+        out: &mut [u8],
+    ) -> Now {
+        let Some(q) = parse(pkt) else {
+            return Now::Drop;
+        };
+        let policy = self.policy.load();
+        let mut ev = QueryEvent::new(client, transport, started);
+        ev.view = policy.view_for(client);
+        ev.refuse(Reason::Overloaded);
+        let reply = Reply::code(
+            rcode::SERVFAIL,
+            ede::NOT_READY,
+            "too many queries waiting for the upstream",
+        );
+        let limit = self.limit(&q, transport);
+        let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, started, out);
+        ev.emit(self, pkt, Some(&q), Some(&reply));
+        Now::Reply(n)
     }
 
     /// A datagram that is not a query (too short, or a response): counted, never answered.
@@ -393,12 +446,25 @@ impl Engine {
             Some(answer) => answer,
             None => {
                 let resolved = self.upstream.resolve(&name, qtype).await;
-                ev.upstream = Some((resolved.took, resolved.label));
+                if resolved.coalesced {
+                    ev.coalesced = true;
+                } else if !matches!(resolved.result, Err(UpstreamError::Overloaded(_))) {
+                    ev.upstream = Some((resolved.took, resolved.label));
+                }
                 let checked = match resolved.result {
                     Ok(checked) => checked,
                     Err(error) => {
-                        tracing::warn!(%name, %qtype, %error, "upstream failure");
+                        if !matches!(error, UpstreamError::Overloaded(_)) {
+                            crate::warn_limited!(%name, %qtype, %error, "upstream failure");
+                        }
                         let (reason, ede) = match error {
+                            UpstreamError::Overloaded(_) => {
+                                self.metrics.overload("inflight");
+                                (
+                                    Reason::Overloaded,
+                                    (ede::NOT_READY, "too many upstream resolutions in flight"),
+                                )
+                            }
                             UpstreamError::Timeout(_) => (
                                 Reason::UpstreamTimeout,
                                 (ede::NO_REACHABLE_AUTHORITY, "upstream timed out"),
@@ -460,7 +526,7 @@ impl Engine {
             ));
             if let Err(error) = r {
                 ev.fence_error = Some(error.kind());
-                tracing::warn!(%name, view = %view.name, %error, "firewall admit failed");
+                crate::warn_limited!(%name, view = %view.name, %error, "firewall admit failed");
                 if self.on_admit_failure == AdmitFailure::Servfail {
                     return Reply::code(
                         rcode::SERVFAIL,

@@ -119,7 +119,7 @@ fn worker(
                 continue;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "udp receive failed");
+                crate::warn_limited!(error = %e, "udp receive failed");
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
@@ -150,9 +150,19 @@ fn worker(
                 }
                 Now::Drop => {}
                 Now::Later => {
+                    let Some(waiting) = engine.begin_waiting() else {
+                        if let Now::Reply(len) =
+                            engine.answer_busy(input, client, Transport::Udp, started, output)
+                        {
+                            b.out_lens[i] = len;
+                            ready.push(i);
+                        }
+                        continue;
+                    };
                     let packet = input.to_vec();
                     let (engine, socket) = (engine.clone(), socket.clone());
                     runtime.spawn(async move {
+                        let _waiting = waiting;
                         let reply = engine
                             .answer(&packet, client, Transport::Udp, started)
                             .await;
