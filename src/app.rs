@@ -268,7 +268,7 @@ fn raise_descriptor_limit(config: &Config) -> Result<u64, StartError> {
         + config.upstream.max_inflight as u64
         + (sv.listen.len() * (sv.udp_workers + 1)) as u64
         + 64;
-    if needed > lim.rlim_cur as u64 {
+    if needed > lim.rlim_cur {
         return Err(StartError::Io(io::Error::other(format!(
             "{}: the connection caps need about {needed} open files (tcp_max_connections {} + \
              http max_connections {} + upstream max_inflight {} + sockets and margin) but the \
@@ -280,7 +280,7 @@ fn raise_descriptor_limit(config: &Config) -> Result<u64, StartError> {
             lim.rlim_cur
         ))));
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// Re-reads the config file and zones and swaps the policy whole. A reload that fails, or one
