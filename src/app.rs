@@ -187,15 +187,9 @@ impl App {
             max_queries: sv.tcp_max_queries,
             max_lifetime: sv.tcp_max_lifetime,
         };
-        let dns = tokio::spawn(serve(
-            engine.clone(),
-            bound.dns,
-            udp,
-            tcp,
-            async {
-                let _ = dns_stopped.await;
-            },
-        ));
+        let dns = tokio::spawn(serve(engine.clone(), bound.dns, udp, tcp, async {
+            let _ = dns_stopped.await;
+        }));
         engine.listening.store(true, Ordering::Relaxed);
         let (http_stop, http_stopped) = oneshot::channel::<()>();
         let max_http = config.http.max_connections;

@@ -144,6 +144,11 @@ fn test_zones() -> Vec<(Name, Vec<Record>)> {
             RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x50)),
         ),
         rec(
+            "delay.manage.microsoft.com.",
+            60,
+            RData::A(A::new(192, 0, 2, 70)),
+        ),
+        rec(
             "inject.manage.microsoft.com.",
             60,
             RData::A(A::new(192, 0, 2, 60)),
@@ -259,7 +264,8 @@ impl QueryCounter {
 /// followed across zones, NODATA and NXDOMAIN with the final zone's SOA, RFC 2308), except for
 /// names whose first label is `tm`, answered authority-style (only the records at the name, no
 /// chasing, no SOA), as hickory's own authority and many zone servers do, and names whose first
-/// label is `inject`, whose answers carry records nobody asked for.
+/// label is `inject`, whose answers carry records nobody asked for; those whose first label is
+/// `delay` are answered after 300 ms.
 struct CountingHandler {
     zones: Vec<(Name, Vec<Record>)>,
     seen: QueryCounter,
@@ -370,6 +376,16 @@ impl RequestHandler for CountingHandler {
             });
         }
         md.recursion_available = true;
+        let delayed = request.queries.queries().iter().any(|q| {
+            q.name()
+                .iter()
+                .next()
+                .is_some_and(|l| l.eq_ignore_ascii_case(b"delay"))
+        });
+        if delayed {
+            // A slow upstream: identical questions meanwhile must share this one resolution.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         let (rcode, answers, authorities) = match request.queries.queries() {
             [q] => self.resolve(&q.name().into(), q.query_type()),
             _ => (ResponseCode::FormErr, Vec::new(), Vec::new()),
@@ -459,7 +475,9 @@ pub fn zones_dir() -> PathBuf {
 }
 
 /// A single-view config for clients in `networks` (a TOML array body), with `view_opts` added to
-/// that view and `extra` appended (more views, other sections).
+/// that view and `extra` appended (more views, other sections). `[server]`, `[http]`,
+/// `[query_log]` or `[upstream]` in `extra` replace the test defaults (an `[upstream]` keeps the
+/// test upstream's address).
 pub fn config_text(upstream: SocketAddr, networks: &str, view_opts: &str, extra: &str) -> String {
     let server = if extra.contains("[server]") {
         ""
@@ -476,6 +494,23 @@ pub fn config_text(upstream: SocketAddr, networks: &str, view_opts: &str, extra:
     } else {
         "[query_log]\nlevel = \"none\""
     };
+    // An [upstream] in `extra` replaces the default one, keeping the test upstream's address.
+    let (upstream_section, extra) = if extra.contains("[upstream]") {
+        (
+            String::new(),
+            extra.replace(
+                "[upstream]",
+                &format!("[upstream]\nservers = [\"{upstream}\"]\nprobe_interval_ms = 300"),
+            ),
+        )
+    } else {
+        (
+            format!(
+                "[upstream]\nservers = [\"{upstream}\"]\ntimeout_ms = 700\ncache_size = 1000\nprobe_interval_ms = 300"
+            ),
+            extra.to_string(),
+        )
+    };
     format!(
         r#"
 {server}
@@ -486,11 +521,7 @@ pub fn config_text(upstream: SocketAddr, networks: &str, view_opts: &str, extra:
 dir = "{zones}"
 tenant_regions = ["na", "eu", "ap"]
 
-[upstream]
-servers = ["{upstream}"]
-timeout_ms = 700
-cache_size = 1000
-probe_interval_ms = 300
+{upstream_section}
 
 {log}
 

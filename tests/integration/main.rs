@@ -7,6 +7,7 @@ mod clients;
 mod deny;
 mod fence;
 mod harness;
+mod limits;
 mod observe;
 mod parity;
 mod protocol;

@@ -1,0 +1,280 @@
+//! Bounded work: identical questions share a resolution, distinct ones are capped, and TCP and
+//! HTTP connections are capped per client and in all, with limits on each connection's life.
+
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::harness::{Fence, ede, http_get, ips, query, rcode, run, sample, scrape};
+
+/// 20 clients ask the same slow question at once: the upstream sees it once, every client gets
+/// the answer.
+#[test]
+fn identical_questions_share_one_upstream_resolution() {
+    run(async {
+        let f = Fence::start("").await;
+        let name = "delay.manage.microsoft.com.";
+        let mut asks = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let c = f.client();
+            asks.spawn(async move { c.ask(name, RecordType::A).await });
+        }
+        while let Some(a) = asks.join_next().await {
+            let a = a.unwrap();
+            assert_eq!(rcode(&a), ResponseCode::NoError);
+            assert_eq!(
+                ips(&a).0,
+                ["192.0.2.70".parse::<std::net::Ipv4Addr>().unwrap()]
+            );
+        }
+        assert_eq!(
+            f.upstream.seen.count(name),
+            1,
+            "one upstream query for 20 clients"
+        );
+        let s = scrape(&f).await;
+        assert_eq!(
+            sample(&s, "dnsfence_upstream_coalesced_total", &[]),
+            Some(19.0)
+        );
+        assert_eq!(sample(&s, "dnsfence_cache_misses_total", &[]), Some(20.0));
+        f.stop().await;
+    });
+}
+
+/// With max_inflight = 4, ten distinct questions to a silent upstream: four wait for the
+/// deadline (EDE 22), six get SERVFAIL at once with EDE 14, and only four reach the upstream.
+#[test]
+fn distinct_resolutions_in_flight_are_capped() {
+    run(async {
+        let f = Fence::start_extra("[upstream]\ntimeout_ms = 700\nmax_inflight = 4\n").await;
+        let mut asks = tokio::task::JoinSet::new();
+        for i in 0..10 {
+            let c = f.client();
+            asks.spawn(async move {
+                let t = Instant::now();
+                let a = c
+                    .ask(&format!("n{i}.slow.manage.microsoft.com."), RecordType::A)
+                    .await;
+                (a, t.elapsed())
+            });
+        }
+        let (mut waited, mut refused) = (0, 0);
+        while let Some(r) = asks.join_next().await {
+            let (a, took) = r.unwrap();
+            assert_eq!(rcode(&a), ResponseCode::ServFail);
+            match ede(&a).map(|e| e.0) {
+                Some(22) => waited += 1,
+                Some(14) => {
+                    refused += 1;
+                    assert!(took < Duration::from_millis(300), "at once: {took:?}");
+                }
+                other => panic!("EDE {other:?}"),
+            }
+        }
+        assert_eq!((waited, refused), (4, 6));
+        // hickory may retransmit a query over UDP within the deadline: count names, not packets.
+        let mut names: Vec<String> = f.upstream.seen.all().into_iter().map(|q| q.0).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 4, "{names:?}");
+        let s = scrape(&f).await;
+        assert_eq!(
+            sample(&s, "dnsfence_overload_total", &[("limit", "inflight")]),
+            Some(6.0)
+        );
+        // Once they are done, new questions are taken again.
+        let a = f.client().ask("manage.microsoft.com.", RecordType::A).await;
+        assert_eq!(rcode(&a), ResponseCode::NoError);
+        f.stop().await;
+    });
+}
+
+/// With max_waiting = 2, queries past the second waiting one get SERVFAIL/EDE 14 from the UDP
+/// worker at once.
+#[test]
+fn queries_waiting_on_the_runtime_are_capped() {
+    run(async {
+        let f = Fence::start_extra("[server]\nlisten = [\"127.0.0.1:0\"]\nmax_waiting = 2\n").await;
+        let mut asks = tokio::task::JoinSet::new();
+        for i in 0..6 {
+            let c = f.client();
+            asks.spawn(async move {
+                c.ask(&format!("w{i}.slow.manage.microsoft.com."), RecordType::A)
+                    .await
+            });
+        }
+        let mut codes = Vec::new();
+        while let Some(r) = asks.join_next().await {
+            codes.push(ede(&r.unwrap()).map(|e| e.0));
+        }
+        codes.sort();
+        assert_eq!(
+            codes,
+            [Some(14), Some(14), Some(14), Some(14), Some(22), Some(22)]
+        );
+        let s = scrape(&f).await;
+        assert_eq!(
+            sample(&s, "dnsfence_overload_total", &[("limit", "waiting")]),
+            Some(4.0)
+        );
+        f.stop().await;
+    });
+}
+
+async fn connect_from(src: &str, to: std::net::SocketAddr) -> TcpStream {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    sock.connect(to).await.unwrap()
+}
+
+/// A connection dnsfence refused or closed: reading gives end of file (or a reset) promptly.
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// One query over an open connection; `None` if the connection is closed instead.
+async fn ask_on(s: &mut TcpStream) -> Option<ResponseCode> {
+    let q = query("manage.microsoft.com.", RecordType::A, Some(1232))
+        .to_vec()
+        .unwrap();
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    s.write_all(&framed).await.ok()?;
+    let len = tokio::time::timeout(Duration::from_secs(2), s.read_u16())
+        .await
+        .ok()?
+        .ok()? as usize;
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf).await.ok()?;
+    Some(
+        hickory_proto::op::Message::from_vec(&buf)
+            .ok()?
+            .metadata
+            .response_code,
+    )
+}
+
+/// TCP: per-client and total caps refuse at once (counted), and UDP and HTTP keep answering.
+#[test]
+fn tcp_connections_are_capped_per_client_and_in_all() {
+    run(async {
+        let f = Fence::start_extra(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ntcp_max_connections = 6\ntcp_max_connections_per_client = 4\n",
+        )
+        .await;
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut s = connect_from("127.0.0.1", f.addr).await;
+            assert_eq!(ask_on(&mut s).await, Some(ResponseCode::NoError));
+            held.push(s);
+        }
+        let mut fifth = connect_from("127.0.0.1", f.addr).await;
+        assert!(
+            closed(&mut fifth).await,
+            "a fifth from the same client is refused"
+        );
+        for _ in 0..2 {
+            let mut s = connect_from("127.0.0.2", f.addr).await;
+            assert_eq!(ask_on(&mut s).await, Some(ResponseCode::NoError));
+            held.push(s);
+        }
+        let mut seventh = connect_from("127.0.0.3", f.addr).await;
+        assert!(closed(&mut seventh).await, "past the total cap");
+        // Everything else keeps working.
+        let a = f.client().ask("manage.microsoft.com.", RecordType::A).await;
+        assert_eq!(rcode(&a), ResponseCode::NoError);
+        let s = scrape(&f).await;
+        assert_eq!(
+            sample(&s, "dnsfence_overload_total", &[("limit", "tcp_client")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&s, "dnsfence_overload_total", &[("limit", "tcp")]),
+            Some(1.0)
+        );
+        // A closed connection gives its place back.
+        drop(held.pop());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut again = connect_from("127.0.0.3", f.addr).await;
+        assert_eq!(ask_on(&mut again).await, Some(ResponseCode::NoError));
+        f.stop().await;
+    });
+}
+
+/// A kept-alive connection ends after tcp_max_queries queries, and after tcp_max_lifetime_ms
+/// however busy it is.
+#[test]
+fn tcp_connections_end_after_their_queries_or_lifetime() {
+    run(async {
+        let f = Fence::start_extra(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ntcp_max_queries = 3\ntcp_max_lifetime_ms = 1500\n",
+        )
+        .await;
+        let mut s = connect_from("127.0.0.1", f.addr).await;
+        for _ in 0..3 {
+            assert_eq!(ask_on(&mut s).await, Some(ResponseCode::NoError));
+        }
+        assert_eq!(ask_on(&mut s).await, None, "closed after three queries");
+        f.stop().await;
+        let f = Fence::start_extra(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ntcp_max_lifetime_ms = 1500\n",
+        )
+        .await;
+        let mut s = connect_from("127.0.0.1", f.addr).await;
+        let t = Instant::now();
+        let mut answered = 0;
+        while ask_on(&mut s).await.is_some() {
+            answered += 1;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the connection must end"
+            );
+        }
+        assert!((3..=4).contains(&answered), "{answered}");
+        assert!(
+            t.elapsed() >= Duration::from_millis(1400),
+            "{:?}",
+            t.elapsed()
+        );
+        f.stop().await;
+    });
+}
+
+/// HTTP: at most max_connections at once (more are closed and counted), and error bodies never
+/// echo what the client sent.
+#[test]
+fn http_connections_are_capped_and_bodies_do_not_echo() {
+    run(async {
+        let f = Fence::start_extra(
+            "[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 2\n[fence]\nenabled = true\nbackend = \"list\"\n",
+        )
+        .await;
+        let http = f.http.unwrap();
+        let (status, body) = http_get(http, "/v1/sets/<script>alert(1)</script>.txt").await;
+        assert_eq!(status, 404);
+        assert!(!body.contains("script"), "{body}");
+        let (status, body) = http_get(http, "/v1/denied?view=<b>x</b>").await;
+        assert_eq!(status, 404);
+        assert!(!body.contains("<b>"), "{body}");
+        // Two idle connections hold both places; a third is closed at once.
+        let idle1 = TcpStream::connect(http).await.unwrap();
+        let idle2 = TcpStream::connect(http).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut third = TcpStream::connect(http).await.unwrap();
+        assert!(closed(&mut third).await);
+        drop((idle1, idle2));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = scrape(&f).await;
+        assert!(sample(&s, "dnsfence_overload_total", &[("limit", "http")]) >= Some(1.0));
+        f.stop().await;
+    });
+}
