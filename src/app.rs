@@ -231,6 +231,10 @@ impl App {
     }
 }
 
+/// Sockets one upstream resolution may hold: hickory's UDP client sends each transmission from
+/// a new random port (spoofing resistance) and keeps up to three in flight per query.
+const UPSTREAM_SOCKETS_PER_RESOLUTION: u64 = 3;
+
 /// Raises the soft limit on open files to the hard one (systemd's default soft limit is 1024),
 /// and checks that the configured caps fit below it: TCP and HTTP connections, upstream
 /// resolutions (a socket each), the UDP sockets, and a margin for the rest (log file, netlink,
@@ -259,14 +263,14 @@ fn raise_descriptor_limit(config: &Config) -> Result<u64, StartError> {
     let sv = &config.server;
     let needed = sv.tcp_max_connections as u64
         + config.http.max_connections as u64
-        + config.upstream.max_inflight as u64
+        + UPSTREAM_SOCKETS_PER_RESOLUTION * config.upstream.max_inflight as u64
         + (sv.listen.len() * (sv.udp_workers + 1)) as u64
         + 64;
     if needed > lim.rlim_cur {
         return Err(StartError::Io(io::Error::other(format!(
             "{}: the connection caps need about {needed} open files (tcp_max_connections {} + \
-             http max_connections {} + upstream max_inflight {} + sockets and margin) but the \
-             limit is {}: raise LimitNOFILE (systemd) / ulimit -n, or lower the caps",
+             http max_connections {} + 3 x upstream max_inflight {} + sockets and margin) but \
+             the limit is {}: raise LimitNOFILE (systemd) / ulimit -n, or lower the caps",
             config.path.display(),
             sv.tcp_max_connections,
             config.http.max_connections,

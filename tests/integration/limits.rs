@@ -278,3 +278,170 @@ fn http_connections_are_capped_and_bodies_do_not_echo() {
         f.stop().await;
     });
 }
+
+fn free_port() -> u16 {
+    loop {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The overload of a stuck app or a scan: 15,000 queries a second for 20 s, each a new random
+/// name under an allowed wildcard, while the upstream is black-holed. dnsfence (the real binary,
+/// so its memory and descriptors are its own) stays under 128 MiB and its descriptor caps,
+/// `/metrics` keeps answering, and a cached name keeps being answered.
+#[test]
+fn a_flood_of_random_allowed_names_with_a_dead_upstream_stays_bounded() {
+    run_long(async {
+        let upstream = crate::harness::Upstream::start().await;
+        let (port, http_port) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("dnsfence.toml");
+        let text = crate::harness::config_text(
+            upstream.addr,
+            "\"127.0.0.0/8\"",
+            "",
+            &format!(
+                "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+                 [upstream]\ntimeout_ms = 2000\ncache_size = 10000\n"
+            ),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dnsfence"))
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let server: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let http: std::net::SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+        let c = crate::harness::Client { server };
+        let probe = query("manage.microsoft.com.", RecordType::A, Some(1232))
+            .to_vec()
+            .unwrap();
+        let mut up = false;
+        for _ in 0..100 {
+            if c.udp_raw(&probe, Duration::from_millis(100))
+                .await
+                .is_some()
+            {
+                up = true;
+                break;
+            }
+        }
+        assert!(up, "dnsfence answers");
+        // Cached while the upstream still answers; then the upstream goes silent.
+        assert_eq!(
+            rcode(&c.ask("manage.microsoft.com.", RecordType::A).await),
+            ResponseCode::NoError
+        );
+        upstream.set_silent(true);
+
+        let flood = tokio::spawn(async move {
+            let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let drain = {
+                let sock = std::sync::Arc::new(sock);
+                let rx = sock.clone();
+                let replies = tokio::spawn(async move {
+                    let mut buf = [0u8; 512];
+                    let mut n = 0u64;
+                    while let Ok(Ok(_)) =
+                        tokio::time::timeout(Duration::from_secs(3), rx.recv(&mut buf)).await
+                    {
+                        n += 1;
+                    }
+                    n
+                });
+                let start = Instant::now();
+                let mut sent = 0u64;
+                let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                while start.elapsed() < Duration::from_secs(20) {
+                    tick.tick().await;
+                    for _ in 0..150 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let name = format!("r{x:x}.manage.microsoft.com.");
+                        let q = query(&name, RecordType::A, Some(1232)).to_vec().unwrap();
+                        let _ = sock.send_to(&q, server).await;
+                        sent += 1;
+                    }
+                }
+                (sent, replies)
+            };
+            let (sent, replies) = drain;
+            (sent, replies.await.unwrap())
+        });
+
+        let (mut max_rss, mut max_fds, mut checks) = (0u64, 0usize, 0);
+        while !flood.is_finished() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            max_rss = max_rss.max(status_kib(pid, "VmRSS:"));
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+            max_fds = max_fds.max(fds);
+            let a = c.ask("manage.microsoft.com.", RecordType::A).await;
+            assert_eq!(
+                rcode(&a),
+                ResponseCode::NoError,
+                "the cached name is answered"
+            );
+            let (status, _) =
+                tokio::time::timeout(Duration::from_secs(3), http_get(http, "/metrics"))
+                    .await
+                    .expect("/metrics answers during the flood");
+            assert_eq!(status, 200);
+            checks += 1;
+        }
+        let (sent, replies) = flood.await.unwrap();
+        let peak = status_kib(pid, "VmHWM:");
+        eprintln!(
+            "flood: {sent} queries sent, {replies} answered; peak RSS {} MiB, max {max_fds} descriptors, {checks} checks",
+            peak / 1024
+        );
+        assert!(checks >= 15, "{checks}");
+        assert!(sent >= 250_000, "{sent}");
+        assert!(peak < 128 * 1024, "peak RSS {} KiB", peak);
+        // The caps: 1024 TCP + 64 HTTP + 1024 upstream resolutions of up to three sockets each
+        // (hickory sends each retransmission from a new port) + sockets and margin.
+        assert!(max_fds < 1024 + 64 + 3 * 1024 + 80, "{max_fds} descriptors");
+        assert!(
+            replies > sent / 2,
+            "most of the flood got an answer: {replies} of {sent}"
+        );
+        let _ = child.kill().await;
+    });
+}
+
+/// Like `harness::run`, with room for a 20-second flood.
+fn run_long<F: std::future::Future<Output = ()>>(body: F) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), body)
+            .await
+            .expect("the flood test finished within its time bound");
+    });
+}
