@@ -118,6 +118,7 @@ impl App {
                 negative_min: u.negative_min_ttl,
                 negative_max: u.negative_max_ttl,
             },
+            u.stale_max,
         );
         let engine = Arc::new(Engine {
             policy: ArcSwap::from_pointee(policy),
@@ -130,6 +131,7 @@ impl App {
             metrics: Metrics::new(config.http.max_denied_domains),
             listening: AtomicBool::new(false),
             upstream_fresh: config.upstream.probe_interval * 3,
+            stale_answer_after: config.upstream.stale_answer_after,
             waiting: AtomicUsize::new(0),
             max_waiting: config.server.max_waiting,
             sync_answers: AtomicBool::new(true),

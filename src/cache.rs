@@ -72,6 +72,8 @@ pub struct AnswerCache {
     shards: Box<[Shard]>,
     per_shard: usize,
     bounds: TtlBounds,
+    /// How long past expiry an answer is kept for serve-stale (RFC 8767).
+    stale_max: Duration,
 }
 
 impl std::fmt::Debug for AnswerCache {
@@ -92,14 +94,16 @@ fn key(name: &[u8], qtype: u16) -> u64 {
 }
 
 impl AnswerCache {
-    /// A cache of about `capacity` answers (0 disables caching).
-    pub fn new(capacity: usize, bounds: TtlBounds) -> AnswerCache {
+    /// A cache of about `capacity` answers (0 disables caching), each kept `stale_max` past its
+    /// expiry for serve-stale.
+    pub fn new(capacity: usize, bounds: TtlBounds, stale_max: Duration) -> AnswerCache {
         AnswerCache {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(HashMap::default()))
                 .collect(),
             per_shard: capacity.div_ceil(SHARDS),
             bounds,
+            stale_max,
         }
     }
 
@@ -109,10 +113,20 @@ impl AnswerCache {
 
     /// The live answer for a question; `name` is the lower-case wire form.
     pub fn get(&self, name: &[u8], qtype: u16, now: Instant) -> Option<Arc<Answer>> {
+        self.lookup(name, qtype).filter(|e| e.expires > now)
+    }
+
+    /// An expired answer for a question, no more than `stale_max` past its expiry (RFC 8767).
+    pub fn get_stale(&self, name: &[u8], qtype: u16, now: Instant) -> Option<Arc<Answer>> {
+        self.lookup(name, qtype)
+            .filter(|e| e.expires <= now && e.expires + self.stale_max > now)
+    }
+
+    fn lookup(&self, name: &[u8], qtype: u16) -> Option<Arc<Answer>> {
         let k = key(name, qtype);
         let e = lock(self.shard(k)).get(&k).cloned()?;
         let stored = e.message().get(12..12 + name.len())?;
-        (e.qtype() == qtype && crate::wire::same(stored, name) && e.expires > now).then_some(e)
+        (e.qtype() == qtype && crate::wire::same(stored, name)).then_some(e)
     }
 
     /// Makes the wire answer to (`qname`, `qtype`) from a chain-checked resolution: TTLs clamped
@@ -144,7 +158,8 @@ impl AnswerCache {
         let k = key(&msg[12..answer.question_end() - 4], answer.qtype());
         let mut shard = lock(self.shard(k));
         if shard.len() >= self.per_shard && !shard.contains_key(&k) {
-            shard.retain(|_, e| e.expires > now);
+            let keep = self.stale_max;
+            shard.retain(|_, e| e.expires + keep > now);
             if shard.len() >= self.per_shard {
                 // Full of live answers: drop an eighth, whichever the map yields first. Cheap and
                 // good enough: an evicted name costs one upstream query.
@@ -268,7 +283,7 @@ mod tests {
 
     #[test]
     fn clamps_counts_down_and_expires() {
-        let c = AnswerCache::new(100, bounds());
+        let c = AnswerCache::new(100, bounds(), Duration::ZERO);
         let t0 = Instant::now();
         let a = c
             .answer(
@@ -294,7 +309,7 @@ mod tests {
 
     #[test]
     fn negative_ttl_is_the_soa_minimum_within_bounds() {
-        let c = AnswerCache::new(100, bounds());
+        let c = AnswerCache::new(100, bounds(), Duration::ZERO);
         let t0 = Instant::now();
         let nx = Resolution {
             rcode: ResponseCode::NXDomain,
@@ -336,8 +351,33 @@ mod tests {
     }
 
     #[test]
+    fn expired_answers_stay_for_serve_stale() {
+        let c = AnswerCache::new(100, bounds(), Duration::from_secs(3600));
+        let t0 = Instant::now();
+        c.answer(
+            &n("a.example."),
+            RecordType::A,
+            checked(answer(&[300, 300]), "a.example.", RecordType::A),
+            t0,
+        );
+        let w = wire("a.example.");
+        let later = |s| t0 + Duration::from_secs(s);
+        assert!(c.get(&w, 1, later(10)).is_some());
+        assert!(
+            c.get_stale(&w, 1, later(10)).is_none(),
+            "not stale while live"
+        );
+        assert!(c.get(&w, 1, later(301)).is_none());
+        assert!(c.get_stale(&w, 1, later(301)).is_some());
+        assert!(
+            c.get_stale(&w, 1, later(300 + 3601)).is_none(),
+            "past stale_max"
+        );
+    }
+
+    #[test]
     fn stays_within_capacity() {
-        let c = AnswerCache::new(64, bounds());
+        let c = AnswerCache::new(64, bounds(), Duration::ZERO);
         let t0 = Instant::now();
         for i in 0..1000 {
             let q = format!("n{i}.example.");
@@ -346,7 +386,7 @@ mod tests {
             c.answer(&n(&q), RecordType::A, checked(r, &q, RecordType::A), t0);
         }
         assert!(c.len() <= 64 && c.len() >= 32, "{}", c.len());
-        let off = AnswerCache::new(0, bounds());
+        let off = AnswerCache::new(0, bounds(), Duration::ZERO);
         let a = off.answer(
             &n("a.example."),
             RecordType::A,

@@ -54,6 +54,8 @@ pub const FENCE_RESYNCS: &str = "dnsfence_fence_resyncs_total";
 pub const CONFIG_RELOADS: &str = "dnsfence_config_reloads_total";
 /// `dnsfence_upstream_records_dropped_total{reason}`.
 pub const RECORDS_DROPPED: &str = "dnsfence_upstream_records_dropped_total";
+/// `dnsfence_stale_answers_total`.
+pub const STALE_ANSWERS: &str = "dnsfence_stale_answers_total";
 /// `dnsfence_upstream_coalesced_total`.
 pub const UPSTREAM_COALESCED: &str = "dnsfence_upstream_coalesced_total";
 /// `dnsfence_upstream_inflight`.
@@ -264,6 +266,8 @@ pub struct Metrics {
     pub records_dropped: IntCounterVec,
     /// Cache misses that waited for an identical question's resolution.
     pub upstream_coalesced: IntCounter,
+    /// Expired answers served because the upstream failed or was slow.
+    pub stale_answers: IntCounter,
     /// Distinct resolutions waiting for the upstream (set at scrape).
     pub upstream_inflight: IntGauge,
     /// What a limit turned away, by limit.
@@ -444,6 +448,11 @@ impl Metrics {
                 &r,
                 UPSTREAM_COALESCED,
                 "Cache misses answered by an identical question's upstream resolution.",
+            ),
+            stale_answers: counter(
+                &r,
+                STALE_ANSWERS,
+                "Expired answers served (RFC 8767) because the upstream failed or did not answer in time.",
             ),
             upstream_inflight: {
                 let g = IntGauge::new(

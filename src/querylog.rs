@@ -52,6 +52,9 @@ pub struct QueryRecord<'a> {
     pub duration_us: u64,
     /// Whether the answer came from the cache.
     pub cache_hit: bool,
+    /// Served past its expiry because the upstream failed or was slow (RFC 8767).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
     /// Why the firewall did not confirm the answer's addresses, when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fence_error: Option<&'static str>,

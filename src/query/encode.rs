@@ -21,6 +21,8 @@ pub mod ede {
     pub const OPTION_CODE: u16 = 15;
     /// Other: the firewall did not confirm the answer's addresses; an answer we cannot use.
     pub const OTHER: u16 = 0;
+    /// Stale Answer: served past its TTL because the upstream failed or was slow (RFC 8767).
+    pub const STALE_ANSWER: u16 = 3;
     /// Not Ready: dnsfence is at one of its limits (resolutions in flight, queries waiting) and
     /// answers at once rather than queue without bound.
     pub const NOT_READY: u16 = 14;
@@ -113,6 +115,8 @@ pub enum Reply {
         answer: Arc<Answer>,
         /// An extended error to attach.
         ede: Option<Ede>,
+        /// Served past its expiry (RFC 8767): every TTL is [`STALE_TTL`].
+        stale: bool,
     },
 }
 
@@ -149,6 +153,9 @@ impl Reply {
         }
     }
 }
+
+/// The TTL of a stale answer's records (RFC 8767 §4 recommends 30 s).
+pub const STALE_TTL: u32 = 30;
 
 /// Bytes of an OPT record without options.
 pub const OPT_LEN: usize = 11;
@@ -189,7 +196,7 @@ pub fn encode(
     let ar = u16::from(q.edns.is_some());
     let opt = opt_len(reply, q);
     let rcode = reply.rcode();
-    if let Reply::Answer { answer, .. } = reply {
+    if let Reply::Answer { answer, stale, .. } = reply {
         let msg = answer.message();
         if msg.len() + opt <= limit && answer.question_end() == qe {
             out[..msg.len()].copy_from_slice(msg);
@@ -199,7 +206,12 @@ pub fn encode(
             let age = answer.age(now);
             for off in answer.ttl_offsets() {
                 let ttl = u32::from_be_bytes([msg[off], msg[off + 1], msg[off + 2], msg[off + 3]]);
-                out[off..off + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
+                let ttl = if *stale {
+                    STALE_TTL
+                } else {
+                    ttl.saturating_sub(age)
+                };
+                out[off..off + 4].copy_from_slice(&ttl.to_be_bytes());
             }
             let n = msg.len();
             return n + write_opt(&mut out[n..], reply, q, advertise);
@@ -365,6 +377,7 @@ mod tests {
         let reply = Reply::Answer {
             answer: big_answer(2),
             ede: None,
+            stale: false,
         };
         let out = encode_vec(&reply, &pkt, 512);
         let m = Message::from_vec(&out).unwrap();
@@ -384,6 +397,7 @@ mod tests {
         let reply = Reply::Answer {
             answer: big_answer(40),
             ede: None,
+            stale: false,
         };
         let pkt = query(NAME, 1, None);
         let out = encode_vec(&reply, &pkt, 512);

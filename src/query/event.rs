@@ -58,6 +58,8 @@ pub struct QueryEvent<'p> {
     pub upstream: Option<(Duration, &'static str)>,
     /// A cache miss that waited for an identical question's resolution.
     pub coalesced: bool,
+    /// Answered with an expired answer (RFC 8767).
+    pub stale: bool,
     /// Admit latency and result label, when the fence was asked.
     pub admit: Option<(Duration, &'static str)>,
     /// Upstream records dropped because the chain did not prove them (see `answer.rs`).
@@ -79,6 +81,7 @@ impl<'p> QueryEvent<'p> {
             fence_error: None,
             upstream: None,
             coalesced: false,
+            stale: false,
             admit: None,
             dropped: [0; 3],
         }
@@ -128,6 +131,9 @@ impl<'p> QueryEvent<'p> {
         }
         if self.coalesced {
             m.upstream_coalesced.inc();
+        }
+        if self.stale {
+            m.stale_answers.inc();
         }
         if let Some((t, result)) = self.upstream {
             m.upstream_requests.with_label_values(&[result]).inc();
@@ -181,6 +187,7 @@ impl<'p> QueryEvent<'p> {
             },
             duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             cache_hit: self.cache_hit,
+            stale: self.stale,
             fence_error: self.fence_error,
         });
     }

@@ -23,14 +23,14 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::answer::{Answer, Resolution};
+use crate::answer::{Answer, AnswerAddr, Resolution};
 use crate::cache::AnswerCache;
 use crate::config::{AdmitFailure, CnameTargets, DenyRcode, ViewMode};
 use crate::fence::{Admission, Admitted, Fence};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, View, wire_name_text};
 use crate::querylog::QueryLog;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Resolved, Upstream, UpstreamError};
 use crate::zones::PortSpec;
 use encode::{Ede, Reply, Soa, ede, rcode};
 use event::{QueryEvent, Reason, Transport, Verdict};
@@ -65,6 +65,9 @@ pub struct Engine {
     pub listening: AtomicBool,
     /// The upstream counts as healthy while it answered within this long.
     pub upstream_fresh: Duration,
+    /// RFC 8767: how long a miss with an expired answer at hand waits for the upstream before
+    /// the expired answer is served.
+    pub stale_answer_after: Duration,
     /// Queries waiting on the runtime now, and the most that may (`[server] max_waiting`).
     pub waiting: AtomicUsize,
     /// See `waiting`.
@@ -174,7 +177,7 @@ impl Engine {
     /// Answers a query, waiting for the upstream and the fence where needed. `None` when it gets
     /// no reply (not a query at all).
     pub async fn answer(
-        &self,
+        self: &Arc<Self>,
         pkt: &[u8],
         client: IpAddr,
         transport: Transport,
@@ -338,7 +341,11 @@ impl Engine {
         };
         if qtype == RecordType::ANY {
             return Decision::Reply(match any_answer(wire, now) {
-                Some(answer) => Reply::Answer { answer, ede: None },
+                Some(answer) => Reply::Answer {
+                    answer,
+                    ede: None,
+                    stale: false,
+                },
                 None => code_servfail(),
             });
         }
@@ -372,6 +379,7 @@ impl Engine {
         Decision::Reply(Reply::Answer {
             answer: cached,
             ede: None,
+            stale: false,
         })
     }
 
@@ -427,9 +435,10 @@ impl Engine {
         }
     }
 
-    /// The part of a decision that waits: the upstream on a cache miss, then the fence.
+    /// The part of a decision that waits: the upstream on a cache miss (or a stale answer when
+    /// it fails or is slow), then the fence.
     async fn finish<'p>(
-        &self,
+        self: &Arc<Self>,
         policy: &'p Policy,
         pkt: &[u8],
         q: &Parsed,
@@ -442,52 +451,58 @@ impl Engine {
             return code_servfail();
         };
         let qtype = RecordType::from(q.qtype);
-        let answer = match cached {
-            Some(answer) => answer,
+        let (answer, stale) = match cached {
+            Some(answer) => (answer, false),
             None => {
-                let resolved = self.upstream.resolve(&name, qtype).await;
-                if resolved.coalesced {
-                    ev.coalesced = true;
-                } else if !matches!(resolved.result, Err(UpstreamError::Overloaded(_))) {
-                    ev.upstream = Some((resolved.took, resolved.label));
-                }
-                let checked = match resolved.result {
-                    Ok(checked) => checked,
-                    Err(error) => {
-                        if !matches!(error, UpstreamError::Overloaded(_)) {
-                            crate::warn_limited!(%name, %qtype, %error, "upstream failure");
+                let mut lower = [0u8; 256];
+                lower[..wire.len()].copy_from_slice(wire);
+                crate::wire::lowercase_name(&mut lower[..wire.len()]);
+                let stale = self
+                    .cache
+                    .get_stale(&lower[..wire.len()], q.qtype, Instant::now());
+                let outcome = match &stale {
+                    None => Some(self.resolve(&name, qtype).await),
+                    // RFC 8767: with an expired answer at hand, the resolution runs as a task of
+                    // its own, so that it still refreshes the cache when the stale answer has to
+                    // go out first.
+                    Some(_) => {
+                        let engine = self.clone();
+                        let n = name.clone();
+                        let mut task = tokio::spawn(async move { engine.resolve(&n, qtype).await });
+                        tokio::select! {
+                            done = &mut task => done.ok(),
+                            () = tokio::time::sleep(self.stale_answer_after) => None,
                         }
-                        let (reason, ede) = match error {
-                            UpstreamError::Overloaded(_) => {
-                                self.metrics.overload("inflight");
-                                (
-                                    Reason::Overloaded,
-                                    (ede::NOT_READY, "too many upstream resolutions in flight"),
-                                )
-                            }
-                            UpstreamError::Timeout(_) => (
-                                Reason::UpstreamTimeout,
-                                (ede::NO_REACHABLE_AUTHORITY, "upstream timed out"),
-                            ),
-                            UpstreamError::Failed(_) => (
-                                Reason::UpstreamError,
-                                (ede::NETWORK_ERROR, "upstream failed"),
-                            ),
-                            UpstreamError::Chain(_) => (
-                                Reason::BadChain,
-                                (ede::OTHER, "upstream answer has a bad CNAME chain"),
-                            ),
-                        };
-                        if ev.reason.is_none() {
-                            ev.reason = Some(reason);
-                        }
-                        return Reply::code(rcode::SERVFAIL, ede.0, ede.1);
                     }
                 };
-                ev.dropped = checked.dropped;
-                match self.cache.answer(&name, qtype, checked, Instant::now()) {
-                    Some(answer) => answer,
-                    None => return code_servfail(),
+                let fresh = match outcome {
+                    Some((resolved, fresh)) => {
+                        if resolved.coalesced {
+                            ev.coalesced = true;
+                        } else if !matches!(resolved.result, Err(UpstreamError::Overloaded(_))) {
+                            ev.upstream = Some((resolved.took, resolved.label));
+                        }
+                        match (&resolved.result, fresh) {
+                            (Ok(checked), Some(answer)) => {
+                                ev.dropped = checked.dropped;
+                                Ok(answer)
+                            }
+                            (Ok(_), None) => Err(code_servfail()),
+                            (Err(error), _) => Err(self.failure(&name, qtype, error, ev)),
+                        }
+                    }
+                    None => Err(code_servfail()),
+                };
+                match (fresh, stale) {
+                    (Ok(answer), _) => (answer, false),
+                    (Err(_), Some(stale)) => {
+                        ev.stale = true;
+                        if ev.reason.is_some_and(|r| r != Reason::NotAllowlisted) {
+                            ev.reason = None;
+                        }
+                        (stale, true)
+                    }
+                    (Err(reply), None) => return reply,
                 }
             }
         };
@@ -512,9 +527,23 @@ impl Engine {
                 }
             };
             let t = Instant::now();
-            let age = answer.age(t);
+            // A stale answer's addresses are admitted for the TTL it goes out with.
+            let stale_addrs: Vec<AnswerAddr>;
+            let (addrs, age) = if stale {
+                stale_addrs = answer
+                    .addrs
+                    .iter()
+                    .map(|a| AnswerAddr {
+                        ip: a.ip,
+                        ttl: encode::STALE_TTL,
+                    })
+                    .collect();
+                (&stale_addrs[..], 0)
+            } else {
+                (&answer.addrs[..], answer.age(t))
+            };
             let r = fence
-                .admit(view.index, &why, &answer.addrs, &ports, age, ev.cache_hit)
+                .admit(view.index, &why, addrs, &ports, age, ev.cache_hit)
                 .await;
             ev.admit = Some((
                 t.elapsed(),
@@ -536,7 +565,61 @@ impl Engine {
                 }
             }
         }
-        Reply::Answer { answer, ede: None }
+        let ede = stale.then_some(Ede {
+            code: ede::STALE_ANSWER,
+            text: "stale answer: the upstream failed or did not answer in time",
+        });
+        Reply::Answer { answer, ede, stale }
+    }
+
+    /// Asks the upstream (coalesced, bounded) and caches what it answers.
+    async fn resolve(&self, name: &Name, qtype: RecordType) -> (Resolved, Option<Arc<Answer>>) {
+        let resolved = self.upstream.resolve(name, qtype).await;
+        let answer = match &resolved.result {
+            Ok(checked) => self
+                .cache
+                .answer(name, qtype, checked.clone(), Instant::now()),
+            Err(_) => None,
+        };
+        (resolved, answer)
+    }
+
+    /// The reply to a resolution that failed, and its reason on the event.
+    fn failure(
+        &self,
+        name: &Name,
+        qtype: RecordType,
+        error: &UpstreamError,
+        ev: &mut QueryEvent<'_>,
+    ) -> Reply {
+        if !matches!(error, UpstreamError::Overloaded(_)) {
+            crate::warn_limited!(%name, %qtype, %error, "upstream failure");
+        }
+        let (reason, ede) = match error {
+            UpstreamError::Overloaded(_) => {
+                self.metrics.overload("inflight");
+                (
+                    Reason::Overloaded,
+                    (ede::NOT_READY, "too many upstream resolutions in flight"),
+                )
+            }
+            UpstreamError::Timeout(_) => (
+                Reason::UpstreamTimeout,
+                (ede::NO_REACHABLE_AUTHORITY, "upstream timed out"),
+            ),
+            UpstreamError::Failed(_) => (
+                Reason::UpstreamError,
+                (ede::NETWORK_ERROR, "upstream failed"),
+            ),
+            UpstreamError::Chain(_) => (
+                Reason::BadChain,
+                (ede::OTHER, "upstream answer has a bad CNAME chain"),
+            ),
+        };
+        if ev.reason.is_none() {
+            ev.reason = Some(reason);
+        }
+        Reply::code(rcode::SERVFAIL, ede.0, ede.1)
     }
 }
 

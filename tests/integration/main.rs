@@ -12,4 +12,5 @@ mod observe;
 mod parity;
 mod protocol;
 mod resolve;
+mod stale;
 mod trust;
