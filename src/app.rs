@@ -97,7 +97,7 @@ impl App {
             tracing::warn!(warning = %w, "zone catalog");
         }
         let upstream = Upstream::new(&config.upstream)?;
-        let log = QueryLog::start(&config.query_log).await?;
+        let log = QueryLog::start(&config.query_log)?;
         let fence = if config.fence.enabled {
             let plans = ViewPlan::for_views(&config, &policy);
             let fence_config = config.fence.clone();
@@ -120,6 +120,8 @@ impl App {
             },
             u.stale_max,
         );
+        let metrics = Metrics::new(config.http.max_denied_domains);
+        register_live_counters(&metrics, &log, fence.as_ref());
         let engine = Arc::new(Engine {
             policy: ArcSwap::from_pointee(policy),
             cache,
@@ -128,7 +130,7 @@ impl App {
             on_admit_failure: config.fence.on_admit_failure,
             max_udp_payload: config.server.max_udp_payload,
             log,
-            metrics: Metrics::new(config.http.max_denied_domains),
+            metrics,
             listening: AtomicBool::new(false),
             upstream_fresh: config.upstream.probe_interval * 3,
             stale_answer_after: config.upstream.stale_answer_after,
@@ -233,6 +235,54 @@ impl App {
     }
 }
 
+/// The counters that live in the query log's and the fence's own atomics, read at scrape time.
+fn register_live_counters(metrics: &Metrics, log: &QueryLog, fence: Option<&Fence>) {
+    use crate::metrics as m;
+    let l = log.clone();
+    metrics.register_live(
+        m::QUERYLOG_DROPPED,
+        "Query-log lines lost: the queue was full or a write failed (disk full).",
+        None,
+        move || vec![("", l.dropped())],
+    );
+    let l = log.clone();
+    metrics.register_live(
+        m::QUERYLOG_SAMPLED,
+        "Query-log lines left out by sampling (summarized in sampled_out lines).",
+        None,
+        move || vec![("", l.sampled())],
+    );
+    let stats = fence.map(Fence::shared_stats);
+    let s = stats.clone();
+    metrics.register_live(
+        m::FENCE_READMITS,
+        "Elements written again before a cached answer because they were stale or unconfirmed.",
+        None,
+        move || {
+            let n = s
+                .as_ref()
+                .map_or(0, |s| s.readmits_cache_hit.load(Ordering::Relaxed));
+            vec![("", n)]
+        },
+    );
+    metrics.register_live(
+        m::FENCE_RESYNCS,
+        "Restorations of the table, sets and live elements, by reason.",
+        Some("reason"),
+        move || {
+            let Some(s) = &stats else { return Vec::new() };
+            vec![
+                ("missing", s.resyncs_missing.load(Ordering::Relaxed)),
+                (
+                    "write_failed",
+                    s.resyncs_write_failure.load(Ordering::Relaxed),
+                ),
+                ("failed", s.resync_failures.load(Ordering::Relaxed)),
+            ]
+        },
+    );
+}
+
 /// Sockets one upstream resolution may hold: hickory's UDP client sends each transmission from
 /// a new random port (spoofing resistance) and keeps up to three in flight per query.
 const UPSTREAM_SOCKETS_PER_RESOLUTION: u64 = 3;
@@ -303,6 +353,7 @@ fn reload(config: &mut Config, engine: &Engine) {
     match result {
         Ok((new, policy)) => {
             engine.policy.store(Arc::new(policy));
+            engine.log.reconfigure(&new.query_log);
             *config = new;
             engine
                 .metrics

@@ -188,26 +188,7 @@ fn metrics(engine: &Engine) -> Response {
     let m = &engine.metrics;
     m.cache_entries.set(engine.cache.len() as i64);
     m.upstream_inflight.set(engine.upstream.inflight() as i64);
-    m.querylog_dropped.inc_by(
-        engine
-            .log
-            .dropped()
-            .saturating_sub(m.querylog_dropped.get()),
-    );
     if let Some(fence) = &engine.fence {
-        let stats = fence.stats();
-        use std::sync::atomic::Ordering::Relaxed;
-        for (reason, value) in [
-            ("missing", stats.resyncs_missing.load(Relaxed)),
-            ("write_failed", stats.resyncs_write_failure.load(Relaxed)),
-            ("failed", stats.resync_failures.load(Relaxed)),
-        ] {
-            let c = m.fence_resyncs.with_label_values(&[reason]);
-            c.inc_by(value.saturating_sub(c.get()));
-        }
-        let readmits = stats.readmits_cache_hit.load(Relaxed);
-        m.fence_readmits
-            .inc_by(readmits.saturating_sub(m.fence_readmits.get()));
         for (i, set) in fence.sets().iter().enumerate() {
             let (all, would_deny) = fence.element_count(i);
             let labels = [set.view.as_str(), set.name.as_str()];

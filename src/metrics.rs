@@ -64,6 +64,8 @@ pub const UPSTREAM_INFLIGHT: &str = "dnsfence_upstream_inflight";
 pub const OVERLOAD: &str = "dnsfence_overload_total";
 /// `dnsfence_querylog_dropped_total`.
 pub const QUERYLOG_DROPPED: &str = "dnsfence_querylog_dropped_total";
+/// `dnsfence_querylog_sampled_total`.
+pub const QUERYLOG_SAMPLED: &str = "dnsfence_querylog_sampled_total";
 /// `dnsfence_build_info{version}`.
 pub const BUILD_INFO: &str = "dnsfence_build_info";
 
@@ -169,8 +171,8 @@ impl ViewCounters {
     /// A denied name: `dnsfence_denied_domains_total{view, domain}` += 1 for its registrable
     /// domain (or `_other` once the view has `max_denied_domains` of them), and the name goes
     /// into the view's top-K. `name` is lower case without the trailing dot.
-    pub fn denied_name(&self, m: &Metrics, name: &str) {
-        let domain = psl::domain_str(name).unwrap_or(name);
+    /// `domain` is the name's registrable domain (the name itself when it has none).
+    pub fn denied_name(&self, m: &Metrics, name: &str, domain: &str) {
         let mut names = lock(&self.names);
         let label =
             if names.domains.contains_key(domain) || names.domains.len() < m.max_denied_domains {
@@ -256,10 +258,7 @@ pub struct Metrics {
     pub fence_admits: IntCounterVec,
     /// Admit latency (answer waiting for the kernel).
     pub fence_admit_duration: Histogram,
-    /// Elements written again because a cache hit found them stale or unconfirmed.
-    pub fence_readmits: IntCounter,
-    /// Resyncs by reason (set at scrape from the fence's counters).
-    pub fence_resyncs: IntCounterVec,
+
     /// Config reloads by result.
     pub config_reloads: IntCounterVec,
     /// Upstream records dropped because the CNAME chain did not prove them.
@@ -272,8 +271,7 @@ pub struct Metrics {
     pub upstream_inflight: IntGauge,
     /// What a limit turned away, by limit.
     pub overloads: IntCounterVec,
-    /// Query-log lines dropped because the writer could not keep up.
-    pub querylog_dropped: IntCounter,
+
     /// Build information (always 1).
     pub build_info: IntGaugeVec,
     max_denied_domains: usize,
@@ -421,17 +419,6 @@ impl Metrics {
                 "Time an answer waited for the kernel to confirm its addresses.",
                 ADMIT_BUCKETS,
             ),
-            fence_readmits: counter(
-                &r,
-                FENCE_READMITS,
-                "Elements written again before a cached answer because they were stale or unconfirmed.",
-            ),
-            fence_resyncs: counter_vec(
-                &r,
-                FENCE_RESYNCS,
-                "Restorations of the table, sets and live elements, by reason.",
-                &["reason"],
-            ),
             config_reloads: counter_vec(
                 &r,
                 CONFIG_RELOADS,
@@ -469,11 +456,6 @@ impl Metrics {
                 "Queries or connections turned away at a limit (inflight: upstream resolutions; waiting: queries on the runtime; tcp, tcp_client, http: connections).",
                 &["limit"],
             ),
-            querylog_dropped: counter(
-                &r,
-                QUERYLOG_DROPPED,
-                "Query-log lines dropped because the writer could not keep up.",
-            ),
             build_info,
             response_by_verdict,
             response_duration,
@@ -485,7 +467,8 @@ impl Metrics {
 
     /// [`ViewCounters::denied_name`], by the view's name.
     pub fn denied_name(&self, view: &str, name: &str) {
-        self.view(view).denied_name(self, name);
+        let domain = psl::domain_str(name).unwrap_or(name);
+        self.view(view).denied_name(self, name, domain);
     }
 
     /// The most denied exact names of a view, most first.
@@ -509,6 +492,37 @@ impl Metrics {
         self.overloads.with_label_values(&[limit]).inc();
     }
 
+    /// Registers a counter whose values live in dnsfence's own atomics: `read` gives them at
+    /// every scrape (label value, count; the label value is ignored without `label`). Nothing
+    /// is copied into other counters between scrapes, so two scrapes at once cannot double a
+    /// value.
+    pub fn register_live(
+        &self,
+        name: &str,
+        help: &str,
+        label: Option<&str>,
+        read: impl Fn() -> Vec<(&'static str, u64)> + Send + Sync + 'static,
+    ) {
+        let labels: Vec<String> = label.into_iter().map(str::to_string).collect();
+        let desc = prometheus::core::Desc::new(
+            name.to_string(),
+            help.to_string(),
+            labels.clone(),
+            HashMap::new(),
+        )
+        .expect("metric definition is valid");
+        let live = LiveCounter {
+            desc,
+            name: name.to_string(),
+            help: help.to_string(),
+            labels,
+            read: Box::new(read),
+        };
+        self.registry
+            .register(Box::new(live))
+            .expect("metric registered once");
+    }
+
     /// Observes one response's latency.
     pub fn response(&self, verdict: usize, took: Duration) {
         self.response_by_verdict[verdict.min(VERDICTS.len() - 1)].observe(took.as_secs_f64());
@@ -529,6 +543,34 @@ impl Metrics {
             .entry(view.to_string())
             .or_insert_with(|| Arc::new(ViewCounters::new(view)))
             .clone()
+    }
+}
+
+/// A counter read from dnsfence's atomics at scrape time (see [`Metrics::register_live`]).
+struct LiveCounter {
+    desc: prometheus::core::Desc,
+    name: String,
+    help: String,
+    labels: Vec<String>,
+    read: Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>,
+}
+
+impl prometheus::core::Collector for LiveCounter {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let labels: Vec<&str> = self.labels.iter().map(String::as_str).collect();
+        // A fresh family each scrape, holding the values as they are now.
+        let Ok(family) = IntCounterVec::new(Opts::new(&self.name, &self.help), &labels) else {
+            return Vec::new();
+        };
+        for (value, n) in (self.read)() {
+            let values: &[&str] = if labels.is_empty() { &[] } else { &[value] };
+            family.with_label_values(values).inc_by(n);
+        }
+        family.collect()
     }
 }
 

@@ -1,171 +1,493 @@
 //! The query log: one JSON line per query, to standard output or a file.
 //!
-//! Lines are handed to a writer task through a bounded channel so that a slow disk or a blocked
-//! terminal never stalls the query path. When the channel is full the line is dropped and counted
-//! ([`QueryLog::dropped`]); it is never silently lost.
+//! Cheap on the query path: a line is handed over as a fixed-size [`Entry`] (the name's wire
+//! bytes copied into an array, the time as a clock reading, the view and endpoint set as
+//! indices into the policy it came from) through a bounded queue to the writer thread, which
+//! does all the formatting and writing. Nothing is allocated or formatted per line by the
+//! thread answering the query.
+//!
+//! Floods are sampled, not queued: per thread, at most `sample_per_second` lines a second for
+//! each (view, registrable domain); the rest are counted and, when the second is over, one
+//! summary line says how many of that view's and domain's lines were left out
+//! (`"sampled_out": N`). A stuck app or a DGA flood then costs a counter, not the disk.
+//!
+//! Never lies: every line lost — the queue full, or a write failing (disk full) — is counted
+//! (`dnsfence_querylog_dropped_total`), and sampled-out lines have their own counter.
+//! [`QueryLog::reopen`] (SIGHUP) closes and reopens the file, as logrotate's default expects.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
-
+use crate::answer::Answer;
 use crate::config::{LogLevel, QueryLogConfig};
-use crate::outcome::Verdict;
+use crate::outcome::{Reason, Verdict};
+use crate::policy::Policy;
 
-/// One query's log line.
-#[derive(Debug, Clone, Serialize)]
-pub struct QueryRecord<'a> {
-    /// RFC 3339 UTC time the query arrived.
-    pub time: String,
+/// Lines buffered before new ones are dropped (and counted).
+const QUEUE: usize = 8192;
+/// Keys a thread tracks per second for sampling; past it, one shared key.
+const SAMPLE_KEYS: usize = 1024;
+
+/// One query's log line, as the query path hands it over.
+#[derive(Debug)]
+pub struct Entry {
+    /// When the query arrived.
+    pub time: SystemTime,
     /// Client address.
     pub client: IpAddr,
     /// "udp" or "tcp".
-    pub protocol: &'a str,
-    /// View name, absent when the client is in none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub view: Option<&'a str>,
-    /// Query name as asked.
-    pub name: String,
-    /// Query type.
-    #[serde(rename = "type")]
-    pub qtype: String,
+    pub protocol: &'static str,
+    /// The policy the query was decided with (view and endpoint-set indices refer to it).
+    pub policy: Option<Arc<Policy>>,
+    /// The view's index.
+    pub view: Option<u16>,
+    /// The question name in wire form (`name_len` bytes; empty without a question).
+    pub name: [u8; 255],
+    /// Bytes of `name` used.
+    pub name_len: u8,
+    /// Query type (0 without a question).
+    pub qtype: u16,
     /// The decision.
     pub verdict: Verdict,
-    /// The matched endpoint set (first id) for allowed names.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub endpoint_set: Option<&'a str>,
-    /// Why the query was denied, refused or failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'a str>,
+    /// The endpoint set (catalog index) that allowed the name.
+    pub endpoint_set: Option<u32>,
+    /// Why it was denied, refused or failed.
+    pub reason: Option<Reason>,
     /// Response code sent.
-    pub rcode: &'static str,
-    /// The CNAME targets from the question name to the answer (why their addresses were
-    /// admitted).
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub chain: &'a [Box<str>],
-    /// Time from arrival to the answer being handed to the socket, in microseconds.
+    pub rcode: u16,
+    /// Microseconds from arrival to the answer being handed to the socket.
     pub duration_us: u64,
     /// Whether the answer came from the cache.
     pub cache_hit: bool,
-    /// Served past its expiry because the upstream failed or was slow (RFC 8767).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// Served past its expiry (RFC 8767).
     pub stale: bool,
-    /// Why the firewall did not confirm the answer's addresses, when it did not.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why the firewall did not confirm the answer's addresses.
     pub fence_error: Option<&'static str>,
+    /// The answer, for its CNAME chain.
+    pub answer: Option<Arc<Answer>>,
+}
+
+// A line travels by value (no allocation per line); the queue's slots are sized for it.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Line(Entry),
+    Summary {
+        time: SystemTime,
+        view: Option<(Arc<Policy>, u16)>,
+        domain: String,
+        sampled_out: u64,
+    },
+    Reopen(Option<PathBuf>),
 }
 
 /// Handle to the log writer. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct QueryLog {
-    level: LogLevel,
-    tx: Option<mpsc::Sender<String>>,
-    dropped: Arc<AtomicU64>,
+    level: Arc<AtomicU8>,
+    per_second: u32,
+    tx: SyncSender<Msg>,
+    counters: Arc<Counters>,
 }
 
-/// Lines buffered before new ones are dropped (and counted).
-const QUEUE: usize = 8192;
+#[derive(Debug, Default)]
+struct Counters {
+    dropped: AtomicU64,
+    sampled: AtomicU64,
+}
+
+fn level_code(level: LogLevel) -> u8 {
+    match level {
+        LogLevel::None => 0,
+        LogLevel::Denied => 1,
+        LogLevel::All => 2,
+    }
+}
 
 impl QueryLog {
-    /// Starts the writer task for `config`. Must be called inside a tokio runtime.
-    pub async fn start(config: &QueryLogConfig) -> std::io::Result<QueryLog> {
-        if config.level == LogLevel::None {
-            return Ok(QueryLog::disabled());
-        }
-        let out: Box<dyn AsyncWrite + Send + Unpin> = match &config.path {
-            None => Box::new(tokio::io::stdout()),
-            Some(path) => Box::new(open_append(path).await?),
+    /// Starts the writer thread for `config` (it opens the file now when anything is logged,
+    /// so that a bad path fails start-up).
+    pub fn start(config: &QueryLogConfig) -> std::io::Result<QueryLog> {
+        let out = match config.level {
+            LogLevel::None => None,
+            _ => Some(open(config.path.as_deref())?),
         };
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_lines(rx, out));
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let counters = Arc::new(Counters::default());
+        let thread_counters = counters.clone();
+        let path = config.path.clone();
+        std::thread::Builder::new()
+            .name("dnsfence-log".into())
+            .spawn(move || write_lines(rx, out, path, &thread_counters))?;
         Ok(QueryLog {
-            level: config.level,
-            tx: Some(tx),
-            dropped: Arc::new(AtomicU64::new(0)),
+            level: Arc::new(AtomicU8::new(level_code(config.level))),
+            per_second: config.sample_per_second,
+            tx,
+            counters,
         })
     }
 
-    /// A log that writes nothing.
-    pub fn disabled() -> QueryLog {
-        QueryLog {
-            level: LogLevel::None,
-            tx: None,
-            dropped: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    /// Whether a query with this verdict is logged at the configured level; lets the caller skip
-    /// building the record.
+    /// Whether a query with this verdict is logged at the current level; lets the caller skip
+    /// building the entry.
     pub fn wants(&self, verdict: Verdict) -> bool {
-        match self.level {
-            LogLevel::None => false,
-            LogLevel::All => true,
-            LogLevel::Denied => matches!(
+        match self.level.load(Ordering::Relaxed) {
+            0 => false,
+            2 => true,
+            _ => matches!(
                 verdict,
                 Verdict::Denied | Verdict::WouldDeny | Verdict::Refused
             ),
         }
     }
 
-    /// Queues one record (never blocks).
-    pub fn log(&self, record: &QueryRecord<'_>) {
-        let Some(tx) = &self.tx else { return };
-        let Ok(mut line) = serde_json::to_string(record) else {
-            return;
-        };
-        line.push('\n');
-        if tx.try_send(line).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Applies a reloaded `[query_log]`: the level at once, the path (and a fresh file handle,
+    /// for logrotate) through the writer.
+    pub fn reconfigure(&self, config: &QueryLogConfig) {
+        self.level
+            .store(level_code(config.level), Ordering::Relaxed);
+        self.reopen(config.path.clone());
+    }
+
+    /// Closes and reopens the file (creating it if it was moved away), at `path`.
+    pub fn reopen(&self, path: Option<PathBuf>) {
+        // A control message may wait for room: it is sent by a reload, not by a query.
+        let _ = self.tx.send(Msg::Reopen(path));
+    }
+
+    /// Queues one line, unless this thread has logged `sample_per_second` lines for the view
+    /// and registrable domain this second (then it is counted, and summarized later). Never
+    /// blocks.
+    pub fn log(&self, entry: Entry, domain: &str) {
+        let key_view = entry.view;
+        let policy = entry.policy.clone();
+        let second = entry
+            .time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let pass = SAMPLER.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.second != second {
+                for summary in s.roll(second) {
+                    self.send(summary);
+                }
+            }
+            s.admit(key_view, policy, domain, self.per_second)
+        });
+        if pass {
+            self.send(Msg::Line(entry));
+        } else {
+            self.counters.sampled.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Lines dropped because the writer could not keep up.
+    fn send(&self, msg: Msg) {
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Lines lost: the queue was full, or writing failed (disk full, file gone).
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Lines left out by sampling (and summarized).
+    pub fn sampled(&self) -> u64 {
+        self.counters.sampled.load(Ordering::Relaxed)
     }
 }
 
-async fn open_append(path: &Path) -> std::io::Result<tokio::fs::File> {
-    tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+/// Per-thread sampling state for the current second.
+#[derive(Default)]
+struct Sampler {
+    second: u64,
+    /// By a hash of (view, domain): a collision only merges two keys' allowances.
+    keys: HashMap<u64, Tally, rustc_hash::FxBuildHasher>,
 }
 
-async fn write_lines(mut rx: mpsc::Receiver<String>, mut out: Box<dyn AsyncWrite + Send + Unpin>) {
-    while let Some(line) = rx.recv().await {
-        let mut ok = out.write_all(line.as_bytes()).await.is_ok();
-        // Batch whatever else is already queued before flushing.
-        while let Ok(line) = rx.try_recv() {
-            ok &= out.write_all(line.as_bytes()).await.is_ok();
-        }
-        ok &= out.flush().await.is_ok();
-        if !ok {
-            tracing::warn!("query log write failed; lines are being lost");
+struct Tally {
+    written: u64,
+    left_out: u64,
+    view: Option<u16>,
+    domain: Box<str>,
+    policy: Option<Arc<Policy>>,
+}
+
+thread_local! {
+    static SAMPLER: RefCell<Sampler> = RefCell::new(Sampler::default());
+}
+
+impl Sampler {
+    /// Starts `second`; returns the summaries of the keys that had lines left out before.
+    fn roll(&mut self, second: u64) -> Vec<Msg> {
+        let time = UNIX_EPOCH + Duration::from_secs(self.second + 1);
+        self.second = second;
+        self.keys
+            .drain()
+            .filter(|(_, t)| t.left_out > 0)
+            .map(|(_, t)| Msg::Summary {
+                time,
+                view: t.view.zip(t.policy).map(|(v, p)| (p, v)),
+                domain: t.domain.into(),
+                sampled_out: t.left_out,
+            })
+            .collect()
+    }
+
+    /// Whether one more line of (view, domain) may be written this second.
+    fn admit(
+        &mut self,
+        view: Option<u16>,
+        policy: Option<Arc<Policy>>,
+        domain: &str,
+        per_second: u32,
+    ) -> bool {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = rustc_hash::FxBuildHasher.build_hasher();
+        view.hash(&mut h);
+        domain.hash(&mut h);
+        let mut key = h.finish();
+        let domain = if self.keys.len() >= SAMPLE_KEYS && !self.keys.contains_key(&key) {
+            // Too many keys this second: the rest share one allowance.
+            key = u64::MAX;
+            "_other"
+        } else {
+            domain
+        };
+        let t = self.keys.entry(key).or_insert_with(|| Tally {
+            written: 0,
+            left_out: 0,
+            view,
+            domain: domain.into(),
+            policy,
+        });
+        if t.written < u64::from(per_second) {
+            t.written += 1;
+            true
+        } else {
+            t.left_out += 1;
+            false
         }
     }
+}
+
+fn open(path: Option<&Path>) -> std::io::Result<Box<dyn std::io::Write + Send>> {
+    Ok(match path {
+        None => Box::new(std::io::stdout()),
+        Some(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+        ),
+    })
+}
+
+/// The writer thread: formats and writes every line it is handed, in batches.
+fn write_lines(
+    rx: Receiver<Msg>,
+    mut out: Option<Box<dyn std::io::Write + Send>>,
+    mut path: Option<PathBuf>,
+    counters: &Counters,
+) {
+    let mut buf = String::with_capacity(64 * 1024);
+    let mut pending = 0u64;
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Line(e) => {
+                    format_entry(&mut buf, &e);
+                    pending += 1;
+                }
+                Msg::Summary {
+                    time,
+                    view,
+                    domain,
+                    sampled_out,
+                } => {
+                    format_summary(&mut buf, time, view.as_ref(), &domain, sampled_out);
+                    pending += 1;
+                }
+                Msg::Reopen(new) => {
+                    flush(&mut out, path.as_deref(), &mut buf, &mut pending, counters);
+                    path = new.or(path.take());
+                    match open(path.as_deref()) {
+                        Ok(o) => out = Some(o),
+                        Err(e) => {
+                            crate::warn_limited!(error = %e, "query log: cannot reopen; keeping the old file");
+                        }
+                    }
+                }
+            }
+            if buf.len() < 48 * 1024 {
+                next = rx.try_recv().ok();
+            }
+        }
+        flush(&mut out, path.as_deref(), &mut buf, &mut pending, counters);
+    }
+}
+
+/// Writes what is formatted; on failure the lines are counted as lost.
+fn flush(
+    out: &mut Option<Box<dyn std::io::Write + Send>>,
+    path: Option<&Path>,
+    buf: &mut String,
+    pending: &mut u64,
+    counters: &Counters,
+) {
+    if *pending == 0 {
+        return;
+    }
+    if out.is_none() {
+        // The level was raised by a reload: open the configured output now.
+        *out = open(path).ok();
+    }
+    let ok = match out.as_mut() {
+        Some(o) => o.write_all(buf.as_bytes()).is_ok() && o.flush().is_ok(),
+        None => false,
+    };
+    if !ok {
+        counters.dropped.fetch_add(*pending, Ordering::Relaxed);
+        crate::warn_limited!(lines = *pending, "query log write failed; lines were lost");
+    }
+    buf.clear();
+    *pending = 0;
+}
+
+fn format_entry(buf: &mut String, e: &Entry) {
+    buf.push_str("{\"time\":\"");
+    rfc3339_into(buf, e.time);
+    let _ = write!(
+        buf,
+        "\",\"client\":\"{}\",\"protocol\":\"{}\"",
+        e.client, e.protocol
+    );
+    let view = e
+        .policy
+        .as_ref()
+        .zip(e.view)
+        .and_then(|(p, v)| p.views.get(v as usize));
+    if let Some(v) = view {
+        buf.push_str(",\"view\":");
+        json_str(buf, &v.name);
+    }
+    let name = &e.name[..e.name_len as usize];
+    buf.push_str(",\"name\":");
+    if name.is_empty() {
+        buf.push_str("\"\"");
+    } else {
+        json_str(buf, &crate::query::event::WireName(name).to_string());
+    }
+    buf.push_str(",\"type\":\"");
+    if e.qtype != 0 || !name.is_empty() {
+        let _ = write!(buf, "{}", hickory_proto::rr::RecordType::from(e.qtype));
+    }
+    let _ = write!(buf, "\",\"verdict\":\"{}\"", e.verdict.as_str());
+    let set = e
+        .policy
+        .as_ref()
+        .zip(e.endpoint_set)
+        .and_then(|(p, s)| p.catalog.sets.get(s as usize));
+    if let Some(s) = set {
+        buf.push_str(",\"endpoint_set\":");
+        json_str(buf, &s.id);
+    }
+    if let Some(r) = e.reason {
+        let _ = write!(buf, ",\"reason\":\"{}\"", r.as_str());
+    }
+    let _ = write!(
+        buf,
+        ",\"rcode\":\"{}\",\"duration_us\":{},\"cache_hit\":{}",
+        crate::query::encode::rcode::name(e.rcode),
+        e.duration_us,
+        e.cache_hit
+    );
+    if e.stale {
+        buf.push_str(",\"stale\":true");
+    }
+    if let Some(f) = e.fence_error {
+        let _ = write!(buf, ",\"fence_error\":\"{f}\"");
+    }
+    if let Some(a) = e.answer.as_ref().filter(|a| !a.chain.is_empty()) {
+        buf.push_str(",\"chain\":[");
+        for (i, t) in a.chain.iter().enumerate() {
+            if i > 0 {
+                buf.push(',');
+            }
+            json_str(buf, t);
+        }
+        buf.push(']');
+    }
+    buf.push_str("}\n");
+}
+
+fn format_summary(
+    buf: &mut String,
+    time: SystemTime,
+    view: Option<&(Arc<Policy>, u16)>,
+    domain: &str,
+    sampled_out: u64,
+) {
+    buf.push_str("{\"time\":\"");
+    rfc3339_into(buf, time);
+    buf.push('"');
+    if let Some(v) = view.and_then(|(p, v)| p.views.get(*v as usize)) {
+        buf.push_str(",\"view\":");
+        json_str(buf, &v.name);
+    }
+    buf.push_str(",\"domain\":");
+    json_str(buf, domain);
+    let _ = writeln!(buf, ",\"sampled_out\":{sampled_out}}}");
+}
+
+/// A JSON string: quotes, backslashes and control characters escaped.
+fn json_str(buf: &mut String, s: &str) {
+    buf.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => buf.push_str("\\\""),
+            '\\' => buf.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(buf, "\\u{:04x}", c as u32);
+            }
+            c => buf.push(c),
+        }
+    }
+    buf.push('"');
 }
 
 /// Formats a time as RFC 3339 UTC with milliseconds (`2026-11-25T05:40:19.123Z`).
 pub fn rfc3339(t: SystemTime) -> String {
+    let mut s = String::with_capacity(24);
+    rfc3339_into(&mut s, t);
+    s
+}
+
+fn rfc3339_into(buf: &mut String, t: SystemTime) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, day) = civil_from_days(days as i64);
-    format!(
+    let _ = write!(
+        buf,
         "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
         d.subsec_millis()
-    )
+    );
 }
 
 /// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.
@@ -196,15 +518,35 @@ mod tests {
     }
 
     #[test]
-    fn levels() {
-        let log = QueryLog {
-            level: LogLevel::Denied,
-            tx: None,
-            dropped: Arc::new(AtomicU64::new(0)),
-        };
-        assert!(log.wants(Verdict::Denied));
-        assert!(log.wants(Verdict::WouldDeny));
-        assert!(!log.wants(Verdict::Allowed));
-        assert!(!QueryLog::disabled().wants(Verdict::Denied));
+    fn json_strings_are_escaped() {
+        let mut s = String::new();
+        json_str(&mut s, "a\"b\\c\u{1}");
+        assert_eq!(s, r#""a\"b\\c\u0001""#);
+    }
+
+    #[test]
+    fn sampling_keeps_n_per_second_per_key_and_summarizes_the_rest() {
+        let mut s = Sampler::default();
+        s.roll(100);
+        let admitted = (0..50)
+            .filter(|_| s.admit(Some(0), None, "example.com", 10))
+            .count();
+        assert_eq!(admitted, 10);
+        assert!(s.admit(Some(1), None, "example.com", 10), "another view");
+        assert!(s.admit(Some(0), None, "example.org", 10), "another domain");
+        let summaries = s.roll(101);
+        let left_out: Vec<u64> = summaries
+            .iter()
+            .filter_map(|m| match m {
+                Msg::Summary {
+                    domain,
+                    sampled_out,
+                    ..
+                } if domain == "example.com" => Some(*sampled_out),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(left_out, [40]);
+        assert!(s.admit(Some(0), None, "example.com", 10), "a new second");
     }
 }

@@ -335,6 +335,9 @@ pub struct QueryLogConfig {
     pub level: LogLevel,
     /// A file to append to; standard output when `None`.
     pub path: Option<PathBuf>,
+    /// Lines per second, per thread, for each view and registrable domain; the rest are
+    /// counted and summarized.
+    pub sample_per_second: u32,
 }
 
 /// One `[[view]]`.
@@ -433,7 +436,14 @@ impl Config {
         const DAY_MS: u64 = 86_400_000;
         const YEAR_SECS: u64 = 365 * 86_400;
         let (sv, up, f) = (&raw.server, &raw.upstream, &raw.fence);
-        let numbers: [(&str, &str, u64, u64, u64); 27] = [
+        let numbers: [(&str, &str, u64, u64, u64); 28] = [
+            (
+                "query_log",
+                "sample_per_second",
+                raw.query_log.sample_per_second,
+                1,
+                1_000_000,
+            ),
             (
                 "server",
                 "tcp_idle_timeout_ms",
@@ -801,6 +811,7 @@ impl Config {
             query_log: QueryLogConfig {
                 level: raw.query_log.level,
                 path: log_path,
+                sample_per_second: raw.query_log.sample_per_second as u32,
             },
             fence,
             http: HttpConfig {

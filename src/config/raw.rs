@@ -333,11 +333,18 @@ pub(super) struct RawQueryLog {
     pub(super) level: LogLevel,
     #[serde(default)]
     pub(super) path: Option<PathBuf>,
+    #[serde(default = "default_sample_per_second")]
+    pub(super) sample_per_second: u64,
+}
+
+pub(super) fn default_sample_per_second() -> u64 {
+    20
 }
 
 impl Default for RawQueryLog {
     fn default() -> Self {
         RawQueryLog {
+            sample_per_second: default_sample_per_second(),
             level: default_log_level(),
             path: None,
         }

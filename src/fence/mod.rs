@@ -156,7 +156,7 @@ struct State {
     /// A std mutex: held only for map lookups and inserts (and copies for readers), never
     /// across a wait.
     ledger: Mutex<Ledger>,
-    stats: FenceStats,
+    stats: Arc<FenceStats>,
     healthy: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
@@ -253,7 +253,7 @@ impl Fence {
             views,
             plans,
             ledger: Mutex::new(Ledger::default()),
-            stats: FenceStats::default(),
+            stats: Arc::default(),
             healthy: AtomicBool::new(false),
             last_error: Mutex::new(None),
         });
@@ -400,6 +400,11 @@ impl Fence {
     /// The counters.
     pub fn stats(&self) -> &FenceStats {
         &self.state.stats
+    }
+
+    /// The counters, to read at scrape time.
+    pub fn shared_stats(&self) -> Arc<FenceStats> {
+        self.state.stats.clone()
     }
 
     /// Whether the last write or check succeeded.

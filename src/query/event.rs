@@ -8,11 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::metrics;
 pub use crate::outcome::{Reason, Verdict};
+use crate::policy::Policy;
 use crate::policy::View;
 use crate::query::Engine;
-use crate::query::encode::{Reply, rcode};
+use crate::query::encode::Reply;
 use crate::query::parse::Parsed;
-use crate::querylog::QueryRecord;
+use crate::querylog::Entry;
+use std::sync::Arc;
 
 /// The transport a query came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +50,8 @@ pub struct QueryEvent<'p> {
     pub verdict: Verdict,
     /// Why it was denied, refused or failed.
     pub reason: Option<Reason>,
-    /// The endpoint set (first id) that allowed the name.
-    pub endpoint_set: Option<&'p str>,
+    /// The endpoint set (catalog index; the first of several) that allowed the name.
+    pub endpoint_set: Option<u32>,
     /// Whether the answer came from the cache.
     pub cache_hit: bool,
     /// Why the firewall did not confirm the answer's addresses, when it did not.
@@ -93,9 +95,17 @@ impl<'p> QueryEvent<'p> {
         self.reason = Some(reason);
     }
 
-    /// Counts the query and writes its log line. `pkt` and `q` are the query (`q` is `None`
-    /// for a datagram that did not parse at all), `reply` what was sent (`None`: nothing was).
-    pub fn emit(&self, engine: &Engine, pkt: &[u8], q: Option<&Parsed>, reply: Option<&Reply>) {
+    /// Counts the query and writes its log line. `policy` is the one the query was decided
+    /// with, `pkt` and `q` the query (`q` is `None` for a datagram that did not parse at all),
+    /// `reply` what was sent (`None`: nothing was).
+    pub fn emit(
+        &self,
+        engine: &Engine,
+        policy: Option<&Arc<Policy>>,
+        pkt: &[u8],
+        q: Option<&Parsed>,
+        reply: Option<&Reply>,
+    ) {
         let m = &engine.metrics;
         let qtype = q.map_or(0, |q| q.qtype);
         let view = self.view.map_or(metrics::NO_VIEW, |v| v.name.as_str());
@@ -105,8 +115,11 @@ impl<'p> QueryEvent<'p> {
         m.response(verdict, self.started.elapsed());
         match self.verdict {
             Verdict::Allowed => {
-                if let Some(set) = self.endpoint_set {
-                    counters.allowed(m, set);
+                let set = policy
+                    .zip(self.endpoint_set)
+                    .and_then(|(p, i)| p.catalog.sets.get(i as usize));
+                if let Some(set) = set {
+                    counters.allowed(m, &set.id);
                 }
             }
             Verdict::Denied | Verdict::Refused => {
@@ -116,12 +129,19 @@ impl<'p> QueryEvent<'p> {
             }
             Verdict::WouldDeny => {}
         }
-        if matches!(self.verdict, Verdict::Denied | Verdict::WouldDeny)
-            && let Some(q) = q
-        {
+        // A dropped datagram (rate limit, not a query) gets no line: it got no answer.
+        let logging = reply.is_some() && engine.log.wants(self.verdict);
+        let denied = matches!(self.verdict, Verdict::Denied | Verdict::WouldDeny);
+        if logging || denied {
+            // The name as text and its registrable domain, once for the metrics and the log.
             let mut buf = [0u8; 256];
-            if let Some(name) = crate::policy::wire_name_text(q.name(pkt), &mut buf) {
-                counters.denied_name(m, name);
+            let text = q.and_then(|q| crate::policy::wire_name_text(q.name(pkt), &mut buf));
+            let domain = text.map_or("", |t| psl::domain_str(t).unwrap_or(t));
+            if denied && let Some(name) = text {
+                counters.denied_name(m, name, domain);
+            }
+            if let Some(reply) = reply.filter(|_| logging) {
+                engine.log.log(self.entry(policy, pkt, q, reply), domain);
             }
         }
         if self.upstream.is_some() || self.coalesced {
@@ -150,46 +170,46 @@ impl<'p> QueryEvent<'p> {
                 m.fence_admit_duration.observe(t.as_secs_f64());
             }
         }
-        // A dropped datagram (rate limit, not a query) gets no line: it got no answer.
-        if let Some(reply) = reply
-            && engine.log.wants(self.verdict)
-        {
-            self.log(engine, pkt, q, reply);
-        }
     }
 
-    fn log(&self, engine: &Engine, pkt: &[u8], q: Option<&Parsed>, reply: &Reply) {
+    /// The log line, as plain data: no formatting here, the writer thread does that.
+    fn entry(
+        &self,
+        policy: Option<&Arc<Policy>>,
+        pkt: &[u8],
+        q: Option<&Parsed>,
+        reply: &Reply,
+    ) -> Entry {
         let elapsed = self.started.elapsed();
-        let arrived = SystemTime::now()
+        let time = SystemTime::now()
             .checked_sub(elapsed)
             .unwrap_or_else(SystemTime::now);
-        let (name, qtype) = match q {
-            Some(q) if q.question_end > 12 => (
-                WireName(q.name(pkt)).to_string(),
-                hickory_proto::rr::RecordType::from(q.qtype).to_string(),
-            ),
-            _ => (String::new(), String::new()),
-        };
-        engine.log.log(&QueryRecord {
-            time: crate::querylog::rfc3339(arrived),
+        let wire = q.map_or(&[][..], |q| q.name(pkt));
+        let mut name = [0u8; 255];
+        let len = wire.len().min(name.len());
+        name[..len].copy_from_slice(&wire[..len]);
+        Entry {
+            time,
             client: self.client,
             protocol: self.transport.as_str(),
-            view: self.view.map(|v| v.name.as_str()),
+            policy: policy.cloned(),
+            view: self.view.map(|v| v.index as u16),
             name,
-            qtype,
+            name_len: len as u8,
+            qtype: q.map_or(0, |q| q.qtype),
             verdict: self.verdict,
             endpoint_set: self.endpoint_set,
-            reason: self.reason.map(Reason::as_str),
-            rcode: rcode::name(reply.rcode()),
-            chain: match reply {
-                Reply::Answer { answer, .. } => &answer.chain,
-                Reply::Code { .. } => &[],
-            },
+            reason: self.reason,
+            rcode: reply.rcode(),
             duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             cache_hit: self.cache_hit,
             stale: self.stale,
             fence_error: self.fence_error,
-        });
+            answer: match reply {
+                Reply::Answer { answer, .. } => Some(answer.clone()),
+                Reply::Code { .. } => None,
+            },
+        }
     }
 }
 

@@ -167,7 +167,7 @@ impl Engine {
             Decision::Reply(reply) => {
                 let limit = self.limit(&q, transport);
                 let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, started, out);
-                ev.emit(self, pkt, Some(&q), Some(&reply));
+                ev.emit(self, Some(&policy), pkt, Some(&q), Some(&reply));
                 Now::Reply(n)
             }
             Decision::Resolve(_) => Now::Later,
@@ -198,7 +198,7 @@ impl Engine {
         let now = Instant::now();
         let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, now, &mut out);
         out.truncate(n);
-        ev.emit(self, pkt, Some(&q), Some(&reply));
+        ev.emit(self, Some(&policy), pkt, Some(&q), Some(&reply));
         Some(out)
     }
 
@@ -238,7 +238,7 @@ impl Engine {
         );
         let limit = self.limit(&q, transport);
         let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, started, out);
-        ev.emit(self, pkt, Some(&q), Some(&reply));
+        ev.emit(self, Some(&policy), pkt, Some(&q), Some(&reply));
         Now::Reply(n)
     }
 
@@ -246,7 +246,7 @@ impl Engine {
     fn not_a_query(&self, pkt: &[u8], client: IpAddr, transport: Transport, started: Instant) {
         let mut ev = QueryEvent::new(client, transport, started);
         ev.refuse(Reason::Malformed);
-        ev.emit(self, pkt, None, None);
+        ev.emit(self, None, pkt, None, None);
     }
 
     /// The decision for one parsed query, without waiting for anything. Checks run cheapest
@@ -319,10 +319,7 @@ impl Engine {
         let entry = wire_name_text(wire, &mut buf).and_then(|t| view.lookup_normalized(t));
         let sets: &'p [u32] = match entry {
             Some(entry) => {
-                ev.endpoint_set = entry
-                    .values
-                    .first()
-                    .map(|&i| policy.catalog.sets[i as usize].id.as_str());
+                ev.endpoint_set = entry.values.first().copied();
                 &entry.values
             }
             None => {

@@ -140,7 +140,7 @@ fn worker(
                 let mut ev = QueryEvent::new(client, Transport::Udp, started);
                 ev.view = policy.view_for(client);
                 ev.refuse(Reason::RateLimited);
-                ev.emit(&engine, input, None, None);
+                ev.emit(&engine, Some(&policy), input, None, None);
                 continue;
             }
             match engine.answer_now(input, client, Transport::Udp, started, output) {

@@ -8,6 +8,7 @@ mod deny;
 mod fence;
 mod harness;
 mod limits;
+mod logs;
 mod observe;
 mod parity;
 mod protocol;

@@ -209,7 +209,7 @@ fn every_query_gets_the_same_answer_and_log_line_over_every_path() {
             "\"127.0.0.1/32\"",
             "",
             &format!(
-                "[query_log]\nlevel = \"all\"\npath = \"{}\"\n",
+                "[query_log]\nlevel = \"all\"\npath = \"{}\"\nsample_per_second = 100000\n",
                 log.display()
             ),
         )
