@@ -4,8 +4,9 @@
 //! above that is looping, misconfigured or spoofed (UDP sources can be forged, which is why TCP is
 //! not limited). Excess datagrams are dropped without an answer — answering would feed a
 //! reflection attack — and counted as `rate_limited`. Buckets live in sharded maps that are
-//! pruned of idle clients when they grow, so a flood of forged sources cannot grow memory without
-//! bound.
+//! pruned of idle clients when they grow, then of the least recently seen ones, so a flood of
+//! forged sources cannot grow memory without bound nor reset the limit of a client that is still
+//! sending.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -53,7 +54,15 @@ impl RateLimiter {
             let full = self.burst / self.qps;
             map.retain(|_, b| now.saturating_duration_since(b.last).as_secs_f32() < full);
             if map.len() >= MAX_PER_SHARD {
-                map.clear();
+                // Still full of active clients: forget the least recently seen eighth. Clearing
+                // the shard would hand every client — the abuser included — a fresh burst.
+                let mut seen: Vec<(Instant, IpAddr)> =
+                    map.iter().map(|(ip, b)| (b.last, *ip)).collect();
+                let n = (MAX_PER_SHARD / 8).max(1);
+                seen.select_nth_unstable_by_key(n - 1, |(last, _)| *last);
+                for (_, ip) in &seen[..n] {
+                    map.remove(ip);
+                }
             }
         }
         let b = map.entry(client).or_insert(Bucket {
@@ -93,6 +102,25 @@ mod tests {
             5
         );
         assert!(RateLimiter::new(0, 10).is_none());
+    }
+
+    #[test]
+    fn a_flood_of_sources_does_not_reset_an_active_abuser() {
+        let r = RateLimiter::new(1, 1).unwrap();
+        let t0 = Instant::now();
+        let abuser: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(r.allow(abuser, t0));
+        assert!(!r.allow(abuser, t0));
+        // Forged sources fill every shard many times over, all at the same instant (none
+        // idle), while the abuser keeps sending: it stays the most recently seen and limited.
+        let mut later = t0;
+        for i in 0..100_000u32 {
+            if i % 1000 == 0 {
+                later += std::time::Duration::from_micros(10);
+                assert!(!r.allow(abuser, later), "no fresh burst at {i}");
+            }
+            r.allow(IpAddr::V4((0x0b00_0000 + i).into()), later);
+        }
     }
 
     #[test]
