@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -125,17 +125,22 @@ impl App {
         let engine = Arc::new(Engine {
             policy: ArcSwap::from_pointee(policy),
             cache,
-            upstream,
+            upstream: ArcSwap::from_pointee(upstream),
             fence,
-            on_admit_failure: config.fence.on_admit_failure,
+            servfail_on_admit_failure: AtomicBool::new(
+                config.fence.on_admit_failure == crate::config::AdmitFailure::Servfail,
+            ),
             max_udp_payload: config.server.max_udp_payload,
             log,
             metrics,
             listening: AtomicBool::new(false),
             upstream_fresh: config.upstream.probe_interval * 3,
-            stale_answer_after: config.upstream.stale_answer_after,
+            stale_answer_after_ms: AtomicU64::new(
+                config.upstream.stale_answer_after.as_millis() as u64
+            ),
+            last_reload: std::sync::Mutex::new(None),
             waiting: AtomicUsize::new(0),
-            max_waiting: config.server.max_waiting,
+            max_waiting: AtomicUsize::new(config.server.max_waiting),
             sync_answers: AtomicBool::new(true),
         });
         Ok(App { config, engine })
@@ -210,13 +215,17 @@ impl App {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    engine.upstream.probe(every).await;
+                    let upstream = engine.upstream.load_full();
+                    upstream.probe(every).await;
                 }
             })
         };
         loop {
             match signals.recv().await {
-                Ok(Signal::Reload) => reload(&mut config, &engine),
+                Ok(Signal::Reload) => {
+                    let outcome = reload(&mut config, &engine);
+                    *engine.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+                }
                 Ok(Signal::Shutdown) | Err(broadcast::error::RecvError::Closed) => break,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
             }
@@ -333,92 +342,325 @@ fn raise_descriptor_limit(config: &Config) -> Result<u64, StartError> {
     Ok(lim.rlim_cur)
 }
 
-/// Re-reads the config file and zones and swaps the policy whole. A reload that fails, or one
-/// that changes what only a restart can apply (sockets, upstream, the views' firewall sets),
-/// keeps the old configuration serving and says why.
-fn reload(config: &mut Config, engine: &Engine) {
+/// Re-reads the config file and zones and applies them: every setting is either applied in
+/// place or, when it changed and only a restart can apply it, the whole reload is refused naming
+/// it (see [`reload_plan`]). A refused or failed reload keeps the old configuration serving and
+/// says why, in the log and in `dnsfence_config_reloads_total{result="error"}`.
+pub fn reload(config: &mut Config, engine: &Engine) -> Result<(), String> {
     let result = Config::load(&config.path)
-        .map_err(StartError::from)
+        .map_err(|e| e.to_string())
         .and_then(|new| {
-            let changed = restart_only_changes(config, &new);
-            if !changed.is_empty() {
-                return Err(StartError::Io(io::Error::other(format!(
-                    "{} changed: restart dnsfence to apply; the old configuration keeps serving",
-                    changed.join(", ")
-                ))));
+            let plan = reload_plan(config, &new);
+            if !plan.restart.is_empty() {
+                return Err(format!(
+                    "{} changed: only a restart applies {}; the old configuration keeps serving",
+                    plan.restart.join(", "),
+                    if plan.restart.len() == 1 {
+                        "it"
+                    } else {
+                        "them"
+                    }
+                ));
             }
-            let policy = compile(&new)?;
-            Ok((new, policy))
+            let policy = compile(&new).map_err(|e| e.to_string())?;
+            Ok((new, policy, plan.applied))
         });
-    match result {
-        Ok((new, policy)) => {
-            engine.policy.store(Arc::new(policy));
-            engine.log.reconfigure(&new.query_log);
-            *config = new;
-            engine
-                .metrics
-                .config_reloads
-                .with_label_values(&["ok"])
-                .inc();
-            tracing::info!(path = %config.path.display(), "configuration reloaded");
-        }
-        Err(e) => {
-            engine
-                .metrics
-                .config_reloads
-                .with_label_values(&["error"])
-                .inc();
-            tracing::error!(error = %e, "reload failed; the old configuration keeps serving");
-        }
+    let outcome = match result {
+        Ok((new, policy, applied)) => match engine.apply(&new) {
+            Ok(()) => {
+                engine.policy.store(Arc::new(policy));
+                *config = new;
+                tracing::info!(
+                    path = %config.path.display(),
+                    changed = %applied.join(", "),
+                    "configuration reloaded"
+                );
+                Ok(())
+            }
+            Err(e) => Err(format!("upstream: {e}")),
+        },
+        Err(e) => Err(e),
+    };
+    let label = if outcome.is_ok() { "ok" } else { "error" };
+    engine
+        .metrics
+        .config_reloads
+        .with_label_values(&[label])
+        .inc();
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, "reload refused; the old configuration keeps serving");
     }
+    outcome
 }
 
-/// Settings a reload cannot apply in place.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    if old.server.listen != new.server.listen {
-        changed.push("server.listen");
-    }
-    let (o, n) = (&old.server, &new.server);
-    for (field, differs) in [
-        ("server.udp_workers", o.udp_workers != n.udp_workers),
-        ("server.busy_poll_us", o.busy_poll != n.busy_poll),
-        (
-            "server.max_udp_payload",
-            o.max_udp_payload != n.max_udp_payload,
-        ),
-        (
-            "server.tcp_idle_timeout_ms",
-            o.tcp_idle_timeout != n.tcp_idle_timeout,
-        ),
-        (
-            "server.rate_limit_qps/burst",
-            (o.rate_limit_qps, o.rate_limit_burst) != (n.rate_limit_qps, n.rate_limit_burst),
-        ),
-    ] {
-        if differs {
-            changed.push(field);
+/// What a reload would do: the changed settings it applies, and the changed settings only a
+/// restart can apply.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadPlan {
+    /// Changed, and applied in place.
+    pub applied: Vec<&'static str>,
+    /// Changed, and held by running sockets or threads: the reload is refused.
+    pub restart: Vec<&'static str>,
+}
+
+/// Compares every setting. The structs are destructured whole, so a setting added to the config
+/// does not compile until it is sorted here into "applied" or "restart".
+pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
+    let mut plan = ReloadPlan::default();
+    let mut check = |key: &'static str, changed: bool, live: bool| {
+        if changed {
+            if live {
+                plan.applied.push(key);
+            } else {
+                plan.restart.push(key);
+            }
         }
-    }
-    if old.http.listen != new.http.listen {
-        changed.push("http.listen");
-    }
-    if old.upstream.servers != new.upstream.servers {
-        changed.push("upstream.servers");
-    }
+    };
+    let crate::config::ServerConfig {
+        listen,
+        tcp_idle_timeout,
+        max_udp_payload,
+        udp_workers,
+        busy_poll,
+        rate_limit_qps,
+        rate_limit_burst,
+        max_waiting,
+        tcp_max_connections,
+        tcp_max_connections_per_client,
+        tcp_max_queries,
+        tcp_max_lifetime,
+    } = &old.server;
+    let n = &new.server;
+    // The sockets, the UDP workers and the TCP listeners hold these.
+    check("server.listen", *listen != n.listen, false);
+    check(
+        "server.tcp_idle_timeout_ms",
+        *tcp_idle_timeout != n.tcp_idle_timeout,
+        false,
+    );
+    check(
+        "server.max_udp_payload",
+        *max_udp_payload != n.max_udp_payload,
+        false,
+    );
+    check("server.udp_workers", *udp_workers != n.udp_workers, false);
+    check("server.busy_poll_us", *busy_poll != n.busy_poll, false);
+    check(
+        "server.rate_limit_qps",
+        *rate_limit_qps != n.rate_limit_qps,
+        false,
+    );
+    check(
+        "server.rate_limit_burst",
+        *rate_limit_burst != n.rate_limit_burst,
+        false,
+    );
+    check("server.max_waiting", *max_waiting != n.max_waiting, true);
+    check(
+        "server.tcp_max_connections",
+        *tcp_max_connections != n.tcp_max_connections,
+        false,
+    );
+    check(
+        "server.tcp_max_connections_per_client",
+        *tcp_max_connections_per_client != n.tcp_max_connections_per_client,
+        false,
+    );
+    check(
+        "server.tcp_max_queries",
+        *tcp_max_queries != n.tcp_max_queries,
+        false,
+    );
+    check(
+        "server.tcp_max_lifetime_ms",
+        *tcp_max_lifetime != n.tcp_max_lifetime,
+        false,
+    );
+
+    let crate::config::ZonesConfig {
+        dir,
+        tenant_regions,
+    } = &old.zones;
+    check("zones.dir", *dir != new.zones.dir, true);
+    check(
+        "zones.tenant_regions",
+        *tenant_regions != new.zones.tenant_regions,
+        true,
+    );
+
+    let crate::config::UpstreamConfig {
+        servers,
+        from_resolv_conf: _,
+        timeout,
+        cache_size,
+        positive_min_ttl,
+        positive_max_ttl,
+        negative_min_ttl,
+        negative_max_ttl,
+        probe_interval,
+        max_inflight,
+        stale_answer_after,
+        stale_max,
+    } = &old.upstream;
+    let u = &new.upstream;
+    // A new upstream pool is built for these; the cache takes its new limits in place.
+    check("upstream.servers", *servers != u.servers, true);
+    check("upstream.timeout_ms", *timeout != u.timeout, true);
+    check(
+        "upstream.max_inflight",
+        *max_inflight != u.max_inflight,
+        true,
+    );
+    check("upstream.cache_size", *cache_size != u.cache_size, true);
+    check(
+        "upstream.positive_min_ttl_secs",
+        *positive_min_ttl != u.positive_min_ttl,
+        true,
+    );
+    check(
+        "upstream.positive_max_ttl_secs",
+        *positive_max_ttl != u.positive_max_ttl,
+        true,
+    );
+    check(
+        "upstream.negative_min_ttl_secs",
+        *negative_min_ttl != u.negative_min_ttl,
+        true,
+    );
+    check(
+        "upstream.negative_max_ttl_secs",
+        *negative_max_ttl != u.negative_max_ttl,
+        true,
+    );
+    check(
+        "upstream.stale_answer_after_ms",
+        *stale_answer_after != u.stale_answer_after,
+        true,
+    );
+    check("upstream.stale_max_secs", *stale_max != u.stale_max, true);
+    // The probe task's interval, and /readyz's freshness window, are set at start.
+    check(
+        "upstream.probe_interval_ms",
+        *probe_interval != u.probe_interval,
+        false,
+    );
+
+    let crate::config::QueryLogConfig {
+        level,
+        path,
+        sample_per_second,
+    } = &old.query_log;
+    let q = &new.query_log;
+    check("query_log.level", *level != q.level, true);
+    check("query_log.path", *path != q.path, true);
+    check(
+        "query_log.sample_per_second",
+        *sample_per_second != q.sample_per_second,
+        true,
+    );
+
+    let crate::config::FenceConfig {
+        enabled,
+        backend,
+        netns,
+        nft,
+        min_ttl,
+        max_ttl,
+        grace,
+        admit_deadline,
+        on_admit_failure,
+        resync_interval,
+        recheck,
+    } = &old.fence;
+    let f = &new.fence;
+    // The fence thread holds its configuration; the answer to a failed admit is the query
+    // path's.
+    check("fence.enabled", *enabled != f.enabled, false);
+    check("fence.backend", *backend != f.backend, false);
+    check("fence.netns", *netns != f.netns, false);
+    check("fence.nft", *nft != f.nft, false);
+    check("fence.min_ttl_secs", *min_ttl != f.min_ttl, false);
+    check("fence.max_ttl_secs", *max_ttl != f.max_ttl, false);
+    check("fence.grace_secs", *grace != f.grace, false);
+    check(
+        "fence.admit_deadline_ms",
+        *admit_deadline != f.admit_deadline,
+        false,
+    );
+    check(
+        "fence.on_admit_failure",
+        *on_admit_failure != f.on_admit_failure,
+        true,
+    );
+    check(
+        "fence.resync_interval_ms",
+        *resync_interval != f.resync_interval,
+        false,
+    );
+    check("fence.recheck_ms", *recheck != f.recheck, false);
+
+    let crate::config::HttpConfig {
+        listen,
+        max_connections,
+        max_denied_domains,
+    } = &old.http;
+    let h = &new.http;
+    check("http.listen", *listen != h.listen, false);
+    check(
+        "http.max_connections",
+        *max_connections != h.max_connections,
+        false,
+    );
+    check(
+        "http.max_denied_domains",
+        *max_denied_domains != h.max_denied_domains,
+        false,
+    );
+
+    // Views: everything but their firewall sets is the policy, compiled anew. The sets (and,
+    // with the fence on, which views exist) belong to the fence thread.
     let fences = |c: &Config| {
         c.views
             .iter()
-            .map(|v| (v.name.clone(), format!("{:?}", v.fence)))
+            .map(|v| (v.name.clone(), v.fence.clone()))
             .collect::<Vec<_>>()
     };
-    if old.fence.enabled != new.fence.enabled
-        || old.fence.netns != new.fence.netns
-        || (old.fence.enabled && fences(old) != fences(new))
-    {
-        changed.push("the views' firewall sets");
-    }
-    changed
+    let view_keys = |c: &Config| {
+        c.views
+            .iter()
+            .map(|v| {
+                let crate::config::ViewConfig {
+                    name,
+                    networks,
+                    profiles,
+                    sets,
+                    exclude_sets,
+                    fence: _,
+                    deny_rcode,
+                    deny_ttl,
+                    cname_targets,
+                    mode,
+                    line: _,
+                } = v;
+                let values = |l: &[crate::config::Located<String>]| {
+                    l.iter().map(|x| x.value.clone()).collect::<Vec<_>>()
+                };
+                format!(
+                    "{name} {networks:?} {:?} {:?} {:?} {deny_rcode:?} {deny_ttl} {cname_targets:?} {mode:?}",
+                    values(profiles),
+                    values(sets),
+                    values(exclude_sets)
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    check("view", view_keys(old) != view_keys(new), true);
+    check(
+        "view.fence",
+        old.fence.enabled && fences(old) != fences(new),
+        false,
+    );
+    plan
 }
 
 #[cfg(test)]
@@ -437,18 +679,23 @@ mod tests {
     #[test]
     fn server_settings_the_running_sockets_hold_need_a_restart() {
         let base = parse("");
-        assert!(restart_only_changes(&base, &parse("")).is_empty());
+        assert_eq!(reload_plan(&base, &parse("")), ReloadPlan::default());
+        let plan = reload_plan(&base, &parse("busy_poll_us = 100"));
+        assert_eq!(plan.restart, ["server.busy_poll_us"]);
+        let plan = reload_plan(&base, &parse("udp_workers = 3\nrate_limit_qps = 10"));
+        // The burst follows the rate when it is not set.
         assert_eq!(
-            restart_only_changes(&base, &parse("busy_poll_us = 100")),
-            ["server.busy_poll_us"]
+            plan.restart,
+            [
+                "server.udp_workers",
+                "server.rate_limit_qps",
+                "server.rate_limit_burst"
+            ]
         );
+        let plan = reload_plan(&base, &parse("max_waiting = 10"));
         assert_eq!(
-            restart_only_changes(&base, &parse("udp_workers = 3\nrate_limit_qps = 10")),
-            ["server.udp_workers", "server.rate_limit_qps/burst"]
-        );
-        assert_eq!(
-            restart_only_changes(&base, &parse("listen = [\"127.0.0.1:5454\"]")),
-            ["server.listen"]
+            (plan.applied, plan.restart),
+            (vec!["server.max_waiting"], vec![])
         );
     }
 }

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,16 @@ pub struct TtlBounds {
 }
 
 impl TtlBounds {
+    /// The bounds `[upstream]` sets.
+    pub fn of(u: &crate::config::UpstreamConfig) -> TtlBounds {
+        TtlBounds {
+            positive_min: u.positive_min_ttl,
+            positive_max: u.positive_max_ttl,
+            negative_min: u.negative_min_ttl,
+            negative_max: u.negative_max_ttl,
+        }
+    }
+
     /// Clamps the TTLs of `r` in place (so the first reply matches later hits) and returns how
     /// long the answer may be cached.
     pub fn clamp(&self, r: &mut Resolution, qtype: RecordType) -> Duration {
@@ -70,16 +81,18 @@ type Shard = Mutex<HashMap<u64, Arc<Answer>, rustc_hash::FxBuildHasher>>;
 /// A bounded, sharded cache of answers in wire form.
 pub struct AnswerCache {
     shards: Box<[Shard]>,
-    per_shard: usize,
-    bounds: TtlBounds,
-    /// How long past expiry an answer is kept for serve-stale (RFC 8767).
-    stale_max: Duration,
+    /// Entries per shard at most (a reload may change it).
+    per_shard: AtomicUsize,
+    /// Read once per miss; a reload may replace them.
+    bounds: Mutex<TtlBounds>,
+    /// Seconds past expiry an answer is kept for serve-stale (RFC 8767).
+    stale_max_secs: AtomicU64,
 }
 
 impl std::fmt::Debug for AnswerCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AnswerCache")
-            .field("per_shard", &self.per_shard)
+            .field("per_shard", &self.per_shard.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -101,10 +114,33 @@ impl AnswerCache {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(HashMap::default()))
                 .collect(),
-            per_shard: capacity.div_ceil(SHARDS),
-            bounds,
-            stale_max,
+            per_shard: AtomicUsize::new(capacity.div_ceil(SHARDS)),
+            bounds: Mutex::new(bounds),
+            stale_max_secs: AtomicU64::new(stale_max.as_secs()),
         }
+    }
+
+    /// New capacity, TTL bounds and serve-stale window (a reload). Entries already cached keep
+    /// the TTLs they were stored with; a smaller capacity evicts as entries arrive.
+    pub fn set_limits(&self, capacity: usize, bounds: TtlBounds, stale_max: Duration) {
+        self.per_shard
+            .store(capacity.div_ceil(SHARDS), Ordering::Relaxed);
+        *lock(&self.bounds) = bounds;
+        self.stale_max_secs
+            .store(stale_max.as_secs(), Ordering::Relaxed);
+    }
+
+    /// Capacity, TTL bounds and serve-stale window in force.
+    pub fn limits(&self) -> (usize, TtlBounds, Duration) {
+        (
+            self.per_shard.load(Ordering::Relaxed) * SHARDS,
+            *lock(&self.bounds),
+            self.stale_max(),
+        )
+    }
+
+    fn stale_max(&self) -> Duration {
+        Duration::from_secs(self.stale_max_secs.load(Ordering::Relaxed))
     }
 
     fn shard(&self, k: u64) -> &Shard {
@@ -119,7 +155,7 @@ impl AnswerCache {
     /// An expired answer for a question, no more than `stale_max` past its expiry (RFC 8767).
     pub fn get_stale(&self, name: &[u8], qtype: u16, now: Instant) -> Option<Arc<Answer>> {
         self.lookup(name, qtype)
-            .filter(|e| e.expires <= now && e.expires + self.stale_max > now)
+            .filter(|e| e.expires <= now && e.expires + self.stale_max() > now)
     }
 
     fn lookup(&self, name: &[u8], qtype: u16) -> Option<Arc<Answer>> {
@@ -138,7 +174,8 @@ impl AnswerCache {
         mut checked: Checked,
         now: Instant,
     ) -> Option<Arc<Answer>> {
-        let lifetime = self.bounds.clamp(&mut checked.resolution, qtype);
+        let bounds = *lock(&self.bounds);
+        let lifetime = bounds.clamp(&mut checked.resolution, qtype);
         let answer = Arc::new(Answer::new(
             qname,
             qtype,
@@ -147,7 +184,7 @@ impl AnswerCache {
             now,
             lifetime,
         )?);
-        if self.per_shard > 0 && !lifetime.is_zero() {
+        if self.per_shard.load(Ordering::Relaxed) > 0 && !lifetime.is_zero() {
             self.insert(answer.clone(), now);
         }
         Some(answer)
@@ -156,18 +193,16 @@ impl AnswerCache {
     fn insert(&self, answer: Arc<Answer>, now: Instant) {
         let msg = answer.message();
         let k = key(&msg[12..answer.question_end() - 4], answer.qtype());
+        let per_shard = self.per_shard.load(Ordering::Relaxed);
         let mut shard = lock(self.shard(k));
-        if shard.len() >= self.per_shard && !shard.contains_key(&k) {
-            let keep = self.stale_max;
+        if shard.len() >= per_shard && !shard.contains_key(&k) {
+            let keep = self.stale_max();
             shard.retain(|_, e| e.expires + keep > now);
-            if shard.len() >= self.per_shard {
+            if shard.len() >= per_shard {
                 // Full of live answers: drop an eighth, whichever the map yields first. Cheap and
                 // good enough: an evicted name costs one upstream query.
-                let victims: Vec<u64> = shard
-                    .keys()
-                    .take((self.per_shard / 8).max(1))
-                    .copied()
-                    .collect();
+                let victims: Vec<u64> =
+                    shard.keys().take((per_shard / 8).max(1)).copied().collect();
                 for v in victims {
                     shard.remove(&v);
                 }

@@ -187,7 +187,8 @@ fn route(target: &str, engine: &Engine) -> Response {
 fn metrics(engine: &Engine) -> Response {
     let m = &engine.metrics;
     m.cache_entries.set(engine.cache.len() as i64);
-    m.upstream_inflight.set(engine.upstream.inflight() as i64);
+    m.upstream_inflight
+        .set(engine.upstream.load().inflight() as i64);
     if let Some(fence) = &engine.fence {
         for (i, set) in fence.sets().iter().enumerate() {
             let (all, would_deny) = fence.element_count(i);
@@ -214,9 +215,10 @@ fn ready(engine: &Engine) -> Response {
     if !engine.listening.load(std::sync::atomic::Ordering::Relaxed) {
         problems.push("DNS sockets are not serving".to_string());
     }
-    if !engine.upstream.healthy(engine.upstream_fresh) {
+    if !engine.upstream.load().healthy(engine.upstream_fresh) {
         let last = engine
             .upstream
+            .load()
             .since_last_answer()
             .map_or("never".to_string(), |d| {
                 format!("{:.1}s ago", d.as_secs_f64())

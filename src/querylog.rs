@@ -22,7 +22,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -92,7 +92,7 @@ enum Msg {
 #[derive(Debug, Clone)]
 pub struct QueryLog {
     level: Arc<AtomicU8>,
-    per_second: u32,
+    per_second: Arc<AtomicU32>,
     tx: SyncSender<Msg>,
     counters: Arc<Counters>,
 }
@@ -128,7 +128,7 @@ impl QueryLog {
             .spawn(move || write_lines(rx, out, path, &thread_counters))?;
         Ok(QueryLog {
             level: Arc::new(AtomicU8::new(level_code(config.level))),
-            per_second: config.sample_per_second,
+            per_second: Arc::new(AtomicU32::new(config.sample_per_second)),
             tx,
             counters,
         })
@@ -152,6 +152,8 @@ impl QueryLog {
     pub fn reconfigure(&self, config: &QueryLogConfig) {
         self.level
             .store(level_code(config.level), Ordering::Relaxed);
+        self.per_second
+            .store(config.sample_per_second, Ordering::Relaxed);
         self.reopen(config.path.clone());
     }
 
@@ -178,7 +180,8 @@ impl QueryLog {
                     self.send(summary);
                 }
             }
-            s.admit(key_view, policy, domain, self.per_second)
+            let per_second = self.per_second.load(Ordering::Relaxed);
+            s.admit(key_view, policy, domain, per_second)
         });
         if pass {
             self.send(Msg::Line(entry));
@@ -194,6 +197,11 @@ impl QueryLog {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Lines per second per view and domain, per thread.
+    pub fn per_second(&self) -> u32 {
+        self.per_second.load(Ordering::Relaxed)
     }
 
     /// Lines lost: the queue was full, or writing failed (disk full, file gone).

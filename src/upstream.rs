@@ -160,8 +160,13 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The settings an upstream pool is built with: a change to any of them builds a new pool.
+pub type PoolSettings = (Vec<SocketAddr>, Duration, usize);
+
 /// The upstream servers.
 pub struct Upstream {
+    /// What it was built from.
+    settings: PoolSettings,
     pool: NameServerPool<TokioRuntimeProvider>,
     /// Resolutions in flight, shared by identical questions, bounded.
     inflight: Arc<Inflight>,
@@ -199,6 +204,7 @@ impl Upstream {
         let cx = Arc::new(PoolContext::new(opts, tls));
         let pool = NameServerPool::from_config(servers, cx, TokioRuntimeProvider::default());
         Ok(Upstream {
+            settings: config.pool_settings(),
             pool,
             inflight: Arc::new(Inflight {
                 map: std::sync::Mutex::new(HashMap::new()),
@@ -271,6 +277,11 @@ impl Upstream {
             answers: message.answers,
             authorities: message.authorities,
         })
+    }
+
+    /// What it was built from.
+    pub fn settings(&self) -> PoolSettings {
+        self.settings.clone()
     }
 
     /// Distinct resolutions waiting for the upstream now.

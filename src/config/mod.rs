@@ -239,7 +239,7 @@ impl std::fmt::Display for TableRef {
 }
 
 /// A view's firewall sets.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewFence {
     /// The table holding them.
     pub table: TableRef,
@@ -326,6 +326,13 @@ pub struct UpstreamConfig {
     pub stale_answer_after: Duration,
     /// How long past its expiry an answer may still be served stale (zero: never).
     pub stale_max: Duration,
+}
+
+impl UpstreamConfig {
+    /// What an upstream pool is built from (servers, deadline, resolutions in flight).
+    pub fn pool_settings(&self) -> (Vec<SocketAddr>, Duration, usize) {
+        (self.servers.clone(), self.timeout, self.max_inflight)
+    }
 }
 
 /// `[query_log]`.

@@ -15,7 +15,7 @@ pub mod parse;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -25,7 +25,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::answer::{Answer, AnswerAddr, Resolution};
 use crate::cache::AnswerCache;
-use crate::config::{AdmitFailure, CnameTargets, DenyRcode, ViewMode};
+use crate::config::{AdmitFailure, CnameTargets, Config, DenyRcode, ViewMode};
 use crate::fence::{Admission, Admitted, Fence};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, View, wire_name_text};
@@ -49,12 +49,13 @@ pub struct Engine {
     pub policy: ArcSwap<Policy>,
     /// Answers in wire form.
     pub cache: AnswerCache,
-    /// The upstream servers.
-    pub upstream: Upstream,
+    /// The upstream servers; a reload that changes `[upstream]` swaps in a new pool.
+    pub upstream: ArcSwap<Upstream>,
     /// The firewall sets, when `[fence]` is enabled.
     pub fence: Option<Fence>,
-    /// What to answer when the fence cannot confirm an answer's addresses in time.
-    pub on_admit_failure: AdmitFailure,
+    /// What to answer when the fence cannot confirm an answer's addresses in time (true:
+    /// SERVFAIL, false: the answer anyway).
+    pub servfail_on_admit_failure: AtomicBool,
     /// Largest UDP payload dnsfence sends, and advertises in its OPT records.
     pub max_udp_payload: u16,
     /// The query log.
@@ -65,13 +66,15 @@ pub struct Engine {
     pub listening: AtomicBool,
     /// The upstream counts as healthy while it answered within this long.
     pub upstream_fresh: Duration,
-    /// RFC 8767: how long a miss with an expired answer at hand waits for the upstream before
-    /// the expired answer is served.
-    pub stale_answer_after: Duration,
+    /// RFC 8767: how long (ms) a miss with an expired answer at hand waits for the upstream
+    /// before the expired answer is served.
+    pub stale_answer_after_ms: AtomicU64,
+    /// How the last reload went: `Ok` or the message that refused it (also logged).
+    pub last_reload: std::sync::Mutex<Option<Result<(), String>>>,
     /// Queries waiting on the runtime now, and the most that may (`[server] max_waiting`).
     pub waiting: AtomicUsize,
     /// See `waiting`.
-    pub max_waiting: usize,
+    pub max_waiting: AtomicUsize,
     /// Whether [`Engine::answer_now`] answers what needs no waiting (on by default). Off, every
     /// UDP query takes the runtime's way: the parity test's switch, to show that both ways give
     /// the same bytes.
@@ -133,6 +136,33 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 impl Engine {
+    /// Applies the settings of a reloaded config that the running engine can take in place
+    /// (the caller checked that nothing else changed): the query log, the cache's bounds, the
+    /// serve-stale and waiting limits, the admit-failure policy, and a new upstream pool when
+    /// `[upstream]` changed. The cache and the fence's ledger survive.
+    pub fn apply(&self, config: &Config) -> Result<(), UpstreamError> {
+        let u = &config.upstream;
+        let old = self.upstream.load();
+        if old.settings() != u.pool_settings() {
+            self.upstream.store(Arc::new(Upstream::new(u)?));
+        }
+        self.cache.set_limits(
+            usize::try_from(u.cache_size).unwrap_or(usize::MAX),
+            crate::cache::TtlBounds::of(u),
+            u.stale_max,
+        );
+        self.stale_answer_after_ms
+            .store(u.stale_answer_after.as_millis() as u64, Ordering::Relaxed);
+        self.max_waiting
+            .store(config.server.max_waiting, Ordering::Relaxed);
+        self.servfail_on_admit_failure.store(
+            config.fence.on_admit_failure == AdmitFailure::Servfail,
+            Ordering::Relaxed,
+        );
+        self.log.reconfigure(&config.query_log);
+        Ok(())
+    }
+
     /// The most a reply may hold: 512 bytes, or the client's EDNS size up to
     /// `max_udp_payload`, over UDP; 65535 over TCP.
     fn limit(&self, q: &Parsed, transport: Transport) -> usize {
@@ -206,7 +236,7 @@ impl Engine {
     /// [`Engine::answer_busy`] answers at once).
     pub fn begin_waiting(self: &Arc<Self>) -> Option<Waiting> {
         let n = self.waiting.fetch_add(1, Ordering::Relaxed);
-        if n >= self.max_waiting {
+        if n >= self.max_waiting.load(Ordering::Relaxed) {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             self.metrics.overload("waiting");
             return None;
@@ -468,7 +498,9 @@ impl Engine {
                         let mut task = tokio::spawn(async move { engine.resolve(&n, qtype).await });
                         tokio::select! {
                             done = &mut task => done.ok(),
-                            () = tokio::time::sleep(self.stale_answer_after) => None,
+                            () = tokio::time::sleep(Duration::from_millis(
+                                self.stale_answer_after_ms.load(Ordering::Relaxed),
+                            )) => None,
                         }
                     }
                 };
@@ -553,7 +585,7 @@ impl Engine {
             if let Err(error) = r {
                 ev.fence_error = Some(error.kind());
                 crate::warn_limited!(%name, view = %view.name, %error, "firewall admit failed");
-                if self.on_admit_failure == AdmitFailure::Servfail {
+                if self.servfail_on_admit_failure.load(Ordering::Relaxed) {
                     return Reply::code(
                         rcode::SERVFAIL,
                         ede::OTHER,
@@ -571,7 +603,8 @@ impl Engine {
 
     /// Asks the upstream (coalesced, bounded) and caches what it answers.
     async fn resolve(&self, name: &Name, qtype: RecordType) -> (Resolved, Option<Arc<Answer>>) {
-        let resolved = self.upstream.resolve(name, qtype).await;
+        let upstream = self.upstream.load_full();
+        let resolved = upstream.resolve(name, qtype).await;
         let answer = match &resolved.result {
             Ok(checked) => self
                 .cache

@@ -12,6 +12,7 @@ mod logs;
 mod observe;
 mod parity;
 mod protocol;
+mod reload;
 mod resolve;
 mod stale;
 mod trust;
