@@ -121,11 +121,13 @@ impl App {
             u.stale_max,
         );
         let metrics = Metrics::new(config.http.max_denied_domains);
-        register_live_counters(&metrics, &log, fence.as_ref());
+        let upstream = Arc::new(ArcSwap::from_pointee(upstream));
+        let upstream_fresh = config.upstream.probe_interval * 3;
+        register_live_metrics(&metrics, &log, fence.as_ref(), &upstream, upstream_fresh);
         let engine = Arc::new(Engine {
             policy: ArcSwap::from_pointee(policy),
             cache,
-            upstream: ArcSwap::from_pointee(upstream),
+            upstream,
             fence,
             servfail_on_admit_failure: AtomicBool::new(
                 config.fence.on_admit_failure == crate::config::AdmitFailure::Servfail,
@@ -134,7 +136,7 @@ impl App {
             log,
             metrics,
             listening: AtomicBool::new(false),
-            upstream_fresh: config.upstream.probe_interval * 3,
+            upstream_fresh,
             stale_answer_after_ms: AtomicU64::new(
                 config.upstream.stale_answer_after.as_millis() as u64
             ),
@@ -244,52 +246,101 @@ impl App {
     }
 }
 
-/// The counters that live in the query log's and the fence's own atomics, read at scrape time.
-fn register_live_counters(metrics: &Metrics, log: &QueryLog, fence: Option<&Fence>) {
-    use crate::metrics as m;
+/// The metrics that live in the query log's, the fence's and the upstream's own state, read at
+/// scrape time.
+fn register_live_metrics(
+    metrics: &Metrics,
+    log: &QueryLog,
+    fence: Option<&Fence>,
+    upstream: &Arc<ArcSwap<Upstream>>,
+    fresh: std::time::Duration,
+) {
+    use crate::metrics::{self as m, Kind};
+    let one = |n: u64| vec![(Vec::new(), n as f64)];
     let l = log.clone();
     metrics.register_live(
+        Kind::Counter,
         m::QUERYLOG_DROPPED,
         "Query-log lines lost: the queue was full or a write failed (disk full).",
-        None,
-        move || vec![("", l.dropped())],
+        &[],
+        move || one(l.dropped()),
     );
     let l = log.clone();
     metrics.register_live(
+        Kind::Counter,
         m::QUERYLOG_SAMPLED,
         "Query-log lines left out by sampling (summarized in sampled_out lines).",
-        None,
-        move || vec![("", l.sampled())],
+        &[],
+        move || one(l.sampled()),
     );
     let stats = fence.map(Fence::shared_stats);
     let s = stats.clone();
     metrics.register_live(
+        Kind::Counter,
         m::FENCE_READMITS,
         "Elements written again before a cached answer because they were stale or unconfirmed.",
-        None,
+        &[],
         move || {
-            let n = s
+            one(s
                 .as_ref()
-                .map_or(0, |s| s.readmits_cache_hit.load(Ordering::Relaxed));
-            vec![("", n)]
+                .map_or(0, |s| s.readmits_cache_hit.load(Ordering::Relaxed)))
         },
     );
     metrics.register_live(
+        Kind::Counter,
         m::FENCE_RESYNCS,
         "Restorations of the table, sets and live elements, by reason.",
-        Some("reason"),
+        &["reason"],
         move || {
             let Some(s) = &stats else { return Vec::new() };
-            vec![
-                ("missing", s.resyncs_missing.load(Ordering::Relaxed)),
-                (
-                    "write_failed",
-                    s.resyncs_write_failure.load(Ordering::Relaxed),
-                ),
-                ("failed", s.resync_failures.load(Ordering::Relaxed)),
+            [
+                ("missing", &s.resyncs_missing),
+                ("write_failed", &s.resyncs_write_failure),
+                ("failed", &s.resync_failures),
             ]
+            .into_iter()
+            .map(|(r, v)| (vec![r.to_string()], v.load(Ordering::Relaxed) as f64))
+            .collect()
         },
     );
+    // Per upstream server, labelled as configured (a bounded set).
+    type Pick = fn(&crate::upstream::ServerHealth) -> f64;
+    let per_server: [(Kind, &str, &str, Pick); 4] = [
+        (
+            Kind::Counter,
+            m::SERVER_ANSWERS,
+            "Exchanges each upstream server answered (NXDOMAIN and NODATA included).",
+            |h| h.answers as f64,
+        ),
+        (
+            Kind::Counter,
+            m::SERVER_FAILURES,
+            "Exchanges with each upstream server that failed (timeout, network, SERVFAIL, REFUSED); the next server is then tried.",
+            |h| h.failures as f64,
+        ),
+        (
+            Kind::Gauge,
+            m::SERVER_UP,
+            "1 when the upstream server answered recently and has not failed since.",
+            |h| f64::from(u8::from(h.healthy)),
+        ),
+        (
+            Kind::Gauge,
+            m::SERVER_SRTT,
+            "Smoothed round-trip time to each upstream server.",
+            |h| h.srtt.as_secs_f64(),
+        ),
+    ];
+    for (kind, name, help, pick) in per_server {
+        let u = upstream.clone();
+        metrics.register_live(kind, name, help, &["server"], move || {
+            u.load()
+                .health(fresh)
+                .iter()
+                .map(|h| (vec![h.label.clone()], pick(h)))
+                .collect()
+        });
+    }
 }
 
 /// Sockets one upstream resolution may hold: hickory's UDP client sends each transmission from
@@ -490,6 +541,7 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
 
     let crate::config::UpstreamConfig {
         servers,
+        tls_ca_file,
         from_resolv_conf: _,
         timeout,
         cache_size,
@@ -505,6 +557,7 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
     let u = &new.upstream;
     // A new upstream pool is built for these; the cache takes its new limits in place.
     check("upstream.servers", *servers != u.servers, true);
+    check("upstream.tls_ca_file", *tls_ca_file != u.tls_ca_file, true);
     check("upstream.timeout_ms", *timeout != u.timeout, true);
     check(
         "upstream.max_inflight",

@@ -215,18 +215,27 @@ fn ready(engine: &Engine) -> Response {
     if !engine.listening.load(std::sync::atomic::Ordering::Relaxed) {
         problems.push("DNS sockets are not serving".to_string());
     }
-    if !engine.upstream.load().healthy(engine.upstream_fresh) {
-        let last = engine
-            .upstream
-            .load()
-            .since_last_answer()
-            .map_or("never".to_string(), |d| {
+    let upstream = engine.upstream.load();
+    let servers = upstream.health(engine.upstream_fresh);
+    if !servers.iter().any(|s| s.healthy) {
+        problems.push("no upstream server has answered recently".to_string());
+    }
+    // Every server's state, healthy or not: an admin reading /readyz sees which one is down.
+    let upstreams: Vec<String> = servers
+        .iter()
+        .map(|s| {
+            let last = s.since_last_answer.map_or("never".to_string(), |d| {
                 format!("{:.1}s ago", d.as_secs_f64())
             });
-        problems.push(format!(
-            "upstream has not answered recently (last answer: {last})"
-        ));
-    }
+            format!(
+                "upstream {}: {} (last answer {last}, srtt {:.1} ms, {} failures in a row)",
+                s.label,
+                if s.healthy { "up" } else { "down" },
+                s.srtt.as_secs_f64() * 1000.0,
+                s.consecutive_failures
+            )
+        })
+        .collect();
     if let Some(fence) = &engine.fence
         && !fence.healthy()
     {
@@ -235,15 +244,18 @@ fn ready(engine: &Engine) -> Response {
             fence.last_error().unwrap_or_else(|| "unknown".into())
         ));
     }
-    if problems.is_empty() {
-        Response::text(200, "ready\n")
+    let mut body = String::from(if problems.is_empty() {
+        "ready\n"
     } else {
-        let mut body = String::from("not ready\n");
-        for p in problems {
-            let _ = writeln!(body, "- {p}");
-        }
-        Response::text(503, body)
+        "not ready\n"
+    });
+    for p in &problems {
+        let _ = writeln!(body, "- {p}");
     }
+    for u in upstreams {
+        let _ = writeln!(body, "{u}");
+    }
+    Response::text(if problems.is_empty() { 200 } else { 503 }, body)
 }
 
 #[derive(Serialize)]

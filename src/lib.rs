@@ -14,6 +14,7 @@
 //! - [`upstream`]: hickory-resolver's name-server pool, with a deadline and health stamps.
 //! - [`fence`]: nftables sets fed over netlink with every answered address, the ledger, resync.
 //! - [`server`]: binding UDP and TCP on the listen addresses (one V6ONLY rule) and serving them.
+//! - [`tls`]: the rustls client configuration of DoT and DoH upstreams.
 //! - [`udp`]: UDP workers (batched socket I/O, busy polling) in front of the query path.
 //! - [`tcp`]: the TCP listener and connections in front of the query path.
 //! - [`sockopt`]: the socket options std and socket2 lack (forced buffer sizes).
@@ -45,6 +46,7 @@ pub mod signal;
 pub mod sockopt;
 pub mod suggest;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 pub mod upstream;
 pub mod warn;

@@ -151,7 +151,7 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
             .upstream
             .servers
             .iter()
-            .map(|s| s.to_string())
+            .map(|s| s.label.clone())
             .collect::<Vec<_>>()
             .join(", ")
     );

@@ -64,6 +64,14 @@ pub const UPSTREAM_INFLIGHT: &str = "dnsfence_upstream_inflight";
 pub const OVERLOAD: &str = "dnsfence_overload_total";
 /// `dnsfence_querylog_dropped_total`.
 pub const QUERYLOG_DROPPED: &str = "dnsfence_querylog_dropped_total";
+/// `dnsfence_upstream_server_answers_total{server}`.
+pub const SERVER_ANSWERS: &str = "dnsfence_upstream_server_answers_total";
+/// `dnsfence_upstream_server_failures_total{server}`.
+pub const SERVER_FAILURES: &str = "dnsfence_upstream_server_failures_total";
+/// `dnsfence_upstream_server_up{server}`.
+pub const SERVER_UP: &str = "dnsfence_upstream_server_up";
+/// `dnsfence_upstream_server_srtt_seconds{server}`.
+pub const SERVER_SRTT: &str = "dnsfence_upstream_server_srtt_seconds";
 /// `dnsfence_querylog_sampled_total`.
 pub const QUERYLOG_SAMPLED: &str = "dnsfence_querylog_sampled_total";
 /// `dnsfence_build_info{version}`.
@@ -492,18 +500,18 @@ impl Metrics {
         self.overloads.with_label_values(&[limit]).inc();
     }
 
-    /// Registers a counter whose values live in dnsfence's own atomics: `read` gives them at
-    /// every scrape (label value, count; the label value is ignored without `label`). Nothing
-    /// is copied into other counters between scrapes, so two scrapes at once cannot double a
-    /// value.
+    /// Registers a metric whose values live in dnsfence's own state: `read` gives them at every
+    /// scrape, one `(label values, value)` per series. Nothing is copied into other counters
+    /// between scrapes, so two scrapes at once cannot double a value.
     pub fn register_live(
         &self,
+        kind: Kind,
         name: &str,
         help: &str,
-        label: Option<&str>,
-        read: impl Fn() -> Vec<(&'static str, u64)> + Send + Sync + 'static,
+        labels: &[&str],
+        read: impl Fn() -> Vec<(Vec<String>, f64)> + Send + Sync + 'static,
     ) {
-        let labels: Vec<String> = label.into_iter().map(str::to_string).collect();
+        let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
         let desc = prometheus::core::Desc::new(
             name.to_string(),
             help.to_string(),
@@ -511,7 +519,8 @@ impl Metrics {
             HashMap::new(),
         )
         .expect("metric definition is valid");
-        let live = LiveCounter {
+        let live = Live {
+            kind,
             desc,
             name: name.to_string(),
             help: help.to_string(),
@@ -546,31 +555,58 @@ impl Metrics {
     }
 }
 
-/// A counter read from dnsfence's atomics at scrape time (see [`Metrics::register_live`]).
-struct LiveCounter {
+/// Whether a live metric counts or measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// A metric read from dnsfence's state at scrape time (see [`Metrics::register_live`]).
+struct Live {
+    kind: Kind,
     desc: prometheus::core::Desc,
     name: String,
     help: String,
     labels: Vec<String>,
-    read: Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>,
+    read: Box<dyn Fn() -> Vec<(Vec<String>, f64)> + Send + Sync>,
 }
 
-impl prometheus::core::Collector for LiveCounter {
+impl prometheus::core::Collector for Live {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
         vec![&self.desc]
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
         let labels: Vec<&str> = self.labels.iter().map(String::as_str).collect();
-        // A fresh family each scrape, holding the values as they are now.
-        let Ok(family) = IntCounterVec::new(Opts::new(&self.name, &self.help), &labels) else {
-            return Vec::new();
-        };
-        for (value, n) in (self.read)() {
-            let values: &[&str] = if labels.is_empty() { &[] } else { &[value] };
-            family.with_label_values(values).inc_by(n);
+        let opts = Opts::new(&self.name, &self.help);
+        let values = (self.read)();
+        fn with(v: &[String]) -> Vec<&str> {
+            v.iter().map(String::as_str).collect()
         }
-        family.collect()
+        // A fresh family each scrape, holding the values as they are now.
+        match self.kind {
+            Kind::Counter => {
+                let Ok(family) = prometheus::CounterVec::new(opts, &labels) else {
+                    return Vec::new();
+                };
+                for (v, n) in &values {
+                    family.with_label_values(&with(v)).inc_by(*n);
+                }
+                family.collect()
+            }
+            Kind::Gauge => {
+                let Ok(family) = prometheus::GaugeVec::new(opts, &labels) else {
+                    return Vec::new();
+                };
+                for (v, n) in &values {
+                    family.with_label_values(&with(v)).set(*n);
+                }
+                family.collect()
+            }
+        }
     }
 }
 

@@ -22,7 +22,6 @@
 //! the upstream even on an idle network.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,12 +32,12 @@ use hickory_resolver::net::xfer::{DnsHandle, FirstAnswer};
 use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RecordType};
-use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
+use hickory_resolver::{NameServerPool, PoolContext};
 
 use tokio::sync::watch;
 
 use crate::answer::{ChainError, Checked, Resolution};
-use crate::config::UpstreamConfig;
+use crate::config::{PoolSettings, UpstreamConfig, UpstreamServer, UpstreamTransport};
 
 /// The UDP payload size dnsfence advertises upstream (RFC 9715, DNS flag day 2020).
 const UPSTREAM_PAYLOAD: u16 = 1232;
@@ -160,24 +159,60 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The settings an upstream pool is built with: a change to any of them builds a new pool.
-pub type PoolSettings = (Vec<SocketAddr>, Duration, usize);
+/// One upstream server: its own hickory pool (so that its health and metrics are its own) and
+/// its health.
+struct Server {
+    label: String,
+    pool: NameServerPool<TokioRuntimeProvider>,
+    health: Health,
+}
+
+/// A server's health, as the failover order and `/readyz` read it.
+#[derive(Default)]
+struct Health {
+    /// Failures since the last answer.
+    consecutive_failures: AtomicU64,
+    /// Smoothed round-trip time in microseconds (EWMA, 1/8); 0 until the first answer.
+    srtt_us: AtomicU64,
+    /// Milliseconds after the upstream's start of the last answer (+1; 0 = never).
+    last_ok_ms: AtomicU64,
+    /// Milliseconds after the upstream's start of the last failure (+1; 0 = never).
+    last_fail_ms: AtomicU64,
+    answers: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// What `/readyz` and the metrics show of one server.
+#[derive(Debug, Clone)]
+pub struct ServerHealth {
+    /// The server as configured.
+    pub label: String,
+    /// Answered within the freshness window and not failed since.
+    pub healthy: bool,
+    /// Smoothed round-trip time.
+    pub srtt: Duration,
+    /// Failures since its last answer.
+    pub consecutive_failures: u64,
+    /// Exchanges it answered (any DNS response).
+    pub answers: u64,
+    /// Exchanges that failed (timeout, network, SERVFAIL/REFUSED).
+    pub failures: u64,
+    /// Since its last answer, if any.
+    pub since_last_answer: Option<Duration>,
+}
 
 /// The upstream servers.
 pub struct Upstream {
     /// What it was built from.
     settings: PoolSettings,
-    pool: NameServerPool<TokioRuntimeProvider>,
+    /// Best first, as configured; each query orders them by health.
+    servers: Vec<Server>,
     /// Resolutions in flight, shared by identical questions, bounded.
     inflight: Arc<Inflight>,
     /// Deadline of one resolution.
     timeout: Duration,
-    /// Reference point of the two health stamps below.
+    /// Reference point of the health stamps.
     started: Instant,
-    /// Milliseconds after `started` of the last upstream response (+1; 0 = never).
-    last_ok_ms: AtomicU64,
-    /// Milliseconds after `started` of the last failure (+1; 0 = never).
-    last_fail_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -188,10 +223,13 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// The least time one server is given before the next is tried, when several are configured.
+const MIN_TRY: Duration = Duration::from_millis(400);
+
 impl Upstream {
-    /// Builds the pool for `config.servers` (UDP, with TCP on truncation).
+    /// Builds a pool per configured server (plain DNS over UDP with TCP on truncation, DoT or
+    /// DoH).
     pub fn new(config: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
-        let servers: Vec<NameServerConfig> = config.servers.iter().map(name_server).collect();
         let mut opts = ResolverOpts::default();
         opts.timeout = config.timeout;
         opts.attempts = 1;
@@ -200,74 +238,147 @@ impl Upstream {
         // case is not used (it is retried over TCP). With hickory's random source port per query
         // and random IDs, an off-path spoofer has to guess all three.
         opts.case_randomization = true;
-        let tls = TlsConfig::new().map_err(|e| UpstreamError::Failed(e.to_string()))?;
-        let cx = Arc::new(PoolContext::new(opts, tls));
-        let pool = NameServerPool::from_config(servers, cx, TokioRuntimeProvider::default());
+        let tls = crate::tls::client_config(config.tls_ca_file.as_deref())
+            .map_err(UpstreamError::Failed)?;
+        let servers = config
+            .servers
+            .iter()
+            .map(|s| {
+                let tls = hickory_resolver::TlsConfig {
+                    config: tls.config.clone(),
+                };
+                let cx = Arc::new(PoolContext::new(opts.clone(), tls));
+                Server {
+                    label: s.label.clone(),
+                    pool: NameServerPool::from_config(
+                        [name_server(s)],
+                        cx,
+                        TokioRuntimeProvider::default(),
+                    ),
+                    health: Health::default(),
+                }
+            })
+            .collect();
         Ok(Upstream {
             settings: config.pool_settings(),
-            pool,
+            servers,
             inflight: Arc::new(Inflight {
                 map: std::sync::Mutex::new(HashMap::new()),
                 max: config.max_inflight,
             }),
             timeout: config.timeout,
             started: Instant::now(),
-            last_ok_ms: AtomicU64::new(0),
-            last_fail_ms: AtomicU64::new(0),
         })
     }
 
-    fn stamp(&self, ok: bool) {
-        let ms = self.started.elapsed().as_millis() as u64 + 1;
-        if ok {
-            self.last_ok_ms.store(ms, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
+    }
+
+    fn answered(&self, s: &Server, rtt: Duration) {
+        let h = &s.health;
+        h.consecutive_failures.store(0, Ordering::Relaxed);
+        h.answers.fetch_add(1, Ordering::Relaxed);
+        h.last_ok_ms.store(self.now_ms(), Ordering::Relaxed);
+        let sample = rtt.as_micros() as u64;
+        let old = h.srtt_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
         } else {
-            self.last_fail_ms.store(ms, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether the upstream answered within `within` and has not failed since.
-    pub fn healthy(&self, within: Duration) -> bool {
-        let ok = self.last_ok_ms.load(Ordering::Relaxed);
-        let fail = self.last_fail_ms.load(Ordering::Relaxed);
-        let now = self.started.elapsed().as_millis() as u64 + 1;
-        ok != 0 && ok >= fail && now.saturating_sub(ok) <= within.as_millis() as u64
-    }
-
-    /// Time since the upstream last answered, if it ever did.
-    pub fn since_last_answer(&self) -> Option<Duration> {
-        let ok = self.last_ok_ms.load(Ordering::Relaxed);
-        (ok != 0).then(|| {
-            self.started
-                .elapsed()
-                .saturating_sub(Duration::from_millis(ok - 1))
-        })
-    }
-
-    /// Asks the upstream for the root's NS when nothing has reached it in `idle`. Any DNS
-    /// response counts as alive (even REFUSED: it answered); a timeout or a network error does
-    /// not.
-    pub async fn probe(&self, idle: Duration) {
-        if self.since_last_answer().is_some_and(|d| d < idle) && self.healthy(idle) {
-            return;
-        }
-        let alive = match self.exchange(&Name::root(), RecordType::NS).await {
-            Ok(_) => true,
-            Err(NetError::Dns(_)) => true,
-            Err(_) => false,
+            old - old / 8 + sample / 8
         };
-        self.stamp(alive);
+        h.srtt_us.store(new.max(1), Ordering::Relaxed);
     }
 
-    /// One question to the pool, within the deadline.
-    async fn exchange(&self, name: &Name, qtype: RecordType) -> Result<Resolution, NetError> {
+    fn failed(&self, s: &Server) {
+        let h = &s.health;
+        h.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        h.failures.fetch_add(1, Ordering::Relaxed);
+        h.last_fail_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn server_healthy(&self, s: &Server, within: Duration) -> bool {
+        let ok = s.health.last_ok_ms.load(Ordering::Relaxed);
+        let fail = s.health.last_fail_ms.load(Ordering::Relaxed);
+        ok != 0 && ok >= fail && self.now_ms().saturating_sub(ok) <= within.as_millis() as u64
+    }
+
+    /// Whether some server answered within `within` and has not failed since.
+    pub fn healthy(&self, within: Duration) -> bool {
+        self.servers.iter().any(|s| self.server_healthy(s, within))
+    }
+
+    /// Each server's health, in configured order.
+    pub fn health(&self, within: Duration) -> Vec<ServerHealth> {
+        self.servers
+            .iter()
+            .map(|s| {
+                let h = &s.health;
+                let ok = h.last_ok_ms.load(Ordering::Relaxed);
+                ServerHealth {
+                    label: s.label.clone(),
+                    healthy: self.server_healthy(s, within),
+                    srtt: Duration::from_micros(h.srtt_us.load(Ordering::Relaxed)),
+                    consecutive_failures: h.consecutive_failures.load(Ordering::Relaxed),
+                    answers: h.answers.load(Ordering::Relaxed),
+                    failures: h.failures.load(Ordering::Relaxed),
+                    since_last_answer: (ok != 0)
+                        .then(|| Duration::from_millis(self.now_ms().saturating_sub(ok))),
+                }
+            })
+            .collect()
+    }
+
+    /// Time since any server last answered, if one ever did.
+    pub fn since_last_answer(&self) -> Option<Duration> {
+        let ok = self
+            .servers
+            .iter()
+            .map(|s| s.health.last_ok_ms.load(Ordering::Relaxed))
+            .max()
+            .filter(|&ms| ms != 0)?;
+        Some(Duration::from_millis(self.now_ms().saturating_sub(ok)))
+    }
+
+    /// Asks each server that nothing has reached in `idle` for the root's NS, so that health
+    /// reflects every server even on an idle network. Any DNS response counts as alive (even
+    /// REFUSED: it answered); a timeout or a network error does not.
+    pub async fn probe(&self, idle: Duration) {
+        for s in &self.servers {
+            let last = |ms: u64| (ms != 0).then(|| self.now_ms().saturating_sub(ms));
+            let h = &s.health;
+            let recent = |d: Option<u64>| d.is_some_and(|d| d < idle.as_millis() as u64);
+            if recent(last(h.last_ok_ms.load(Ordering::Relaxed)))
+                || recent(last(h.last_fail_ms.load(Ordering::Relaxed)))
+            {
+                continue;
+            }
+            let t = Instant::now();
+            match self
+                .ask(s, &Name::root(), RecordType::NS, self.timeout)
+                .await
+            {
+                Ok(_) | Err(NetError::Dns(_)) => self.answered(s, t.elapsed()),
+                Err(_) => self.failed(s),
+            }
+        }
+    }
+
+    /// One question to one server, within `budget`.
+    async fn ask(
+        &self,
+        s: &Server,
+        name: &Name,
+        qtype: RecordType,
+        budget: Duration,
+    ) -> Result<Resolution, NetError> {
         let mut options = DnsRequestOptions::default();
         options.recursion_desired = true;
         options.use_edns = true;
         options.edns_payload_len = UPSTREAM_PAYLOAD;
         let query = Query::query(name.clone(), qtype);
-        let sent = self.pool.lookup(query, options).first_answer();
-        let response = match tokio::time::timeout(self.timeout, sent).await {
+        let sent = s.pool.lookup(query, options).first_answer();
+        let response = match tokio::time::timeout(budget, sent).await {
             Ok(r) => r?,
             Err(_) => return Err(NetError::Timeout),
         };
@@ -279,9 +390,61 @@ impl Upstream {
         })
     }
 
+    /// One question, to the healthiest server first and to the next when it fails, all within
+    /// the deadline. An answer (NXDOMAIN and NODATA included) ends it; a timeout, a network
+    /// error, SERVFAIL or REFUSED moves on.
+    async fn exchange(&self, name: &Name, qtype: RecordType) -> Result<Resolution, NetError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut order: Vec<&Server> = self.servers.iter().collect();
+        // Fewer recent failures first, then the faster; configured order breaks ties.
+        order.sort_by_key(|s| {
+            let h = &s.health;
+            (
+                h.consecutive_failures.load(Ordering::Relaxed).min(3),
+                h.srtt_us.load(Ordering::Relaxed) / 1000,
+            )
+        });
+        let mut last = NetError::Timeout;
+        let n = order.len();
+        for (i, s) in order.into_iter().enumerate() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let left = (n - i) as u32;
+            let budget = if left > 1 {
+                (remaining / left).max(MIN_TRY.min(remaining))
+            } else {
+                remaining
+            };
+            let t = Instant::now();
+            match self.ask(s, name, qtype, budget).await {
+                Ok(r) => {
+                    self.answered(s, t.elapsed());
+                    return Ok(r);
+                }
+                Err(e @ NetError::Dns(DnsError::NoRecordsFound(_))) => {
+                    self.answered(s, t.elapsed());
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.failed(s);
+                    crate::warn_limited!(server = %s.label, error = %e, "upstream server failed; trying the next");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
     /// What it was built from.
     pub fn settings(&self) -> PoolSettings {
         self.settings.clone()
+    }
+
+    /// Its servers' labels, in configured order.
+    pub fn labels(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.label.clone()).collect()
     }
 
     /// Distinct resolutions waiting for the upstream now.
@@ -355,9 +518,6 @@ impl Upstream {
             Ok(_) => "nodata",
             Err(e) => e.kind(),
         };
-        // A response, even an error code, shows the upstream alive; silence or a broken
-        // exchange does not.
-        self.stamp(!matches!(label, "timeout" | "error"));
         Resolved {
             result,
             took: started.elapsed(),
@@ -394,15 +554,21 @@ impl Upstream {
     }
 }
 
-fn name_server(addr: &SocketAddr) -> NameServerConfig {
+fn name_server(s: &UpstreamServer) -> NameServerConfig {
     let conn = |protocol| {
         let mut c = ConnectionConfig::new(protocol);
-        c.port = addr.port();
+        c.port = s.addr.port();
         c
     };
-    NameServerConfig::new(
-        addr.ip(),
-        true,
-        vec![conn(ProtocolConfig::Udp), conn(ProtocolConfig::Tcp)],
-    )
+    let connections = match &s.transport {
+        UpstreamTransport::Plain => vec![conn(ProtocolConfig::Udp), conn(ProtocolConfig::Tcp)],
+        UpstreamTransport::Tls { server_name } => vec![conn(ProtocolConfig::Tls {
+            server_name: server_name.as_str().into(),
+        })],
+        UpstreamTransport::Https { server_name, path } => vec![conn(ProtocolConfig::Https {
+            server_name: server_name.as_str().into(),
+            path: path.as_str().into(),
+        })],
+    };
+    NameServerConfig::new(s.addr.ip(), true, connections)
 }

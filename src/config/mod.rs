@@ -297,11 +297,56 @@ pub struct ZonesConfig {
     pub tenant_regions: Vec<TenantRegion>,
 }
 
+/// How dnsfence talks to one upstream server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTransport {
+    /// DNS over UDP, and TCP when an answer is truncated.
+    Plain,
+    /// DNS over TLS (RFC 7858), the certificate checked for `server_name`.
+    Tls {
+        /// The name the server's certificate must carry.
+        server_name: String,
+    },
+    /// DNS over HTTPS (RFC 8484) at `path`, the certificate checked for `server_name`.
+    Https {
+        /// The name the server's certificate must carry (and the HTTP authority).
+        server_name: String,
+        /// The query path, `/dns-query` by default.
+        path: String,
+    },
+}
+
+/// One upstream server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamServer {
+    /// As written in the config (or resolv.conf): its metric label and name in `/readyz`.
+    pub label: String,
+    /// Address and port.
+    pub addr: SocketAddr,
+    /// Plain DNS, DoT or DoH.
+    pub transport: UpstreamTransport,
+}
+
+impl UpstreamServer {
+    /// Plain DNS to `addr`.
+    pub fn plain(addr: SocketAddr) -> UpstreamServer {
+        UpstreamServer {
+            label: addr.to_string(),
+            addr,
+            transport: UpstreamTransport::Plain,
+        }
+    }
+}
+
 /// `[upstream]`.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
-    /// Upstream resolvers; when the config names none, the name servers of /etc/resolv.conf.
-    pub servers: Vec<SocketAddr>,
+    /// Upstream resolvers, best first; when the config names none, the name servers of
+    /// /etc/resolv.conf.
+    pub servers: Vec<UpstreamServer>,
+    /// CA certificates (PEM) that DoT and DoH servers' certificates must chain to; the system's
+    /// trust store when `None`.
+    pub tls_ca_file: Option<PathBuf>,
     /// Whether `servers` came from /etc/resolv.conf.
     pub from_resolv_conf: bool,
     /// Deadline of one upstream resolution, after which the client gets SERVFAIL.
@@ -329,10 +374,28 @@ pub struct UpstreamConfig {
 }
 
 impl UpstreamConfig {
-    /// What an upstream pool is built from (servers, deadline, resolutions in flight).
-    pub fn pool_settings(&self) -> (Vec<SocketAddr>, Duration, usize) {
-        (self.servers.clone(), self.timeout, self.max_inflight)
+    /// What an upstream pool is built from: a change to any of these builds a new one.
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            servers: self.servers.clone(),
+            tls_ca_file: self.tls_ca_file.clone(),
+            timeout: self.timeout,
+            max_inflight: self.max_inflight,
+        }
     }
+}
+
+/// What an upstream pool is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// The servers, best first.
+    pub servers: Vec<UpstreamServer>,
+    /// The CA file for DoT and DoH.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Deadline of one resolution.
+    pub timeout: Duration,
+    /// Distinct resolutions in flight at most.
+    pub max_inflight: usize,
 }
 
 /// `[query_log]`.
@@ -599,6 +662,7 @@ impl Config {
             })?;
         }
         for (i, server) in servers.iter().enumerate() {
+            let server = &server.addr;
             if let Some(own) = listen.iter().find(|l| is_own_address(server, l)) {
                 let (line, written, source) = match raw.upstream.servers.get(i) {
                     Some(s) => (
@@ -803,6 +867,7 @@ impl Config {
             },
             upstream: UpstreamConfig {
                 servers,
+                tls_ca_file: up.tls_ca_file.as_ref().map(|p| base.join(p)),
                 from_resolv_conf,
                 timeout: Duration::from_millis(up.timeout_ms),
                 cache_size: up.cache_size,
@@ -893,17 +958,65 @@ fn nft_identifier(s: &str) -> bool {
 }
 
 /// `1.2.3.4`, `1.2.3.4:5300`, `::1`, `[::1]:5300`; port 53 when none is given.
-fn parse_upstream(text: &str) -> Result<SocketAddr, &'static str> {
+/// An upstream as written: `ip` or `ip:port` (plain DNS, port 53), `tls://ip[:port]#name`
+/// (DNS over TLS, port 853, certificate for `name`), `https://ip[:port][/path]#name` (DNS over
+/// HTTPS, port 443, path `/dns-query`).
+fn parse_upstream(text: &str) -> Result<UpstreamServer, &'static str> {
+    const FORMS: &str = "not an upstream (ip, ip:port, tls://ip[:port]#name or \
+                         https://ip[:port][/path]#name, e.g. 127.0.0.1:5300 or \
+                         tls://1.1.1.1#cloudflare-dns.com)";
     let text = text.trim();
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
+    let addr = |s: &str, port: u16| -> Result<SocketAddr, &'static str> {
+        s.parse::<SocketAddr>()
+            .or_else(|_| {
+                s.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, port))
+            })
+            .or_else(|_| {
+                // "[2001:db8::1]" without a port.
+                s.strip_prefix('[')
+                    .and_then(|s| s.strip_suffix(']'))
+                    .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .ok_or(FORMS)
+            })
+    };
+    let named = |rest: &str| -> Result<(String, String), &'static str> {
+        let (target, name) = rest.split_once('#').ok_or(
+            "tls:// and https:// upstreams need the name their certificate carries after '#'",
+        )?;
+        if name.is_empty() || name.contains(['/', ' ']) {
+            return Err(FORMS);
+        }
+        Ok((target.to_string(), name.to_ascii_lowercase()))
+    };
+    if let Some(rest) = text.strip_prefix("tls://") {
+        let (target, server_name) = named(rest)?;
+        return Ok(UpstreamServer {
+            label: text.to_string(),
+            addr: addr(&target, 853)?,
+            transport: UpstreamTransport::Tls { server_name },
+        });
     }
-    text.parse::<std::net::IpAddr>()
-        .map(|ip| SocketAddr::new(ip, 53))
-        .map_err(|_| "not an upstream address (ip or ip:port, e.g. 127.0.0.1:5300)")
+    if let Some(rest) = text.strip_prefix("https://") {
+        let (target, server_name) = named(rest)?;
+        let (host, path) = match target.find('/') {
+            Some(i) => (target[..i].to_string(), target[i..].to_string()),
+            None => (target, "/dns-query".to_string()),
+        };
+        return Ok(UpstreamServer {
+            label: text.to_string(),
+            addr: addr(&host, 443)?,
+            transport: UpstreamTransport::Https { server_name, path },
+        });
+    }
+    let a = addr(text, 53)?;
+    Ok(UpstreamServer {
+        label: text.to_string(),
+        ..UpstreamServer::plain(a)
+    })
 }
 
-/// The `nameserver` lines of a resolv.conf, on port 53.
 /// The line of `key = …` in `[section]`, or 1 when it is not written (a default).
 fn key_line(text: &str, section: &str, key: &str) -> usize {
     let mut current = "";
@@ -942,14 +1055,15 @@ fn is_own_address(server: &SocketAddr, listen: &SocketAddr) -> bool {
             || std::net::UdpSocket::bind(SocketAddr::new(server.ip(), 0)).is_ok())
 }
 
-fn read_resolv_conf(path: &Path) -> Result<Vec<SocketAddr>, String> {
+/// The `nameserver` lines of a resolv.conf, on port 53.
+fn read_resolv_conf(path: &Path) -> Result<Vec<UpstreamServer>, String> {
     let text = fs::read_to_string(path).map_err(|e| {
         format!(
             "no upstream configured and {} unreadable: {e}",
             path.display()
         )
     })?;
-    let servers: Vec<SocketAddr> = text
+    let servers: Vec<UpstreamServer> = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
         .filter_map(|rest| {
@@ -957,7 +1071,7 @@ fn read_resolv_conf(path: &Path) -> Result<Vec<SocketAddr>, String> {
             let ip = rest.trim().split('%').next()?;
             ip.parse::<std::net::IpAddr>().ok()
         })
-        .map(|ip| SocketAddr::new(ip, 53))
+        .map(|ip| UpstreamServer::plain(SocketAddr::new(ip, 53)))
         .collect();
     if servers.is_empty() {
         return Err(format!(
@@ -1106,12 +1220,49 @@ profiles = ["apple"]
         let text = MIN.replace("servers = [\"127.0.0.1:5300\"]", "");
         let c = Config::parse(Path::new("c.toml"), &text, &rc).unwrap();
         assert!(c.upstream.from_resolv_conf);
+        let labels: Vec<&str> = c
+            .upstream
+            .servers
+            .iter()
+            .map(|s| s.label.as_str())
+            .collect();
+        assert_eq!(labels, ["127.0.0.53:53", "[::1]:53"]);
+    }
+
+    #[test]
+    fn upstream_forms() {
+        let one = |s: &str| parse_upstream(s);
         assert_eq!(
-            c.upstream.servers,
-            [
-                "127.0.0.53:53".parse().unwrap(),
-                "[::1]:53".parse().unwrap()
-            ]
+            one("192.0.2.1").unwrap().addr,
+            "192.0.2.1:53".parse().unwrap()
         );
+        assert_eq!(
+            one("[2001:db8::1]").unwrap().addr,
+            "[2001:db8::1]:53".parse().unwrap()
+        );
+        let tls = one("tls://1.1.1.1#Cloudflare-DNS.com").unwrap();
+        assert_eq!(tls.addr, "1.1.1.1:853".parse().unwrap());
+        assert_eq!(
+            tls.transport,
+            UpstreamTransport::Tls {
+                server_name: "cloudflare-dns.com".into()
+            }
+        );
+        assert_eq!(tls.label, "tls://1.1.1.1#Cloudflare-DNS.com");
+        let doh = one("https://[2606:4700::1111]:8443#cloudflare-dns.com").unwrap();
+        assert_eq!(doh.addr, "[2606:4700::1111]:8443".parse().unwrap());
+        assert_eq!(
+            doh.transport,
+            UpstreamTransport::Https {
+                server_name: "cloudflare-dns.com".into(),
+                path: "/dns-query".into()
+            }
+        );
+        let doh = one("https://9.9.9.9/custom#dns.quad9.net").unwrap();
+        assert!(
+            matches!(doh.transport, UpstreamTransport::Https { ref path, .. } if path == "/custom")
+        );
+        assert!(one("tls://1.1.1.1").unwrap_err().contains("after '#'"));
+        assert!(one("dns.google").is_err());
     }
 }

@@ -258,6 +258,8 @@ pub(super) fn default_tenant_regions() -> Vec<TenantRegion> {
 pub(super) struct RawUpstream {
     #[serde(default)]
     pub(super) servers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) tls_ca_file: Option<PathBuf>,
     #[serde(default = "default_upstream_timeout_ms")]
     pub(super) timeout_ms: u64,
     #[serde(default = "default_cache_size")]
@@ -296,6 +298,7 @@ impl Default for RawUpstream {
     fn default() -> Self {
         RawUpstream {
             servers: Vec::new(),
+            tls_ca_file: None,
             timeout_ms: default_upstream_timeout_ms(),
             cache_size: default_cache_size(),
             positive_min_ttl_secs: 0,

@@ -50,7 +50,7 @@ pub struct Engine {
     /// Answers in wire form.
     pub cache: AnswerCache,
     /// The upstream servers; a reload that changes `[upstream]` swaps in a new pool.
-    pub upstream: ArcSwap<Upstream>,
+    pub upstream: Arc<ArcSwap<Upstream>>,
     /// The firewall sets, when `[fence]` is enabled.
     pub fence: Option<Fence>,
     /// What to answer when the fence cannot confirm an answer's addresses in time (true:

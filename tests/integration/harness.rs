@@ -496,12 +496,20 @@ pub fn config_text(upstream: SocketAddr, networks: &str, view_opts: &str, extra:
     };
     // An [upstream] in `extra` replaces the default one, keeping the test upstream's address.
     let (upstream_section, extra) = if extra.contains("[upstream]") {
+        // "UPSTREAM" in the test's own `servers` stands for the test upstream.
+        let servers = if extra.contains("servers =") {
+            String::new()
+        } else {
+            format!("servers = [\"{upstream}\"]\n")
+        };
         (
             String::new(),
-            extra.replace(
-                "[upstream]",
-                &format!("[upstream]\nservers = [\"{upstream}\"]\nprobe_interval_ms = 300"),
-            ),
+            extra
+                .replace(
+                    "[upstream]",
+                    &format!("[upstream]\n{servers}probe_interval_ms = 300"),
+                )
+                .replace("UPSTREAM", &upstream.to_string()),
         )
     } else {
         (

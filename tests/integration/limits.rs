@@ -445,3 +445,92 @@ fn run_long<F: std::future::Future<Output = ()>>(body: F) {
             .expect("the flood test finished within its time bound");
     });
 }
+
+/// Several upstreams: a silent first server costs one query a share of the deadline, then the
+/// healthy one is asked first; each server has its own metrics and line in /readyz.
+#[test]
+fn a_dead_upstream_is_failed_over_within_the_deadline() {
+    run(async {
+        // Bound, never read: a server that swallows every query.
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        let f = Fence::start_extra(&format!(
+            "[upstream]\nservers = [\"{dead_addr}\", \"UPSTREAM\"]\ntimeout_ms = 1000\n"
+        ))
+        .await;
+        let c = f.client();
+        let t = Instant::now();
+        let a = c.ask("manage.microsoft.com.", RecordType::A).await;
+        assert_eq!(
+            rcode(&a),
+            ResponseCode::NoError,
+            "answered by the second server"
+        );
+        assert!(
+            t.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            t.elapsed()
+        );
+        let t = Instant::now();
+        let a = c.ask("graph.microsoft.com.", RecordType::A).await;
+        assert_eq!(rcode(&a), ResponseCode::NoError);
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "the healthy server first now: {:?}",
+            t.elapsed()
+        );
+        let s = scrape(&f).await;
+        let dead_label = dead_addr.to_string();
+        let live_label = f.upstream.addr.to_string();
+        assert!(
+            sample(
+                &s,
+                "dnsfence_upstream_server_failures_total",
+                &[("server", &dead_label)]
+            ) >= Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &s,
+                "dnsfence_upstream_server_answers_total",
+                &[("server", &dead_label)]
+            ),
+            Some(0.0)
+        );
+        assert!(
+            sample(
+                &s,
+                "dnsfence_upstream_server_answers_total",
+                &[("server", &live_label)]
+            ) >= Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &s,
+                "dnsfence_upstream_server_up",
+                &[("server", &live_label)]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &s,
+                "dnsfence_upstream_server_up",
+                &[("server", &dead_label)]
+            ),
+            Some(0.0)
+        );
+        let (status, body) = http_get(f.http.unwrap(), "/readyz").await;
+        assert_eq!(status, 200, "one healthy upstream is enough: {body}");
+        assert!(
+            body.contains(&format!("upstream {dead_label}: down")),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("upstream {live_label}: up")),
+            "{body}"
+        );
+        drop(dead);
+        f.stop().await;
+    });
+}

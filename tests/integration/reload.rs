@@ -136,13 +136,13 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
                 "upstream",
                 "servers",
                 "[\"127.0.0.1:9\", \"UPSTREAM\"]",
-                Applied(|e| e.upstream.load().settings().0.len() == 2),
+                Applied(|e| e.upstream.load().settings().servers.len() == 2),
             ),
             (
                 "upstream",
                 "timeout_ms",
                 "900",
-                Applied(|e| e.upstream.load().settings().1 == Duration::from_millis(900)),
+                Applied(|e| e.upstream.load().settings().timeout == Duration::from_millis(900)),
             ),
             (
                 "upstream",
@@ -179,7 +179,7 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
                 "upstream",
                 "max_inflight",
                 "99",
-                Applied(|e| e.upstream.load().settings().2 == 99),
+                Applied(|e| e.upstream.load().settings().max_inflight == 99),
             ),
             (
                 "upstream",
