@@ -38,6 +38,9 @@ cleanup() {
     ip netns del "$netns" 2>/dev/null || true
     ip netns del "$netns-bp" 2>/dev/null || true
     ip netns del "$netns-base" 2>/dev/null || true
+    ip netns del "$netns-nolog" 2>/dev/null || true
+    ip netns del "$netns-cold" 2>/dev/null || true
+    ip netns del dnsfence-up10 2>/dev/null || true
   fi
   rm -rf "$W"
 }
@@ -99,11 +102,12 @@ if [ "$(id -u)" = 0 ] && command -v nft >/dev/null && command -v ip >/dev/null; 
   ip netns add "$netns"
   ip netns add "$netns-bp"
   ip netns add "$netns-base"
+  ip netns add "$netns-nolog"
   fence_section="[fence]
 enabled = true
 netns = \"$netns\""
 fi
-dnsfence_config() { # port http-port busy_poll_us netns
+dnsfence_config() { # port http-port busy_poll_us netns query-log-level [upstream]
 cat <<EOF
 [server]
 listen = ["127.0.0.1:$1"]
@@ -111,10 +115,11 @@ busy_poll_us = $3
 [zones]
 dir = "$PWD/zones"
 [upstream]
-servers = ["127.0.0.1:5300"]
+servers = ["${6:-127.0.0.1:5300}"]
 cache_size = 200000
 [query_log]
-level = "none"
+level = "$5"
+path = "$W/queries-$1.jsonl"
 [http]
 listen = "127.0.0.1:$2"
 ${fence_section/$netns/$4}
@@ -126,11 +131,14 @@ profiles = ["intune-core", "autopilot", "remote-help", "remote-help-gcc", "wns",
   "attestation", "defender", "endpoint-privilege-management"]
 EOF
 }
-# dnsfence as shipped (workers sleep when idle), and with busy polling (see README).
-dnsfence_config 5310 5319 0 "$netns" > "$W/dnsfence.toml"
-dnsfence_config 5313 5318 200 "$netns-bp" > "$W/dnsfence-bp.toml"
+# dnsfence as shipped (denied queries logged, to a file; workers sleep when idle), the same with
+# busy polling (see README), and the same with the query log off ("dnsfence-nolog"): what
+# logging costs.
+dnsfence_config 5310 5319 0 "$netns" denied > "$W/dnsfence.toml"
+dnsfence_config 5313 5318 200 "$netns-bp" denied > "$W/dnsfence-bp.toml"
+dnsfence_config 5315 5316 0 "$netns-nolog" none > "$W/dnsfence-nolog.toml"
 # With BASE_BIN, an older build on the same config: a before/after comparison in one run.
-dnsfence_config 5314 5317 0 "$netns-base" > "$W/dnsfence-base.toml"
+dnsfence_config 5314 5317 0 "$netns-base" denied > "$W/dnsfence-base.toml"
 cat > "$W/unbound.conf" <<EOF
 server:
   interface: 127.0.0.1@5312
@@ -160,6 +168,7 @@ start() { # name port -> sets SERVER_PID
     dnsfence) taskset -c 0 "$BIN" run -c "$W/dnsfence.toml" 2> "$W/dnsfence.log" & ;;
     dnsfence-bp) taskset -c 0 "$BIN" run -c "$W/dnsfence-bp.toml" 2> "$W/dnsfence-bp.log" & ;;
     dnsfence-base) taskset -c 0 "$BASE_BIN" run -c "$W/dnsfence-base.toml" 2> "$W/dnsfence-base.log" & ;;
+    dnsfence-nolog) taskset -c 0 "$BIN" run -c "$W/dnsfence-nolog.toml" 2> "$W/dnsfence-nolog.log" & ;;
     dnsmasq) taskset -c 0 dnsmasq -k -C /dev/null -p 5311 --listen-address=127.0.0.1 --bind-interfaces \
                --no-resolv --no-hosts --server=127.0.0.1#5300 --cache-size=10000 --user=root \
                --pid-file="$W/dnsmasq.pid" 2> "$W/dnsmasq.log" & ;;
@@ -173,8 +182,8 @@ start() { # name port -> sets SERVER_PID
   done
   echo "$1 did not come up"; cat "$W/$1.log"; exit 1
 }
-SERVERS="dnsfence:5310 dnsfence-bp:5313 dnsmasq:5311 unbound:5312"
-NAMES="dnsfence dnsfence-bp dnsmasq unbound"
+SERVERS="dnsfence:5310 dnsfence-bp:5313 dnsfence-nolog:5315 dnsmasq:5311 unbound:5312"
+NAMES="dnsfence dnsfence-bp dnsfence-nolog dnsmasq unbound"
 if [ -n "${BASE_BIN:-}" ]; then
   SERVERS="$SERVERS dnsfence-base:5314"
   NAMES="$NAMES dnsfence-base"
@@ -272,6 +281,8 @@ printf "dnsfence, denial flood of 300k distinct names: %.0f qps (%s of its repea
   "${R[flood]}" "$(awk -v a="${R[flood]}" -v b="${R[dnsfence.denied.qps]}" 'BEGIN {printf "%.2fx", a / b}')"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}'; }
 echo
+echo "dnsfence (shipped: denied queries logged) / dnsfence-nolog: denied qps $(ratio "${R[dnsfence.denied.qps]}" "${R[dnsfence-nolog.denied.qps]}")x," \
+  "cached allowed qps $(ratio "${R[dnsfence.allowed.qps]}" "${R[dnsfence-nolog.allowed.qps]}")x (target: denied >= 0.9x)"
 if [ -n "${BASE_BIN:-}" ]; then
   echo "dnsfence / dnsfence-base: cached allowed qps $(ratio "${R[dnsfence.allowed.qps]}" "${R[dnsfence-base.allowed.qps]}")x," \
     "denied qps $(ratio "${R[dnsfence.denied.qps]}" "${R[dnsfence-base.denied.qps]}")x," \
@@ -285,4 +296,106 @@ for d in dnsfence dnsfence-bp; do
       "CPU per answer $(ratio "${R[$d.allowed.cpu]}" "${R[$peer.allowed.cpu]}")x," \
       "p99 $(ratio "${R[$d.p99]}" "${R[$peer.p99]}")x"
   done
+done
+
+# ---- the miss path ------------------------------------------------------------------------
+# Fresh servers (dnsfence as shipped, dnsmasq, Unbound) for each scenario, so that every cache
+# starts cold. MISS=0 skips this part.
+[ "${MISS:-1}" = 1 ] || exit 0
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+pids=()
+miss_servers() { # upstream-ip:port -> starts dnsfence 5330, dnsmasq 5331, unbound 5332
+  local up=$1 ip=${1%:*} port=${1##*:}
+  dnsfence_config 5330 5339 0 "$netns-cold" denied "$up" > "$W/cold-dnsfence.toml"
+  sed -e "s/127.0.0.1@5312/127.0.0.1@5332/; s/port: 5312/port: 5332/; s/forward-addr: .*/forward-addr: $ip@$port/" \
+    "$W/unbound.conf" > "$W/cold-unbound.conf"
+  taskset -c 0 "$BIN" run -c "$W/cold-dnsfence.toml" 2> "$W/cold-dnsfence.log" &
+  PID[cold-dnsfence]=$!; pids+=($!)
+  taskset -c 0 dnsmasq -k -C /dev/null -p 5331 --listen-address=127.0.0.1 --bind-interfaces \
+    --no-resolv --no-hosts --server="$ip#$port" --cache-size=10000 --user=root \
+    --dns-forward-max=1024 --pid-file="$W/cold-dnsmasq.pid" 2> "$W/cold-dnsmasq.log" &
+  PID[cold-dnsmasq]=$!; pids+=($!)
+  taskset -c 0 unbound -d -c "$W/cold-unbound.conf" 2> "$W/cold-unbound.log" &
+  PID[cold-unbound]=$!; pids+=($!)
+  sleep 1.5
+}
+stop_miss_servers() {
+  for n in cold-dnsfence cold-dnsmasq cold-unbound; do kill "${PID[$n]}" 2>/dev/null || true; done
+  wait "${PID[cold-dnsfence]}" "${PID[cold-dnsmasq]}" "${PID[cold-unbound]}" 2>/dev/null || true
+}
+[ -n "$netns" ] && ip netns add "$netns-cold"
+MISSES=${MISSES:-60000}
+declare -A M
+# 1. Cold cache, upstream on loopback: MISSES distinct allowed names, each asked once.
+miss_servers 127.0.0.1:5300
+for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332; do
+  name=${s%%:*}; port=${s##*:}
+  seq 1 "$MISSES" | sed "s/^/m/; s/\$/-$name.manage.microsoft.com A/" > "$W/$name.q"
+  read -r qps done_ lost < <(taskset -c 1 chrt --batch 0 dnsperf -s 127.0.0.1 -p "$port" -d "$W/$name.q" -n 1 -c 8 -q 500 -T 1 2>/dev/null \
+    | awk '/Queries completed:/ {c=$3} /Queries lost:/ {l=$3} /Queries per second:/ {q=$4} END {print q, c, l}')
+  M[$name.cold]=$qps; M[$name.cold.lost]=$lost
+done
+stop_miss_servers
+
+# 2. Cold cache, upstream 10 ms away: NSD in a namespace of its own behind a veth with netem.
+if [ -n "$netns" ] && command -v tc >/dev/null; then
+  ip netns add dnsfence-up10
+  ip link add dfup0 type veth peer name dfup1
+  ip link set dfup1 netns dnsfence-up10
+  ip addr add 10.99.0.1/30 dev dfup0; ip link set dfup0 up
+  ip netns exec dnsfence-up10 ip addr add 10.99.0.2/30 dev dfup1
+  ip netns exec dnsfence-up10 ip link set dfup1 up
+  ip netns exec dnsfence-up10 ip link set lo up
+  tc qdisc add dev dfup0 root netem delay 10ms
+  sed -e 's/127.0.0.1@5300/10.99.0.2@53/; s/nsd.pid/nsd10.pid/; s/zone.list/zone10.list/; s/xfrd.state/xfrd10.state/' \
+    "$W/nsd.conf" > "$W/nsd10.conf"
+  # Queries to 5399 vanish (a black hole for the overload scenario).
+  ip netns exec dnsfence-up10 nft add table inet bh
+  ip netns exec dnsfence-up10 nft add chain inet bh in '{ type filter hook input priority 0; }'
+  ip netns exec dnsfence-up10 nft add rule inet bh in udp dport 5399 drop
+  ip netns exec dnsfence-up10 nft add rule inet bh in tcp dport 5399 drop
+  ip netns exec dnsfence-up10 taskset -c 1 nsd -d -c "$W/nsd10.conf" 2> "$W/nsd10.log" &
+  pids+=($!)
+  sleep 1
+  miss_servers 10.99.0.2:53
+  for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332; do
+    name=${s%%:*}; port=${s##*:}
+    seq 1 20000 | sed "s/^/w/; s/\$/-$name.manage.microsoft.com A/" > "$W/$name-10.q"
+    read -r qps _ _ < <(taskset -c 1 chrt --batch 0 dnsperf -s 127.0.0.1 -p "$port" -d "$W/$name-10.q" -n 1 -c 8 -q 2000 -T 1 2>/dev/null \
+      | awk '/Queries completed:/ {c=$3} /Queries lost:/ {l=$3} /Queries per second:/ {q=$4} END {print q, c, l}')
+    M[$name.far]=$qps
+    # p99 of misses at a fixed 1,000 qps (fresh names).
+    seq 1 10000 | sed "s/^/p/; s/\$/-$name.manage.microsoft.com A/" > "$W/$name-p.q"
+    M[$name.far.p99]=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/$name-p.q" -n 1 -Q 1000 -c 8 -T 1 -v 2>/dev/null \
+      | awk '/^> / {print $NF}' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else printf "%.1f", a[int(NR*0.99)]*1000}')
+  done
+  stop_miss_servers
+
+  # 3. Overload: 15,000 qps of random allowed names for 10 s with the upstream black-holed.
+  miss_servers 10.99.0.2:5399
+  od -An -tx8 -N 1600000 /dev/urandom | tr -s ' ' '\n' | grep . | sed 's/$/.manage.microsoft.com A/' > "$W/overload.q"
+  for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332; do
+    name=${s%%:*}; port=${s##*:}
+    read -r sent done_ < <(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/overload.q" -l 10 -Q 15000 -c 8 -q 20000 -t 2 -T 1 2>/dev/null \
+      | awk '/Queries sent:/ {s=$3} /Queries completed:/ {c=$3} END {print s, c}')
+    M[$name.over]=$(awk -v c="$done_" -v s="$sent" 'BEGIN {if (s > 0) printf "%.3f", c / s; else print "-"}')
+    M[$name.over.rss]=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/${PID[$name]}/status")
+  done
+  stop_miss_servers
+else
+  echo "the 10 ms and overload scenarios need root (a namespace with netem): skipped"
+fi
+
+echo
+echo "miss path: cold cache ($MISSES distinct names, each once), upstream 10 ms away (20k names; p99 at 1k qps), overload (15k qps random allowed names, upstream black-holed, 10 s)"
+printf "%-12s %14s %14s %14s %16s %14s\n" server "cold qps" "10ms qps" "10ms p99 ms" "overload answered" "overload RSS MiB"
+for n in dnsfence dnsmasq unbound; do
+  printf "%-12s %14s %14s %14s %16s %14s\n" "$n" "${M[cold-$n.cold]:--}" "${M[cold-$n.far]:--}" "${M[cold-$n.far.p99]:--}" \
+    "${M[cold-$n.over]:--}" "${M[cold-$n.over.rss]:--}"
+done
+for peer in dnsmasq unbound; do
+  echo "dnsfence / $peer: cold-cache qps $(ratio "${M[cold-dnsfence.cold]}" "${M[cold-$peer.cold]}")x," \
+    "10 ms qps $(ratio "${M[cold-dnsfence.far]:-0}" "${M[cold-$peer.far]:-0}")x," \
+    "10 ms p99 $(ratio "${M[cold-dnsfence.far.p99]:-0}" "${M[cold-$peer.far.p99]:-0}")x"
 done

@@ -107,6 +107,8 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| "info,hickory_resolver=warn,hickory_net=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a terminal: the journal and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

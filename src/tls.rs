@@ -35,3 +35,41 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<TlsConfig, String> {
     .with_no_client_auth();
     Ok(TlsConfig { config })
 }
+
+/// Where a DoT or DoH server is and what its certificate must say.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Address and port.
+    pub addr: std::net::SocketAddr,
+    /// The name its certificate must carry.
+    pub server_name: String,
+    /// The client configuration dnsfence uses for it.
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+/// A TLS handshake with `endpoint`, blocking, bounded by a few seconds: what went wrong, or that
+/// nothing did. Only run when a failure is being logged.
+pub fn diagnose(endpoint: &Endpoint) -> String {
+    use std::time::Duration;
+    let name = match rustls::pki_types::ServerName::try_from(endpoint.server_name.clone()) {
+        Ok(n) => n,
+        Err(e) => return format!("'{}' is not a server name: {e}", endpoint.server_name),
+    };
+    let mut conn = match rustls::ClientConnection::new(endpoint.config.clone(), name) {
+        Ok(c) => c,
+        Err(e) => return e.to_string(),
+    };
+    let mut sock =
+        match std::net::TcpStream::connect_timeout(&endpoint.addr, Duration::from_secs(3)) {
+            Ok(s) => s,
+            Err(e) => return format!("cannot connect to {}: {e}", endpoint.addr),
+        };
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = sock.set_write_timeout(Some(Duration::from_secs(3)));
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut sock) {
+            return e.to_string();
+        }
+    }
+    "the TLS handshake succeeds; the failure is past it".into()
+}

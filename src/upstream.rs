@@ -165,6 +165,9 @@ struct Server {
     label: String,
     pool: NameServerPool<TokioRuntimeProvider>,
     health: Health,
+    /// For DoT and DoH: what a diagnostic handshake needs (hickory's pool reports a failed
+    /// TLS connection only as "no connections available").
+    tls: Option<crate::tls::Endpoint>,
 }
 
 /// A server's health, as the failover order and `/readyz` read it.
@@ -244,6 +247,15 @@ impl Upstream {
             .servers
             .iter()
             .map(|s| {
+                let endpoint = match &s.transport {
+                    UpstreamTransport::Plain => None,
+                    UpstreamTransport::Tls { server_name }
+                    | UpstreamTransport::Https { server_name, .. } => Some(crate::tls::Endpoint {
+                        addr: s.addr,
+                        server_name: server_name.clone(),
+                        config: Arc::new(tls.config.clone()),
+                    }),
+                };
                 let tls = hickory_resolver::TlsConfig {
                     config: tls.config.clone(),
                 };
@@ -256,6 +268,7 @@ impl Upstream {
                         TokioRuntimeProvider::default(),
                     ),
                     health: Health::default(),
+                    tls: endpoint,
                 }
             })
             .collect();
@@ -429,7 +442,10 @@ impl Upstream {
                 }
                 Err(e) => {
                     self.failed(s);
-                    crate::warn_limited!(server = %s.label, error = %e, "upstream server failed; trying the next");
+                    static GATE: crate::warn::Gate = crate::warn::Gate::new();
+                    if let Some(suppressed) = GATE.pass() {
+                        report_failure(s, &e, suppressed);
+                    }
                     last = e;
                 }
             }
@@ -551,6 +567,26 @@ impl Upstream {
             Err(e) => return Err(UpstreamError::Failed(e.to_string())),
         };
         Ok(resolution.chain_from(name, qtype)?)
+    }
+}
+
+/// Logs why a server failed. For DoT and DoH a failed connection is retried as a handshake of
+/// our own, off the runtime, so that the line says why (a certificate for another name, an
+/// unknown CA) instead of hickory's "no connections available".
+fn report_failure(s: &Server, e: &NetError, suppressed: u64) {
+    let label = s.label.clone();
+    let error = e.to_string();
+    match (&s.tls, e) {
+        (Some(endpoint), NetError::NoConnections | NetError::Io(_) | NetError::Timeout) => {
+            let endpoint = endpoint.clone();
+            tokio::task::spawn_blocking(move || {
+                let why = crate::tls::diagnose(&endpoint);
+                tracing::warn!(suppressed, server = %label, %error, tls = %why, "upstream server failed; trying the next");
+            });
+        }
+        _ => {
+            tracing::warn!(suppressed, server = %label, %error, "upstream server failed; trying the next")
+        }
     }
 }
 

@@ -12,8 +12,9 @@ use dnsfence::query::{Engine, Now};
 use libfuzzer_sys::fuzz_target;
 
 fn engine() -> &'static Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE.get_or_init(|| {
+    // The runtime lives beside the engine, reachable for the whole run (no leak to report).
+    static ENGINE: OnceLock<(tokio::runtime::Runtime, Arc<Engine>)> = OnceLock::new();
+    &ENGINE.get_or_init(|| {
         let zones = concat!(env!("CARGO_MANIFEST_DIR"), "/../zones");
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = \"off\"\n[zones]\ndir = \"{zones}\"\n\
@@ -33,10 +34,9 @@ fn engine() -> &'static Arc<Engine> {
         let app = rt
             .block_on(dnsfence::app::App::build(config))
             .expect("the engine builds");
-        // The runtime is kept alive for the engine's lifetime.
-        std::mem::forget(rt);
-        app.engine
+        (rt, app.engine)
     })
+    .1
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -46,10 +46,11 @@ fuzz_target!(|data: &[u8]| {
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
     ] {
-        if let Now::Reply(n) = engine.answer_now(data, client, Transport::Udp, Instant::now(), &mut out)
+        if let Now::Reply(n) =
+            engine.answer_now(data, client, Transport::Udp, Instant::now(), &mut out)
         {
-            let reply = hickory_proto::op::Message::from_vec(&out[..n])
-                .expect("every reply parses");
+            let reply =
+                hickory_proto::op::Message::from_vec(&out[..n]).expect("every reply parses");
             assert_eq!(reply.metadata.id, u16::from_be_bytes([data[0], data[1]]));
         }
     }

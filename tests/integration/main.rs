@@ -5,6 +5,7 @@ mod answers;
 mod cli;
 mod clients;
 mod deny;
+mod dot;
 mod fence;
 mod harness;
 mod limits;
