@@ -3,7 +3,9 @@
 #
 #   bash benches/dnsperf.sh            # about 8 minutes; run as root for the nftables fence
 #   SECONDS_PER_RUN=10 ROUNDS=5 LAT_ROUNDS=7 bash benches/dnsperf.sh
+#   MAIN=0 bash benches/dnsperf.sh     # only the miss path (cold cache, 10 ms upstream, overload)
 #   BASE_BIN=/path/to/older/dnsfence bash benches/dnsperf.sh   # adds a "dnsfence-base" row
+#     (BASE_ZONES=/path/to/its/zones when the older build cannot read today's zone files)
 #
 # An NSD authoritative server on 127.0.0.1:5300 serves every catalog name (a root zone, so one
 # zone covers them all, response-rate limiting off). dnsfence (as shipped, and with
@@ -138,7 +140,7 @@ dnsfence_config 5310 5319 0 "$netns" denied > "$W/dnsfence.toml"
 dnsfence_config 5313 5318 200 "$netns-bp" denied > "$W/dnsfence-bp.toml"
 dnsfence_config 5315 5316 0 "$netns-nolog" none > "$W/dnsfence-nolog.toml"
 # With BASE_BIN, an older build on the same config: a before/after comparison in one run.
-dnsfence_config 5314 5317 0 "$netns-base" denied > "$W/dnsfence-base.toml"
+dnsfence_config 5314 5317 0 "$netns-base" denied | sed "s|^dir = .*|dir = \"${BASE_ZONES:-$PWD/zones}\"|" > "$W/dnsfence-base.toml"
 cat > "$W/unbound.conf" <<EOF
 server:
   interface: 127.0.0.1@5312
@@ -207,6 +209,9 @@ percentiles() { # port file -> "avg p50 p99" in microseconds
 }
 TCK=$(getconf CLK_TCK)
 declare -A R PID
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}'; }
+# MAIN=0 skips the cached/denied measurements (the miss path below runs alone).
+if [ "${MAIN:-1}" = 1 ]; then
 # All servers run at once (pinned to CPU 0, idle unless measured), so that the rounds can be
 # interleaved: this machine's neighbours make single runs noisy.
 for s in $SERVERS; do
@@ -279,7 +284,6 @@ for n in $NAMES; do
 done
 printf "dnsfence, denial flood of 300k distinct names: %.0f qps (%s of its repeated-denied rate)\n" \
   "${R[flood]}" "$(awk -v a="${R[flood]}" -v b="${R[dnsfence.denied.qps]}" 'BEGIN {printf "%.2fx", a / b}')"
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}'; }
 echo
 echo "dnsfence (shipped: denied queries logged) / dnsfence-nolog: denied qps $(ratio "${R[dnsfence.denied.qps]}" "${R[dnsfence-nolog.denied.qps]}")x," \
   "cached allowed qps $(ratio "${R[dnsfence.allowed.qps]}" "${R[dnsfence-nolog.allowed.qps]}")x (target: denied >= 0.9x)"
@@ -298,13 +302,17 @@ for d in dnsfence dnsfence-bp; do
   done
 done
 
+fi
+
 # ---- the miss path ------------------------------------------------------------------------
 # Fresh servers (dnsfence as shipped, dnsmasq, Unbound) for each scenario, so that every cache
 # starts cold. MISS=0 skips this part.
 [ "${MISS:-1}" = 1 ] || exit 0
-for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-wait 2>/dev/null || true
-pids=()
+# Stop the servers measured above; NSD stays, it serves the miss path too.
+for n in $NAMES; do
+  [ -n "${PID[$n]:-}" ] && kill "${PID[$n]}" 2>/dev/null || true
+done
+sleep 0.5
 miss_servers() { # upstream-ip:port -> starts dnsfence 5330, dnsmasq 5331, unbound 5332
   local up=$1 ip=${1%:*} port=${1##*:}
   dnsfence_config 5330 5339 0 "$netns-cold" denied "$up" > "$W/cold-dnsfence.toml"
@@ -323,6 +331,7 @@ miss_servers() { # upstream-ip:port -> starts dnsfence 5330, dnsmasq 5331, unbou
 stop_miss_servers() {
   for n in cold-dnsfence cold-dnsmasq cold-unbound; do kill "${PID[$n]}" 2>/dev/null || true; done
   wait "${PID[cold-dnsfence]}" "${PID[cold-dnsmasq]}" "${PID[cold-unbound]}" 2>/dev/null || true
+  sleep 0.5
 }
 [ -n "$netns" ] && ip netns add "$netns-cold"
 MISSES=${MISSES:-60000}
@@ -347,7 +356,11 @@ if [ -n "$netns" ] && command -v tc >/dev/null; then
   ip netns exec dnsfence-up10 ip addr add 10.99.0.2/30 dev dfup1
   ip netns exec dnsfence-up10 ip link set dfup1 up
   ip netns exec dnsfence-up10 ip link set lo up
-  tc qdisc add dev dfup0 root netem delay 10ms
+  netem=1
+  tc qdisc add dev dfup0 root netem delay 10ms 2>/dev/null || {
+    netem=0
+    echo "no netem in this kernel (sch_netem): the 10 ms scenario is skipped; overload still runs"
+  }
   sed -e 's/127.0.0.1@5300/10.99.0.2@53/; s/nsd.pid/nsd10.pid/; s/zone.list/zone10.list/; s/xfrd.state/xfrd10.state/' \
     "$W/nsd.conf" > "$W/nsd10.conf"
   # Queries to 5399 vanish (a black hole for the overload scenario).
@@ -358,8 +371,8 @@ if [ -n "$netns" ] && command -v tc >/dev/null; then
   ip netns exec dnsfence-up10 taskset -c 1 nsd -d -c "$W/nsd10.conf" 2> "$W/nsd10.log" &
   pids+=($!)
   sleep 1
-  miss_servers 10.99.0.2:53
-  for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332; do
+  [ "$netem" = 1 ] && miss_servers 10.99.0.2:53
+  [ "$netem" = 1 ] && for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332; do
     name=${s%%:*}; port=${s##*:}
     seq 1 20000 | sed "s/^/w/; s/\$/-$name.manage.microsoft.com A/" > "$W/$name-10.q"
     read -r qps _ _ < <(taskset -c 1 chrt --batch 0 dnsperf -s 127.0.0.1 -p "$port" -d "$W/$name-10.q" -n 1 -c 8 -q 2000 -T 1 2>/dev/null \
@@ -370,7 +383,7 @@ if [ -n "$netns" ] && command -v tc >/dev/null; then
     M[$name.far.p99]=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/$name-p.q" -n 1 -Q 1000 -c 8 -T 1 -v 2>/dev/null \
       | awk '/^> / {print $NF}' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else printf "%.1f", a[int(NR*0.99)]*1000}')
   done
-  stop_miss_servers
+  [ "$netem" = 1 ] && stop_miss_servers
 
   # 3. Overload: 15,000 qps of random allowed names for 10 s with the upstream black-holed.
   miss_servers 10.99.0.2:5399
