@@ -113,7 +113,8 @@ fn question(pkt: &[u8]) -> Option<(usize, u16, u16)> {
             return None;
         }
         pos += 1 + n;
-        if pos - 12 > 255 {
+        // The labels so far plus the root's zero byte: at most 255 (RFC 1035 §2.3.4).
+        if pos - 12 + 1 > 255 {
             return None;
         }
     }
@@ -273,6 +274,28 @@ pub(crate) mod tests {
         response[2] |= 0x80;
         assert!(parse(&response).is_none());
         assert!(parse(&[0; 11]).is_none());
+    }
+
+    #[test]
+    fn names_of_255_octets_parse_and_256_do_not() {
+        // 63+1 three times (192) plus 61+1 (62) plus the root: 255. Found by `fuzz answer`:
+        // a 256-octet name was echoed and no client could parse the reply.
+        let name = |last: usize| {
+            let mut n = Vec::new();
+            for len in [63, 63, 63, last] {
+                n.push(len as u8);
+                n.extend(std::iter::repeat_n(b'a', len));
+            }
+            n.push(0);
+            n
+        };
+        assert_eq!(name(61).len(), 255);
+        let p = parse(&query(&name(61), 1, None)).unwrap();
+        assert_eq!(p.problem, None);
+        assert_eq!(p.question_end, 12 + 255 + 4);
+        assert_eq!(name(62).len(), 256);
+        let p = parse(&query(&name(62), 1, None)).unwrap();
+        assert_eq!((p.problem, p.question_end), (Some(Problem::Malformed), 12));
     }
 
     #[test]
