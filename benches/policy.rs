@@ -20,7 +20,7 @@ fn shipped_policy() -> Policy {
     let path = root.join("config/examples/kiosk.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     let config = Config::parse(&path, &text, Path::new("/nonexistent")).unwrap();
-    let catalog = Catalog::load_dir(&config.zones.dir).unwrap();
+    let catalog = Catalog::load_dirs(&config.zones.dirs).unwrap();
     Policy::compile(&config, Arc::new(catalog)).unwrap()
 }
 

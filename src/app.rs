@@ -59,7 +59,7 @@ pub fn load(path: &Path) -> Result<(Config, Policy), StartError> {
 
 /// Loads the zones a config points at and compiles the policy.
 pub fn compile(config: &Config) -> Result<Policy, StartError> {
-    let catalog = Catalog::load_dir(&config.zones.dir)?;
+    let catalog = Catalog::load_dirs(&config.zones.dirs)?;
     Ok(Policy::compile(config, Arc::new(catalog))?)
 }
 
@@ -171,6 +171,7 @@ impl App {
         mut signals: broadcast::Receiver<Signal>,
     ) -> Result<(), StartError> {
         let App { mut config, engine } = self;
+        let bound_addrs = bound.dns.local_addrs();
         {
             let policy = engine.policy.load();
             tracing::info!(
@@ -183,7 +184,9 @@ impl App {
             );
         }
         let (dns_stop, dns_stopped) = oneshot::channel::<()>();
+        let heartbeat = crate::notify::Heartbeat::new(bound.dns.udp_sockets());
         let udp = UdpOptions {
+            heartbeat: Some(heartbeat.clone()),
             busy_poll: config.server.busy_poll,
             rate_limit: crate::ratelimit::RateLimiter::new(
                 config.server.rate_limit_qps,
@@ -209,6 +212,14 @@ impl App {
                 let _ = http_stopped.await;
             }))
         });
+        let ready = format!(
+            "answering on {:?}; {} endpoint sets",
+            bound_addrs,
+            engine.policy.load().catalog.sets.len()
+        );
+        crate::notify::ready(&ready);
+        let watchdog = crate::notify::watchdog_interval()
+            .map(|every| tokio::spawn(crate::notify::watchdog(heartbeat, every)));
         let probe = {
             let engine = engine.clone();
             let every = config.upstream.probe_interval;
@@ -225,14 +236,25 @@ impl App {
         loop {
             match signals.recv().await {
                 Ok(Signal::Reload) => {
+                    crate::notify::reloading();
                     let outcome = reload(&mut config, &engine);
+                    crate::notify::ready(&match &outcome {
+                        Ok(()) => format!(
+                            "reloaded; {} endpoint sets",
+                            engine.policy.load().catalog.sets.len()
+                        ),
+                        Err(e) => format!("reload refused, old config kept: {e}"),
+                    });
                     *engine.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
                 }
                 Ok(Signal::Shutdown) | Err(broadcast::error::RecvError::Closed) => break,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
             }
         }
-        tracing::info!("shutting down: finishing in-flight queries");
+        crate::notify::stopping();
+        if let Some(w) = watchdog {
+            w.abort();
+        }
         let _ = dns_stop.send(());
         let served = dns.await.map_err(|e| io::Error::other(e.to_string()))?;
         engine.listening.store(false, Ordering::Relaxed);
@@ -529,10 +551,10 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
     );
 
     let crate::config::ZonesConfig {
-        dir,
+        dirs,
         tenant_regions,
     } = &old.zones;
-    check("zones.dir", *dir != new.zones.dir, true);
+    check("zones.dirs", *dirs != new.zones.dirs, true);
     check(
         "zones.tenant_regions",
         *tenant_regions != new.zones.tenant_regions,

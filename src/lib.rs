@@ -36,6 +36,7 @@ pub mod fence;
 pub mod http;
 pub mod matcher;
 pub mod metrics;
+pub mod notify;
 pub mod outcome;
 pub mod policy;
 pub mod query;

@@ -11,10 +11,46 @@ use dnsfence::policy::Policy;
 
 /// An allowlist DNS resolver for Intune-managed kiosk and shared-device networks.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    name = "dnsfence",
+    version,
+    about,
+    long_about = "An allowlist DNS resolver for Intune-managed kiosk and shared-device networks. \
+                  It answers only the names of the endpoint sets a client's view allows, denies every \
+                  other name without forwarding it, and puts the addresses it answered into nftables \
+                  sets before the answer leaves, so the firewall opens exactly for them.",
+    after_long_help = AFTER_HELP,
+    disable_help_subcommand = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+const AFTER_HELP: &str = "\
+Files:
+  /etc/dnsfence/dnsfence.toml: the config (-c, DNSFENCE_CONFIG)
+  /etc/dnsfence/zones.d/: local zone files, loaded after the catalog
+  /usr/share/dnsfence/zones/: the Intune endpoint catalog
+  /var/log/dnsfence/queries.jsonl: the query log, when configured
+
+Signals (run): SIGHUP reloads the config and zones (a refused reload keeps the old ones and says \
+why); SIGTERM and SIGINT stop after in-flight answers. Under systemd (Type=notify) dnsfence reports \
+READY, RELOADING, STOPPING and WATCHDOG.
+
+Documentation: /usr/share/doc/dnsfence/README.md";
+
+/// The config file every command reads.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Config file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "DNSFENCE_CONFIG",
+        default_value = "/etc/dnsfence/dnsfence.toml"
+    )]
+    path: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -22,22 +58,19 @@ enum Command {
     /// Serve DNS (and HTTP) on the configured addresses until SIGTERM or SIGINT; SIGHUP reloads
     /// the config and zones.
     Run {
-        /// Config file.
-        #[arg(short, long, default_value = "config/dnsfence.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Load the config and zones, print what they hold, exit 1 on the first error.
     Check {
-        /// Config file.
-        #[arg(short, long, default_value = "config/dnsfence.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Print a complete nftables ruleset for the configured views: the table and sets dnsfence
     /// fills, and per view a forward chain that drops what dnsfence did not answer.
     NftRules {
-        /// Config file.
-        #[arg(short, long, default_value = "config/dnsfence.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Log refused packets, at most 10 a second per view (prefix "dnsfence VIEW drop: ").
         #[arg(long)]
         log: bool,
@@ -50,14 +83,20 @@ enum Command {
     /// registrable domain, the names, queries and clients, and a ready [[endpoint_set]] block.
     Suggest {
         /// Config file (its views, and its [http] listen when no log is given).
-        #[arg(short, long, default_value = "config/dnsfence.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Only this view.
         #[arg(long)]
         view: Option<String>,
         /// A query log (JSON lines) to read; without it, the running instance's /v1/denied.
         #[arg(long)]
         log: Option<PathBuf>,
+    },
+    /// Write the man pages and shell completions (bash, zsh, fish) into a directory: for packaging.
+    #[command(hide = true)]
+    Assets {
+        /// Output directory (created if missing).
+        dir: PathBuf,
     },
     /// Say whether a name would be answered, for which view, and which endpoint set allows it.
     Explain {
@@ -66,28 +105,31 @@ enum Command {
         /// Client address; without it every view is explained.
         #[arg(long)]
         client: Option<IpAddr>,
-        /// Config file.
-        #[arg(short, long, default_value = "config/dnsfence.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => run(config),
-        Command::Check { config } => check(config),
+        Command::Run { config } => run(config.path),
+        Command::Check { config } => check(config.path),
         Command::NftRules {
             config,
             log,
             reject,
-        } => nft_rules(config, dnsfence::fence::nft::RulesetOptions { log, reject }),
-        Command::Suggest { config, view, log } => suggest(config, view, log),
+        } => nft_rules(
+            config.path,
+            dnsfence::fence::nft::RulesetOptions { log, reject },
+        ),
+        Command::Suggest { config, view, log } => suggest(config.path, view, log),
+        Command::Assets { dir } => assets(&dir),
         Command::Explain {
             name,
             client,
             config,
-        } => explain(config, &name, client),
+        } => explain(config.path, &name, client),
     };
     match result {
         Ok(code) => code,
@@ -100,7 +142,7 @@ fn main() -> ExitCode {
 }
 
 fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 // hickory-server logs every request at info; the query log does that job.
@@ -108,8 +150,13 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         // Colours only for a terminal: the journal and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Under systemd stderr goes to the journal, which stamps every line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -127,18 +174,67 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Man pages (dnsfence.1, one dnsfence-COMMAND.1 per command) and completions, from the clap
+/// definitions above: they cannot drift from `--help`.
+fn assets(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    let write = |name: String, page: clap::Command| -> anyhow::Result<()> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        std::fs::write(dir.join(name), out)?;
+        Ok(())
+    };
+    write("dnsfence.1".into(), cmd.clone())?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        // A one-shot command: leaking the page names is the simplest way to give clap a 'static.
+        let name: &'static str = Box::leak(format!("dnsfence-{}", sub.get_name()).into_boxed_str());
+        let page = sub.clone().name(name).version(env!("CARGO_PKG_VERSION"));
+        write(format!("{name}.1"), page)?;
+    }
+    for (shell, file) in [
+        (clap_complete::Shell::Bash, "dnsfence.bash"),
+        (clap_complete::Shell::Zsh, "_dnsfence"),
+        (clap_complete::Shell::Fish, "dnsfence.fish"),
+    ] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "dnsfence", &mut out);
+        std::fs::write(dir.join(file), out)?;
+    }
+    println!("{}: man pages and completions written", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     let (config, policy) = app::load(&path)?;
     let catalog = &policy.catalog;
     println!("{}: ok", path.display());
     println!(
-        "zones {}: {} endpoint sets, {} name patterns, {} networks, {} profiles",
-        config.zones.dir.display(),
+        "zones: {} endpoint sets, {} name patterns, {} networks, {} profiles",
         catalog.sets.len(),
         catalog.name_count(),
         catalog.network_count(),
         catalog.profiles().len()
     );
+    // Where each set comes from: the shipped catalog, then each local directory.
+    for dir in &config.zones.dirs {
+        let sets: Vec<&str> = catalog
+            .sets
+            .iter()
+            .filter(|s| s.source.parent() == Some(dir.as_path()))
+            .map(|s| s.id.as_str())
+            .collect();
+        let note = if dir.exists() {
+            ""
+        } else {
+            " (missing: nothing added)"
+        };
+        println!("  {}: {} endpoint sets{note}", dir.display(), sets.len());
+        if dir != &config.zones.dirs[0] && !sets.is_empty() {
+            println!("    {}", sets.join(", "));
+        }
+    }
     for w in &catalog.warnings {
         println!("warning: {w}");
     }

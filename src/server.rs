@@ -70,6 +70,11 @@ impl Listeners {
         Ok(Listeners { udp, tcp })
     }
 
+    /// How many UDP sockets (one worker each) are bound.
+    pub fn udp_sockets(&self) -> usize {
+        self.udp.len()
+    }
+
     /// The bound addresses, once each (TCP listens on the same ones).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         let mut addrs: Vec<SocketAddr> = self
@@ -96,7 +101,16 @@ fn tcp_listener(addr: SocketAddr, v6only: bool) -> io::Result<TcpListener> {
 }
 
 fn bind_err(addr: &SocketAddr, proto: &str, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("cannot listen on {proto} {addr}: {e}"))
+    let hint = if e.kind() == io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+        " (ports below 1024 need CAP_NET_BIND_SERVICE: run as root, or as the packaged unit does, \
+         with AmbientCapabilities=CAP_NET_BIND_SERVICE)"
+    } else {
+        ""
+    };
+    io::Error::new(
+        e.kind(),
+        format!("cannot listen on {proto} {addr}: {e}{hint}"),
+    )
 }
 
 /// Serves `listeners` until `shutdown` completes, then stops accepting, lets in-flight answers

@@ -267,22 +267,40 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-impl Catalog {
-    /// Loads every `*.toml` file of `dir`, in file-name order. `README.md` and other files are
-    /// ignored.
-    pub fn load_dir(dir: &Path) -> Result<Catalog, ZoneError> {
-        let io = |source| ZoneError::Io {
+/// The `*.toml` files of a directory, in file-name order (`README.md` and others ignored).
+fn zone_files(dir: &Path) -> Result<Vec<PathBuf>, ZoneError> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|source| ZoneError::Io {
             path: dir.to_path_buf(),
             source,
-        };
-        let mut files: Vec<PathBuf> = fs::read_dir(dir)
-            .map_err(io)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(ZoneError::Empty(dir.to_path_buf()));
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+impl Catalog {
+    /// Loads every `*.toml` file of `dir`, in file-name order.
+    pub fn load_dir(dir: &Path) -> Result<Catalog, ZoneError> {
+        Catalog::load_dirs(&[dir.to_path_buf()])
+    }
+
+    /// Loads the shipped catalog (`dirs[0]`, which must hold zone files), then each local
+    /// directory in order (missing or empty ones are fine: an admin has not added anything
+    /// yet). An endpoint-set id defined twice is an error naming both files.
+    pub fn load_dirs(dirs: &[PathBuf]) -> Result<Catalog, ZoneError> {
+        let mut files = Vec::new();
+        for (i, dir) in dirs.iter().enumerate() {
+            if i > 0 && !dir.exists() {
+                continue;
+            }
+            let found = zone_files(dir)?;
+            if i == 0 && found.is_empty() {
+                return Err(ZoneError::Empty(dir.to_path_buf()));
+            }
+            files.extend(found);
         }
         let mut catalog = Catalog::default();
         let mut seen: HashMap<String, (PathBuf, usize)> = HashMap::new();

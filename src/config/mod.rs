@@ -291,8 +291,9 @@ pub struct ServerConfig {
 /// `[zones]`.
 #[derive(Debug, Clone)]
 pub struct ZonesConfig {
-    /// The zone directory, resolved against the config file's directory.
-    pub dir: PathBuf,
+    /// The zone directories, resolved against the config file's directory: the shipped catalog
+    /// first (it must hold zone files), then local ones (they may be empty or missing).
+    pub dirs: Vec<PathBuf>,
     /// Tenant regions whose region-specific endpoint sets apply.
     pub tenant_regions: Vec<TenantRegion>,
 }
@@ -784,10 +785,25 @@ impl Config {
         }
 
         let base = path.parent().unwrap_or(Path::new("."));
-        let zones_dir = if raw.zones.dir.is_absolute() {
-            raw.zones.dir.clone()
-        } else {
-            base.join(&raw.zones.dir)
+        let zone_dirs: Vec<PathBuf> = match (&raw.zones.dir, &raw.zones.dirs) {
+            (Some(_), Some(d)) => {
+                return Err(ConfigError::Entry {
+                    path: path.to_path_buf(),
+                    line: d.first().map_or(1, |s| line_of(text, s.span().start)),
+                    entry: "zones.dir".into(),
+                    reason: "give zones.dirs or zones.dir, not both".into(),
+                });
+            }
+            (_, Some(d)) if d.is_empty() => {
+                return Err(whole(
+                    key_line(text, "zones", "dirs"),
+                    "dirs = []",
+                    "zones.dirs needs the catalog's directory first",
+                ));
+            }
+            (_, Some(d)) => d.iter().map(|s| base.join(s.get_ref())).collect(),
+            (Some(d), None) => vec![base.join(d)],
+            (None, None) => vec![base.join(raw::default_zones_dir())],
         };
         let log_path = raw
             .query_log
@@ -862,7 +878,7 @@ impl Config {
                 tcp_max_lifetime: Duration::from_millis(raw.server.tcp_max_lifetime_ms),
             },
             zones: ZonesConfig {
-                dir: zones_dir,
+                dirs: zone_dirs,
                 tenant_regions: raw.zones.tenant_regions,
             },
             upstream: UpstreamConfig {
@@ -1163,7 +1179,7 @@ profiles = ["apple"]
         let c = parse(MIN).unwrap();
         assert_eq!(c.server.listen, ["127.0.0.1:5353".parse().unwrap()]);
         assert_eq!(c.upstream.timeout, Duration::from_secs(2));
-        assert_eq!(c.zones.dir, Path::new("config/../zones"));
+        assert_eq!(c.zones.dirs, [Path::new("config/../zones")]);
         assert_eq!(c.views[0].deny_rcode, DenyRcode::Nxdomain);
         assert_eq!(c.views[0].deny_ttl, 60);
         assert_eq!(c.views[0].mode, ViewMode::Enforce);

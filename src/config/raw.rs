@@ -231,8 +231,12 @@ pub(super) fn default_max_udp_payload() -> u16 {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawZones {
-    #[serde(default = "default_zones_dir")]
-    pub(super) dir: PathBuf,
+    /// One directory (the shipped catalog): the short form of `dirs`.
+    #[serde(default)]
+    pub(super) dir: Option<PathBuf>,
+    /// The shipped catalog first, then local directories.
+    #[serde(default)]
+    pub(super) dirs: Option<Vec<Spanned<PathBuf>>>,
     #[serde(default = "default_tenant_regions")]
     pub(super) tenant_regions: Vec<TenantRegion>,
 }
@@ -240,7 +244,8 @@ pub(super) struct RawZones {
 impl Default for RawZones {
     fn default() -> Self {
         RawZones {
-            dir: default_zones_dir(),
+            dir: None,
+            dirs: None,
             tenant_regions: default_tenant_regions(),
         }
     }

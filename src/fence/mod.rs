@@ -33,6 +33,13 @@ pub enum FenceError {
     /// The network namespace could not be entered.
     #[error("fence: network namespace '{0}': {1}")]
     Netns(String, String),
+    /// The process lacks CAP_NET_ADMIN: nftables would refuse every change.
+    #[error(
+        "fence: dnsfence lacks CAP_NET_ADMIN, which [fence] needs to create and fill its nftables sets: \
+         run it as root, or as the packaged unit does (AmbientCapabilities=CAP_NET_ADMIN \
+         CAP_NET_BIND_SERVICE), or set [fence] backend = \"list\""
+    )]
+    NoCapability,
     /// The netlink socket could not be opened (usually: not root / no CAP_NET_ADMIN).
     #[error(
         "fence: cannot talk to nftables over netlink: {0} (dnsfence needs CAP_NET_ADMIN for [fence])"
@@ -210,6 +217,20 @@ impl fmt::Debug for Fence {
     }
 }
 
+/// Whether this process's effective capabilities include CAP_NET_ADMIN (bit 12 of `CapEff` in
+/// /proc/self/status). If the file cannot be read, assume so and let the kernel answer.
+fn has_net_admin() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return true;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_none_or(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
 /// Admits waiting for the thread before new ones are refused.
 const QUEUE: usize = 4096;
 
@@ -264,6 +285,9 @@ impl Fence {
                 "fence ready: list backend (no kernel sets; pull lists over HTTP)"
             );
             return Ok(Fence { state, jobs: None });
+        }
+        if !has_net_admin() {
+            return Err(FenceError::NoCapability);
         }
         let (tx, rx) = mpsc::sync_channel::<AdmitJob>(QUEUE);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), FenceError>>();

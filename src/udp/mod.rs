@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::notify::Heartbeat;
 use crate::query::event::{QueryEvent, Reason, Transport};
 use crate::query::{Engine, Now, canonical};
 use crate::ratelimit::RateLimiter;
@@ -33,6 +34,8 @@ pub struct UdpOptions {
     pub busy_poll: Duration,
     /// Per-client rate limit, when configured.
     pub rate_limit: Option<RateLimiter>,
+    /// Bumped by worker `i` every turn of its loop, for the systemd watchdog.
+    pub heartbeat: Option<Arc<Heartbeat>>,
 }
 
 /// Running UDP workers. Stopping them lets in-flight slow-path answers finish on the runtime.
@@ -65,7 +68,7 @@ impl Workers {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("dnsfence-udp-{i}"))
-                    .spawn(move || worker(engine, socket, runtime, &options, stop))?,
+                    .spawn(move || worker(i, engine, socket, runtime, &options, stop))?,
             );
         }
         Ok(Workers { stop, threads })
@@ -81,6 +84,7 @@ impl Workers {
 }
 
 fn worker(
+    index: usize,
     engine: Arc<Engine>,
     socket: Arc<UdpSocket>,
     runtime: tokio::runtime::Handle,
@@ -94,6 +98,9 @@ fn worker(
     // When the last datagram came; the worker polls without sleeping until `busy_poll` after it.
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(h) = &options.heartbeat {
+            h.beat(index);
+        }
         let wait = if !busy_poll.is_zero() && last.elapsed() < busy_poll {
             Wait::No
         } else {

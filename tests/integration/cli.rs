@@ -233,6 +233,87 @@ fn check_on_a_broken_zone_reports_file_line_and_entry() {
 }
 
 #[test]
+fn local_zone_dirs_add_sets_and_a_duplicate_id_names_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("zones.d");
+    std::fs::create_dir(&local).unwrap();
+    let site = "[[endpoint_set]]\nid = \"site-portal\"\ndescription = \"Kiosk start page\"\n\
+                category = \"default\"\nrequired = false\nexpress_route = false\nports = [\"tcp/443\"]\n\
+                profile = \"site\"\nnames = [\"portal.example.org\"]\n";
+    std::fs::write(local.join("site.toml"), site).unwrap();
+    let cfg = dir.path().join("c.toml");
+    let config = |dirs: &str| {
+        format!(
+            "[zones]\ndirs = {dirs}\n[upstream]\nservers = [\"127.0.0.1:5300\"]\n\
+             [[view]]\nname = \"v\"\nnetworks = [\"10.0.0.0/8\"]\nprofiles = [\"apple\", \"site\"]\n"
+        )
+    };
+    let catalog = repo().join("zones");
+    std::fs::write(
+        &cfg,
+        config(&format!(
+            "[\"{}\", \"{}\", \"{}\"]",
+            catalog.display(),
+            local.display(),
+            dir.path().join("missing.d").display()
+        )),
+    )
+    .unwrap();
+    let (code, out, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "  {}: 1 endpoint sets\n    site-portal",
+            local.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("missing.d: 0 endpoint sets (missing: nothing added)"),
+        "{out}"
+    );
+    let (config_, policy) = dnsfence::app::load(&cfg).unwrap();
+    assert_eq!(config_.zones.dirs.len(), 3);
+    let view = policy.view("v").unwrap();
+    assert!(view.lookup("portal.example.org").is_some());
+    assert!(view.lookup("itunes.apple.com").is_some());
+    let (code, out, _) = dnsfence(&[
+        "explain",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--client",
+        "10.0.0.1",
+        "portal.example.org",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("site.toml"),
+        "explain names the local file: {out}"
+    );
+
+    // The same id as a shipped set: an error naming both files.
+    std::fs::write(local.join("dup.toml"), site.replace("site-portal", "178")).unwrap();
+    let (code, _, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("{}:", local.join("dup.toml").display()))
+            && err.contains(&format!("{}:", catalog.join("apple.toml").display()))
+            && err.contains("duplicate endpoint set id"),
+        "{err}"
+    );
+
+    // The shipped catalog's directory must hold zone files; local ones need not.
+    std::fs::write(
+        &cfg,
+        config(&format!("[\"{}\"]", dir.path().join("missing.d").display())),
+    )
+    .unwrap();
+    let (code, _, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("missing.d"), "{err}");
+}
+
+#[test]
 fn run_serves_and_stops_cleanly_on_sigterm() {
     crate::harness::run(async {
         let upstream = crate::harness::Upstream::start().await;
@@ -314,8 +395,8 @@ fn an_upstream_that_loops_to_dnsfence_is_an_error_in_check_and_run() {
     let text = std::fs::read_to_string(repo().join("config/dnsfence.toml"))
         .unwrap()
         .replace(
-            "dir = \"../zones\"",
-            &format!("dir = \"{}\"", repo().join("zones").display()),
+            "\"../zones\"",
+            &format!("\"{}\"", repo().join("zones").display()),
         )
         .replace(
             "timeout_ms = 2000",

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Netns, netns_or_skip, run};
+use crate::harness::{Netns, netns_or_skip, run, start_unbound, wait_for};
 
 const DENIED: &str = "evil.example";
 
@@ -18,8 +18,8 @@ fn config(dir: &Path, deny: Option<&str>) -> std::path::PathBuf {
         .unwrap()
         .replace("127.0.0.1:5353", "127.0.0.1:53")
         .replace(
-            "dir = \"../zones\"",
-            &format!("dir = \"{}\"", root.join("zones").display()),
+            "\"../zones\"",
+            &format!("\"{}\"", root.join("zones").display()),
         )
         .replace(
             "timeout_ms = 2000",
@@ -36,21 +36,6 @@ fn config(dir: &Path, deny: Option<&str>) -> std::path::PathBuf {
     let path = dir.join(format!("dnsfence-{}.toml", deny.unwrap_or("default")));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-async fn wait_for(file: &Path, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::fs::read_to_string(file).is_ok_and(|t| t.contains(what)) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "{} never said {what:?}: {}",
-        file.display(),
-        std::fs::read_to_string(file).unwrap_or_default()
-    );
 }
 
 /// `getent hosts NAME` in the namespace: (exit code, stdout, how long it took).
@@ -88,30 +73,16 @@ fn glibc_stops_at_the_default_denial_and_never_asks_the_next_resolver() {
             .unwrap();
         assert!(up.success());
         // The second resolver: Unbound on 127.0.0.2, which would answer the denied name.
-        let unbound_log = dir.path().join("unbound.log");
-        let unbound_conf = dir.path().join("unbound.conf");
-        std::fs::write(
-            &unbound_conf,
-            format!(
-                "server:\n  interface: 127.0.0.2\n  port: 53\n  do-daemonize: no\n  \
-                 use-syslog: no\n  logfile: \"{log}\"\n  log-queries: yes\n  verbosity: 1\n  \
-                 chroot: \"\"\n  username: \"\"\n  directory: \"{dir}\"\n  pidfile: \"\"\n  \
-                 do-ip6: no\n  module-config: \"iterator\"\n  access-control: 127.0.0.0/8 allow\n  \
-                 local-data: \"{DENIED}. A 192.0.2.99\"\n  local-data: \"{DENIED}. AAAA 2001:db8::99\"\n",
-                log = unbound_log.display(),
-                dir = dir.path().display(),
-            ),
+        let (_unbound, unbound_log) = start_unbound(
+            &ns,
+            dir.path(),
+            "127.0.0.2",
+            &[
+                format!("{DENIED}. A 192.0.2.99"),
+                format!("{DENIED}. AAAA 2001:db8::99"),
+            ],
         )
-        .unwrap();
-        let _unbound = ns
-            .exec("/usr/sbin/unbound")
-            .args(["-d", "-c"])
-            .arg(&unbound_conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for(&unbound_log, "start of service").await;
+        .await;
         ns.resolv_conf(
             "nameserver 127.0.0.1\nnameserver 127.0.0.2\noptions timeout:1 attempts:1\n",
         );

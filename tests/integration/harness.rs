@@ -526,7 +526,7 @@ pub fn config_text(upstream: SocketAddr, networks: &str, view_opts: &str, extra:
 {http}
 
 [zones]
-dir = "{zones}"
+dirs = ["{zones}"]
 tenant_regions = ["na", "eu", "ap"]
 
 {upstream_section}
@@ -990,6 +990,56 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+/// Waits (at most 10 s) until `file` contains `what`; panics with the file's text otherwise.
+pub async fn wait_for(file: &Path, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if std::fs::read_to_string(file).is_ok_and(|t| t.contains(what)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{} never said {what:?}: {}",
+        file.display(),
+        std::fs::read_to_string(file).unwrap_or_default()
+    );
+}
+
+/// Starts Unbound in `ns` on `interface`:53, answering `local_data` records (Unbound's
+/// `local-data` syntax) and logging every query to the returned log file, once it serves.
+pub async fn start_unbound(
+    ns: &Netns,
+    dir: &Path,
+    interface: &str,
+    local_data: &[String],
+) -> (tokio::process::Child, PathBuf) {
+    let log = dir.join(format!("unbound-{interface}.log"));
+    let conf = dir.join(format!("unbound-{interface}.conf"));
+    let mut text = format!(
+        "server:\n  interface: {interface}\n  port: 53\n  do-daemonize: no\n  \
+         use-syslog: no\n  logfile: \"{log}\"\n  log-queries: yes\n  verbosity: 1\n  \
+         chroot: \"\"\n  username: \"\"\n  directory: \"{dir}\"\n  pidfile: \"\"\n  \
+         do-ip6: no\n  module-config: \"iterator\"\n  access-control: 127.0.0.0/8 allow\n",
+        log = log.display(),
+        dir = dir.display(),
+    );
+    for record in local_data {
+        text.push_str(&format!("  local-data: \"{record}\"\n"));
+    }
+    std::fs::write(&conf, text).unwrap();
+    let child = ns
+        .exec("/usr/sbin/unbound")
+        .args(["-d", "-c"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&log, "start of service").await;
+    (child, log)
 }
 
 /// Creates a namespace for a fence test, or prints why the test is skipped and returns `None`.

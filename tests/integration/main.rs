@@ -15,5 +15,6 @@ mod parity;
 mod protocol;
 mod reload;
 mod resolve;
+mod service;
 mod stale;
 mod trust;

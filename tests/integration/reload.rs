@@ -85,7 +85,15 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
         let f = Fence::from_config(config, upstream).await.unwrap();
         let view_sets = f.engine.policy.load().views[0].sets.len();
         let catalog = f.engine.policy.load().catalog.sets.len();
-        let zones_dir = format!("\"{}\"", zones.display());
+        // A local directory beside the catalog: its set must appear after the reload.
+        let local = dir.path().join("zones.d");
+        std::fs::create_dir(&local).unwrap();
+        std::fs::write(
+            local.join("site.toml"),
+            "[[endpoint_set]]\nid = \"site-kiosk\"\ndescription = \"Local portal\"\ncategory = \"default\"\nrequired = false\nexpress_route = false\nports = [\"tcp/443\"]\nprofile = \"site\"\nnames = [\"portal.example.org\"]\n",
+        )
+        .unwrap();
+        let zones_dirs = format!("[\"{}\", \"{}\"]", zones.display(), local.display());
         let other_log_path = format!("\"{}\"", other_log.display());
         let cases: Vec<(&str, &str, &str, Expect)> = vec![
             ("server", "listen", "[\"127.0.0.1:1\"]", Refused),
@@ -107,15 +115,12 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
             ("server", "tcp_max_lifetime_ms", "9000", Refused),
             (
                 "zones",
-                "dir",
-                &zones_dir,
+                "dirs",
+                &zones_dirs,
                 Applied(|e| {
-                    e.policy
-                        .load()
-                        .catalog
-                        .sets
-                        .iter()
-                        .all(|s| !s.source.ends_with("defender.toml"))
+                    let sets = &e.policy.load().catalog.sets;
+                    sets.iter().all(|s| !s.source.ends_with("defender.toml"))
+                        && sets.iter().any(|s| s.id == "site-kiosk")
                 }),
             ),
             (
