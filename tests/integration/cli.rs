@@ -64,6 +64,31 @@ fn shipped_configs_and_zones_load() {
         assert!(view.lookup(name).is_some(), "{name} should be allowed");
     }
 
+    // The package's conffile: loopback only, never an open resolver, the fence on.
+    let packaged = std::fs::read_to_string(repo().join("deploy/debian/dnsfence.toml"))
+        .unwrap()
+        .replace(
+            "\"/usr/share/dnsfence/zones\"",
+            &format!("\"{}\"", repo().join("zones").display()),
+        );
+    let path = dir.path().join("packaged.toml");
+    // A gateway with systemd-resolved: resolv.conf names 127.0.0.53, not dnsfence's 127.0.0.1.
+    let resolved = dir.path().join("resolv-resolved.conf");
+    std::fs::write(&resolved, "nameserver 127.0.0.53\n").unwrap();
+    let config = Config::parse(&path, &packaged, &resolved).unwrap();
+    assert!(config.server.listen.iter().all(|a| a.ip().is_loopback()));
+    assert!(config.fence.enabled);
+    assert_eq!(config.zones.dirs[1], Path::new("/etc/dnsfence/zones.d"));
+    let policy = dnsfence::app::compile(&config).unwrap();
+    for view in &policy.views {
+        assert!(
+            view.networks.iter().all(|n| n.addr().is_loopback()),
+            "{}",
+            view.name
+        );
+    }
+    assert!(policy.view_for("10.0.0.1".parse().unwrap()).is_none());
+
     let kiosk = dnsfence::app::load(&repo().join("config/examples/kiosk.toml"));
     let (config, policy) = kiosk.unwrap();
     assert_eq!(config.views.len(), 2);
@@ -311,6 +336,43 @@ fn local_zone_dirs_add_sets_and_a_duplicate_id_names_both_files() {
     let (code, _, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("missing.d"), "{err}");
+}
+
+#[test]
+fn the_readmes_local_zone_example_loads_without_warnings() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("### Local zones")
+        .expect("README has the section")..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones.d")).unwrap();
+    std::fs::write(dir.path().join("zones.d/google-android.toml"), block).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[zones]\ndirs = [\"{}\", \"zones.d\"]\n[upstream]\nservers = [\"127.0.0.1:5300\"]\n\
+             [[view]]\nname = \"v\"\nnetworks = [\"10.0.0.0/8\"]\nprofiles = [\"android\", \"android-google\"]\n",
+            repo().join("zones").display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("warning"), "{out}");
+    assert!(out.contains("local-android-enterprise"), "{out}");
+    let (_, policy) = dnsfence::app::load(&cfg).unwrap();
+    let view = policy.view("v").unwrap();
+    for name in [
+        "play.google.com",
+        "fcm.googleapis.com",
+        "r3---sn-x.gvt1.com",
+    ] {
+        assert!(view.lookup(name).is_some(), "{name}");
+    }
+    assert!(view.lookup("evil.googleapis.com").is_none());
 }
 
 #[test]
