@@ -79,6 +79,21 @@ enum Command {
         #[arg(long)]
         reject: bool,
     },
+    /// Print iptables and ip6tables rules (iptables-restore input) for the configured views, the
+    /// counterpart of nft-rules for gateways that filter with iptables and `backend = "ipset"`.
+    IptablesRules {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Log refused packets, at most 10 a second per view (prefix "dnsfence VIEW drop: ").
+        #[arg(long)]
+        log: bool,
+        /// Reject (TCP reset, ICMP administratively prohibited) instead of dropping.
+        #[arg(long)]
+        reject: bool,
+        /// Only the IPv4 (4, for iptables-restore) or IPv6 (6, for ip6tables-restore) rules.
+        #[arg(long, value_parser = ["4", "6"])]
+        family: Option<String>,
+    },
     /// Turn denied and would-be-denied names into a ranked proposal for a local zone file: per
     /// registrable domain, the names, queries and clients, and a ready [[endpoint_set]] block.
     Suggest {
@@ -122,6 +137,16 @@ fn main() -> ExitCode {
         } => nft_rules(
             config.path,
             dnsfence::fence::nft::RulesetOptions { log, reject },
+        ),
+        Command::IptablesRules {
+            config,
+            log,
+            reject,
+            family,
+        } => iptables_rules(
+            config.path,
+            dnsfence::fence::nft::RulesetOptions { log, reject },
+            family.map(|f| if f == "4" { 4 } else { 6 }),
         ),
         Command::Suggest { config, view, log } => suggest(config.path, view, log),
         Command::Assets { dir } => assets(&dir),
@@ -317,6 +342,27 @@ fn nft_rules(
     print!(
         "{}",
         dnsfence::fence::nft::ruleset(&plans, &config.server.listen, options)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn iptables_rules(
+    path: PathBuf,
+    options: dnsfence::fence::nft::RulesetOptions,
+    family: Option<u8>,
+) -> anyhow::Result<ExitCode> {
+    let (config, policy) = app::load(&path)?;
+    if config.fence.backend != dnsfence::config::FenceBackend::Ipset {
+        eprintln!(
+            "note: {} has [fence] backend = {:?}; these rules match the ipset sets of backend = \"ipset\"",
+            path.display(),
+            config.fence.backend
+        );
+    }
+    let plans = dnsfence::fence::nft::ViewPlan::for_views(&config, &policy);
+    print!(
+        "{}",
+        dnsfence::fence::ipset::iptables_rules(&plans, &config.server.listen, options, family)
     );
     Ok(ExitCode::SUCCESS)
 }

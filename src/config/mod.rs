@@ -181,6 +181,8 @@ pub enum AdmitFailure {
 pub enum FenceBackend {
     /// Kernel nftables sets, over netlink.
     Nftables,
+    /// Kernel ip_set sets (for iptables gateways), over netlink.
+    Ipset,
     /// Only the in-memory ledger, served as pull lists over HTTP for external firewalls.
     List,
 }
@@ -752,7 +754,7 @@ impl Config {
                     "a view needs profiles or sets: it would deny everything".into(),
                 ));
             }
-            let fence = view_fence(name, &v.fence, &entry)?;
+            let fence = view_fence(&v.name, &v.fence, raw.fence.backend, &entry)?;
             let deny_ttl = *v.deny_ttl_secs.get_ref();
             if deny_ttl > MAX_DENY_TTL_SECS {
                 let at = line_of(text, v.deny_ttl_secs.span().start).max(line);
@@ -912,16 +914,24 @@ impl Config {
     }
 }
 
-/// A view's firewall sets, with names derived from the view's name unless configured.
+/// A view's firewall sets, with names derived from the view's name unless configured. ipset
+/// names share one namespace with every other set of the host and have at most 31 characters:
+/// derived ones start with `dnsfence_`.
 fn view_fence(
-    view: &str,
+    view_name: &Spanned<String>,
     raw: &RawViewFence,
+    backend: FenceBackend,
     entry: &dyn Fn(&Spanned<String>, String) -> ConfigError,
 ) -> Result<ViewFence, ConfigError> {
-    let base: String = view
+    let mut base: String = view_name
+        .get_ref()
+        .trim()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
+    if backend == FenceBackend::Ipset {
+        base.insert_str(0, "dnsfence_");
+    }
     let table = match &raw.table {
         None => TableRef {
             family: "inet".into(),
@@ -945,14 +955,24 @@ fn view_fence(
         }
     };
     let name = |given: &Option<Spanned<String>>, suffix: &str| -> Result<String, ConfigError> {
-        match given {
-            None => Ok(format!("{base}_{suffix}")),
-            Some(s) if nft_identifier(s.get_ref()) => Ok(s.get_ref().clone()),
-            Some(s) => Err(entry(
-                s,
-                "a set name is letters, digits and '_', starting with a letter or '_'".into(),
-            )),
+        let name = match given {
+            None => format!("{base}_{suffix}"),
+            Some(s) if nft_identifier(s.get_ref()) => s.get_ref().clone(),
+            Some(s) => {
+                return Err(entry(
+                    s,
+                    "a set name is letters, digits and '_', starting with a letter or '_'".into(),
+                ));
+            }
+        };
+        if backend == FenceBackend::Ipset && name.len() > IPSET_MAX_NAME {
+            let why = format!(
+                "the ipset set name '{name}' is longer than {IPSET_MAX_NAME} characters: \
+                 name it in [view.fence] (set_v4, set_v6, net_v4, net_v6)"
+            );
+            return Err(entry(given.as_ref().unwrap_or(view_name), why));
         }
+        Ok(name)
     };
     let fence = ViewFence {
         set_v4: name(&raw.set_v4, "v4")?,
@@ -964,6 +984,9 @@ fn view_fence(
     };
     Ok(fence)
 }
+
+/// ipset's longest set name (IPSET_MAXNAMELEN, 32 with the terminating zero).
+const IPSET_MAX_NAME: usize = 31;
 
 /// nft's unquoted identifier: `[a-zA-Z_][a-zA-Z0-9_]*` (hyphens would need quoting).
 fn nft_identifier(s: &str) -> bool {
@@ -1222,6 +1245,27 @@ profiles = ["apple"]
             .to_string();
         assert!(e.starts_with("config/test.toml:8:"), "{e}");
         assert!(e.contains("profile"), "{e}");
+    }
+
+    #[test]
+    fn ipset_set_names_are_prefixed_and_at_most_31_characters() {
+        let ipset = format!("[fence]\nenabled = true\nbackend = \"ipset\"\n{MIN}");
+        let c = parse(&ipset).unwrap();
+        assert_eq!(c.views[0].fence.set_v4, "dnsfence_lab_v4");
+        assert_eq!(c.views[0].fence.net_v6, "dnsfence_lab_net_v6");
+        let long = ipset.replace("name = \"lab\"", "name = \"windows-kiosk-building-b\"");
+        let e = parse(&long).unwrap_err().to_string();
+        assert!(
+            e.starts_with("config/test.toml:9: 'windows-kiosk-building-b': the ipset set name"),
+            "{e}"
+        );
+        // Named in [view.fence], it is fine.
+        let named = format!(
+            "{long}[view.fence]\nset_v4 = \"kb_v4\"\nset_v6 = \"kb_v6\"\nnet_v4 = \"kb_n4\"\nnet_v6 = \"kb_n6\"\n"
+        );
+        assert_eq!(parse(&named).unwrap().views[0].fence.set_v4, "kb_v4");
+        // nftables names live in dnsfence's own table: no prefix.
+        assert_eq!(parse(MIN).unwrap().views[0].fence.set_v4, "lab_v4");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! `admit_deadline`. The thread owns the netlink socket, batches, and keeps the ledger — the
 //! source of truth a resync restores the kernel's sets from.
 
+pub mod ipset;
 pub mod ledger;
 pub mod netlink;
 pub mod nft;
@@ -35,7 +36,7 @@ pub enum FenceError {
     Netns(String, String),
     /// The process lacks CAP_NET_ADMIN: nftables would refuse every change.
     #[error(
-        "fence: dnsfence lacks CAP_NET_ADMIN, which [fence] needs to create and fill its nftables sets: \
+        "fence: dnsfence lacks CAP_NET_ADMIN, which [fence] needs to create and fill its firewall sets: \
          run it as root, or as the packaged unit does (AmbientCapabilities=CAP_NET_ADMIN \
          CAP_NET_BIND_SERVICE), or set [fence] backend = \"list\""
     )]
@@ -60,7 +61,7 @@ pub enum FenceError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmitError {
     /// The kernel refused the update.
-    #[error("nftables refused the update: {0}")]
+    #[error("the kernel refused the update: {0}")]
     Kernel(String),
     /// No verdict within `admit_deadline`.
     #[error("no kernel confirmation within the admit deadline")]

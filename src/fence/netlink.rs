@@ -1,4 +1,5 @@
-//! A minimal nf_tables netlink client: set-element batches and existence checks, nothing more.
+//! A minimal NETLINK_NETFILTER client: nf_tables set-element batches and existence checks here,
+//! the ip_set messages of the ipset backend in `ipset.rs` over the same socket. Nothing more.
 //!
 //! Why our own: the Rust crates that speak nf_tables netlink are GPL (rustables, and the bindings
 //! to libnftnl/libmnl) or send one message per element without batching (ripset); shelling out to
@@ -18,8 +19,8 @@ const NETLINK_NETFILTER: libc::c_int = 12;
 const NLMSG_HDRLEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
+pub(super) const NLM_F_REQUEST: u16 = 0x1;
+pub(super) const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
 const NLA_F_NESTED: u16 = 0x8000;
 
@@ -85,19 +86,19 @@ pub enum OpResult {
     Aborted,
 }
 
-/// A netlink socket to nf_tables.
+/// A NETLINK_NETFILTER socket (the nf_tables and ip_set subsystems).
 #[derive(Debug)]
-pub struct NftSocket {
+pub struct NetfilterSocket {
     fd: OwnedFd,
     seq: u32,
     buf: Vec<u8>,
     rbuf: Vec<u8>,
 }
 
-impl NftSocket {
+impl NetfilterSocket {
     /// Opens and binds the socket in the calling thread's network namespace. Replies are awaited
     /// for at most `reply_timeout`.
-    pub fn open(reply_timeout: std::time::Duration) -> io::Result<NftSocket> {
+    pub fn open(reply_timeout: std::time::Duration) -> io::Result<NetfilterSocket> {
         // SAFETY: plain socket(2) call; the result is checked before use.
         let raw = unsafe {
             libc::socket(
@@ -146,7 +147,7 @@ impl NftSocket {
         for buffer in [sockopt::Buffer::Send, sockopt::Buffer::Receive] {
             sockopt::grow_buffer(fd.as_raw_fd(), buffer, 4 << 20);
         }
-        Ok(NftSocket {
+        Ok(NetfilterSocket {
             fd,
             seq: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -157,7 +158,7 @@ impl NftSocket {
         })
     }
 
-    fn next_seq(&mut self) -> u32 {
+    pub(super) fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
     }
@@ -262,7 +263,7 @@ impl NftSocket {
         self.get(&buf, seq)
     }
 
-    fn get(&mut self, msg: &[u8], seq: u32) -> io::Result<bool> {
+    pub(super) fn get(&mut self, msg: &[u8], seq: u32) -> io::Result<bool> {
         self.send(msg)?;
         let mut verdict = None;
         self.receive(|s, errno| {
@@ -279,7 +280,7 @@ impl NftSocket {
         }
     }
 
-    fn send(&self, buf: &[u8]) -> io::Result<()> {
+    pub(super) fn send(&self, buf: &[u8]) -> io::Result<()> {
         // SAFETY: `buf` is a valid byte slice for the duration of the call.
         let n = unsafe {
             libc::send(
@@ -301,7 +302,7 @@ impl NftSocket {
     /// Reads replies, calling `on_ack(seq, errno)` for every ACK or error (errno 0 for an ACK)
     /// until it returns true or the receive timeout expires. Data replies (the table or set a GET
     /// returns) are skipped: their ACK follows them.
-    fn receive(&mut self, mut on_ack: impl FnMut(u32, i32) -> bool) -> io::Result<()> {
+    pub(super) fn receive(&mut self, mut on_ack: impl FnMut(u32, i32) -> bool) -> io::Result<()> {
         loop {
             // SAFETY: `rbuf` is a valid, writable buffer of the given length.
             let n = unsafe {
@@ -343,14 +344,26 @@ impl NftSocket {
     }
 }
 
-fn align(n: usize) -> usize {
+pub(super) fn align(n: usize) -> usize {
     (n + 3) & !3
 }
 
 fn msg_begin(buf: &mut Vec<u8>, msg: u16, flags: u16, seq: u32, family: u8) -> usize {
+    subsys_msg_begin(buf, NFNL_SUBSYS_NFTABLES, msg, flags, seq, family)
+}
+
+/// Starts a message of a netfilter subsystem (`NFNL_SUBSYS_*`): nlmsghdr and nfgenmsg.
+pub(super) fn subsys_msg_begin(
+    buf: &mut Vec<u8>,
+    subsys: u16,
+    msg: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+) -> usize {
     let start = buf.len();
     buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
+    buf.extend_from_slice(&((subsys << 8) | msg).to_ne_bytes());
     buf.extend_from_slice(&flags.to_ne_bytes());
     buf.extend_from_slice(&seq.to_ne_bytes());
     buf.extend_from_slice(&0u32.to_ne_bytes());
@@ -359,7 +372,7 @@ fn msg_begin(buf: &mut Vec<u8>, msg: u16, flags: u16, seq: u32, family: u8) -> u
     start
 }
 
-fn msg_end(buf: &mut [u8], start: usize) {
+pub(super) fn msg_end(buf: &mut [u8], start: usize) {
     let len = (buf.len() - start) as u32;
     buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }
@@ -377,7 +390,7 @@ fn batch_marker(buf: &mut Vec<u8>, kind: u16, seq: u32) {
     debug_assert_eq!(buf.len() - start, 20);
 }
 
-fn attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
+pub(super) fn attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
     let len = 4 + data.len();
     buf.extend_from_slice(&(len as u16).to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());
@@ -385,21 +398,21 @@ fn attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
     buf.resize(buf.len() + (align(len) - len), 0);
 }
 
-fn attr_str(buf: &mut Vec<u8>, kind: u16, s: &str) {
+pub(super) fn attr_str(buf: &mut Vec<u8>, kind: u16, s: &str) {
     let mut data = Vec::with_capacity(s.len() + 1);
     data.extend_from_slice(s.as_bytes());
     data.push(0);
     attr(buf, kind, &data);
 }
 
-fn nest_begin(buf: &mut Vec<u8>, kind: u16) -> usize {
+pub(super) fn nest_begin(buf: &mut Vec<u8>, kind: u16) -> usize {
     let start = buf.len();
     buf.extend_from_slice(&0u16.to_ne_bytes());
     buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
     start
 }
 
-fn nest_end(buf: &mut [u8], start: usize) {
+pub(super) fn nest_end(buf: &mut [u8], start: usize) {
     let len = (buf.len() - start) as u16;
     buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
 }

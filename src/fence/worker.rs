@@ -12,8 +12,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use super::netlink::{FAMILY_INET, NftSocket, OpKind, OpResult, SetOp};
+use super::ipset::{self, Element};
+use super::netlink::{FAMILY_INET, NetfilterSocket, OpKind, OpResult, SetOp};
 use super::{AdmitError, AdmitJob, FenceError, Pending, State, lock, nft};
+use crate::config::FenceBackend;
 
 /// Admits are coalesced into one batch until it holds this many elements (about 100 KiB of
 /// netlink: a batch must fit in one send).
@@ -22,7 +24,9 @@ const MAX_BATCH_ELEMENTS: usize = 2048;
 /// The fence thread.
 pub(super) struct Worker {
     state: Arc<State>,
-    sock: NftSocket,
+    sock: NetfilterSocket,
+    /// ip_set instead of nf_tables (same socket, other messages).
+    ipset: bool,
     destroy_supported: bool,
     last_check: Instant,
 }
@@ -32,9 +36,9 @@ impl Worker {
         if let Some(ns) = &state.cfg.netns {
             enter_netns(ns).map_err(|e| FenceError::Netns(ns.clone(), e))?;
         }
-        let sock = NftSocket::open(Duration::from_secs(2)).map_err(FenceError::Socket)?;
-        nft::run_script(&state.cfg.nft, &nft::setup_script(&state.plans))
-            .map_err(FenceError::Setup)?;
+        let sock = NetfilterSocket::open(Duration::from_secs(2)).map_err(FenceError::Socket)?;
+        let ipset = state.cfg.backend == FenceBackend::Ipset;
+        setup(&state, ipset).map_err(FenceError::Setup)?;
         state.healthy.store(true, Ordering::Relaxed);
         tracing::info!(
             sets = state.sets.len(),
@@ -44,9 +48,68 @@ impl Worker {
         Ok(Worker {
             state,
             sock,
-            destroy_supported: true,
+            ipset,
+            // ip_set replaces an element's timeout on ADD: a refresh needs no delete.
+            destroy_supported: !ipset,
             last_check: Instant::now(),
         })
+    }
+
+    /// Why the kernel sets need a resync, if they do: a set gone (nf_tables or ip_set) or, for
+    /// ip_set, flushed (an element that must be there is not: the first static range, or a live
+    /// element of the ledger).
+    fn missing(&mut self) -> Option<String> {
+        let state = self.state.clone();
+        for s in &state.sets {
+            let exists = if self.ipset {
+                self.sock.ipset_exists(&s.name)
+            } else {
+                self.sock.set_exists(FAMILY_INET, &s.table, &s.name)
+            };
+            match exists {
+                Ok(true) => {}
+                Ok(false) if self.ipset => return Some(format!("ipset {} is gone", s.name)),
+                Ok(false) => return Some(format!("set inet {} {} is gone", s.table, s.name)),
+                Err(e) => return Some(format!("checking set {}: {e}", s.name)),
+            }
+        }
+        if !self.ipset {
+            return None;
+        }
+        for plan in &state.plans {
+            let f = &plan.fence;
+            for (name, v6) in [(&f.net_v4, false), (&f.net_v6, true)] {
+                let present = match Element::first_static(plan, v6) {
+                    Some(e) => self.sock.ipset_test(name, &e),
+                    None => self.sock.ipset_exists(name),
+                };
+                match present {
+                    Ok(true) => {}
+                    Ok(false) => return Some(format!("ipset {name} is gone or was flushed")),
+                    Err(e) => return Some(format!("checking ipset {name}: {e}")),
+                }
+            }
+        }
+        // One live element per dynamic set, long enough before its timeout to be sure.
+        let live = lock(&state.ledger).outliving(Instant::now(), Duration::from_secs(2));
+        let mut tested = vec![false; state.sets.len()];
+        for (set, key, _) in &live {
+            let i = *set as usize;
+            if tested[i] {
+                continue;
+            }
+            tested[i] = true;
+            let Some(e) = Element::from_key(key) else {
+                continue;
+            };
+            let name = &state.sets[i].name;
+            match self.sock.ipset_test(name, &e) {
+                Ok(true) => {}
+                Ok(false) => return Some(format!("ipset {name} lost live elements (flushed?)")),
+                Err(err) => return Some(format!("checking ipset {name}: {err}")),
+            }
+        }
+        None
     }
 
     pub(super) fn run(&mut self, rx: mpsc::Receiver<AdmitJob>) {
@@ -135,7 +198,7 @@ impl Worker {
             }
             let stats = &self.state.stats;
             stats.batches.fetch_add(1, Ordering::Relaxed);
-            let results = match self.sock.apply(&ops) {
+            let results = match write(&mut self.sock, self.ipset, &ops) {
                 Ok(r) => r,
                 Err(e) => {
                     let msg = format!("netlink: {e}");
@@ -173,7 +236,7 @@ impl Worker {
             for (job, (err, aborted, destroy_unsupported)) in jobs.into_iter().zip(verdict) {
                 match err {
                     Some(e) if e == libc::ENOENT && !resynced => missing.push(job),
-                    Some(e) => self.finish(job, Err(errno_text(e))),
+                    Some(e) => self.finish(job, Err(ipset::error_text(e))),
                     None if aborted || destroy_unsupported => retry.push(job),
                     None => self.finish(job, Ok(())),
                 }
@@ -228,21 +291,7 @@ impl Worker {
     /// The periodic check: the table and every set must exist; if not, resync.
     fn check(&mut self) {
         self.last_check = Instant::now();
-        let mut missing = None;
-        for s in &self.state.sets {
-            match self.sock.set_exists(FAMILY_INET, &s.table, &s.name) {
-                Ok(true) => {}
-                Ok(false) => {
-                    missing = Some(format!("set inet {} {} is gone", s.table, s.name));
-                    break;
-                }
-                Err(e) => {
-                    missing = Some(format!("checking set {}: {e}", s.name));
-                    break;
-                }
-            }
-        }
-        if let Some(why) = missing {
+        if let Some(why) = self.missing() {
             tracing::warn!(reason = %why, "fence resync");
             self.state
                 .stats
@@ -256,8 +305,7 @@ impl Worker {
     /// Recreates the table and sets, reloads the static ranges and writes every live element back
     /// with its remaining timeout.
     fn resync(&mut self, reason: &str) {
-        if let Err(e) = nft::run_script(&self.state.cfg.nft, &nft::setup_script(&self.state.plans))
-        {
+        if let Err(e) = setup(&self.state, self.ipset) {
             self.state
                 .stats
                 .resync_failures
@@ -289,7 +337,8 @@ impl Worker {
                     }),
                 }
             }
-            match self.sock.apply(&ops) {
+            let written = write(&mut self.sock, self.ipset, &ops);
+            match written {
                 Ok(r) if r.iter().all(|r| *r == OpResult::Ok) => {}
                 Ok(r) => tracing::warn!(results = ?r, "fence resync: some elements were refused"),
                 Err(e) => tracing::warn!(error = %e, "fence resync: netlink failed"),
@@ -304,8 +353,27 @@ impl Worker {
     }
 }
 
-fn errno_text(e: i32) -> String {
-    format!("{} (errno {e})", std::io::Error::from_raw_os_error(e))
+/// One batch to the kernel: an nf_tables transaction, or ip_set messages.
+fn write(
+    sock: &mut NetfilterSocket,
+    ipset: bool,
+    ops: &[SetOp<'_>],
+) -> std::io::Result<Vec<OpResult>> {
+    if ipset {
+        sock.ipset_apply(ops)
+    } else {
+        sock.apply(ops)
+    }
+}
+
+/// Creates the sets if missing and (re)loads the static ranges: one `nft -f` or one
+/// `ipset restore`.
+fn setup(state: &State, ipset: bool) -> Result<(), String> {
+    if ipset {
+        ipset::run_restore(&ipset::setup_script(&state.plans))
+    } else {
+        nft::run_script(&state.cfg.nft, &nft::setup_script(&state.plans))
+    }
 }
 
 /// Moves the calling thread into the named network namespace (`ip netns add NAME`).

@@ -8,6 +8,7 @@ mod deny;
 mod dot;
 mod fence;
 mod harness;
+mod ipset;
 mod limits;
 mod logs;
 mod observe;
