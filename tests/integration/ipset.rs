@@ -18,10 +18,14 @@ fn ipset_ns(test: &str) -> Option<Netns> {
 }
 
 async fn start(ns: &Netns, view_opts: &str) -> Fence {
+    start_with(ns, view_opts, "").await
+}
+
+async fn start_with(ns: &Netns, view_opts: &str, fence_extra: &str) -> Fence {
     Fence::start_with(
         "\"127.0.0.0/8\"",
         view_opts,
-        &fence_section(ns, "backend = \"ipset\""),
+        &fence_section(ns, &format!("backend = \"ipset\"\n{fence_extra}")),
     )
     .await
 }
@@ -171,6 +175,66 @@ fn ipset_sets_come_back_after_destroy_and_flush() {
         // Admits keep working.
         c.ask("graph.microsoft.com.", RecordType::A).await;
         assert!(values(&members(&ns, "dnsfence_loopback_v4")).contains(&"192.0.2.30"));
+        f.stop().await;
+    });
+}
+
+#[test]
+fn ipset_a_cache_hit_refreshes_the_elements_timeout() {
+    const TEST: &str = "ipset_a_cache_hit_refreshes_the_elements_timeout";
+    let Some(ns) = ipset_ns(TEST) else {
+        return;
+    };
+    run(async {
+        let f = start_with(&ns, "", "recheck_ms = 0\nresync_interval_ms = 60000").await;
+        let c = f.client();
+        let q = query(
+            "enterpriseenrollment.manage.microsoft.com.",
+            RecordType::A,
+            Some(1232),
+        );
+        c.udp(&q).await;
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        let before = members(&ns, "dnsfence_loopback_v4")[0].1.unwrap();
+        assert!(before <= 358, "time passed: {before}");
+        c.udp(&q).await;
+        let after = members(&ns, "dnsfence_loopback_v4")[0].1.unwrap();
+        assert!(
+            after >= 359,
+            "refreshed to a full timeout: {before} -> {after}"
+        );
+        f.stop().await;
+    });
+}
+
+#[test]
+fn ipset_refusing_an_update_servfails_when_so_configured() {
+    const TEST: &str = "ipset_refusing_an_update_servfails_when_so_configured";
+    let Some(ns) = ipset_ns(TEST) else {
+        return;
+    };
+    run(async {
+        let f = start_with(
+            &ns,
+            "",
+            "on_admit_failure = \"servfail\"\nresync_interval_ms = 60000",
+        )
+        .await;
+        // Someone replaces the set with one that takes no timeouts: every admit is refused.
+        in_ns(&ns, &["ipset", "destroy", "dnsfence_loopback_v4"], None).unwrap();
+        in_ns(
+            &ns,
+            &["ipset", "create", "dnsfence_loopback_v4", "hash:ip"],
+            None,
+        )
+        .unwrap();
+        let c = f.client();
+        let a = c.ask("manage.microsoft.com.", RecordType::A).await;
+        assert_eq!(rcode(&a), ResponseCode::ServFail);
+        let fence = f.engine.fence.as_ref().unwrap();
+        let error = fence.last_error().unwrap_or_default();
+        assert!(error.contains("no timeout support"), "{error}");
+        assert!(!fence.healthy());
         f.stop().await;
     });
 }
