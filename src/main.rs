@@ -40,6 +40,27 @@ READY, RELOADING, STOPPING and WATCHDOG.
 
 Documentation: /usr/share/doc/dnsfence/README.md";
 
+/// What the printed firewall rules do with refused traffic.
+#[derive(clap::Args)]
+struct RuleArgs {
+    /// Log refused packets, at most 10 a second per view (prefix "dnsfence VIEW drop: ").
+    #[arg(long)]
+    log: bool,
+    /// Reject (TCP reset, ICMP administratively prohibited) instead of dropping, so that
+    /// devices fail at once instead of waiting for their timeouts.
+    #[arg(long)]
+    reject: bool,
+}
+
+impl RuleArgs {
+    fn options(&self) -> dnsfence::fence::nft::RulesetOptions {
+        dnsfence::fence::nft::RulesetOptions {
+            log: self.log,
+            reject: self.reject,
+        }
+    }
+}
+
 /// The config file every command reads.
 #[derive(clap::Args)]
 struct ConfigArg {
@@ -71,25 +92,16 @@ enum Command {
     NftRules {
         #[command(flatten)]
         config: ConfigArg,
-        /// Log refused packets, at most 10 a second per view (prefix "dnsfence VIEW drop: ").
-        #[arg(long)]
-        log: bool,
-        /// Reject (TCP reset, ICMP administratively prohibited) instead of dropping, so that
-        /// devices fail at once instead of waiting for their timeouts.
-        #[arg(long)]
-        reject: bool,
+        #[command(flatten)]
+        rules: RuleArgs,
     },
     /// Print iptables and ip6tables rules (iptables-restore input) for the configured views, the
     /// counterpart of nft-rules for gateways that filter with iptables and `backend = "ipset"`.
     IptablesRules {
         #[command(flatten)]
         config: ConfigArg,
-        /// Log refused packets, at most 10 a second per view (prefix "dnsfence VIEW drop: ").
-        #[arg(long)]
-        log: bool,
-        /// Reject (TCP reset, ICMP administratively prohibited) instead of dropping.
-        #[arg(long)]
-        reject: bool,
+        #[command(flatten)]
+        rules: RuleArgs,
         /// Only the IPv4 (4, for iptables-restore) or IPv6 (6, for ip6tables-restore) rules.
         #[arg(long, value_parser = ["4", "6"])]
         family: Option<String>,
@@ -130,22 +142,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config.path),
         Command::Check { config } => check(config.path),
-        Command::NftRules {
-            config,
-            log,
-            reject,
-        } => nft_rules(
-            config.path,
-            dnsfence::fence::nft::RulesetOptions { log, reject },
-        ),
+        Command::NftRules { config, rules } => nft_rules(config.path, rules.options()),
         Command::IptablesRules {
             config,
-            log,
-            reject,
+            rules,
             family,
         } => iptables_rules(
             config.path,
-            dnsfence::fence::nft::RulesetOptions { log, reject },
+            rules.options(),
             family.map(|f| if f == "4" { 4 } else { 6 }),
         ),
         Command::Suggest { config, view, log } => suggest(config.path, view, log),

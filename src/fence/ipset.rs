@@ -23,7 +23,7 @@ use super::netlink::{
     NLM_F_ACK, NLM_F_REQUEST, NetfilterSocket, OpKind, OpResult, SetOp, attr, attr_str, msg_end,
     nest_begin, nest_end, subsys_msg_begin,
 };
-use super::nft::{RulesetOptions, ViewPlan};
+use super::nft::{RulesetOptions, ViewPlan, proto_name};
 use crate::config::FenceMode;
 use crate::zones::{PortSpec, Proto};
 use ipnet::IpNet;
@@ -67,13 +67,6 @@ fn set_type(mode: FenceMode, dynamic: bool) -> &'static str {
     }
 }
 
-fn proto_name(p: Proto) -> &'static str {
-    match p {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-    }
-}
-
 /// The `ipset restore -exist` input that creates every view's sets if missing and reloads the
 /// static ranges. Dynamic sets are never flushed: their elements belong to the ledger and time
 /// out.
@@ -103,21 +96,9 @@ pub fn setup_script(plans: &[ViewPlan]) -> String {
     out
 }
 
-/// A view's static ranges of one family, as `ipset` writes them, in order, once each.
+/// A view's static ranges of one family, as `ipset` writes them.
 fn static_elements(plan: &ViewPlan, v6: bool) -> Vec<String> {
-    let mut items: Vec<(IpNet, Option<PortSpec>)> = Vec::new();
-    for (net, ports) in &plan.statics {
-        if matches!(net, IpNet::V6(_)) != v6 {
-            continue;
-        }
-        match plan.fence.mode {
-            FenceMode::Addr => items.push((*net, None)),
-            FenceMode::AddrPort => items.extend(ports.iter().map(|p| (*net, Some(*p)))),
-        }
-    }
-    items.sort();
-    items.dedup();
-    items
+    plan.static_items(v6)
         .into_iter()
         .map(|(net, port)| match port {
             None => net.to_string(),
@@ -335,19 +316,10 @@ impl NetfilterSocket {
         let seq = self.next_seq();
         let mut buf = Vec::with_capacity(96);
         element_message(&mut buf, IPSET_CMD_TEST, seq, set, e, None);
-        self.send(&buf)?;
-        let mut verdict = None;
-        self.receive(|s, errno| {
-            if s == seq {
-                verdict = Some(errno);
-            }
-            verdict.is_some()
-        })?;
-        match verdict {
-            Some(0) => Ok(true),
-            Some(e) if e == IPSET_ERR_EXIST || e == libc::ENOENT => Ok(false),
-            Some(e) => Err(io::Error::other(error_text(e))),
-            None => Err(io::Error::from_raw_os_error(libc::ETIMEDOUT)),
+        match self.ack(&buf, seq)? {
+            0 => Ok(true),
+            e if e == IPSET_ERR_EXIST || e == libc::ENOENT => Ok(false),
+            e => Err(io::Error::other(error_text(e))),
         }
     }
 
@@ -595,7 +567,7 @@ mod tests {
             Some(6),
         );
         assert!(!reject.contains("# IPv4"));
-        assert!(reject.contains("--match-set dnsfence_kiosk_v4 dst,dst -j ACCEPT"));
+        assert!(reject.contains("--match-set dnsfence_kiosk_v6 dst,dst -j ACCEPT"));
         assert!(reject.contains("-j LOG --log-prefix \"dnsfence kiosk drop: \""));
         assert!(reject.contains("-A DNSFENCE-KIOSK -j REJECT --reject-with icmp6-adm-prohibited"));
     }

@@ -263,7 +263,8 @@ impl NetfilterSocket {
         self.get(&buf, seq)
     }
 
-    pub(super) fn get(&mut self, msg: &[u8], seq: u32) -> io::Result<bool> {
+    /// Sends one request and returns the errno of its acknowledgement (0: done).
+    pub(super) fn ack(&mut self, msg: &[u8], seq: u32) -> io::Result<i32> {
         self.send(msg)?;
         let mut verdict = None;
         self.receive(|s, errno| {
@@ -272,11 +273,15 @@ impl NetfilterSocket {
             }
             verdict.is_some()
         })?;
-        match verdict {
-            Some(0) => Ok(true),
-            Some(e) if e == libc::ENOENT => Ok(false),
-            Some(e) => Err(io::Error::from_raw_os_error(e)),
-            None => Err(io::Error::from_raw_os_error(libc::ETIMEDOUT)),
+        verdict.ok_or_else(|| io::Error::from_raw_os_error(libc::ETIMEDOUT))
+    }
+
+    /// A GET: whether the object exists (ENOENT: no).
+    pub(super) fn get(&mut self, msg: &[u8], seq: u32) -> io::Result<bool> {
+        match self.ack(msg, seq)? {
+            0 => Ok(true),
+            e if e == libc::ENOENT => Ok(false),
+            e => Err(io::Error::from_raw_os_error(e)),
         }
     }
 

@@ -54,6 +54,26 @@ impl ViewPlan {
     }
 }
 
+impl ViewPlan {
+    /// The static ranges of one family as the view's static set holds them (with each port of
+    /// their endpoint set in `addr_port` mode), in order, once each: for either backend.
+    pub fn static_items(&self, v6: bool) -> Vec<(IpNet, Option<PortSpec>)> {
+        let mut items: Vec<(IpNet, Option<PortSpec>)> = Vec::new();
+        for (net, ports) in &self.statics {
+            if matches!(net, IpNet::V6(_)) != v6 {
+                continue;
+            }
+            match self.fence.mode {
+                FenceMode::Addr => items.push((*net, None)),
+                FenceMode::AddrPort => items.extend(ports.iter().map(|p| (*net, Some(*p)))),
+            }
+        }
+        items.sort();
+        items.dedup();
+        items
+    }
+}
+
 fn set_type(mode: FenceMode, v6: bool) -> &'static str {
     match (mode, v6) {
         (FenceMode::Addr, false) => "ipv4_addr",
@@ -63,7 +83,7 @@ fn set_type(mode: FenceMode, v6: bool) -> &'static str {
     }
 }
 
-fn proto_name(p: Proto) -> &'static str {
+pub(super) fn proto_name(p: Proto) -> &'static str {
     match p {
         Proto::Tcp => "tcp",
         Proto::Udp => "udp",
@@ -72,19 +92,7 @@ fn proto_name(p: Proto) -> &'static str {
 
 /// The static elements of one family, as nft writes them, in address order.
 fn static_elements(plan: &ViewPlan, v6: bool) -> Vec<String> {
-    let mut items: Vec<(IpNet, Option<PortSpec>)> = Vec::new();
-    for (net, ports) in &plan.statics {
-        if matches!(net, IpNet::V6(_)) != v6 {
-            continue;
-        }
-        match plan.fence.mode {
-            FenceMode::Addr => items.push((*net, None)),
-            FenceMode::AddrPort => items.extend(ports.iter().map(|p| (*net, Some(*p)))),
-        }
-    }
-    items.sort();
-    items.dedup();
-    items
+    plan.static_items(v6)
         .into_iter()
         .map(|(net, port)| match port {
             None => net.to_string(),

@@ -380,19 +380,8 @@ fn run_serves_and_stops_cleanly_on_sigterm() {
     crate::harness::run(async {
         let upstream = crate::harness::Upstream::start().await;
         // A free port for both UDP and TCP, released just before dnsfence binds it.
-        let port = {
-            let l = dnsfence::server::Listeners::bind(&["127.0.0.1:0".parse().unwrap()])
-                .await
-                .unwrap();
-            l.local_addrs()[0].port()
-        };
         let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("run.toml");
-        let text = crate::harness::config_text(upstream.addr, "\"127.0.0.0/8\"", "", "").replace(
-            "listen = [\"127.0.0.1:0\"]",
-            &format!("listen = [\"127.0.0.1:{port}\"]"),
-        );
-        std::fs::write(&cfg, text).unwrap();
+        let (cfg, port) = crate::harness::binary_config(dir.path(), upstream.addr).await;
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dnsfence"))
             .args(["run", "-c", cfg.to_str().unwrap()])
             .stderr(std::process::Stdio::piped())

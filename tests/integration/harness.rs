@@ -992,6 +992,24 @@ impl Drop for Netns {
     }
 }
 
+/// A config file in `dir` for running the real binary: [`config_text`] for loopback clients,
+/// served on a port free for both UDP and TCP (released just before dnsfence binds it).
+pub async fn binary_config(dir: &Path, upstream: SocketAddr) -> (PathBuf, u16) {
+    let port = {
+        let l = Listeners::bind(&["127.0.0.1:0".parse().unwrap()])
+            .await
+            .unwrap();
+        l.local_addrs()[0].port()
+    };
+    let text = config_text(upstream, "\"127.0.0.0/8\"", "", "").replace(
+        "listen = [\"127.0.0.1:0\"]",
+        &format!("listen = [\"127.0.0.1:{port}\"]"),
+    );
+    let path = dir.join("dnsfence.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, port)
+}
+
 /// Waits (at most 10 s) until `file` contains `what`; panics with the file's text otherwise.
 pub async fn wait_for(file: &Path, what: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

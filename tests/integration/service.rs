@@ -73,19 +73,8 @@ fn kill(pid: u32, signal: &str) {
 fn notifies_ready_reloading_stopping_and_watchdog() {
     run(async {
         let upstream = Upstream::start().await;
-        let port = {
-            let l = dnsfence::server::Listeners::bind(&["127.0.0.1:0".parse().unwrap()])
-                .await
-                .unwrap();
-            l.local_addrs()[0].port()
-        };
         let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("svc.toml");
-        let text = crate::harness::config_text(upstream.addr, "\"127.0.0.0/8\"", "", "").replace(
-            "listen = [\"127.0.0.1:0\"]",
-            &format!("listen = [\"127.0.0.1:{port}\"]"),
-        );
-        std::fs::write(&cfg, text).unwrap();
+        let (cfg, port) = crate::harness::binary_config(dir.path(), upstream.addr).await;
         let socket_path = dir.path().join("notify.sock");
         let mut notes = Notifications {
             socket: UnixDatagram::bind(&socket_path).unwrap(),
