@@ -246,13 +246,12 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
         catalog.network_count(),
         catalog.profiles().len()
     );
-    // Where each set comes from: the shipped catalog, then each local directory.
-    for dir in &config.zones.dirs {
-        let sets: Vec<&str> = catalog
+    // Where each set comes from: the shipped catalog, then each local directory file by file.
+    for (i, dir) in config.zones.dirs.iter().enumerate() {
+        let sets: Vec<_> = catalog
             .sets
             .iter()
             .filter(|s| s.source.parent() == Some(dir.as_path()))
-            .map(|s| s.id.as_str())
             .collect();
         let note = if dir.exists() {
             ""
@@ -260,8 +259,19 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
             " (missing: nothing added)"
         };
         println!("  {}: {} endpoint sets{note}", dir.display(), sets.len());
-        if dir != &config.zones.dirs[0] && !sets.is_empty() {
-            println!("    {}", sets.join(", "));
+        if i == 0 {
+            continue;
+        }
+        let mut files: Vec<&std::path::Path> = sets.iter().map(|s| s.source.as_path()).collect();
+        files.dedup();
+        for file in files {
+            let ids: Vec<&str> = sets
+                .iter()
+                .filter(|s| s.source == file)
+                .map(|s| s.id.as_str())
+                .collect();
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            println!("    {name}: {}", ids.join(", "));
         }
     }
     for w in &catalog.warnings {

@@ -288,7 +288,7 @@ fn local_zone_dirs_add_sets_and_a_duplicate_id_names_both_files() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains(&format!(
-            "  {}: 1 endpoint sets\n    site-portal",
+            "  {}: 1 endpoint sets\n    site.toml: site-portal",
             local.display()
         )),
         "{out}"
