@@ -462,6 +462,8 @@ pub fn reload(config: &mut Config, engine: &Engine) -> Result<(), String> {
         .inc();
     if let Err(e) = &outcome {
         tracing::error!(error = %e, "reload refused; the old configuration keeps serving");
+        // SIGHUP is also logrotate's signal: the file is reopened whatever became of the config.
+        engine.log.reopen(config.query_log.path.clone());
     }
     outcome
 }

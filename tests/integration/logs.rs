@@ -142,6 +142,18 @@ fn sighup_reopens_the_log_file_and_applies_the_level() {
         assert_eq!(new[0]["name"], "second.example.");
         assert_eq!(new[1]["verdict"], "allowed", "level all applied");
         assert_eq!(lines(&rotated).len(), 1, "nothing more in the rotated file");
+
+        // A refused reload (a broken config) still reopens the file: logrotate's postrotate
+        // reload must not leave dnsfence writing to the moved file.
+        std::fs::rename(&log, &rotated).unwrap();
+        std::fs::write(&path, "[server\n").unwrap();
+        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        assert!(
+            eventually(Duration::from_secs(3), || log.exists()).await,
+            "reopened after a refused reload"
+        );
+        c.ask("third.example.", RecordType::A).await;
+        assert_eq!(log_lines(&log, 1).await[0]["name"], "third.example.");
         f.stop().await;
     });
 }
