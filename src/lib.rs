@@ -32,6 +32,7 @@ pub mod answer;
 pub mod app;
 pub mod cache;
 pub mod config;
+pub mod feed;
 pub mod fence;
 pub mod http;
 pub mod matcher;

@@ -40,6 +40,24 @@ READY, RELOADING, STOPPING and WATCHDOG.
 
 Documentation: /usr/share/doc/dnsfence/README.md";
 
+/// `dnsfence catalog …`.
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Per endpoint-set id: the names, networks and ports the feed has that the catalog lacks
+    /// (+) and those the catalog has that the feed lacks (-), ids on one side only, and feed
+    /// entries rejected. Exit 0: nothing to add; 1: the feed adds something; 2: error.
+    Diff {
+        /// A saved feed (JSON of /endpoints/<instance>?ServiceAreas=MEM).
+        #[arg(long)]
+        feed: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// What the printed firewall rules do with refused traffic.
 #[derive(clap::Args)]
 struct RuleArgs {
@@ -119,6 +137,12 @@ enum Command {
         #[arg(long)]
         log: Option<PathBuf>,
     },
+    /// Compare the catalog with Microsoft's endpoint web service (ServiceAreas=MEM), or turn the
+    /// feed into an overlay zone file.
+    Catalog {
+        #[command(subcommand)]
+        action: CatalogCommand,
+    },
     /// Write the man pages and shell completions (bash, zsh, fish) into a directory: for packaging.
     #[command(hide = true)]
     Assets {
@@ -154,6 +178,9 @@ fn main() -> ExitCode {
         ),
         Command::Suggest { config, view, log } => suggest(config.path, view, log),
         Command::Assets { dir } => assets(&dir),
+        Command::Catalog {
+            action: CatalogCommand::Diff { feed, config, json },
+        } => catalog_diff(config.path, &feed, json),
         Command::Explain {
             name,
             client,
@@ -358,6 +385,30 @@ fn nft_rules(
         dnsfence::fence::nft::ruleset(&plans, &config.server.listen, options)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `catalog diff`: exit 0 when the feed adds nothing, 1 when it does, 2 on error (as diff(1)).
+fn catalog_diff(path: PathBuf, feed: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let run = || -> anyhow::Result<bool> {
+        let (_, policy) = app::load(&path)?;
+        let text = std::fs::read_to_string(feed)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", feed.display()))?;
+        let feed = dnsfence::feed::Feed::parse(&text)?;
+        let diff = dnsfence::feed::diff(&policy.catalog, &feed);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&diff)?);
+        } else {
+            print!("{}", diff.text());
+        }
+        Ok(diff.adds())
+    };
+    match run() {
+        Ok(adds) => Ok(ExitCode::from(u8::from(adds))),
+        Err(e) => {
+            eprintln!("dnsfence: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 fn iptables_rules(

@@ -2,6 +2,7 @@
 //! server and a real upstream on loopback ephemeral ports.
 
 mod answers;
+mod catalog;
 mod cli;
 mod clients;
 mod deny;

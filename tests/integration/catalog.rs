@@ -1,0 +1,123 @@
+//! The catalog feed: Microsoft's endpoint web service (a fixture written from the seed
+//! document's tables, `tests/fixtures/feed-mem-worldwide.json`) against the shipped catalog.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture() -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(repo().join("tests/fixtures/feed-mem-worldwide.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// `dnsfence catalog diff --feed FILE -c config/dnsfence.toml [extra]`: (exit, stdout, stderr).
+fn diff(feed: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dnsfence"))
+        .args(["catalog", "diff", "--feed"])
+        .arg(feed)
+        .args(["-c", "config/dnsfence.toml"])
+        .args(extra)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn set_mut(feed: &mut serde_json::Value, id: u64) -> &mut serde_json::Value {
+    feed.as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|s| s["id"] == id)
+        .unwrap()
+}
+
+#[test]
+fn the_fixture_adds_nothing_to_the_shipped_catalog() {
+    let (code, out, err) = diff(&repo().join("tests/fixtures/feed-mem-worldwide.json"), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The one difference: the feed cannot vouch for a wildcard under a multi-tenant suffix
+    // (the catalog keeps it, marked multi_tenant with the seed's reason).
+    assert_eq!(
+        out,
+        "endpoint set 187: rejected '*.webpubsub.azure.com': a wildcard directly under \
+         'webpubsub.azure.com', a multi-tenant suffix: any of its tenants can create such names\n"
+    );
+}
+
+#[test]
+fn a_changed_feed_gives_exactly_its_changes() {
+    let mut feed = fixture();
+    let s163 = set_mut(&mut feed, 163);
+    s163["urls"]
+        .as_array_mut()
+        .unwrap()
+        .push("New.Manage.Microsoft.com".into());
+    let ips = s163["ips"].as_array_mut().unwrap();
+    let at = ips.iter().position(|i| i == "13.67.13.176/28").unwrap();
+    ips.remove(at);
+    set_mut(&mut feed, 172)["urls"]
+        .as_array_mut()
+        .unwrap()
+        .push("*.com".into());
+    feed.as_array_mut().unwrap().push(serde_json::json!({
+        "id": 999, "serviceArea": "MEM", "urls": ["new-service.microsoft.com"],
+        "tcpPorts": "443", "expressRoute": false, "category": "Default", "required": true
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("feed.json");
+    std::fs::write(&path, feed.to_string()).unwrap();
+    let (code, out, err) = diff(&path, &[]);
+    assert_eq!(code, 1, "something to add: {out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "endpoint set 163:",
+            "  + name new.manage.microsoft.com",
+            "  - network 13.67.13.176/28",
+            "endpoint set 999: only in the feed (new)",
+            "endpoint set 172: rejected '*.com': a wildcard directly under the public suffix \
+             'com' would allow whole top-level domains",
+            "endpoint set 187: rejected '*.webpubsub.azure.com': a wildcard directly under \
+             'webpubsub.azure.com', a multi-tenant suffix: any of its tenants can create such names",
+        ]
+    );
+    // The same for machines.
+    let (code, out, _) = diff(&path, &["--json"]);
+    assert_eq!(code, 1);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        json["changed"][0]["names_added"][0],
+        "new.manage.microsoft.com"
+    );
+    assert_eq!(json["feed_only"][0], "999");
+    assert_eq!(json["rejected"][0]["entry"], "*.com");
+}
+
+#[test]
+fn a_feed_that_is_not_the_services_json_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        std::fs::read_to_string(repo().join("tests/fixtures/feed-mem-worldwide.json")).unwrap();
+    let truncated = dir.path().join("truncated.json");
+    std::fs::write(&truncated, &text[..text.len() / 2]).unwrap();
+    let (code, _, err) = diff(&truncated, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("feed: line"), "{err}");
+
+    let mut feed = fixture();
+    set_mut(&mut feed, 163)["newField"] = "x".into();
+    let unknown = dir.path().join("unknown.json");
+    std::fs::write(&unknown, feed.to_string()).unwrap();
+    let (code, _, err) = diff(&unknown, &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown field `newField`"), "{err}");
+}
