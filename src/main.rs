@@ -56,6 +56,23 @@ enum CatalogCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write an overlay zone file from a feed: names, networks and ports the feed adds to the
+    /// catalog's endpoint sets ([[extend]]), and its new ids as endpoint sets in profile "feed".
+    /// It never removes anything; rejected entries are listed in its comments.
+    Pull {
+        /// A saved feed (JSON of /endpoints/<instance>?ServiceAreas=MEM).
+        #[arg(long)]
+        feed: PathBuf,
+        /// The overlay to write (atomically), e.g. /etc/dnsfence/zones.d/feed.toml. A previous
+        /// overlay there is left out of the comparison and replaced.
+        #[arg(long)]
+        out: PathBuf,
+        /// The service instance the feed is from, for the header.
+        #[arg(long, default_value = "Worldwide")]
+        instance: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 /// What the printed firewall rules do with refused traffic.
@@ -181,6 +198,15 @@ fn main() -> ExitCode {
         Command::Catalog {
             action: CatalogCommand::Diff { feed, config, json },
         } => catalog_diff(config.path, &feed, json),
+        Command::Catalog {
+            action:
+                CatalogCommand::Pull {
+                    feed,
+                    out,
+                    instance,
+                    config,
+                },
+        } => catalog_pull(config.path, &feed, &out, instance),
         Command::Explain {
             name,
             client,
@@ -411,6 +437,36 @@ fn catalog_diff(path: PathBuf, feed: &std::path::Path, json: bool) -> anyhow::Re
     }
 }
 
+fn catalog_pull(
+    path: PathBuf,
+    feed_path: &std::path::Path,
+    out: &std::path::Path,
+    instance: String,
+) -> anyhow::Result<ExitCode> {
+    let config = dnsfence::config::Config::load(&path)?;
+    let catalog = dnsfence::zones::Catalog::load_dirs_except(&config.zones.dirs, Some(out))?;
+    let text = std::fs::read_to_string(feed_path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", feed_path.display()))?;
+    let feed = dnsfence::feed::Feed::parse(&text)?;
+    let from = dnsfence::feed::Provenance {
+        source: feed_path.display().to_string(),
+        instance,
+        version: None,
+    };
+    let overlay = dnsfence::feed::overlay(&catalog, &feed, &from);
+    dnsfence::feed::write_atomically(out, &overlay)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    let diff = dnsfence::feed::diff(&catalog, &feed);
+    println!(
+        "{}: {} endpoint sets extended, {} new (profile \"feed\"), {} feed entries rejected",
+        out.display(),
+        diff.changed.iter().filter(|d| d.adds()).count(),
+        diff.feed_only.len(),
+        diff.rejected.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn iptables_rules(
     path: PathBuf,
     options: dnsfence::fence::nft::RulesetOptions,
@@ -460,15 +516,25 @@ fn explain_view(policy: &Policy, view: &dnsfence::policy::View, name: &str) {
             for &i in &entry.values {
                 let set = &policy.catalog.sets[i as usize];
                 let ports: Vec<String> = set.ports.iter().map(|p| p.to_string()).collect();
+                let extended: Vec<String> = set
+                    .extended_by
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
                 println!(
-                    "  endpoint set {} ({}, {}{}): {} [ports {}] from {}",
+                    "  endpoint set {} ({}, {}{}): {} [ports {}] from {}{}",
                     set.id,
                     set.profile,
                     set.category.as_str(),
                     if set.required { ", required" } else { "" },
                     set.description,
                     ports.join(" "),
-                    set.source.display()
+                    set.source.display(),
+                    if extended.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", extended by {}", extended.join(", "))
+                    }
                 );
             }
         }

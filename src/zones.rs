@@ -189,6 +189,8 @@ pub struct EndpointSet {
     pub multi_tenant: bool,
     /// The file it came from.
     pub source: PathBuf,
+    /// Files whose `[[extend]]` added to it (the feed overlay), in load order.
+    pub extended_by: Vec<PathBuf>,
 }
 
 /// Every endpoint set of the zone directory.
@@ -205,6 +207,20 @@ pub struct Catalog {
 struct ZoneFile {
     #[serde(default)]
     endpoint_set: Vec<Spanned<RawSet>>,
+    #[serde(default)]
+    extend: Vec<Spanned<RawExtend>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExtend {
+    id: Spanned<String>,
+    #[serde(default)]
+    names: Vec<Spanned<String>>,
+    #[serde(default)]
+    networks: Vec<Spanned<String>>,
+    #[serde(default)]
+    ports: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -291,6 +307,11 @@ impl Catalog {
     /// directory in order (missing or empty ones are fine: an admin has not added anything
     /// yet). An endpoint-set id defined twice is an error naming both files.
     pub fn load_dirs(dirs: &[PathBuf]) -> Result<Catalog, ZoneError> {
+        Catalog::load_dirs_except(dirs, None)
+    }
+
+    /// The same, leaving out one file (the overlay `catalog pull` is about to replace).
+    pub fn load_dirs_except(dirs: &[PathBuf], skip: Option<&Path>) -> Result<Catalog, ZoneError> {
         let mut files = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
             if i > 0 && !dir.exists() {
@@ -302,14 +323,21 @@ impl Catalog {
             }
             files.extend(found);
         }
+        if let Some(skip) = skip {
+            let skip = skip.canonicalize().unwrap_or_else(|_| skip.to_path_buf());
+            files.retain(|f| f.canonicalize().map_or(true, |f| f != skip));
+        }
         let mut catalog = Catalog::default();
         let mut seen: HashMap<String, (PathBuf, usize)> = HashMap::new();
+        let mut extensions: Vec<(Extension, usize)> = Vec::new();
         for path in files {
             let text = fs::read_to_string(&path).map_err(|source| ZoneError::Io {
                 path: path.clone(),
                 source,
             })?;
-            for (set, line) in parse_file(&path, &text, &mut catalog.warnings)? {
+            let contents = parse_zone(&path, &text, &mut catalog.warnings)?;
+            extensions.extend(contents.extensions);
+            for (set, line) in contents.sets {
                 if let Some((first, first_line)) = seen.get(&set.id) {
                     return Err(ZoneError::Entry {
                         path,
@@ -323,6 +351,39 @@ impl Catalog {
                 }
                 seen.insert(set.id.clone(), (path.clone(), line));
                 catalog.sets.push(set);
+            }
+        }
+        // Extensions apply once every set is known, whatever the file order.
+        for (ext, line) in extensions {
+            let Some(set) = catalog.sets.iter_mut().find(|s| s.id == ext.id) else {
+                return Err(ZoneError::Entry {
+                    path: ext.source,
+                    line,
+                    entry: ext.id,
+                    reason: "extends an endpoint set that no zone file defines".into(),
+                });
+            };
+            let mut added = false;
+            for n in ext.names {
+                if !set.names.contains(&n) {
+                    set.names.push(n);
+                    added = true;
+                }
+            }
+            for n in ext.networks {
+                if !set.networks.contains(&n) {
+                    set.networks.push(n);
+                    added = true;
+                }
+            }
+            for p in ext.ports {
+                if !set.ports.contains(&p) {
+                    set.ports.push(p);
+                    added = true;
+                }
+            }
+            if added && !set.extended_by.contains(&ext.source) {
+                set.extended_by.push(ext.source);
             }
         }
         Ok(catalog)
@@ -349,91 +410,100 @@ impl Catalog {
     }
 }
 
+/// An `[[extend]]` of a zone file: names, networks and ports added to an endpoint set defined
+/// elsewhere (the feed overlay uses it: the shipped catalog is the floor, the feed adds).
+#[derive(Debug, Clone)]
+pub struct Extension {
+    /// The endpoint set it extends.
+    pub id: String,
+    /// Name patterns to add.
+    pub names: Vec<Pattern>,
+    /// Networks to add.
+    pub networks: Vec<IpNet>,
+    /// Ports to add.
+    pub ports: Vec<PortSpec>,
+    /// The file it came from.
+    pub source: PathBuf,
+}
+
+/// What one zone file holds.
+#[derive(Debug, Default)]
+pub struct ZoneContents {
+    /// Endpoint sets, with the line each starts on.
+    pub sets: Vec<(EndpointSet, usize)>,
+    /// Extensions of sets defined elsewhere, with their lines.
+    pub extensions: Vec<(Extension, usize)>,
+}
+
 /// Parses one zone file's text; `path` is only used in errors and warnings, which are added to
-/// `warnings`.
+/// `warnings`. Its endpoint sets only (see [`parse_zone`] for its extensions too).
 pub fn parse_file(
     path: &Path,
     text: &str,
     warnings: &mut Vec<ZoneWarning>,
 ) -> Result<Vec<(EndpointSet, usize)>, ZoneError> {
-    let file: ZoneFile = toml::from_str(text).map_err(|e| ZoneError::Syntax {
-        path: path.to_path_buf(),
-        line: e.span().map_or(1, |s| line_of(text, s.start)),
-        message: e.message().to_string(),
-    })?;
-    let entry_err = |span: std::ops::Range<usize>, entry: &str, reason: String| ZoneError::Entry {
-        path: path.to_path_buf(),
-        line: line_of(text, span.start),
-        entry: entry.to_string(),
-        reason,
-    };
-    let mut out = Vec::with_capacity(file.endpoint_set.len());
-    for raw in file.endpoint_set {
-        let line = line_of(text, raw.span().start);
-        let raw = raw.into_inner();
-        let id = raw.id.get_ref().trim();
-        if id.is_empty()
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(entry_err(
-                raw.id.span(),
-                raw.id.get_ref(),
-                "an id is letters, digits, '-' and '_'".into(),
-            ));
+    parse_zone(path, text, warnings).map(|z| z.sets)
+}
+
+/// The checks every name, network and port of a zone file passes, wherever it is written.
+struct Fields<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Fields<'_> {
+    fn err(&self, s: &Spanned<String>, reason: String) -> ZoneError {
+        ZoneError::Entry {
+            path: self.path.to_path_buf(),
+            line: line_of(self.text, s.span().start),
+            entry: s.get_ref().clone(),
+            reason,
         }
-        let profile = raw.profile.get_ref();
-        if profile.is_empty()
-            || !profile
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(entry_err(
-                raw.profile.span(),
-                profile,
-                "a profile name is lower-case letters, digits and '-'".into(),
-            ));
-        }
-        let mut ports = Vec::with_capacity(raw.ports.len());
-        for p in &raw.ports {
+    }
+
+    fn ports(&self, raw: &[Spanned<String>]) -> Result<Vec<PortSpec>, ZoneError> {
+        let mut ports = Vec::with_capacity(raw.len());
+        for p in raw {
             let spec = p
                 .get_ref()
                 .parse::<PortSpec>()
-                .map_err(|r| entry_err(p.span(), p.get_ref(), r.into()))?;
+                .map_err(|r| self.err(p, r.into()))?;
             if !ports.contains(&spec) {
                 ports.push(spec);
             }
         }
-        if ports.is_empty() {
-            return Err(entry_err(
-                raw.id.span(),
-                id,
-                "an endpoint set needs at least one port".into(),
-            ));
-        }
-        let mut names = Vec::with_capacity(raw.names.len());
-        for n in &raw.names {
-            let pattern = Pattern::parse(n.get_ref())
-                .map_err(|e| entry_err(n.span(), n.get_ref(), e.reason.into()))?;
+        Ok(ports)
+    }
+
+    /// Names of set `id`; a wildcard directly under a multi-tenant suffix warns unless the set
+    /// says `multi_tenant`.
+    fn names(
+        &self,
+        raw: &[Spanned<String>],
+        id: &str,
+        multi_tenant: bool,
+        warnings: &mut Vec<ZoneWarning>,
+    ) -> Result<Vec<Pattern>, ZoneError> {
+        let mut names = Vec::with_capacity(raw.len());
+        for n in raw {
+            let pattern = Pattern::parse(n.get_ref()).map_err(|e| self.err(n, e.reason.into()))?;
             let warn = |reason: String| ZoneWarning {
-                path: path.to_path_buf(),
-                line: line_of(text, n.span().start),
+                path: self.path.to_path_buf(),
+                line: line_of(self.text, n.span().start),
                 entry: n.get_ref().clone(),
                 reason,
             };
             match wildcard_scope(&pattern) {
                 Some((psl::Type::Icann, suffix)) => {
-                    return Err(entry_err(
-                        n.span(),
-                        n.get_ref(),
+                    return Err(self.err(
+                        n,
                         format!(
                             "a wildcard directly under the public suffix '{suffix}' would allow \
                              every domain registered there; list the names instead"
                         ),
                     ));
                 }
-                Some((psl::Type::Private, suffix)) if !raw.multi_tenant => warnings.push(warn(
+                Some((psl::Type::Private, suffix)) if !multi_tenant => warnings.push(warn(
                     format!(
                         "a wildcard directly under '{suffix}', a multi-tenant suffix (public-suffix \
                          list, private section): any of its tenants can create such names. Narrow \
@@ -448,32 +518,77 @@ pub fn parse_file(
                 names.push(pattern);
             }
         }
-        let mut networks = Vec::with_capacity(raw.networks.len());
-        for n in &raw.networks {
+        Ok(names)
+    }
+
+    fn networks(&self, raw: &[Spanned<String>]) -> Result<Vec<IpNet>, ZoneError> {
+        let mut networks = Vec::with_capacity(raw.len());
+        for n in raw {
             let net: IpNet = n.get_ref().trim().parse().map_err(|_| {
-                entry_err(
-                    n.span(),
-                    n.get_ref(),
+                self.err(
+                    n,
                     "not a network in CIDR form (e.g. 13.67.13.176/28)".into(),
                 )
             })?;
             if net.trunc() != net {
-                return Err(entry_err(
-                    n.span(),
-                    n.get_ref(),
-                    format!("host bits set; the network is {}", net.trunc()),
-                ));
+                return Err(self.err(n, format!("host bits set; the network is {}", net.trunc())));
             }
             networks.push(net);
         }
-        if names.is_empty() && networks.is_empty() {
-            return Err(entry_err(
-                raw.id.span(),
-                id,
-                "an endpoint set needs names or networks".into(),
+        Ok(networks)
+    }
+
+    fn id<'s>(&self, raw: &'s Spanned<String>) -> Result<&'s str, ZoneError> {
+        let id = raw.get_ref().trim();
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(self.err(raw, "an id is letters, digits, '-' and '_'".into()));
+        }
+        Ok(id)
+    }
+}
+
+/// Parses one zone file: its endpoint sets and its extensions of sets defined elsewhere.
+pub fn parse_zone(
+    path: &Path,
+    text: &str,
+    warnings: &mut Vec<ZoneWarning>,
+) -> Result<ZoneContents, ZoneError> {
+    let file: ZoneFile = toml::from_str(text).map_err(|e| ZoneError::Syntax {
+        path: path.to_path_buf(),
+        line: e.span().map_or(1, |s| line_of(text, s.start)),
+        message: e.message().to_string(),
+    })?;
+    let f = Fields { path, text };
+    let mut out = ZoneContents::default();
+    for raw in file.endpoint_set {
+        let line = line_of(text, raw.span().start);
+        let raw = raw.into_inner();
+        let id = f.id(&raw.id)?;
+        let profile = raw.profile.get_ref();
+        if profile.is_empty()
+            || !profile
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(f.err(
+                &raw.profile,
+                "a profile name is lower-case letters, digits and '-'".into(),
             ));
         }
-        out.push((
+        let ports = f.ports(&raw.ports)?;
+        if ports.is_empty() {
+            return Err(f.err(&raw.id, "an endpoint set needs at least one port".into()));
+        }
+        let names = f.names(&raw.names, id, raw.multi_tenant, warnings)?;
+        let networks = f.networks(&raw.networks)?;
+        if names.is_empty() && networks.is_empty() {
+            return Err(f.err(&raw.id, "an endpoint set needs names or networks".into()));
+        }
+        out.sets.push((
             EndpointSet {
                 id: id.to_string(),
                 description: raw.description,
@@ -487,9 +602,24 @@ pub fn parse_file(
                 networks,
                 multi_tenant: raw.multi_tenant,
                 source: path.to_path_buf(),
+                extended_by: Vec::new(),
             },
             line,
         ));
+    }
+    for raw in file.extend {
+        let line = line_of(text, raw.span().start);
+        let raw = raw.into_inner();
+        let id = f.id(&raw.id)?;
+        let extension = Extension {
+            id: id.to_string(),
+            // An extension cannot vouch for a multi-tenant wildcard: it always warns.
+            names: f.names(&raw.names, id, false, warnings)?,
+            networks: f.networks(&raw.networks)?,
+            ports: f.ports(&raw.ports)?,
+            source: path.to_path_buf(),
+        };
+        out.extensions.push((extension, line));
     }
     Ok(out)
 }

@@ -121,3 +121,107 @@ fn a_feed_that_is_not_the_services_json_is_an_error() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown field `newField`"), "{err}");
 }
+
+/// `dnsfence ARGS` in the repository: (exit, stdout, stderr).
+fn dnsfence(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dnsfence"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn pull_writes_an_overlay_that_check_accepts_and_that_only_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("zones.d");
+    std::fs::create_dir(&local).unwrap();
+    let mut feed = fixture();
+    let s163 = set_mut(&mut feed, 163);
+    s163["urls"]
+        .as_array_mut()
+        .unwrap()
+        .push("new.manage.microsoft.com".into());
+    // A network the catalog has is missing from the feed: the overlay must not remove it.
+    let ips = s163["ips"].as_array_mut().unwrap();
+    let at = ips.iter().position(|i| i == "13.67.13.176/28").unwrap();
+    ips.remove(at);
+    ips.push("203.0.113.0/24".into());
+    set_mut(&mut feed, 172)["urls"]
+        .as_array_mut()
+        .unwrap()
+        .push("*.com".into());
+    feed.as_array_mut().unwrap().push(serde_json::json!({
+        "id": 999, "serviceArea": "MEM", "notes": "A \"new\" service",
+        "urls": ["new-service.microsoft.com"], "tcpPorts": "443,5228-5230",
+        "expressRoute": false, "category": "Allow", "required": false
+    }));
+    let feed_path = dir.path().join("feed.json");
+    std::fs::write(&feed_path, feed.to_string()).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[zones]\ndirs = [\"{}\", \"zones.d\"]\n[upstream]\nservers = [\"127.0.0.1:5300\"]\n\
+             [[view]]\nname = \"v\"\nnetworks = [\"10.0.0.0/8\"]\nprofiles = [\"intune-core\", \"feed\"]\n",
+            repo().join("zones").display()
+        ),
+    )
+    .unwrap();
+    let overlay = local.join("feed.toml");
+    for round in 0..2 {
+        // Twice: the second pull leaves the first overlay out of the comparison, so the result
+        // is the same (an overlay never diffs against itself into nothing).
+        let (code, out, err) = dnsfence(&[
+            "catalog",
+            "pull",
+            "--feed",
+            feed_path.to_str().unwrap(),
+            "--out",
+            overlay.to_str().unwrap(),
+            "-c",
+            cfg.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "round {round}: {out}{err}");
+        assert!(out.contains("1 endpoint sets extended, 1 new"), "{out}");
+    }
+    let text = std::fs::read_to_string(&overlay).unwrap();
+    assert!(text.contains("# rejected (id 172): '*.com'"), "{text}");
+    assert!(
+        !text.contains("13.67.13.176"),
+        "nothing removed, nothing restated: {text}"
+    );
+    let (code, out, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("feed.toml: 999"), "{out}");
+    let (_, policy) = dnsfence::app::load(&cfg).unwrap();
+    let set = policy.catalog.set("163").unwrap();
+    assert!(
+        set.networks.contains(&"13.67.13.176/28".parse().unwrap()),
+        "the floor stays"
+    );
+    assert!(set.networks.contains(&"203.0.113.0/24".parse().unwrap()));
+    let new = policy.catalog.set("999").unwrap();
+    assert_eq!(new.profile, "feed");
+    assert_eq!(new.description, "A \"new\" service");
+    assert_eq!(new.ports.len(), 4);
+    let view = policy.view("v").unwrap();
+    assert!(view.lookup("new.manage.microsoft.com").is_some());
+    assert!(view.lookup("new-service.microsoft.com").is_some());
+    assert!(view.lookup("example.com").is_none());
+    let (_, out, _) = dnsfence(&[
+        "explain",
+        "new.manage.microsoft.com",
+        "-c",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains(&format!("extended by {}", overlay.display())),
+        "{out}"
+    );
+}
