@@ -47,9 +47,8 @@ enum CatalogCommand {
     /// (+) and those the catalog has that the feed lacks (-), ids on one side only, and feed
     /// entries rejected. Exit 0: nothing to add; 1: the feed adds something; 2: error.
     Diff {
-        /// A saved feed (JSON of /endpoints/<instance>?ServiceAreas=MEM).
-        #[arg(long)]
-        feed: PathBuf,
+        #[command(flatten)]
+        feed: FeedArgs,
         #[command(flatten)]
         config: ConfigArg,
         /// Print JSON instead of text.
@@ -60,19 +59,83 @@ enum CatalogCommand {
     /// catalog's endpoint sets ([[extend]]), and its new ids as endpoint sets in profile "feed".
     /// It never removes anything; rejected entries are listed in its comments.
     Pull {
-        /// A saved feed (JSON of /endpoints/<instance>?ServiceAreas=MEM).
-        #[arg(long)]
-        feed: PathBuf,
+        #[command(flatten)]
+        feed: FeedArgs,
         /// The overlay to write (atomically), e.g. /etc/dnsfence/zones.d/feed.toml. A previous
         /// overlay there is left out of the comparison and replaced.
         #[arg(long)]
         out: PathBuf,
-        /// The service instance the feed is from, for the header.
-        #[arg(long, default_value = "Worldwide")]
-        instance: String,
         #[command(flatten)]
         config: ConfigArg,
     },
+}
+
+/// Where a feed comes from.
+#[derive(clap::Args)]
+struct FeedArgs {
+    /// A saved feed (the JSON of /endpoints/<instance>?ServiceAreas=MEM), or the service's base
+    /// URL (https://endpoints.office.com, or a mirror): fetched through the config's upstream.
+    #[arg(long)]
+    feed: String,
+    /// The service instance (Worldwide, USGovDoD, USGovGCCHigh, China).
+    #[arg(long, default_value = "Worldwide")]
+    instance: String,
+    /// CA certificates (PEM) for the service's certificate; default: the system trust store.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
+impl FeedArgs {
+    /// The feed's text and where it came from: read from the file, or fetched (version, then
+    /// endpoints) with names resolved through the config's upstream.
+    fn read(
+        &self,
+        config: &dnsfence::config::Config,
+    ) -> anyhow::Result<(String, dnsfence::feed::Provenance)> {
+        use dnsfence::feed::Provenance;
+        if !(self.feed.starts_with("https://") || self.feed.starts_with("http://")) {
+            let text = std::fs::read_to_string(&self.feed)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", self.feed))?;
+            let from = Provenance {
+                source: self.feed.clone(),
+                instance: self.instance.clone(),
+                version: None,
+            };
+            return Ok((text, from));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let upstream = {
+            let _guard = runtime.enter();
+            dnsfence::upstream::Upstream::new(&config.upstream)?
+        };
+        let resolver = dnsfence::feed::fetch::ViaUpstream {
+            runtime: runtime.handle().clone(),
+            upstream: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(upstream)),
+        };
+        let fetcher = dnsfence::feed::fetch::Fetcher::new(
+            &self.feed,
+            &self.instance,
+            self.ca_file.as_deref(),
+            Some(resolver),
+            std::time::Duration::from_secs(30),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        let version = fetcher
+            .version()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", fetcher.source()))?;
+        let text = fetcher
+            .endpoints()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", fetcher.source()))?;
+        let from = Provenance {
+            source: fetcher.source(),
+            instance: self.instance.clone(),
+            version: Some(version),
+        };
+        Ok((text, from))
+    }
 }
 
 /// What the printed firewall rules do with refused traffic.
@@ -199,14 +262,8 @@ fn main() -> ExitCode {
             action: CatalogCommand::Diff { feed, config, json },
         } => catalog_diff(config.path, &feed, json),
         Command::Catalog {
-            action:
-                CatalogCommand::Pull {
-                    feed,
-                    out,
-                    instance,
-                    config,
-                },
-        } => catalog_pull(config.path, &feed, &out, instance),
+            action: CatalogCommand::Pull { feed, out, config },
+        } => catalog_pull(config.path, &feed, &out),
         Command::Explain {
             name,
             client,
@@ -414,11 +471,10 @@ fn nft_rules(
 }
 
 /// `catalog diff`: exit 0 when the feed adds nothing, 1 when it does, 2 on error (as diff(1)).
-fn catalog_diff(path: PathBuf, feed: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+fn catalog_diff(path: PathBuf, feed: &FeedArgs, json: bool) -> anyhow::Result<ExitCode> {
     let run = || -> anyhow::Result<bool> {
-        let (_, policy) = app::load(&path)?;
-        let text = std::fs::read_to_string(feed)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", feed.display()))?;
+        let (config, policy) = app::load(&path)?;
+        let (text, _) = feed.read(&config)?;
         let feed = dnsfence::feed::Feed::parse(&text)?;
         let diff = dnsfence::feed::diff(&policy.catalog, &feed);
         if json {
@@ -437,22 +493,11 @@ fn catalog_diff(path: PathBuf, feed: &std::path::Path, json: bool) -> anyhow::Re
     }
 }
 
-fn catalog_pull(
-    path: PathBuf,
-    feed_path: &std::path::Path,
-    out: &std::path::Path,
-    instance: String,
-) -> anyhow::Result<ExitCode> {
+fn catalog_pull(path: PathBuf, feed: &FeedArgs, out: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = dnsfence::config::Config::load(&path)?;
     let catalog = dnsfence::zones::Catalog::load_dirs_except(&config.zones.dirs, Some(out))?;
-    let text = std::fs::read_to_string(feed_path)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", feed_path.display()))?;
+    let (text, from) = feed.read(&config)?;
     let feed = dnsfence::feed::Feed::parse(&text)?;
-    let from = dnsfence::feed::Provenance {
-        source: feed_path.display().to_string(),
-        instance,
-        version: None,
-    };
     let overlay = dnsfence::feed::overlay(&catalog, &feed, &from);
     dnsfence::feed::write_atomically(out, &overlay)
         .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;

@@ -1,8 +1,11 @@
 //! The catalog feed: Microsoft's endpoint web service (a fixture written from the seed
 //! document's tables, `tests/fixtures/feed-mem-worldwide.json`) against the shipped catalog.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -224,4 +227,186 @@ fn pull_writes_an_overlay_that_check_accepts_and_that_only_adds() {
         out.contains(&format!("extended by {}", overlay.display())),
         "{out}"
     );
+}
+
+/// What the test's feed service answers.
+#[derive(Clone)]
+pub struct Served {
+    /// `/version/…`'s `latest`.
+    pub version: String,
+    /// `/endpoints/…`'s status and body.
+    pub status: u16,
+    /// The body.
+    pub body: String,
+}
+
+/// Microsoft's endpoint web service, played by the test: HTTPS on 127.0.0.1 with a certificate
+/// from a CA the test made (`ca.pem` in the given directory).
+pub struct FeedServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What it answers; change it to play a new version.
+    pub served: Arc<Mutex<Served>>,
+    /// Requests it got (paths).
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl FeedServer {
+    /// Starts it, or `None` (and why, printed) when openssl is missing.
+    pub fn start(dir: &Path, served: Served) -> Option<FeedServer> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        if !crate::harness::certificates(dir, "127.0.0.1") {
+            println!("SKIPPED: openssl is not installed");
+            return None;
+        }
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.join("server.pem"))
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(Mutex::new(served));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (s, r) = (served.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(tcp) = stream else { continue };
+                let _ = tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                    continue;
+                };
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                let Some(path) = text.split_whitespace().nth(1).map(str::to_string) else {
+                    continue;
+                };
+                r.lock().unwrap().push(path.clone());
+                let now = s.lock().unwrap().clone();
+                let (status, body) = if path.starts_with("/version/") {
+                    (
+                        200,
+                        format!(
+                            "{{\"instance\":\"Worldwide\",\"latest\":\"{}\"}}",
+                            now.version
+                        ),
+                    )
+                } else if path.starts_with("/endpoints/") {
+                    (now.status, now.body)
+                } else {
+                    (404, String::new())
+                };
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes());
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+        });
+        Some(FeedServer {
+            addr,
+            served,
+            requests,
+        })
+    }
+
+    /// The base URL to give dnsfence.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+}
+
+fn fixture_text() -> String {
+    std::fs::read_to_string(repo().join("tests/fixtures/feed-mem-worldwide.json")).unwrap()
+}
+
+#[test]
+fn diff_and_pull_fetch_the_live_service_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = FeedServer::start(
+        dir.path(),
+        Served {
+            version: "2026112500".into(),
+            status: 200,
+            body: fixture_text(),
+        },
+    ) else {
+        return;
+    };
+    let ca = dir.path().join("ca.pem");
+    let url = server.url();
+    let base = [
+        "catalog",
+        "diff",
+        "--feed",
+        &url,
+        "-c",
+        "config/dnsfence.toml",
+    ];
+    let (code, out, err) = dnsfence(&[&base[..], &["--ca-file", ca.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("endpoint set 187: rejected"), "{out}");
+    let paths = server.requests.lock().unwrap().clone();
+    assert!(
+        paths[0].starts_with("/version/Worldwide?clientrequestid="),
+        "{paths:?}"
+    );
+    assert!(
+        paths[1].starts_with("/endpoints/Worldwide?ServiceAreas=MEM&clientrequestid="),
+        "{paths:?}"
+    );
+
+    // pull records the service's version in the overlay's header.
+    let out_file = dir.path().join("feed.toml");
+    let (code, out, err) = dnsfence(&[
+        "catalog",
+        "pull",
+        "--feed",
+        &url,
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--out",
+        out_file.to_str().unwrap(),
+        "-c",
+        "config/dnsfence.toml",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let overlay = std::fs::read_to_string(&out_file).unwrap();
+    assert!(overlay.contains("# version: 2026112500"), "{overlay}");
+    assert!(
+        overlay.contains(&format!("# source: {url}/endpoints/Worldwide")),
+        "{overlay}"
+    );
+
+    // The system trust store does not know the test's CA: a bad certificate is an error.
+    let (code, _, err) = dnsfence(&base);
+    assert_eq!(code, 2);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // An error status is an error, named.
+    server.served.lock().unwrap().status = 500;
+    let (code, _, err) = dnsfence(&[&base[..], &["--ca-file", ca.to_str().unwrap()]].concat());
+    assert_eq!(code, 2);
+    assert!(err.contains("HTTP 500"), "{err}");
 }

@@ -6,6 +6,8 @@
 //! reported and left out, the rest applies. An unknown field rejects the whole feed: the service
 //! changed shape and nobody has looked at it yet.
 
+pub mod fetch;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
