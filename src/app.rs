@@ -59,7 +59,8 @@ pub fn load(path: &Path) -> Result<(Config, Policy), StartError> {
 
 /// Loads the zones a config points at and compiles the policy.
 pub fn compile(config: &Config) -> Result<Policy, StartError> {
-    let catalog = Catalog::load_dirs(&config.zones.dirs)?;
+    let overlay = config.catalog.overlay();
+    let catalog = Catalog::load_with_overlay(&config.zones.dirs, overlay.as_deref())?;
     Ok(Policy::compile(config, Arc::new(catalog))?)
 }
 
@@ -121,6 +122,10 @@ impl App {
             u.stale_max,
         );
         let metrics = Metrics::new(config.http.max_denied_domains);
+        let feed = Arc::new(crate::feed::follow::FeedStatus::from_overlay(
+            config.catalog.overlay().as_deref(),
+        ));
+        register_feed_metrics(&metrics, &feed);
         let upstream = Arc::new(ArcSwap::from_pointee(upstream));
         let upstream_fresh = config.upstream.probe_interval * 3;
         register_live_metrics(&metrics, &log, fence.as_ref(), &upstream, upstream_fresh);
@@ -144,6 +149,11 @@ impl App {
             waiting: AtomicUsize::new(0),
             max_waiting: AtomicUsize::new(config.server.max_waiting),
             sync_answers: AtomicBool::new(true),
+            feed,
+            catalog_paths: std::sync::Mutex::new((
+                config.zones.dirs[0].clone(),
+                config.catalog.overlay(),
+            )),
         });
         Ok(App { config, engine })
     }
@@ -233,9 +243,53 @@ impl App {
                 }
             })
         };
+        // The catalog feed follower: it writes the overlay; the policy is recompiled here.
+        let (applied_tx, mut applied_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let (wake_tx, wake_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let follower = if config.catalog.feed.is_some() {
+            let resolver = crate::feed::fetch::ViaUpstream {
+                runtime: tokio::runtime::Handle::current(),
+                upstream: engine.upstream.clone(),
+            };
+            match crate::feed::follow::Follower::new(
+                &config.catalog,
+                &config.zones.dirs,
+                engine.feed.clone(),
+                resolver,
+                std::time::Duration::from_secs(60),
+            ) {
+                Ok(f) => Some(tokio::spawn(crate::feed::follow::follow(
+                    f,
+                    config.catalog.refresh,
+                    applied_tx,
+                    wake_rx,
+                ))),
+                Err(e) => {
+                    tracing::error!(error = %e, "catalog feed: not followed");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         loop {
-            match signals.recv().await {
+            let signal = tokio::select! {
+                s = signals.recv() => s,
+                Some(()) = applied_rx.recv() => {
+                    match compile(&config) {
+                        Ok(policy) => {
+                            engine.policy.store(Arc::new(policy));
+                            tracing::info!("catalog feed: policy recompiled with the new overlay");
+                        }
+                        Err(e) => tracing::error!(error = %e, "catalog feed: the new overlay does not compile; the old policy keeps serving"),
+                    }
+                    continue;
+                }
+            };
+            match signal {
                 Ok(Signal::Reload) => {
+                    // A SIGHUP also polls the feed.
+                    let _ = wake_tx.try_send(());
                     crate::notify::reloading();
                     let outcome = reload(&mut config, &engine);
                     crate::notify::ready(&match &outcome {
@@ -245,6 +299,11 @@ impl App {
                         ),
                         Err(e) => format!("reload refused, old config kept: {e}"),
                     });
+                    *engine
+                        .catalog_paths
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) =
+                        (config.zones.dirs[0].clone(), config.catalog.overlay());
                     *engine.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
                 }
                 Ok(Signal::Shutdown) | Err(broadcast::error::RecvError::Closed) => break,
@@ -254,6 +313,9 @@ impl App {
         crate::notify::stopping();
         if let Some(w) = watchdog {
             w.abort();
+        }
+        if let Some(f) = follower {
+            f.abort();
         }
         let _ = dns_stop.send(());
         let served = dns.await.map_err(|e| io::Error::other(e.to_string()))?;
@@ -266,6 +328,54 @@ impl App {
         tracing::info!("stopped");
         Ok(served?)
     }
+}
+
+/// The catalog feed's metrics, read from the follower's state at scrape time.
+fn register_feed_metrics(metrics: &Metrics, feed: &Arc<crate::feed::follow::FeedStatus>) {
+    use crate::feed::follow::RESULTS;
+    use crate::metrics::Kind;
+    let f = feed.clone();
+    metrics.register_live(
+        Kind::Counter,
+        "dnsfence_catalog_feed_fetches_total",
+        "Polls of Microsoft's endpoint web service, by result (ok: a new version applied).",
+        &["result"],
+        move || {
+            RESULTS
+                .iter()
+                .zip(&f.fetches)
+                .map(|(r, n)| (vec![r.to_string()], n.load(Ordering::Relaxed) as f64))
+                .collect()
+        },
+    );
+    let f = feed.clone();
+    metrics.register_live(
+        Kind::Gauge,
+        "dnsfence_catalog_feed_last_success_timestamp_seconds",
+        "When the endpoint web service last answered usefully (0: never).",
+        &[],
+        move || vec![(Vec::new(), f.last_success.load(Ordering::Relaxed) as f64)],
+    );
+    let f = feed.clone();
+    metrics.register_live(
+        Kind::Gauge,
+        "dnsfence_catalog_version",
+        "Version of each catalog source that has one (the feed's: the service's YYYYMMDDNN).",
+        &["source"],
+        move || {
+            f.version_number()
+                .map(|v| vec![(vec!["feed".to_string()], v)])
+                .unwrap_or_default()
+        },
+    );
+    let f = feed.clone();
+    metrics.register_live(
+        Kind::Gauge,
+        "dnsfence_catalog_feed_rejected_entries",
+        "Entries of the feed in force that failed validation and were left out.",
+        &[],
+        move || vec![(Vec::new(), f.rejected.load(Ordering::Relaxed) as f64)],
+    );
 }
 
 /// The metrics that live in the query log's, the fence's and the upstream's own state, read at
@@ -693,6 +803,33 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
         *max_denied_domains != h.max_denied_domains,
         false,
     );
+
+    // The feed follower is started with its settings: changing them needs a restart.
+    let crate::config::CatalogConfig {
+        feed,
+        instance,
+        refresh,
+        state_dir,
+        ca_file,
+    } = &old.catalog;
+    let c = &new.catalog;
+    check("catalog.feed", *feed != c.feed, false);
+    check("catalog.instance", *instance != c.instance, false);
+    check("catalog.refresh_hours", *refresh != c.refresh, false);
+    check("catalog.state_dir", *state_dir != c.state_dir, false);
+    check("catalog.ca_file", *ca_file != c.ca_file, false);
+    // Every section is classified above (a new one does not compile until it is).
+    let Config {
+        path: _,
+        server: _,
+        zones: _,
+        upstream: _,
+        query_log: _,
+        fence: _,
+        http: _,
+        catalog: _,
+        views: _,
+    } = old;
 
     // Views: everything but their firewall sets is the policy, compiled anew. The sets (and,
     // with the fence on, which views exist) belong to the fence thread.

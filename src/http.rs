@@ -174,6 +174,7 @@ fn route(target: &str, engine: &Engine) -> Response {
         "/readyz" => ready(engine),
         "/v1/sets" => sets_json(engine),
         "/v1/denied" => denied(engine, query),
+        "/v1/catalog" => catalog_json(engine),
         _ => match path
             .strip_prefix("/v1/sets/")
             .and_then(|p| p.strip_suffix(".txt"))
@@ -182,6 +183,90 @@ fn route(target: &str, engine: &Engine) -> Response {
             None => Response::text(404, "not found\n"),
         },
     }
+}
+
+/// `/v1/catalog`: per source file (shipped, local, feed) its endpoint sets, the sets it
+/// extends, and for the feed its version, last fetch and last error.
+fn catalog_json(engine: &Engine) -> Response {
+    #[derive(serde::Serialize)]
+    struct Source {
+        source: &'static str,
+        file: String,
+        sets: Vec<String>,
+        extends: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_success: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_error: Option<String>,
+    }
+    let policy = engine.policy.load();
+    let (shipped, overlay) = engine
+        .catalog_paths
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for set in &policy.catalog.sets {
+        for f in std::iter::once(&set.source).chain(&set.extended_by) {
+            if !files.contains(f) {
+                files.push(f.clone());
+            }
+        }
+    }
+    let feed = &engine.feed;
+    let sources: Vec<Source> = files
+        .into_iter()
+        .map(|file| {
+            let is_feed = overlay.as_ref() == Some(&file);
+            let kind = if is_feed {
+                "feed"
+            } else if file.parent() == Some(shipped.as_path()) {
+                "shipped"
+            } else {
+                "local"
+            };
+            let ids = |pick: &dyn Fn(&crate::zones::EndpointSet) -> bool| {
+                policy
+                    .catalog
+                    .sets
+                    .iter()
+                    .filter(|s| pick(s))
+                    .map(|s| s.id.clone())
+                    .collect::<Vec<_>>()
+            };
+            let at = feed.last_success.load(std::sync::atomic::Ordering::Relaxed);
+            Source {
+                source: kind,
+                sets: ids(&|s| s.source == file),
+                extends: ids(&|s| s.extended_by.contains(&file)),
+                version: is_feed
+                    .then(|| {
+                        feed.version
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clone()
+                    })
+                    .flatten(),
+                last_success: (is_feed && at > 0).then(|| {
+                    crate::querylog::rfc3339(
+                        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(at),
+                    )
+                }),
+                last_error: is_feed
+                    .then(|| {
+                        feed.last_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clone()
+                    })
+                    .flatten(),
+                file: file.display().to_string(),
+            }
+        })
+        .collect();
+    Response::json(&serde_json::json!({ "sources": sources }))
 }
 
 fn metrics(engine: &Engine) -> Response {

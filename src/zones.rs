@@ -312,6 +312,23 @@ impl Catalog {
 
     /// The same, leaving out one file (the overlay `catalog pull` is about to replace).
     pub fn load_dirs_except(dirs: &[PathBuf], skip: Option<&Path>) -> Result<Catalog, ZoneError> {
+        Catalog::load_files(dirs, skip, None)
+    }
+
+    /// The zone directories, then the feed's overlay when it exists (the daemon's
+    /// `[catalog] feed`): its extensions and new sets come last.
+    pub fn load_with_overlay(
+        dirs: &[PathBuf],
+        overlay: Option<&Path>,
+    ) -> Result<Catalog, ZoneError> {
+        Catalog::load_files(dirs, overlay, overlay.filter(|o| o.exists()))
+    }
+
+    fn load_files(
+        dirs: &[PathBuf],
+        skip: Option<&Path>,
+        last: Option<&Path>,
+    ) -> Result<Catalog, ZoneError> {
         let mut files = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
             if i > 0 && !dir.exists() {
@@ -327,6 +344,7 @@ impl Catalog {
             let skip = skip.canonicalize().unwrap_or_else(|_| skip.to_path_buf());
             files.retain(|f| f.canonicalize().map_or(true, |f| f != skip));
         }
+        files.extend(last.map(Path::to_path_buf));
         let mut catalog = Catalog::default();
         let mut seen: HashMap<String, (PathBuf, usize)> = HashMap::new();
         let mut extensions: Vec<(Extension, usize)> = Vec::new();

@@ -150,8 +150,36 @@ pub struct Config {
     pub fence: FenceConfig,
     /// The HTTP endpoints (metrics, health, pull lists).
     pub http: HttpConfig,
+    /// Following Microsoft's endpoint web service.
+    pub catalog: CatalogConfig,
     /// Client networks and what they may resolve.
     pub views: Vec<ViewConfig>,
+}
+
+/// `[catalog]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogConfig {
+    /// The service's base URL (`https://endpoints.office.com`, or a mirror); `None`: not followed.
+    pub feed: Option<String>,
+    /// The service instance (`Worldwide`, `USGovDoD`, `USGovGCCHigh`, `China`).
+    pub instance: String,
+    /// How often the version is polled (±10%).
+    pub refresh: Duration,
+    /// Where the overlay is kept across restarts.
+    pub state_dir: PathBuf,
+    /// CA certificates for the service; `None`: the system trust store.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl CatalogConfig {
+    /// The overlay the daemon writes and the catalog loads after the zone directories, when the
+    /// feed is followed.
+    pub fn overlay(&self) -> Option<PathBuf> {
+        self.feed.as_ref().map(|_| {
+            self.state_dir
+                .join(format!("feed-{}.toml", self.instance.to_ascii_lowercase()))
+        })
+    }
 }
 
 /// `[http]`.
@@ -509,7 +537,14 @@ impl Config {
         const DAY_MS: u64 = 86_400_000;
         const YEAR_SECS: u64 = 365 * 86_400;
         let (sv, up, f) = (&raw.server, &raw.upstream, &raw.fence);
-        let numbers: [(&str, &str, u64, u64, u64); 28] = [
+        let numbers: [(&str, &str, u64, u64, u64); 29] = [
+            (
+                "catalog",
+                "refresh_hours",
+                raw.catalog.refresh_hours,
+                1,
+                720,
+            ),
             (
                 "query_log",
                 "sample_per_second",
@@ -904,6 +939,40 @@ impl Config {
                 sample_per_second: raw.query_log.sample_per_second as u32,
             },
             fence,
+            catalog: {
+                let c = &raw.catalog;
+                if let Some(feed) = &c.feed {
+                    let url = feed.get_ref();
+                    let host = url
+                        .strip_prefix("https://")
+                        .or_else(|| url.strip_prefix("http://"))
+                        .unwrap_or("");
+                    if host.is_empty() || host.contains(char::is_whitespace) {
+                        return Err(entry(
+                            feed,
+                            "the feed is the service's base URL, e.g. https://endpoints.office.com"
+                                .into(),
+                        ));
+                    }
+                }
+                let instance = c.instance.get_ref();
+                if instance.is_empty() || !instance.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(entry(
+                        &c.instance,
+                        "an instance is Worldwide, USGovDoD, USGovGCCHigh or China".into(),
+                    ));
+                }
+                CatalogConfig {
+                    feed: c
+                        .feed
+                        .as_ref()
+                        .map(|f| f.get_ref().trim_end_matches('/').to_string()),
+                    instance: instance.clone(),
+                    refresh: Duration::from_secs(c.refresh_hours * 3600),
+                    state_dir: base.join(&c.state_dir),
+                    ca_file: c.ca_file.as_ref().map(|p| base.join(p)),
+                }
+            },
             http: HttpConfig {
                 listen: http_listen,
                 max_denied_domains: raw.http.max_denied_domains,

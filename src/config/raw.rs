@@ -26,7 +26,49 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) http: RawHttp,
     #[serde(default)]
+    pub(super) catalog: RawCatalog,
+    #[serde(default)]
     pub(super) view: Vec<Spanned<RawView>>,
+}
+
+/// `[catalog]`: following Microsoft's endpoint web service.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCatalog {
+    #[serde(default)]
+    pub(super) feed: Option<Spanned<String>>,
+    #[serde(default = "default_instance")]
+    pub(super) instance: Spanned<String>,
+    #[serde(default = "default_refresh_hours")]
+    pub(super) refresh_hours: u64,
+    #[serde(default = "default_state_dir")]
+    pub(super) state_dir: PathBuf,
+    #[serde(default)]
+    pub(super) ca_file: Option<PathBuf>,
+}
+
+impl Default for RawCatalog {
+    fn default() -> Self {
+        RawCatalog {
+            feed: None,
+            instance: default_instance(),
+            refresh_hours: default_refresh_hours(),
+            state_dir: default_state_dir(),
+            ca_file: None,
+        }
+    }
+}
+
+pub(super) fn default_instance() -> Spanned<String> {
+    Spanned::new(0..0, "Worldwide".to_string())
+}
+
+pub(super) fn default_refresh_hours() -> u64 {
+    24
+}
+
+pub(super) fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/dnsfence")
 }
 
 #[derive(Deserialize)]

@@ -7,6 +7,7 @@
 //! changed shape and nobody has looked at it yet.
 
 pub mod fetch;
+pub mod follow;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

@@ -410,3 +410,215 @@ fn diff_and_pull_fetch_the_live_service_over_https() {
     assert_eq!(code, 2);
     assert!(err.contains("HTTP 500"), "{err}");
 }
+
+/// A fetch result's count, from `/metrics`.
+async fn fetches(f: &crate::harness::Fence, result: &str) -> f64 {
+    let (_, text) = crate::harness::http_get(f.http.unwrap(), "/metrics").await;
+    let needle = format!("dnsfence_catalog_feed_fetches_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::RecordType;
+    use std::time::Duration;
+    crate::harness::run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(server) = FeedServer::start(
+            dir.path(),
+            Served {
+                version: "2026110100".into(),
+                status: 200,
+                body: fixture_text(),
+            },
+        ) else {
+            return;
+        };
+        let upstream = crate::harness::Upstream::start().await;
+        let state = dir.path().join("state");
+        let extra = format!(
+            "[catalog]\nfeed = \"{}\"\nca_file = \"{}\"\nstate_dir = \"{}\"\n\
+             [fence]\nenabled = true\nbackend = \"list\"\n",
+            server.url(),
+            dir.path().join("ca.pem").display(),
+            state.display()
+        );
+        let text = crate::harness::config_text(upstream.addr, "\"127.0.0.0/8\"", "", &extra);
+        let path = dir.path().join("dnsfence.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = dnsfence::config::Config::load(&path).unwrap();
+        let f = crate::harness::Fence::from_config(config, upstream)
+            .await
+            .unwrap();
+        let c = f.client();
+        // The first poll at start writes the overlay (nothing to add in the fixture).
+        let overlay = state.join("feed-worldwide.toml");
+        assert!(
+            crate::harness::eventually(Duration::from_secs(5), || overlay.exists()).await,
+            "overlay written"
+        );
+        assert_eq!(fetches(&f, "ok").await, 1.0);
+        let denied = c.ask("evilmanage.microsoft.com.", RecordType::A).await;
+        assert_eq!(crate::harness::rcode(&denied), ResponseCode::NXDomain);
+        assert_eq!(f.upstream.seen.count("evilmanage.microsoft.com."), 0);
+        // An allowed answer in the cache and the fence.
+        c.ask("enterpriseenrollment.manage.microsoft.com.", RecordType::A)
+            .await;
+        let hits = |f: &crate::harness::Fence| f.engine.metrics.cache_hits.get();
+        let fence_elements = |f: &crate::harness::Fence| {
+            let fence = f.engine.fence.as_ref().unwrap();
+            (0..fence.sets().len())
+                .map(|i| fence.element_count(i).0)
+                .sum::<usize>()
+        };
+        assert_eq!(fence_elements(&f), 1);
+
+        // A new version adds the name to 163: after one refresh (SIGHUP polls) it is answered.
+        let mut feed = fixture();
+        set_mut(&mut feed, 163)["urls"]
+            .as_array_mut()
+            .unwrap()
+            .push("evilmanage.microsoft.com".into());
+        {
+            let mut served = server.served.lock().unwrap();
+            served.version = "2026112500".into();
+            served.body = feed.to_string();
+        }
+        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        let allowed = crate::harness::eventually_async(Duration::from_secs(5), || async {
+            let a = c.ask("evilmanage.microsoft.com.", RecordType::A).await;
+            crate::harness::rcode(&a) == ResponseCode::NoError
+        })
+        .await;
+        assert!(allowed, "the feed's name is answered without a restart");
+        assert_eq!(fetches(&f, "ok").await, 2.0);
+        // The cache and the fence survived the swap.
+        let before = hits(&f);
+        c.ask("enterpriseenrollment.manage.microsoft.com.", RecordType::A)
+            .await;
+        assert_eq!(hits(&f), before + 1, "still cached");
+        assert_eq!(fence_elements(&f), 2, "old element kept, new one added");
+        let (_, catalog) = crate::harness::http_get(f.http.unwrap(), "/v1/catalog").await;
+        let catalog: serde_json::Value = serde_json::from_str(&catalog).unwrap();
+        let feed_source = catalog["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["source"] == "feed")
+            .expect("a feed source");
+        assert_eq!(feed_source["version"], "2026112500");
+        assert_eq!(feed_source["extends"][0], "163");
+        let (_, metrics) = crate::harness::http_get(f.http.unwrap(), "/metrics").await;
+        assert!(
+            metrics.contains("dnsfence_catalog_version{source=\"feed\"} 2026112500"),
+            "{metrics}"
+        );
+
+        // Failures keep the last good overlay and count: HTTP 500, truncated JSON, an unknown
+        // field.
+        let good = std::fs::read_to_string(&overlay).unwrap();
+        let text = feed.to_string();
+        let mut unknown = feed.clone();
+        set_mut(&mut unknown, 163)["newField"] = 1.into();
+        for (i, (status, body, result)) in [
+            (500, text.clone(), "http_error"),
+            (200, text[..text.len() / 2].to_string(), "invalid"),
+            (200, unknown.to_string(), "invalid"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let before = fetches(&f, result).await;
+            {
+                let mut served = server.served.lock().unwrap();
+                served.version = format!("20261126{i:02}");
+                served.status = status;
+                served.body = body;
+            }
+            f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+            let counted = crate::harness::eventually_async(Duration::from_secs(5), || async {
+                fetches(&f, result).await > before
+            })
+            .await;
+            assert!(counted, "{result} counted");
+            assert_eq!(
+                std::fs::read_to_string(&overlay).unwrap(),
+                good,
+                "{result}: kept"
+            );
+            let a = c.ask("evilmanage.microsoft.com.", RecordType::A).await;
+            assert_eq!(crate::harness::rcode(&a), ResponseCode::NoError, "{result}");
+        }
+        f.stop().await;
+    });
+}
+
+#[test]
+fn a_certificate_the_daemon_does_not_trust_keeps_the_overlay_it_has() {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::RecordType;
+    use std::time::Duration;
+    crate::harness::run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(server) = FeedServer::start(
+            dir.path(),
+            Served {
+                version: "2026112500".into(),
+                status: 200,
+                body: fixture_text(),
+            },
+        ) else {
+            return;
+        };
+        // Another CA than the server's.
+        let other = tempfile::tempdir().unwrap();
+        assert!(crate::harness::certificates(other.path(), "127.0.0.1"));
+        // An overlay from an earlier good fetch, in the state directory.
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::write(
+            state.join("feed-worldwide.toml"),
+            "# version: 2026110100\n[[extend]]\nid = \"163\"\nnames = [\"evilmanage.microsoft.com\"]\n",
+        )
+        .unwrap();
+        let upstream = crate::harness::Upstream::start().await;
+        let extra = format!(
+            "[catalog]\nfeed = \"{}\"\nca_file = \"{}\"\nstate_dir = \"{}\"\n",
+            server.url(),
+            other.path().join("ca.pem").display(),
+            state.display()
+        );
+        let text = crate::harness::config_text(upstream.addr, "\"127.0.0.0/8\"", "", &extra);
+        let path = dir.path().join("dnsfence.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = dnsfence::config::Config::load(&path).unwrap();
+        let f = crate::harness::Fence::from_config(config, upstream)
+            .await
+            .unwrap();
+        let failed = crate::harness::eventually_async(Duration::from_secs(5), || async {
+            fetches(&f, "transport").await >= 1.0
+        })
+        .await;
+        assert!(failed, "the bad certificate is counted");
+        let error = f.engine.feed.last_error.lock().unwrap().clone().unwrap();
+        assert!(error.to_lowercase().contains("certificate"), "{error}");
+        let a = f
+            .client()
+            .ask("evilmanage.microsoft.com.", RecordType::A)
+            .await;
+        assert_eq!(
+            crate::harness::rcode(&a),
+            ResponseCode::NoError,
+            "the old overlay serves"
+        );
+        assert!(
+            server.requests.lock().unwrap().is_empty(),
+            "no request got through TLS"
+        );
+        f.stop().await;
+    });
+}

@@ -228,6 +228,11 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
             ("fence", "resync_interval_ms", "9000", Refused),
             ("fence", "recheck_ms", "9000", Refused),
             ("http", "listen", "\"off\"", Refused),
+            ("catalog", "feed", "\"https://127.0.0.1:9\"", Refused),
+            ("catalog", "instance", "\"China\"", Refused),
+            ("catalog", "refresh_hours", "6", Refused),
+            ("catalog", "state_dir", "\"/tmp/elsewhere\"", Refused),
+            ("catalog", "ca_file", "\"ca.pem\"", Refused),
             ("http", "max_connections", "5", Refused),
             ("http", "max_denied_domains", "5", Refused),
             (
