@@ -252,11 +252,18 @@ pub struct FeedServer {
 }
 
 impl FeedServer {
-    /// Starts it, or `None` (and why, printed) when openssl is missing.
+    /// Starts it with a certificate for 127.0.0.1, or `None` (and why, printed) when openssl
+    /// is missing.
     pub fn start(dir: &Path, served: Served) -> Option<FeedServer> {
+        FeedServer::start_as(dir, "127.0.0.1", served)
+    }
+
+    /// The same with a certificate for `name` (the test upstream resolves
+    /// `endpoints.feed.test` to 127.0.0.1).
+    pub fn start_as(dir: &Path, name: &str, served: Served) -> Option<FeedServer> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        if !crate::harness::certificates(dir, "127.0.0.1") {
+        if !crate::harness::certificates(dir, name) {
             println!("SKIPPED: openssl is not installed");
             return None;
         }
@@ -428,8 +435,9 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
     use std::time::Duration;
     crate::harness::run(async {
         let dir = tempfile::tempdir().unwrap();
-        let Some(server) = FeedServer::start(
+        let Some(server) = FeedServer::start_as(
             dir.path(),
+            "endpoints.feed.test",
             Served {
                 version: "2026110100".into(),
                 status: 200,
@@ -440,10 +448,11 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
         };
         let upstream = crate::harness::Upstream::start().await;
         let state = dir.path().join("state");
+        // By name: dnsfence resolves the feed host through its own upstream.
         let extra = format!(
-            "[catalog]\nfeed = \"{}\"\nca_file = \"{}\"\nstate_dir = \"{}\"\n\
+            "[catalog]\nfeed = \"https://endpoints.feed.test:{}\"\nca_file = \"{}\"\nstate_dir = \"{}\"\n\
              [fence]\nenabled = true\nbackend = \"list\"\n",
-            server.url(),
+            server.addr.port(),
             dir.path().join("ca.pem").display(),
             state.display()
         );
@@ -462,6 +471,10 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
             "overlay written"
         );
         assert_eq!(fetches(&f, "ok").await, 1.0);
+        assert!(
+            f.upstream.seen.count("endpoints.feed.test.") >= 1,
+            "the feed host was resolved through the upstream"
+        );
         let denied = c.ask("evilmanage.microsoft.com.", RecordType::A).await;
         assert_eq!(crate::harness::rcode(&denied), ResponseCode::NXDomain);
         assert_eq!(f.upstream.seen.count("evilmanage.microsoft.com."), 0);

@@ -210,11 +210,17 @@ fn test_zones() -> Vec<(Name, Vec<Record>)> {
             RData::A(A::new(192, 0, 2, 68)),
         ),
     ];
+    // The catalog feed's host in the tests (the feed service the test plays listens there).
+    let feed = vec![
+        soa("feed.test."),
+        rec("endpoints.feed.test.", 60, RData::A(A::new(127, 0, 0, 1))),
+    ];
     vec![
         (n("microsoft.com."), microsoft),
         (n("trafficmanager.net."), trafficmanager),
         (n("windows.com."), windows),
         (n("evil.example."), example),
+        (n("feed.test."), feed),
     ]
 }
 
