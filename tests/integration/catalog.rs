@@ -240,6 +240,17 @@ pub struct Served {
     pub body: String,
 }
 
+impl Served {
+    /// The fixture, at `version`, with 200.
+    fn fixture(version: &str) -> Served {
+        Served {
+            version: version.into(),
+            status: 200,
+            body: fixture_text(),
+        }
+    }
+}
+
 /// Microsoft's endpoint web service, played by the test: HTTPS on 127.0.0.1 with a certificate
 /// from a CA the test made (`ca.pem` in the given directory).
 pub struct FeedServer {
@@ -352,14 +363,7 @@ fn fixture_text() -> String {
 #[test]
 fn diff_and_pull_fetch_the_live_service_over_https() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(server) = FeedServer::start(
-        dir.path(),
-        Served {
-            version: "2026112500".into(),
-            status: 200,
-            body: fixture_text(),
-        },
-    ) else {
+    let Some(server) = FeedServer::start(dir.path(), Served::fixture("2026112500")) else {
         return;
     };
     let ca = dir.path().join("ca.pem");
@@ -438,11 +442,7 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
         let Some(server) = FeedServer::start_as(
             dir.path(),
             "endpoints.feed.test",
-            Served {
-                version: "2026110100".into(),
-                status: 200,
-                body: fixture_text(),
-            },
+            Served::fixture("2026110100"),
         ) else {
             return;
         };
@@ -577,14 +577,7 @@ fn a_certificate_the_daemon_does_not_trust_keeps_the_overlay_it_has() {
     use std::time::Duration;
     crate::harness::run(async {
         let dir = tempfile::tempdir().unwrap();
-        let Some(server) = FeedServer::start(
-            dir.path(),
-            Served {
-                version: "2026112500".into(),
-                status: 200,
-                body: fixture_text(),
-            },
-        ) else {
+        let Some(server) = FeedServer::start(dir.path(), Served::fixture("2026112500")) else {
             return;
         };
         // Another CA than the server's.
