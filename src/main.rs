@@ -384,6 +384,22 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
             println!("    {name}: {}", ids.join(", "));
         }
     }
+    if let Some(overlay) = config.catalog.overlay() {
+        let new = catalog.sets.iter().filter(|s| s.source == overlay).count();
+        let extended = catalog
+            .sets
+            .iter()
+            .filter(|s| s.extended_by.contains(&overlay))
+            .count();
+        if overlay.exists() {
+            println!(
+                "  {} (catalog feed): {new} new endpoint sets, {extended} extended",
+                overlay.display()
+            );
+        } else {
+            println!("  {} (catalog feed): not fetched yet", overlay.display());
+        }
+    }
     for w in &catalog.warnings {
         println!("warning: {w}");
     }

@@ -525,6 +525,15 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
             .expect("a feed source");
         assert_eq!(feed_source["version"], "2026112500");
         assert_eq!(feed_source["extends"][0], "163");
+        let out = Command::new(env!("CARGO_BIN_EXE_dnsfence"))
+            .args(["check", "-c", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.contains("feed-worldwide.toml (catalog feed): 0 new endpoint sets, 1 extended"),
+            "{out}"
+        );
         let (_, metrics) = crate::harness::http_get(f.http.unwrap(), "/metrics").await;
         assert!(
             metrics.contains("dnsfence_catalog_version{source=\"feed\"} 2026112500"),
