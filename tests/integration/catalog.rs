@@ -432,6 +432,22 @@ async fn fetches(f: &crate::harness::Fence, result: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A server on the test config for loopback clients, `extra` appended (its `[catalog]`), the
+/// config file written into `dir` as an admin would.
+async fn start_with(
+    dir: &Path,
+    upstream: crate::harness::Upstream,
+    extra: &str,
+) -> crate::harness::Fence {
+    let text = crate::harness::config_text(upstream.addr, "\"127.0.0.0/8\"", "", extra);
+    let path = dir.join("dnsfence.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = dnsfence::config::Config::load(&path).unwrap();
+    crate::harness::Fence::from_config(config, upstream)
+        .await
+        .unwrap()
+}
+
 #[test]
 fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
     use hickory_proto::op::ResponseCode;
@@ -456,13 +472,7 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
             dir.path().join("ca.pem").display(),
             state.display()
         );
-        let text = crate::harness::config_text(upstream.addr, "\"127.0.0.0/8\"", "", &extra);
-        let path = dir.path().join("dnsfence.toml");
-        std::fs::write(&path, text).unwrap();
-        let config = dnsfence::config::Config::load(&path).unwrap();
-        let f = crate::harness::Fence::from_config(config, upstream)
-            .await
-            .unwrap();
+        let f = start_with(dir.path(), upstream, &extra).await;
         let c = f.client();
         // The first poll at start writes the overlay (nothing to add in the fixture).
         let overlay = state.join("feed-worldwide.toml");
@@ -526,7 +536,9 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
         assert_eq!(feed_source["version"], "2026112500");
         assert_eq!(feed_source["extends"][0], "163");
         let out = Command::new(env!("CARGO_BIN_EXE_dnsfence"))
-            .args(["check", "-c", path.to_str().unwrap()])
+            .arg("check")
+            .arg("-c")
+            .arg(dir.path().join("dnsfence.toml"))
             .output()
             .unwrap();
         let out = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -607,13 +619,7 @@ fn a_certificate_the_daemon_does_not_trust_keeps_the_overlay_it_has() {
             other.path().join("ca.pem").display(),
             state.display()
         );
-        let text = crate::harness::config_text(upstream.addr, "\"127.0.0.0/8\"", "", &extra);
-        let path = dir.path().join("dnsfence.toml");
-        std::fs::write(&path, text).unwrap();
-        let config = dnsfence::config::Config::load(&path).unwrap();
-        let f = crate::harness::Fence::from_config(config, upstream)
-            .await
-            .unwrap();
+        let f = start_with(dir.path(), upstream, &extra).await;
         let failed = crate::harness::eventually_async(Duration::from_secs(5), || async {
             fetches(&f, "transport").await >= 1.0
         })
