@@ -34,6 +34,7 @@ pub mod cache;
 pub mod config;
 pub mod feed;
 pub mod fence;
+pub mod fileerror;
 pub mod http;
 pub mod matcher;
 pub mod metrics;

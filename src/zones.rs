@@ -15,41 +15,15 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::fileerror::{FileError, line_of};
 use crate::matcher::Pattern;
 
 /// An error in a zone file or the zone directory, naming the file, the line and the entry.
 #[derive(Debug, thiserror::Error)]
 pub enum ZoneError {
-    /// The directory or a file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// What was being read.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or does not have the zone file's shape.
-    #[error("{path}:{line}: {message}")]
-    Syntax {
-        /// The zone file.
-        path: PathBuf,
-        /// 1-based line of the error.
-        line: usize,
-        /// The parser's message.
-        message: String,
-    },
-    /// One entry is invalid.
-    #[error("{path}:{line}: '{entry}': {reason}")]
-    Entry {
-        /// The zone file.
-        path: PathBuf,
-        /// 1-based line of the entry.
-        line: usize,
-        /// The offending entry as written.
-        entry: String,
-        /// Why it is refused.
-        reason: String,
-    },
+    /// A file or the directory could not be read, or an entry is refused.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The directory holds no zone file.
     #[error("{0}: no zone files (*.toml) found")]
     Empty(PathBuf),
@@ -274,22 +248,10 @@ pub fn wildcard_scope(pattern: &Pattern) -> Option<(psl::Type, &str)> {
     Some((suffix.typ()?, parent))
 }
 
-/// 1-based line number of a byte offset.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
-        .count()
-        + 1
-}
-
 /// The `*.toml` files of a directory, in file-name order (`README.md` and others ignored).
 fn zone_files(dir: &Path) -> Result<Vec<PathBuf>, ZoneError> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .map_err(|source| ZoneError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?
+        .map_err(|source| FileError::io(dir, source))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
@@ -349,15 +311,12 @@ impl Catalog {
         let mut seen: HashMap<String, (PathBuf, usize)> = HashMap::new();
         let mut extensions: Vec<(Extension, usize)> = Vec::new();
         for path in files {
-            let text = fs::read_to_string(&path).map_err(|source| ZoneError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let text = fs::read_to_string(&path).map_err(|source| FileError::io(&path, source))?;
             let contents = parse_zone(&path, &text, &mut catalog.warnings)?;
             extensions.extend(contents.extensions);
             for (set, line) in contents.sets {
                 if let Some((first, first_line)) = seen.get(&set.id) {
-                    return Err(ZoneError::Entry {
+                    return Err(FileError::Entry {
                         path,
                         line,
                         entry: set.id.clone(),
@@ -365,7 +324,8 @@ impl Catalog {
                             "duplicate endpoint set id (first defined at {}:{first_line})",
                             first.display()
                         ),
-                    });
+                    }
+                    .into());
                 }
                 seen.insert(set.id.clone(), (path.clone(), line));
                 catalog.sets.push(set);
@@ -374,12 +334,13 @@ impl Catalog {
         // Extensions apply once every set is known, whatever the file order.
         for (ext, line) in extensions {
             let Some(set) = catalog.sets.iter_mut().find(|s| s.id == ext.id) else {
-                return Err(ZoneError::Entry {
+                return Err(FileError::Entry {
                     path: ext.source,
                     line,
                     entry: ext.id,
                     reason: "extends an endpoint set that no zone file defines".into(),
-                });
+                }
+                .into());
             };
             let mut added = false;
             for n in ext.names {
@@ -471,12 +432,7 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn err(&self, s: &Spanned<String>, reason: String) -> ZoneError {
-        ZoneError::Entry {
-            path: self.path.to_path_buf(),
-            line: line_of(self.text, s.span().start),
-            entry: s.get_ref().clone(),
-            reason,
-        }
+        FileError::entry(self.path, self.text, s, reason).into()
     }
 
     fn ports(&self, raw: &[Spanned<String>]) -> Result<Vec<PortSpec>, ZoneError> {
@@ -575,11 +531,7 @@ pub fn parse_zone(
     text: &str,
     warnings: &mut Vec<ZoneWarning>,
 ) -> Result<ZoneContents, ZoneError> {
-    let file: ZoneFile = toml::from_str(text).map_err(|e| ZoneError::Syntax {
-        path: path.to_path_buf(),
-        line: e.span().map_or(1, |s| line_of(text, s.start)),
-        message: e.message().to_string(),
-    })?;
+    let file: ZoneFile = toml::from_str(text).map_err(|e| FileError::syntax(path, text, &e))?;
     let f = Fields { path, text };
     let mut out = ZoneContents::default();
     for raw in file.endpoint_set {

@@ -14,7 +14,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::zones::{TenantRegion, line_of};
+use crate::fileerror::line_of;
+use crate::zones::TenantRegion;
 use raw::*;
 
 mod raw;
@@ -25,40 +26,8 @@ const MAX_DENY_TTL_SECS: u64 = 86_400;
 /// The largest `server.max_udp_payload`: the UDP workers' buffers are this big.
 pub const MAX_UDP_PAYLOAD: u16 = 4096;
 
-/// An error in the config file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The config file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// Not TOML, or not the config's shape.
-    #[error("{path}:{line}: {message}")]
-    Syntax {
-        /// The config file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// The parser's message.
-        message: String,
-    },
-    /// A value is invalid.
-    #[error("{path}:{line}: '{entry}': {reason}")]
-    Entry {
-        /// The config file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// The offending value as written.
-        entry: String,
-        /// Why it is refused.
-        reason: String,
-    },
-}
+/// An error in the config file: the file, the line and the entry.
+pub type ConfigError = crate::fileerror::FileError;
 
 /// A value with the config line it was written on, for errors found after parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -472,27 +441,16 @@ impl Config {
     /// Reads and validates a config file. With no `upstream.servers`, the name servers of
     /// /etc/resolv.conf are used.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::io(path, source))?;
         Config::parse(path, &text, Path::new("/etc/resolv.conf"))
     }
 
     /// Parses config text; `path` locates errors and relative paths, `resolv_conf` is read only
     /// when the config names no upstream.
     pub fn parse(path: &Path, text: &str, resolv_conf: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            line: e.span().map_or(1, |s| line_of(text, s.start)),
-            message: e.message().to_string(),
-        })?;
-        let entry = |s: &Spanned<String>, reason: String| ConfigError::Entry {
-            path: path.to_path_buf(),
-            line: line_of(text, s.span().start),
-            entry: s.get_ref().clone(),
-            reason,
-        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::syntax(path, text, &e))?;
+        let entry = |s: &Spanned<String>, reason: String| ConfigError::entry(path, text, s, reason);
         let located = |s: &Spanned<String>| Located {
             value: s.get_ref().trim().to_string(),
             line: line_of(text, s.span().start),
