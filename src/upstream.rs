@@ -170,6 +170,23 @@ struct Server {
     tls: Option<crate::tls::Endpoint>,
 }
 
+/// One question at one server. The resolution's deadline can drop it before the server's own
+/// timeout ends it; dropped unfinished, it counts as the server's failure, so a server that lets
+/// every resolution run out is seen as down, not as never asked.
+struct Attempt<'a> {
+    upstream: &'a Upstream,
+    server: &'a Server,
+    open: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.upstream.failed(self.server);
+        }
+    }
+}
+
 /// A server's health, as the failover order and `/readyz` read it.
 #[derive(Default)]
 struct Health {
@@ -431,7 +448,14 @@ impl Upstream {
                 remaining
             };
             let t = Instant::now();
-            match self.ask(s, name, qtype, budget).await {
+            let mut attempt = Attempt {
+                upstream: self,
+                server: s,
+                open: true,
+            };
+            let outcome = self.ask(s, name, qtype, budget).await;
+            attempt.open = false;
+            match outcome {
                 Ok(r) => {
                     self.answered(s, t.elapsed());
                     return Ok(r);
@@ -607,4 +631,39 @@ fn name_server(s: &UpstreamServer) -> NameServerConfig {
         })],
     };
     NameServerConfig::new(s.addr.ip(), true, connections)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_try_cut_short_by_the_deadline_counts_as_the_servers_failure() {
+        // A server that takes queries and never answers, on loopback.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let text = format!(
+            "[upstream]\nservers = [\"{}\"]\ntimeout_ms = 2000\n\
+             [[view]]\nname = \"lab\"\nnetworks = [\"10.0.0.0/8\"]\nprofiles = [\"apple\"]\n",
+            silent.local_addr().unwrap()
+        );
+        let config = crate::config::Config::parse(
+            std::path::Path::new("test.toml"),
+            &text,
+            std::path::Path::new("/nonexistent"),
+        )
+        .unwrap();
+        let upstream = Upstream::new(&config.upstream).unwrap();
+        let name = Name::from_ascii("example.com.").unwrap();
+        // Cut long before the server's own 2 s timeout, as the resolution's deadline does.
+        let cut = tokio::time::timeout(
+            Duration::from_millis(100),
+            upstream.exchange(&name, RecordType::A),
+        )
+        .await;
+        assert!(cut.is_err());
+        let health = upstream.health(Duration::from_secs(10));
+        assert_eq!(health[0].consecutive_failures, 1);
+        assert_eq!(health[0].failures, 1);
+        assert!(!upstream.healthy(Duration::from_secs(10)));
+    }
 }
