@@ -129,7 +129,8 @@ ${fence_section/$netns/$4}
 name = "bench"
 networks = ["127.0.0.0/8"]
 profiles = ["intune-core", "autopilot", "remote-help", "remote-help-gcc", "wns",
-  "delivery-optimization", "apple", "android", "authentication", "win32-apps", "microsoft-store",
+  "delivery-optimization", "apple", "android", "authentication", "win32-apps", "macos-apps",
+  "microsoft-store",
   "attestation", "defender", "endpoint-privilege-management"]
 EOF
 }

@@ -37,14 +37,31 @@ fn shipped_configs_and_zones_load() {
     let view = policy.view_for("127.0.0.1".parse().unwrap()).unwrap();
     assert!(policy.view_for("::1".parse().unwrap()).is_some());
     assert!(policy.view_for("10.0.0.1".parse().unwrap()).is_none());
-    // Every endpoint set of the seed but the GCC one.
+    // Every endpoint set of the catalog but those of the other clouds (GCC Remote Help, the US
+    // Government and China pages).
     let all = policy.catalog.sets.len();
-    assert_eq!(view.sets.len(), all - 1);
-    assert!(view.lookup("gcc.remotehelp.microsoft.com").is_none());
+    let other_clouds = policy
+        .catalog
+        .sets
+        .iter()
+        .filter(|s| {
+            ["remote-help-gcc", "intune-us-government", "intune-china"]
+                .contains(&s.profile.as_str())
+        })
+        .count();
+    assert_eq!(other_clouds, 8);
+    assert_eq!(view.sets.len(), all - other_clouds);
+    for name in [
+        "gcc.remotehelp.microsoft.com",
+        "x.manage.microsoft.us",
+        "x.manage.microsoftonline.cn",
+    ] {
+        assert!(view.lookup(name).is_none(), "{name}: another cloud's");
+    }
     for name in [
         "manage.microsoft.com",
         "x.manage.microsoft.com",
-        "swdin02-mscdn.azureedge.net",
+        "swdin02-mscdn.manage.microsoft.com",
         "login.live.com",
         "au.download.windowsupdate.com",
         "time.windows.com",
@@ -52,16 +69,31 @@ fn shipped_configs_and_zones_load() {
         "intunecdnpeasd.azureedge.net",
         "login.microsoftonline.com",
         "approdimedatahotfix.azureedge.net",
-        "sparkcdneus2.azureedge.net",
+        "cdn.storeedgefd.dsx.mp.microsoft.com",
         "storeedgefd.dsx.mp.microsoft.com",
         "intunemaape6.ncus.attest.azure.net",
+        "intunemaape10.weu.attest.azure.net",
+        "intunemaape19.jpe.attest.azure.net",
+        "macsidecarprodeu.azureedge.net",
         "has.spserv.microsoft.com",
         "a.dm.microsoft.com",
         "graph.microsoft.com",
         "amsua0101-remoteassistservice-pubsub.webpubsub.azure.com",
+        "go-eu.trouter.communications.svc.cloud.microsoft",
         "sin.notify.windows.com",
+        "go.microsoft.com",
+        "aka.ms",
+        "www.powershellgallery.com",
     ] {
         assert!(view.lookup(name).is_some(), "{name} should be allowed");
+    }
+    // Dropped with the page: Azure CDN and storage names anyone could claim once released.
+    for name in [
+        "swdin02-mscdn.azureedge.net",
+        "sparkcdneus2.azureedge.net",
+        "naprodimedatapri.blob.core.windows.net",
+    ] {
+        assert!(view.lookup(name).is_none(), "{name} is no longer listed");
     }
 
     // The package's conffile: loopback only, never an open resolver, the fence on.
@@ -105,10 +137,13 @@ fn shipped_configs_and_zones_load() {
 }
 
 #[test]
-fn zone_catalog_keeps_the_seed_fields() {
+fn zone_catalog_keeps_the_pages_fields() {
     let catalog = dnsfence::zones::Catalog::load_dir(&repo().join("zones")).unwrap();
     let s163 = catalog.set("163").unwrap();
-    assert_eq!(s163.networks.len(), 50, "every CIDR of ID 163");
+    // The page's row (83 subnets, one listed twice, and 7 Azure Front Door ranges) and the one
+    // subnet only its consolidated list has.
+    assert_eq!(s163.networks.len(), 91, "every CIDR of ID 163");
+    assert!(s163.networks.contains(&"2620:1ec:4a::/47".parse().unwrap()));
     assert_eq!(
         s163.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         ["tcp/80", "tcp/443"]
@@ -119,7 +154,7 @@ fn zone_catalog_keeps_the_seed_fields() {
     assert!(s56.express_route);
     let s178 = catalog.set("178").unwrap();
     assert!(s178.ports.iter().any(|p| p.to_string() == "tcp/5223"));
-    assert!(!catalog.set("97").unwrap().required);
+    assert!(catalog.set("97").unwrap().required, "Required on the page");
     assert!(!catalog.set("150").unwrap().required);
     for id in [
         "163",
@@ -145,7 +180,20 @@ fn zone_catalog_keeps_the_seed_fields() {
         "win32-ap",
         "store-api",
         "win32-fallback-cache",
+        "win32-diagnostics",
+        "powershell-gallery",
+        "macos-na",
+        "macos-eu",
+        "macos-ap",
         "maa-na",
+        "maa-eu",
+        "maa-ap",
+        "190",
+        "189",
+        "192",
+        "aka-ms",
+        "usgov-service",
+        "china-service",
         "dha",
         "mde-settings",
         "epm",
@@ -153,14 +201,14 @@ fn zone_catalog_keeps_the_seed_fields() {
     ] {
         assert!(catalog.set(id).is_some(), "endpoint set {id} missing");
     }
-    assert_eq!(catalog.sets.len(), 28);
+    assert_eq!(catalog.sets.len(), 46);
 }
 
 #[test]
 fn check_prints_counts_and_explain_names_the_endpoint_set() {
     let (code, out, err) = dnsfence(&["check", "-c", "config/examples/kiosk.toml"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("28 endpoint sets"), "{out}");
+    assert!(out.contains("46 endpoint sets"), "{out}");
     assert!(
         out.contains("view windows-kiosk: networks 10.20.0.0/22"),
         "{out}"
