@@ -28,7 +28,9 @@ fn names() -> Vec<(&'static str, Name)> {
     [
         ("exact", "EnterpriseEnrollment.manage.microsoft.com."),
         ("wildcard_deep", "fef.msua06.manage.microsoft.com."),
-        ("glob", "sparkcdneus2.azureedge.net."),
+        // The catalog has no in-label glob since it follows the 2026-03-24 page (the seed's
+        // sparkcdn*.azureedge.net is gone); the synthetic catalogs below measure globs.
+        ("wildcard_short", "www.powershellgallery.com."),
         ("denied_trap", "evilmanage.microsoft.com."),
         ("denied_long", "a.b.c.d.e.f.tracker.ads.example.net."),
     ]
@@ -112,6 +114,7 @@ fn bench_scaling(c: &mut Criterion) {
                 format!("host{}.svc{}.zone{}.com", 1000 + 5, 1005 % 331, 1005 % 17),
             ),
             ("synthetic_wildcard", "a.b.tenant700.zone3.com".into()),
+            ("synthetic_glob", "cdn0abc.edge0.com".into()),
             ("denied_trap", "evilmanage.microsoft.com".into()),
             ("denied_long", "a.b.c.d.e.f.tracker.ads.example.net".into()),
         ];

@@ -59,8 +59,7 @@ pub fn load(path: &Path) -> Result<(Config, Policy), StartError> {
 
 /// Loads the zones a config points at and compiles the policy.
 pub fn compile(config: &Config) -> Result<Policy, StartError> {
-    let overlay = config.catalog.overlay();
-    let catalog = Catalog::load_with_overlay(&config.zones.dirs, overlay.as_deref())?;
+    let catalog = Catalog::load(&config.zones.dirs, &config.catalog.overlays())?;
     Ok(Policy::compile(config, Arc::new(catalog))?)
 }
 
@@ -122,10 +121,8 @@ impl App {
             u.stale_max,
         );
         let metrics = Metrics::new(config.http.max_denied_domains);
-        let feed = Arc::new(crate::feed::follow::FeedStatus::from_overlay(
-            config.catalog.overlay().as_deref(),
-        ));
-        register_feed_metrics(&metrics, &feed);
+        let sources = Arc::new(crate::source::follow::Sources::new(&config));
+        register_source_metrics(&metrics, &sources);
         let upstream = Arc::new(ArcSwap::from_pointee(upstream));
         let upstream_fresh = config.upstream.probe_interval * 3;
         register_live_metrics(&metrics, &log, fence.as_ref(), &upstream, upstream_fresh);
@@ -149,11 +146,7 @@ impl App {
             waiting: AtomicUsize::new(0),
             max_waiting: AtomicUsize::new(config.server.max_waiting),
             sync_answers: AtomicBool::new(true),
-            feed,
-            catalog_paths: std::sync::Mutex::new((
-                config.zones.dirs[0].clone(),
-                config.catalog.overlay(),
-            )),
+            sources,
         });
         Ok(App { config, engine })
     }
@@ -243,35 +236,27 @@ impl App {
                 }
             })
         };
-        // The catalog feed follower: it writes the overlay; the policy is recompiled here.
+        // The catalog sources' followers: they write the overlays; the policy is recompiled here.
         let (applied_tx, mut applied_rx) = tokio::sync::mpsc::channel::<()>(1);
-        let (wake_tx, wake_rx) = tokio::sync::mpsc::channel::<()>(1);
-        let follower = if config.catalog.feed.is_some() {
-            let resolver = crate::feed::fetch::ViaUpstream {
-                runtime: tokio::runtime::Handle::current(),
-                upstream: engine.upstream.clone(),
-            };
-            match crate::feed::follow::Follower::new(
-                &config.catalog,
-                &config.zones.dirs,
-                engine.feed.clone(),
-                resolver,
-                std::time::Duration::from_secs(60),
-            ) {
-                Ok(f) => Some(tokio::spawn(crate::feed::follow::follow(
-                    f,
-                    config.catalog.refresh,
-                    applied_tx,
-                    wake_rx,
-                ))),
+        let mut wakes = Vec::new();
+        let mut followers = Vec::new();
+        for status in &engine.sources.followed {
+            match follower(&config, &engine, status.clone()) {
+                Ok(f) => {
+                    let (wake_tx, wake_rx) = tokio::sync::mpsc::channel::<()>(1);
+                    wakes.push(wake_tx);
+                    followers.push(tokio::spawn(crate::source::follow::follow(
+                        f,
+                        config.catalog.refresh,
+                        applied_tx.clone(),
+                        wake_rx,
+                    )));
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "catalog feed: not followed");
-                    None
+                    tracing::error!(source = status.kind.as_str(), error = %e, "catalog source: not followed")
                 }
             }
-        } else {
-            None
-        };
+        }
         loop {
             let signal = tokio::select! {
                 s = signals.recv() => s,
@@ -279,17 +264,19 @@ impl App {
                     match compile(&config) {
                         Ok(policy) => {
                             engine.policy.store(Arc::new(policy));
-                            tracing::info!("catalog feed: policy recompiled with the new overlay");
+                            tracing::info!("catalog source: policy recompiled with the new overlay");
                         }
-                        Err(e) => tracing::error!(error = %e, "catalog feed: the new overlay does not compile; the old policy keeps serving"),
+                        Err(e) => tracing::error!(error = %e, "catalog source: the new overlay does not compile; the old policy keeps serving"),
                     }
                     continue;
                 }
             };
             match signal {
                 Ok(Signal::Reload) => {
-                    // A SIGHUP also polls the feed.
-                    let _ = wake_tx.try_send(());
+                    // A SIGHUP also polls the followed sources.
+                    for wake in &wakes {
+                        let _ = wake.try_send(());
+                    }
                     crate::notify::reloading();
                     let outcome = reload(&mut config, &engine);
                     crate::notify::ready(&match &outcome {
@@ -299,11 +286,7 @@ impl App {
                         ),
                         Err(e) => format!("reload refused, old config kept: {e}"),
                     });
-                    *engine
-                        .catalog_paths
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) =
-                        (config.zones.dirs[0].clone(), config.catalog.overlay());
+                    engine.sources.set_shipped(&config.zones.dirs[0]);
                     *engine.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
                 }
                 Ok(Signal::Shutdown) | Err(broadcast::error::RecvError::Closed) => break,
@@ -314,7 +297,7 @@ impl App {
         if let Some(w) = watchdog {
             w.abort();
         }
-        if let Some(f) = follower {
+        for f in followers {
             f.abort();
         }
         let _ = dns_stop.send(());
@@ -330,51 +313,99 @@ impl App {
     }
 }
 
-/// The catalog feed's metrics, read from the follower's state at scrape time.
-fn register_feed_metrics(metrics: &Metrics, feed: &Arc<crate::feed::follow::FeedStatus>) {
-    use crate::feed::follow::RESULTS;
-    use crate::metrics::Kind;
-    let f = feed.clone();
+/// The follower of one catalog source, fetching through dnsfence's own upstream.
+fn follower(
+    config: &Config,
+    engine: &Engine,
+    status: Arc<crate::source::follow::SourceStatus>,
+) -> Result<crate::source::follow::Follower, String> {
+    use crate::source::SourceKind;
+    use crate::source::fetch::{FeedService, Fetcher, ViaUpstream};
+    use crate::source::follow::{Follower, Origin};
+    let c = &config.catalog;
+    let fetcher = || {
+        let resolver = ViaUpstream {
+            runtime: tokio::runtime::Handle::current(),
+            upstream: engine.upstream.clone(),
+        };
+        Fetcher::new(
+            c.ca_file.as_deref(),
+            Some(resolver),
+            std::time::Duration::from_secs(60),
+        )
+    };
+    let origin = match (status.kind, &c.page, &c.feed) {
+        (SourceKind::Page, Some(url), _) => Origin::Page(url.clone()),
+        (SourceKind::Feed, _, Some(base)) => Origin::Feed(FeedService {
+            fetcher: fetcher()?,
+            base: base.clone(),
+            instance: c.instance.clone(),
+        }),
+        _ => return Err("not configured".into()),
+    };
+    Ok(Follower::new(
+        origin,
+        fetcher()?,
+        &config.zones.dirs,
+        &c.overlays(),
+        status,
+    ))
+}
+
+/// The catalog sources' metrics, read from the followers' state at scrape time.
+fn register_source_metrics(metrics: &Metrics, sources: &Arc<crate::source::follow::Sources>) {
+    use crate::metrics::{self as m, Kind};
+    use crate::source::follow::RESULTS;
+    let per_source = |read: fn(&crate::source::follow::SourceStatus) -> Option<f64>| {
+        let s = sources.clone();
+        move || {
+            s.followed
+                .iter()
+                .filter_map(|f| read(f).map(|v| (vec![f.kind.as_str().to_string()], v)))
+                .collect()
+        }
+    };
+    let s = sources.clone();
     metrics.register_live(
         Kind::Counter,
-        "dnsfence_catalog_feed_fetches_total",
-        "Polls of Microsoft's endpoint web service, by result (ok: a new version applied).",
-        &["result"],
+        m::CATALOG_FETCHES,
+        "Fetches of each followed catalog source, by result (ok: a new overlay applied).",
+        &["source", "result"],
         move || {
-            RESULTS
+            s.followed
                 .iter()
-                .zip(&f.fetches)
-                .map(|(r, n)| (vec![r.to_string()], n.load(Ordering::Relaxed) as f64))
+                .flat_map(|f| {
+                    RESULTS.iter().zip(&f.fetches).map(|(r, n)| {
+                        (
+                            vec![f.kind.as_str().to_string(), r.to_string()],
+                            n.load(Ordering::Relaxed) as f64,
+                        )
+                    })
+                })
                 .collect()
         },
     );
-    let f = feed.clone();
     metrics.register_live(
         Kind::Gauge,
-        "dnsfence_catalog_feed_last_success_timestamp_seconds",
-        "When the endpoint web service last answered usefully (0: never).",
-        &[],
-        move || vec![(Vec::new(), f.last_success.load(Ordering::Relaxed) as f64)],
-    );
-    let f = feed.clone();
-    metrics.register_live(
-        Kind::Gauge,
-        "dnsfence_catalog_version",
-        "Version of each catalog source that has one (the feed's: the service's YYYYMMDDNN).",
+        m::CATALOG_LAST_SUCCESS,
+        "When each followed catalog source last answered usefully (0: never).",
         &["source"],
-        move || {
-            f.version_number()
-                .map(|v| vec![(vec!["feed".to_string()], v)])
-                .unwrap_or_default()
-        },
+        per_source(|f| Some(f.last_success.load(Ordering::Relaxed) as f64)),
     );
-    let f = feed.clone();
     metrics.register_live(
         Kind::Gauge,
-        "dnsfence_catalog_feed_rejected_entries",
-        "Entries of the feed in force that failed validation and were left out.",
-        &[],
-        move || vec![(Vec::new(), f.rejected.load(Ordering::Relaxed) as f64)],
+        m::CATALOG_VERSION,
+        "Version of each catalog source that has one (the feed's YYYYMMDDNN, the page's date \
+         as YYYYMMDD).",
+        &["source"],
+        per_source(|f| f.version_number()),
+    );
+    metrics.register_live(
+        Kind::Gauge,
+        m::CATALOG_REJECTED,
+        "Entries of each followed source in force that failed validation and were left out.",
+        &["source"],
+        per_source(|f| Some(f.rejected.load(Ordering::Relaxed) as f64)),
     );
 }
 
@@ -804,8 +835,9 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
         false,
     );
 
-    // The feed follower is started with its settings: changing them needs a restart.
+    // The followers are started with their settings: changing them needs a restart.
     let crate::config::CatalogConfig {
+        page,
         feed,
         instance,
         refresh,
@@ -813,6 +845,7 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
         ca_file,
     } = &old.catalog;
     let c = &new.catalog;
+    check("catalog.page", *page != c.page, false);
     check("catalog.feed", *feed != c.feed, false);
     check("catalog.instance", *instance != c.instance, false);
     check("catalog.refresh_hours", *refresh != c.refresh, false);

@@ -185,8 +185,18 @@ fn route(target: &str, engine: &Engine) -> Response {
     }
 }
 
-/// `/v1/catalog`: per source file (shipped, local, feed) its endpoint sets, the sets it
-/// extends, and for the feed its version, last fetch and last error.
+/// When a followed source last answered usefully, in RFC 3339.
+fn last_success(f: &crate::source::follow::SourceStatus) -> Option<String> {
+    let at = f.last_success.load(std::sync::atomic::Ordering::Relaxed);
+    (at > 0).then(|| {
+        crate::querylog::rfc3339(
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(at),
+        )
+    })
+}
+
+/// `/v1/catalog`: per source file (shipped, local, page, feed) its endpoint sets, the sets it
+/// extends, and for a followed source its version, last fetch and last error.
 fn catalog_json(engine: &Engine) -> Response {
     #[derive(serde::Serialize)]
     struct Source {
@@ -202,11 +212,7 @@ fn catalog_json(engine: &Engine) -> Response {
         last_error: Option<String>,
     }
     let policy = engine.policy.load();
-    let (shipped, overlay) = engine
-        .catalog_paths
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let shipped = engine.sources.shipped();
     let mut files: Vec<std::path::PathBuf> = Vec::new();
     for set in &policy.catalog.sets {
         for f in std::iter::once(&set.source).chain(&set.extended_by) {
@@ -215,57 +221,55 @@ fn catalog_json(engine: &Engine) -> Response {
             }
         }
     }
-    let feed = &engine.feed;
-    let sources: Vec<Source> = files
+    let ids = |pick: &dyn Fn(&crate::zones::EndpointSet) -> bool| {
+        policy
+            .catalog
+            .sets
+            .iter()
+            .filter(|s| pick(s))
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>()
+    };
+    let mut sources: Vec<Source> = files
         .into_iter()
         .map(|file| {
-            let is_feed = overlay.as_ref() == Some(&file);
-            let kind = if is_feed {
-                "feed"
-            } else if file.parent() == Some(shipped.as_path()) {
-                "shipped"
-            } else {
-                "local"
+            let followed = engine.sources.overlay(&file);
+            let kind = match followed {
+                Some(f) => f.kind.as_str(),
+                None if file.parent() == Some(shipped.as_path()) => "shipped",
+                None => "local",
             };
-            let ids = |pick: &dyn Fn(&crate::zones::EndpointSet) -> bool| {
-                policy
-                    .catalog
-                    .sets
-                    .iter()
-                    .filter(|s| pick(s))
-                    .map(|s| s.id.clone())
-                    .collect::<Vec<_>>()
-            };
-            let at = feed.last_success.load(std::sync::atomic::Ordering::Relaxed);
             Source {
                 source: kind,
                 sets: ids(&|s| s.source == file),
                 extends: ids(&|s| s.extended_by.contains(&file)),
-                version: is_feed
-                    .then(|| {
-                        feed.version
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .clone()
-                    })
-                    .flatten(),
-                last_success: (is_feed && at > 0).then(|| {
-                    crate::querylog::rfc3339(
-                        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(at),
-                    )
-                }),
-                last_error: is_feed
-                    .then(|| {
-                        feed.last_error
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .clone()
-                    })
-                    .flatten(),
+                version: followed.and_then(|f| f.version()),
+                last_success: followed.and_then(last_success),
+                last_error: followed.and_then(|f| f.last_error()),
                 file: file.display().to_string(),
             }
         })
         .collect();
+    // A followed source that has not written an overlay yet is listed too, with its error.
+    let unwritten: Vec<Source> = engine
+        .sources
+        .followed
+        .iter()
+        .filter(|f| {
+            let file = f.overlay.display().to_string();
+            !sources.iter().any(|s| s.file == file)
+        })
+        .map(|f| Source {
+            source: f.kind.as_str(),
+            file: f.overlay.display().to_string(),
+            sets: Vec::new(),
+            extends: Vec::new(),
+            version: f.version(),
+            last_success: last_success(f),
+            last_error: f.last_error(),
+        })
+        .collect();
+    sources.extend(unwritten);
     Response::json(&serde_json::json!({ "sources": sources }))
 }
 

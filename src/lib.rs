@@ -3,7 +3,12 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, defaults and validation with `file:line` errors.
-//! - [`zones`]: the endpoint-set catalog parsed from `zones/*.toml`.
+//! - [`zones`]: the endpoint-set catalog parsed from `zones/*.toml`, local zone files and the
+//!   followed sources' overlays.
+//! - [`source`]: Microsoft's catalog sources (the Intune endpoints page, the MEM feed): parsed,
+//!   compared with the catalog, turned into overlays, fetched and followed.
+//! - [`explain`]: `dnsfence explain`: a name's (or a list's) verdict, view and endpoint set.
+//! - [`fileerror`]: the `file:line: 'entry': reason` error of config and zone files.
 //! - [`matcher`]: the compiled name matcher (exact, `*.suffix`, in-label globs).
 //! - [`policy`]: views (client networks) and their compiled allowlists.
 //! - [`query`]: the one query path: parse, decide (view, verdict, cache, upstream, fence) into a
@@ -26,13 +31,14 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/v1/sets`, `/v1/sets/{view}.txt`, `/v1/denied`.
 //! - [`suggest`]: `dnsfence suggest`: denied names ranked into proposed zone-file blocks.
 //! - [`signal`]: the control signal (reload, shutdown) carried to every task.
+//! - [`notify`]: systemd notifications (ready, reloading, stopping, watchdog).
 //! - [`app`]: start-up order, shared by the binary and the tests.
 
 pub mod answer;
 pub mod app;
 pub mod cache;
 pub mod config;
-pub mod feed;
+pub mod explain;
 pub mod fence;
 pub mod fileerror;
 pub mod http;
@@ -47,6 +53,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod signal;
 pub mod sockopt;
+pub mod source;
 pub mod suggest;
 pub mod tcp;
 pub mod tls;

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use dnsfence::app::{self, App};
-use dnsfence::config::ViewMode;
 use dnsfence::policy::Policy;
 
 /// An allowlist DNS resolver for Intune-managed kiosk and shared-device networks.
@@ -43,25 +42,28 @@ Documentation: /usr/share/doc/dnsfence/README.md";
 /// `dnsfence catalog …`.
 #[derive(Subcommand)]
 enum CatalogCommand {
-    /// Per endpoint-set id: the names, networks and ports the feed has that the catalog lacks
-    /// (+) and those the catalog has that the feed lacks (-), ids on one side only, and feed
-    /// entries rejected. Exit 0: nothing to add; 1: the feed adds something; 2: error.
+    /// Per endpoint-set id: the names, networks and ports the source has that the catalog lacks
+    /// (+) and those the catalog has that the source lacks (-); ids only the source has, with
+    /// everything they would allow; names and subnets of the page's lists no set covers; ids only
+    /// the catalog has; entries rejected. Exit 0: nothing to add; 1: the source adds something;
+    /// 2: error.
     Diff {
         #[command(flatten)]
-        feed: FeedArgs,
+        source: SourceArgs,
         #[command(flatten)]
         config: ConfigArg,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Write an overlay zone file from a feed: names, networks and ports the feed adds to the
-    /// catalog's endpoint sets ([[extend]]), and its new ids as endpoint sets in profile "feed".
-    /// It never removes anything; rejected entries are listed in its comments.
+    /// Write an overlay zone file from a source: names, networks and ports it adds to the
+    /// catalog's endpoint sets ([[extend]]), its new ids as endpoint sets (the page's in the
+    /// profile of their section, the feed's in profile "feed"), and what the page's lists have
+    /// that no set covers. It never removes anything; rejected entries are listed in its comments.
     Pull {
         #[command(flatten)]
-        feed: FeedArgs,
-        /// The overlay to write (atomically), e.g. /etc/dnsfence/zones.d/feed.toml. A previous
+        source: SourceArgs,
+        /// The overlay to write (atomically), e.g. /etc/dnsfence/zones.d/page.toml. A previous
         /// overlay there is left out of the comparison and replaced.
         #[arg(long)]
         out: PathBuf,
@@ -70,71 +72,91 @@ enum CatalogCommand {
     },
 }
 
-/// Where a feed comes from.
+/// Which source, and where it comes from.
 #[derive(clap::Args)]
-struct FeedArgs {
-    /// A saved feed (the JSON of /endpoints/<instance>?ServiceAreas=MEM), or the service's base
-    /// URL (https://endpoints.office.com, or a mirror): fetched through the config's upstream.
+struct SourceArgs {
+    /// Microsoft's Intune endpoints page (recommended): a saved copy of its Markdown, or its URL
+    /// (e.g. https://raw.githubusercontent.com/MicrosoftDocs/memdocs/main/intune/fundamentals/endpoints.md),
+    /// fetched through the config's upstream.
+    #[arg(long, required_unless_present = "feed", conflicts_with = "feed")]
+    page: Option<String>,
+    /// The endpoint web service: a saved feed (the JSON of
+    /// /endpoints/<instance>?ServiceAreas=MEM), or its base URL (https://endpoints.office.com, or
+    /// a mirror), fetched through the config's upstream.
     #[arg(long)]
-    feed: String,
-    /// The service instance (Worldwide, USGovDoD, USGovGCCHigh, China).
+    feed: Option<String>,
+    /// The service instance, for --feed (Worldwide, USGovDoD, USGovGCCHigh, China).
     #[arg(long, default_value = "Worldwide")]
     instance: String,
-    /// CA certificates (PEM) for the service's certificate; default: the system trust store.
+    /// CA certificates (PEM) for the source's certificate; default: the system trust store.
     #[arg(long)]
     ca_file: Option<PathBuf>,
 }
 
-impl FeedArgs {
-    /// The feed's text and where it came from: read from the file, or fetched (version, then
-    /// endpoints) with names resolved through the config's upstream.
+impl SourceArgs {
+    /// The source, parsed, and where it came from: read from the file, or fetched with names
+    /// resolved through the config's upstream.
     fn read(
         &self,
         config: &dnsfence::config::Config,
-    ) -> anyhow::Result<(String, dnsfence::feed::Provenance)> {
-        use dnsfence::feed::Provenance;
-        if !(self.feed.starts_with("https://") || self.feed.starts_with("http://")) {
-            let text = std::fs::read_to_string(&self.feed)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", self.feed))?;
-            let from = Provenance {
-                source: self.feed.clone(),
-                instance: self.instance.clone(),
-                version: None,
+    ) -> anyhow::Result<(dnsfence::source::Source, dnsfence::source::Provenance)> {
+        use dnsfence::source::{Provenance, feed, fetch, page};
+        let is_url = |s: &str| s.starts_with("https://") || s.starts_with("http://");
+        let instance = self.feed.as_ref().map(|_| self.instance.clone());
+        let location = self
+            .page
+            .as_ref()
+            .or(self.feed.as_ref())
+            .ok_or_else(|| anyhow::anyhow!("give --page or --feed"))?;
+        let fetcher = || -> anyhow::Result<(tokio::runtime::Runtime, fetch::Fetcher)> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let upstream = {
+                let _guard = runtime.enter();
+                dnsfence::upstream::Upstream::new(&config.upstream)?
             };
-            return Ok((text, from));
-        }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()?;
-        let upstream = {
-            let _guard = runtime.enter();
-            dnsfence::upstream::Upstream::new(&config.upstream)?
+            let resolver = fetch::ViaUpstream {
+                runtime: runtime.handle().clone(),
+                upstream: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(upstream)),
+            };
+            let fetcher = fetch::Fetcher::new(
+                self.ca_file.as_deref(),
+                Some(resolver),
+                std::time::Duration::from_secs(30),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            Ok((runtime, fetcher))
         };
-        let resolver = dnsfence::feed::fetch::ViaUpstream {
-            runtime: runtime.handle().clone(),
-            upstream: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(upstream)),
+        let read_file =
+            || std::fs::read_to_string(location).map_err(|e| anyhow::anyhow!("{location}: {e}"));
+        let (source, from) = match (&self.page, is_url(location)) {
+            (Some(_), false) => (page::parse(&read_file()?)?, location.clone()),
+            (Some(url), true) => {
+                let (_runtime, fetcher) = fetcher()?;
+                (page::parse(&fetcher.get(url)?)?, url.clone())
+            }
+            (None, false) => (feed::parse(&read_file()?)?, location.clone()),
+            (None, true) => {
+                let (_runtime, fetcher) = fetcher()?;
+                let service = fetch::FeedService {
+                    fetcher,
+                    base: location.clone(),
+                    instance: self.instance.clone(),
+                };
+                let version = service.version()?;
+                let mut feed = feed::parse(&service.endpoints()?)?;
+                feed.version = Some(version);
+                (feed, service.source())
+            }
         };
-        let fetcher = dnsfence::feed::fetch::Fetcher::new(
-            &self.feed,
-            &self.instance,
-            self.ca_file.as_deref(),
-            Some(resolver),
-            std::time::Duration::from_secs(30),
-        )
-        .map_err(|e| anyhow::anyhow!(e))?;
-        let version = fetcher
-            .version()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", fetcher.source()))?;
-        let text = fetcher
-            .endpoints()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", fetcher.source()))?;
         let from = Provenance {
-            source: fetcher.source(),
-            instance: self.instance.clone(),
-            version: Some(version),
+            source: from,
+            instance,
+            version: source.version.clone(),
         };
-        Ok((text, from))
+        Ok((source, from))
     }
 }
 
@@ -217,8 +239,8 @@ enum Command {
         #[arg(long)]
         log: Option<PathBuf>,
     },
-    /// Compare the catalog with Microsoft's endpoint web service (ServiceAreas=MEM), or turn the
-    /// feed into an overlay zone file.
+    /// Compare the catalog with Microsoft's Intune endpoints page or its endpoint web service
+    /// (ServiceAreas=MEM), or turn either into an overlay zone file.
     Catalog {
         #[command(subcommand)]
         action: CatalogCommand,
@@ -229,10 +251,17 @@ enum Command {
         /// Output directory (created if missing).
         dir: PathBuf,
     },
-    /// Say whether a name would be answered, for which view, and which endpoint set allows it.
+    /// Say whether a name would be answered, for which view, and which endpoint set allows it;
+    /// or, with --names, the verdict of every name of a list (exit 1 when any is denied).
     Explain {
-        /// The name to look up.
-        name: String,
+        /// The name to look up (`*.x` is tried one label below x).
+        #[arg(required_unless_present = "names", conflicts_with = "names")]
+        name: Option<String>,
+        /// A file of names, one a line (`-`: standard input; `#` comments and blank lines
+        /// skipped; `*.x` tried one label below x; URLs stand for their host): one line per name
+        /// and the count of allowed and denied; exit 0 when all are allowed, 1 otherwise.
+        #[arg(long, value_name = "FILE")]
+        names: Option<PathBuf>,
         /// Client address; without it every view is explained.
         #[arg(long)]
         client: Option<IpAddr>,
@@ -259,16 +288,30 @@ fn main() -> ExitCode {
         Command::Suggest { config, view, log } => suggest(config.path, view, log),
         Command::Assets { dir } => assets(&dir),
         Command::Catalog {
-            action: CatalogCommand::Diff { feed, config, json },
-        } => catalog_diff(config.path, &feed, json),
+            action:
+                CatalogCommand::Diff {
+                    source,
+                    config,
+                    json,
+                },
+        } => catalog_diff(config.path, &source, json),
         Command::Catalog {
-            action: CatalogCommand::Pull { feed, out, config },
-        } => catalog_pull(config.path, &feed, &out),
+            action:
+                CatalogCommand::Pull {
+                    source,
+                    out,
+                    config,
+                },
+        } => catalog_pull(config.path, &source, &out),
         Command::Explain {
             name,
+            names,
             client,
             config,
-        } => explain(config.path, &name, client),
+        } => match names {
+            Some(list) => explain_list(config.path, &list, client),
+            None => explain(config.path, name.as_deref().unwrap_or_default(), client),
+        },
     };
     match result {
         Ok(code) => code,
@@ -384,7 +427,11 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
             println!("    {name}: {}", ids.join(", "));
         }
     }
-    if let Some(overlay) = config.catalog.overlay() {
+    for (what, overlay) in [
+        ("catalog page", config.catalog.page_overlay()),
+        ("catalog feed", config.catalog.feed_overlay()),
+    ] {
+        let Some(overlay) = overlay else { continue };
         let new = catalog.sets.iter().filter(|s| s.source == overlay).count();
         let extended = catalog
             .sets
@@ -393,11 +440,11 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
             .count();
         if overlay.exists() {
             println!(
-                "  {} (catalog feed): {new} new endpoint sets, {extended} extended",
+                "  {} ({what}): {new} new endpoint sets, {extended} extended",
                 overlay.display()
             );
         } else {
-            println!("  {} (catalog feed): not fetched yet", overlay.display());
+            println!("  {} ({what}): not fetched yet", overlay.display());
         }
     }
     for w in &catalog.warnings {
@@ -486,13 +533,12 @@ fn nft_rules(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `catalog diff`: exit 0 when the feed adds nothing, 1 when it does, 2 on error (as diff(1)).
-fn catalog_diff(path: PathBuf, feed: &FeedArgs, json: bool) -> anyhow::Result<ExitCode> {
+/// `catalog diff`: exit 0 when the source adds nothing, 1 when it does, 2 on error (as diff(1)).
+fn catalog_diff(path: PathBuf, source: &SourceArgs, json: bool) -> anyhow::Result<ExitCode> {
     let run = || -> anyhow::Result<bool> {
         let (config, policy) = app::load(&path)?;
-        let (text, _) = feed.read(&config)?;
-        let feed = dnsfence::feed::Feed::parse(&text)?;
-        let diff = dnsfence::feed::diff(&policy.catalog, &feed);
+        let (source, _) = source.read(&config)?;
+        let diff = dnsfence::source::diff(&policy.catalog, &source);
         if json {
             println!("{}", serde_json::to_string_pretty(&diff)?);
         } else {
@@ -509,20 +555,24 @@ fn catalog_diff(path: PathBuf, feed: &FeedArgs, json: bool) -> anyhow::Result<Ex
     }
 }
 
-fn catalog_pull(path: PathBuf, feed: &FeedArgs, out: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn catalog_pull(
+    path: PathBuf,
+    source: &SourceArgs,
+    out: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
     let config = dnsfence::config::Config::load(&path)?;
-    let catalog = dnsfence::zones::Catalog::load_dirs_except(&config.zones.dirs, Some(out))?;
-    let (text, from) = feed.read(&config)?;
-    let feed = dnsfence::feed::Feed::parse(&text)?;
-    let overlay = dnsfence::feed::overlay(&catalog, &feed, &from);
-    dnsfence::feed::write_atomically(out, &overlay)
+    let catalog = dnsfence::zones::Catalog::load_dirs_except(&config.zones.dirs, out)?;
+    let (source, from) = source.read(&config)?;
+    let overlay = dnsfence::source::overlay(&catalog, &source, &from);
+    dnsfence::source::write_atomically(out, &overlay)
         .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
-    let diff = dnsfence::feed::diff(&catalog, &feed);
+    let diff = dnsfence::source::diff(&catalog, &source);
     println!(
-        "{}: {} endpoint sets extended, {} new (profile \"feed\"), {} feed entries rejected",
+        "{}: {} endpoint sets extended, {} new, {} lists beyond the catalog, {} entries rejected",
         out.display(),
         diff.changed.iter().filter(|d| d.adds()).count(),
-        diff.feed_only.len(),
+        diff.new.len(),
+        diff.uncovered.len(),
         diff.rejected.len()
     );
     Ok(ExitCode::SUCCESS)
@@ -549,87 +599,61 @@ fn iptables_rules(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The views `explain` looks at: the client's, or every one. `None`: the client is in no view.
+fn explain_views(policy: &Policy, client: Option<IpAddr>) -> Option<Vec<&dnsfence::policy::View>> {
+    match client {
+        Some(ip) => policy.view_for(ip).map(|v| vec![v]),
+        None => Some(policy.views.iter().collect()),
+    }
+}
+
 fn explain(path: PathBuf, name: &str, client: Option<IpAddr>) -> anyhow::Result<ExitCode> {
     let (_, policy) = app::load(&path)?;
-    let views: Vec<_> = match client {
-        Some(ip) => match policy.view_for(ip) {
-            Some(view) => vec![view],
-            None => {
-                println!("client {ip}: in no view: every query is REFUSED (EDE 18 Prohibited)");
-                return Ok(ExitCode::SUCCESS);
-            }
-        },
-        None => policy.views.iter().collect(),
+    let asked = match dnsfence::explain::asked(name) {
+        Ok(a) => a,
+        Err(reason) => {
+            eprintln!("dnsfence: '{name}' is not a valid name: {reason}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let Some(views) = explain_views(&policy, client) else {
+        println!(
+            "client {}: in no view: every query is REFUSED (EDE 18 Prohibited)",
+            client.map(|c| c.to_string()).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
     };
     for view in views {
-        explain_view(&policy, view, name);
+        print!("{}", dnsfence::explain::describe(&policy, view, &asked));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn explain_view(policy: &Policy, view: &dnsfence::policy::View, name: &str) {
-    match view.lookup(name) {
-        Some(entry) => {
-            println!(
-                "view {}: {name}: allowed by pattern '{}'",
-                view.name, entry.pattern
-            );
-            for &i in &entry.values {
-                let set = &policy.catalog.sets[i as usize];
-                let ports: Vec<String> = set.ports.iter().map(|p| p.to_string()).collect();
-                let extended: Vec<String> = set
-                    .extended_by
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect();
-                println!(
-                    "  endpoint set {} ({}, {}{}): {} [ports {}] from {}{}",
-                    set.id,
-                    set.profile,
-                    set.category.as_str(),
-                    if set.required { ", required" } else { "" },
-                    set.description,
-                    ports.join(" "),
-                    set.source.display(),
-                    if extended.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", extended by {}", extended.join(", "))
-                    }
-                );
-            }
-        }
-        None => {
-            let answer = view.deny_rcode.as_str();
-            match view.mode {
-                ViewMode::Enforce => println!(
-                    "view {}: {name}: denied (not_allowlisted): no endpoint set of this view matches; answered {answer} with EDE 15 (Blocked), never forwarded",
-                    view.name
-                ),
-                ViewMode::Report => println!(
-                    "view {}: {name}: would be denied (not_allowlisted); the view is in report mode, so it is answered and logged as would_deny",
-                    view.name
-                ),
-            }
-            let elsewhere: Vec<&str> = policy
-                .catalog
-                .sets
-                .iter()
-                .filter(|s| {
-                    let mut b = dnsfence::matcher::MatcherBuilder::new();
-                    for n in &s.names {
-                        b.add(n.clone(), 0);
-                    }
-                    b.build().is_ok_and(|m| m.lookup(name).is_some())
-                })
-                .map(|s| s.id.as_str())
-                .collect();
-            if !elsewhere.is_empty() {
-                println!(
-                    "  note: endpoint sets not selected by this view match it: {}",
-                    elsewhere.join(", ")
-                );
-            }
-        }
-    }
+/// `explain --names FILE`: exit 0 when every name is allowed, 1 when any is denied or invalid.
+fn explain_list(
+    path: PathBuf,
+    list: &std::path::Path,
+    client: Option<IpAddr>,
+) -> anyhow::Result<ExitCode> {
+    let (_, policy) = app::load(&path)?;
+    let text = if list == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(list).map_err(|e| anyhow::anyhow!("{}: {e}", list.display()))?
+    };
+    let Some(views) = explain_views(&policy, client) else {
+        println!(
+            "client {}: in no view: every query is REFUSED (EDE 18 Prohibited)",
+            client.map(|c| c.to_string()).unwrap_or_default()
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    let report = dnsfence::explain::list(&policy, &views, &text);
+    print!("{}", report.text);
+    println!("{}", report.summary());
+    Ok(if report.all_allowed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

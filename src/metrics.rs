@@ -76,6 +76,14 @@ pub const SERVER_SRTT: &str = "dnsfence_upstream_server_srtt_seconds";
 pub const QUERYLOG_SAMPLED: &str = "dnsfence_querylog_sampled_total";
 /// `dnsfence_build_info{version}`.
 pub const BUILD_INFO: &str = "dnsfence_build_info";
+/// Fetches of each followed catalog source (`source`, `result`).
+pub const CATALOG_FETCHES: &str = "dnsfence_catalog_fetches_total";
+/// When each followed catalog source last answered usefully (`source`).
+pub const CATALOG_LAST_SUCCESS: &str = "dnsfence_catalog_last_success_timestamp_seconds";
+/// The version of each catalog source that has one (`source`).
+pub const CATALOG_VERSION: &str = "dnsfence_catalog_version";
+/// Entries of each followed source left out by validation (`source`).
+pub const CATALOG_REJECTED: &str = "dnsfence_catalog_rejected_entries";
 
 /// Query types that get their own label value; the rest are "other".
 const QTYPES: &[&str] = &[

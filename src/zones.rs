@@ -167,6 +167,34 @@ pub struct EndpointSet {
     pub extended_by: Vec<PathBuf>,
 }
 
+impl EndpointSet {
+    /// Adds what `ext` has and the set lacks; records the file when it added anything.
+    fn extend(&mut self, ext: Extension) {
+        let mut added = false;
+        for n in ext.names {
+            if !self.names.contains(&n) {
+                self.names.push(n);
+                added = true;
+            }
+        }
+        for n in ext.networks {
+            if !self.networks.contains(&n) {
+                self.networks.push(n);
+                added = true;
+            }
+        }
+        for p in ext.ports {
+            if !self.ports.contains(&p) {
+                self.ports.push(p);
+                added = true;
+            }
+        }
+        if added && !self.extended_by.contains(&ext.source) {
+            self.extended_by.push(ext.source);
+        }
+    }
+}
+
 /// Every endpoint set of the zone directory.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -269,27 +297,31 @@ impl Catalog {
     /// directory in order (missing or empty ones are fine: an admin has not added anything
     /// yet). An endpoint-set id defined twice is an error naming both files.
     pub fn load_dirs(dirs: &[PathBuf]) -> Result<Catalog, ZoneError> {
-        Catalog::load_dirs_except(dirs, None)
+        Catalog::load(dirs, &[])
     }
 
     /// The same, leaving out one file (the overlay `catalog pull` is about to replace).
-    pub fn load_dirs_except(dirs: &[PathBuf], skip: Option<&Path>) -> Result<Catalog, ZoneError> {
-        Catalog::load_files(dirs, skip, None)
+    pub fn load_dirs_except(dirs: &[PathBuf], skip: &Path) -> Result<Catalog, ZoneError> {
+        Catalog::load_files(dirs, Some(skip), &[])
     }
 
-    /// The zone directories, then the feed's overlay when it exists (the daemon's
-    /// `[catalog] feed`): its extensions and new sets come last.
-    pub fn load_with_overlay(
-        dirs: &[PathBuf],
-        overlay: Option<&Path>,
-    ) -> Result<Catalog, ZoneError> {
-        Catalog::load_files(dirs, overlay, overlay.filter(|o| o.exists()))
+    /// The zone directories, then the overlays of the followed sources (`[catalog] page`,
+    /// `feed`) that exist. An overlay only adds: an endpoint set it defines under an id already
+    /// loaded extends that set, and an extension of an id no file defines is left out with a
+    /// warning — a generated file never fails the catalog that an admin's files make.
+    pub fn load(dirs: &[PathBuf], overlays: &[PathBuf]) -> Result<Catalog, ZoneError> {
+        let overlays: Vec<&Path> = overlays
+            .iter()
+            .map(PathBuf::as_path)
+            .filter(|o| o.exists())
+            .collect();
+        Catalog::load_files(dirs, None, &overlays)
     }
 
     fn load_files(
         dirs: &[PathBuf],
         skip: Option<&Path>,
-        last: Option<&Path>,
+        overlays: &[&Path],
     ) -> Result<Catalog, ZoneError> {
         let mut files = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
@@ -302,11 +334,13 @@ impl Catalog {
             }
             files.extend(found);
         }
-        if let Some(skip) = skip {
-            let skip = skip.canonicalize().unwrap_or_else(|_| skip.to_path_buf());
-            files.retain(|f| f.canonicalize().map_or(true, |f| f != skip));
-        }
-        files.extend(last.map(Path::to_path_buf));
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let leave_out: Vec<PathBuf> = skip
+            .into_iter()
+            .chain(overlays.iter().copied())
+            .map(canonical)
+            .collect();
+        files.retain(|f| !leave_out.contains(&canonical(f)));
         let mut catalog = Catalog::default();
         let mut seen: HashMap<String, (PathBuf, usize)> = HashMap::new();
         let mut extensions: Vec<(Extension, usize)> = Vec::new();
@@ -342,30 +376,48 @@ impl Catalog {
                 }
                 .into());
             };
-            let mut added = false;
-            for n in ext.names {
-                if !set.names.contains(&n) {
-                    set.names.push(n);
-                    added = true;
-                }
-            }
-            for n in ext.networks {
-                if !set.networks.contains(&n) {
-                    set.networks.push(n);
-                    added = true;
-                }
-            }
-            for p in ext.ports {
-                if !set.ports.contains(&p) {
-                    set.ports.push(p);
-                    added = true;
-                }
-            }
-            if added && !set.extended_by.contains(&ext.source) {
-                set.extended_by.push(ext.source);
-            }
+            set.extend(ext);
+        }
+        for overlay in overlays {
+            catalog.add_overlay(overlay)?;
         }
         Ok(catalog)
+    }
+
+    /// Adds a generated overlay: its sets are new or extend the set of their id; its extensions
+    /// of unknown ids are warnings.
+    fn add_overlay(&mut self, path: &Path) -> Result<(), ZoneError> {
+        let text = fs::read_to_string(path).map_err(|source| FileError::io(path, source))?;
+        let contents = parse_zone(path, &text, &mut self.warnings)?;
+        let mut extensions: Vec<(Extension, usize)> = contents.extensions;
+        for (set, line) in contents.sets {
+            if self.set(&set.id).is_some() {
+                extensions.push((
+                    Extension {
+                        id: set.id,
+                        names: set.names,
+                        networks: set.networks,
+                        ports: set.ports,
+                        source: set.source,
+                    },
+                    line,
+                ));
+            } else {
+                self.sets.push(set);
+            }
+        }
+        for (ext, line) in extensions {
+            match self.sets.iter_mut().find(|s| s.id == ext.id) {
+                Some(set) => set.extend(ext),
+                None => self.warnings.push(ZoneWarning {
+                    path: path.to_path_buf(),
+                    line,
+                    entry: ext.id,
+                    reason: "extends an endpoint set that no zone file defines: left out".into(),
+                }),
+            }
+        }
+        Ok(())
     }
 
     /// Every profile name, sorted.
@@ -704,6 +756,61 @@ networks = ["17.0.0.0/8"]
         assert_eq!(
             w[0].to_string(),
             "z.toml:10: 'itunes.apple.com': listed twice in endpoint set '178'"
+        );
+    }
+
+    #[test]
+    fn overlays_only_add_and_never_fail_the_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let zones = dir.path().join("zones");
+        std::fs::create_dir(&zones).unwrap();
+        std::fs::write(zones.join("apple.toml"), GOOD).unwrap();
+        let new_set = |name: &str| {
+            format!(
+                "[[endpoint_set]]\nid = \"193\"\ndescription = \"New\"\ncategory = \"default\"\n\
+                 required = true\nexpress_route = false\nports = [\"tcp/443\"]\nprofile = \"autopilot\"\n\
+                 names = [\"{name}\"]\n"
+            )
+        };
+        // The page and the feed both bring id 193; the feed also extends an id nobody defines.
+        let page = dir.path().join("page.toml");
+        std::fs::write(&page, new_set("a.microsoft.com")).unwrap();
+        let feed = dir.path().join("feed.toml");
+        std::fs::write(
+            &feed,
+            format!(
+                "{}\n[[extend]]\nid = \"404\"\nnames = [\"b.microsoft.com\"]\n",
+                new_set("c.microsoft.com")
+            ),
+        )
+        .unwrap();
+        let missing = dir.path().join("not-yet.toml");
+        let c = Catalog::load(
+            std::slice::from_ref(&zones),
+            &[page.clone(), feed.clone(), missing],
+        )
+        .unwrap();
+        let s = c.set("193").unwrap();
+        assert_eq!(s.source, page);
+        assert_eq!(s.extended_by, std::slice::from_ref(&feed));
+        assert_eq!(
+            s.names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            ["a.microsoft.com", "c.microsoft.com"]
+        );
+        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(
+            c.warnings[0].to_string(),
+            format!(
+                "{}:11: '404': extends an endpoint set that no zone file defines: left out",
+                feed.display()
+            )
+        );
+        // In a zone directory the same file is an admin's: strict.
+        std::fs::copy(&feed, zones.join("feed.toml")).unwrap();
+        let e = Catalog::load_dirs(&[zones]).unwrap_err().to_string();
+        assert!(
+            e.contains("extends an endpoint set that no zone file defines"),
+            "{e}"
         );
     }
 

@@ -125,29 +125,45 @@ pub struct Config {
     pub views: Vec<ViewConfig>,
 }
 
-/// `[catalog]`.
+/// `[catalog]`: following Microsoft's sources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogConfig {
+    /// The Intune endpoints page's Markdown (Microsoft's recommended source); `None`: not
+    /// followed.
+    pub page: Option<String>,
     /// The service's base URL (`https://endpoints.office.com`, or a mirror); `None`: not followed.
     pub feed: Option<String>,
     /// The service instance (`Worldwide`, `USGovDoD`, `USGovGCCHigh`, `China`).
     pub instance: String,
     /// How often the version is polled (±10%).
     pub refresh: Duration,
-    /// Where the overlay is kept across restarts.
+    /// Where the overlays are kept across restarts.
     pub state_dir: PathBuf,
     /// CA certificates for the service; `None`: the system trust store.
     pub ca_file: Option<PathBuf>,
 }
 
 impl CatalogConfig {
-    /// The overlay the daemon writes and the catalog loads after the zone directories, when the
-    /// feed is followed.
-    pub fn overlay(&self) -> Option<PathBuf> {
+    /// The overlay the daemon writes for the page, when it is followed.
+    pub fn page_overlay(&self) -> Option<PathBuf> {
+        self.page.as_ref().map(|_| self.state_dir.join("page.toml"))
+    }
+
+    /// The overlay the daemon writes for the feed, when it is followed.
+    pub fn feed_overlay(&self) -> Option<PathBuf> {
         self.feed.as_ref().map(|_| {
             self.state_dir
                 .join(format!("feed-{}.toml", self.instance.to_ascii_lowercase()))
         })
+    }
+
+    /// The overlays the catalog loads after the zone directories, in that order: the page's, then
+    /// the feed's.
+    pub fn overlays(&self) -> Vec<PathBuf> {
+        self.page_overlay()
+            .into_iter()
+            .chain(self.feed_overlay())
+            .collect()
     }
 }
 
@@ -899,18 +915,24 @@ impl Config {
             fence,
             catalog: {
                 let c = &raw.catalog;
-                if let Some(feed) = &c.feed {
-                    let url = feed.get_ref();
+                for (url, what) in [
+                    (
+                        &c.feed,
+                        "the feed is the service's base URL, e.g. https://endpoints.office.com",
+                    ),
+                    (
+                        &c.page,
+                        "the page is the URL of its Markdown, e.g. https://raw.githubusercontent.com/MicrosoftDocs/memdocs/main/intune/fundamentals/endpoints.md",
+                    ),
+                ] {
+                    let Some(url) = url else { continue };
                     let host = url
+                        .get_ref()
                         .strip_prefix("https://")
-                        .or_else(|| url.strip_prefix("http://"))
+                        .or_else(|| url.get_ref().strip_prefix("http://"))
                         .unwrap_or("");
                     if host.is_empty() || host.contains(char::is_whitespace) {
-                        return Err(entry(
-                            feed,
-                            "the feed is the service's base URL, e.g. https://endpoints.office.com"
-                                .into(),
-                        ));
+                        return Err(entry(url, what.into()));
                     }
                 }
                 let instance = c.instance.get_ref();
@@ -921,6 +943,7 @@ impl Config {
                     ));
                 }
                 CatalogConfig {
+                    page: c.page.as_ref().map(|p| p.get_ref().to_string()),
                     feed: c
                         .feed
                         .as_ref()

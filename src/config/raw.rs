@@ -31,10 +31,12 @@ pub(super) struct RawConfig {
     pub(super) view: Vec<Spanned<RawView>>,
 }
 
-/// `[catalog]`: following Microsoft's endpoint web service.
+/// `[catalog]`: following Microsoft's Intune endpoints page and endpoint web service.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCatalog {
+    #[serde(default)]
+    pub(super) page: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) feed: Option<Spanned<String>>,
     #[serde(default = "default_instance")]
@@ -50,6 +52,7 @@ pub(super) struct RawCatalog {
 impl Default for RawCatalog {
     fn default() -> Self {
         RawCatalog {
+            page: None,
             feed: None,
             instance: default_instance(),
             refresh_hours: default_refresh_hours(),

@@ -79,11 +79,9 @@ pub struct Engine {
     /// UDP query takes the runtime's way: the parity test's switch, to show that both ways give
     /// the same bytes.
     pub sync_answers: AtomicBool,
-    /// The catalog feed follower's state (`[catalog] feed`).
-    pub feed: Arc<crate::feed::follow::FeedStatus>,
-    /// The shipped catalog's directory and the feed overlay, to tell sources apart in
-    /// `/v1/catalog`.
-    pub catalog_paths: std::sync::Mutex<(std::path::PathBuf, Option<std::path::PathBuf>)>,
+    /// The catalog's sources: the shipped directory and the followed sources' state, to tell
+    /// sources apart in `/v1/catalog`.
+    pub sources: Arc<crate::source::follow::Sources>,
 }
 
 impl std::fmt::Debug for Engine {

@@ -1,5 +1,7 @@
 //! The catalog feed: Microsoft's endpoint web service (a fixture written from the seed
-//! document's tables, `tests/fixtures/feed-mem-worldwide.json`) against the shipped catalog.
+//! document's tables, `tests/fixtures/feed-mem-worldwide.json`, as the service still serves that
+//! era's data) against the shipped catalog, and the HTTPS server that plays the service and the
+//! page for the daemon tests (`page.rs` has the page's own tests).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -7,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -19,9 +21,14 @@ fn fixture() -> serde_json::Value {
 
 /// `dnsfence catalog diff --feed FILE -c config/dnsfence.toml [extra]`: (exit, stdout, stderr).
 fn diff(feed: &Path, extra: &[&str]) -> (i32, String, String) {
+    catalog_diff("--feed", feed, extra)
+}
+
+/// `dnsfence catalog diff SOURCE FILE -c config/dnsfence.toml [extra]`.
+pub fn catalog_diff(source: &str, file: &Path, extra: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dnsfence"))
-        .args(["catalog", "diff", "--feed"])
-        .arg(feed)
+        .args(["catalog", "diff", source])
+        .arg(file)
         .args(["-c", "config/dnsfence.toml"])
         .args(extra)
         .current_dir(repo())
@@ -42,27 +49,67 @@ fn set_mut(feed: &mut serde_json::Value, id: u64) -> &mut serde_json::Value {
         .unwrap()
 }
 
+/// The lines of `after` that `before` lacks, and those it lacks of `before`.
+pub fn line_changes(before: &str, after: &str) -> (Vec<String>, Vec<String>) {
+    let b: Vec<&str> = before.lines().collect();
+    let a: Vec<&str> = after.lines().collect();
+    (
+        a.iter()
+            .filter(|l| !b.contains(l))
+            .map(|l| l.to_string())
+            .collect(),
+        b.iter()
+            .filter(|l| !a.contains(l))
+            .map(|l| l.to_string())
+            .collect(),
+    )
+}
+
 #[test]
-fn the_fixture_adds_nothing_to_the_shipped_catalog() {
+fn the_seed_era_feed_would_bring_back_what_the_page_dropped() {
+    // Microsoft's caution on the page: the endpoint service no longer returns accurate data for
+    // Intune. Its data of the seed's era would add back exactly what the catalog, following the
+    // page, dropped: three retired subnets, the azureedge.net names of 170 (a suffix any Azure
+    // customer can claim) and an NCSI name moved to 165.
     let (code, out, err) = diff(&repo().join("tests/fixtures/feed-mem-worldwide.json"), &[]);
-    assert_eq!(code, 0, "{out}{err}");
-    // The one difference: the feed cannot vouch for a wildcard under a multi-tenant suffix
-    // (the catalog keeps it, marked multi_tenant with the seed's reason).
-    assert_eq!(
-        out,
+    assert_eq!(code, 1, "{out}{err}");
+    let added: Vec<&str> = out.lines().filter(|l| l.starts_with("  +")).collect();
+    let mut want = vec![
+        "  + network 13.71.199.64/28",
+        "  + network 13.73.244.48/28",
+        "  + network 20.49.93.160/27",
+        "  + name www.msftncsi.com",
+    ];
+    let swd: Vec<String> = [
+        "a01", "a02", "b01", "b02", "c01", "c02", "d01", "d02", "in01", "in02",
+    ]
+    .iter()
+    .map(|s| format!("  + name swd{s}-mscdn.azureedge.net"))
+    .collect();
+    want.extend(swd.iter().map(String::as_str));
+    let mut got = added.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{out}");
+    assert!(
+        out.contains("endpoint set 190: only in the catalog"),
+        "ids the service does not serve: {out}"
+    );
+    assert!(out.contains(
         "endpoint set 187: rejected '*.webpubsub.azure.com': a wildcard directly under \
          'webpubsub.azure.com', a multi-tenant suffix: any of its tenants can create such names\n"
-    );
+    ));
 }
 
 #[test]
 fn a_changed_feed_gives_exactly_its_changes() {
+    let base = fixture();
     let mut feed = fixture();
     let s163 = set_mut(&mut feed, 163);
     s163["urls"]
         .as_array_mut()
         .unwrap()
-        .push("New.Manage.Microsoft.com".into());
+        .push("New.Manage.Microsoft.com.Example".into());
     let ips = s163["ips"].as_array_mut().unwrap();
     let at = ips.iter().position(|i| i == "13.67.13.176/28").unwrap();
     ips.remove(at);
@@ -75,34 +122,49 @@ fn a_changed_feed_gives_exactly_its_changes() {
         "tcpPorts": "443", "expressRoute": false, "category": "Default", "required": true
     }));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("feed.json");
-    std::fs::write(&path, feed.to_string()).unwrap();
-    let (code, out, err) = diff(&path, &[]);
+    let (before, after) = (dir.path().join("before.json"), dir.path().join("feed.json"));
+    std::fs::write(&before, base.to_string()).unwrap();
+    std::fs::write(&after, feed.to_string()).unwrap();
+    let (_, was, _) = diff(&before, &[]);
+    let (code, out, err) = diff(&after, &[]);
     assert_eq!(code, 1, "something to add: {out}{err}");
-    let lines: Vec<&str> = out.lines().collect();
+    let (added, removed) = line_changes(&was, &out);
     assert_eq!(
-        lines,
+        added,
         [
-            "endpoint set 163:",
-            "  + name new.manage.microsoft.com",
+            "  + name new.manage.microsoft.com.example",
             "  - network 13.67.13.176/28",
-            "endpoint set 999: only in the feed (new)",
+            "endpoint set 999: only in the feed (new, profile \"feed\"): MEM",
+            "  + name new-service.microsoft.com",
+            "  + port tcp/443",
             "endpoint set 172: rejected '*.com': a wildcard directly under the public suffix \
              'com' would allow whole top-level domains",
-            "endpoint set 187: rejected '*.webpubsub.azure.com': a wildcard directly under \
-             'webpubsub.azure.com', a multi-tenant suffix: any of its tenants can create such names",
         ]
     );
+    assert!(removed.is_empty(), "{removed:?}");
     // The same for machines.
-    let (code, out, _) = diff(&path, &["--json"]);
+    let (code, out, _) = diff(&after, &["--json"]);
     assert_eq!(code, 1);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        json["changed"][0]["names_added"][0],
-        "new.manage.microsoft.com"
+    assert_eq!(json["source"], "feed");
+    let s163 = json["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "163")
+        .unwrap();
+    assert_eq!(s163["names_added"][0], "new.manage.microsoft.com.example");
+    assert_eq!(json["new"][0]["id"], "999");
+    assert_eq!(json["new"][0]["names"][0], "new-service.microsoft.com");
+    assert_eq!(json["new"][0]["ports"][0], "tcp/443");
+    assert_eq!(json["new"][0]["profile"], "feed");
+    assert!(
+        json["rejected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["entry"] == "*.com" && r["at"] == "endpoint set 172")
     );
-    assert_eq!(json["feed_only"][0], "999");
-    assert_eq!(json["rejected"][0]["entry"], "*.com");
 }
 
 #[test]
@@ -126,7 +188,7 @@ fn a_feed_that_is_not_the_services_json_is_an_error() {
 }
 
 /// `dnsfence ARGS` in the repository: (exit, stdout, stderr).
-fn dnsfence(args: &[&str]) -> (i32, String, String) {
+pub fn dnsfence(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dnsfence"))
         .args(args)
         .current_dir(repo())
@@ -191,10 +253,14 @@ fn pull_writes_an_overlay_that_check_accepts_and_that_only_adds() {
             cfg.to_str().unwrap(),
         ]);
         assert_eq!(code, 0, "round {round}: {out}{err}");
-        assert!(out.contains("1 endpoint sets extended, 1 new"), "{out}");
+        // 163, 169 and 170 (what the seed-era feed brings back, 163's new name among it).
+        assert!(out.contains("3 endpoint sets extended, 1 new"), "{out}");
     }
     let text = std::fs::read_to_string(&overlay).unwrap();
-    assert!(text.contains("# rejected (id 172): '*.com'"), "{text}");
+    assert!(
+        text.contains("# rejected (endpoint set 172): '*.com'"),
+        "{text}"
+    );
     assert!(
         !text.contains("13.67.13.176"),
         "nothing removed, nothing restated: {text}"
@@ -238,15 +304,18 @@ pub struct Served {
     pub status: u16,
     /// The body.
     pub body: String,
+    /// What `/page…` answers (the Intune endpoints page's Markdown), with `status`.
+    pub page: String,
 }
 
 impl Served {
     /// The fixture, at `version`, with 200.
-    fn fixture(version: &str) -> Served {
+    pub fn fixture(version: &str) -> Served {
         Served {
             version: version.into(),
             status: 200,
             body: fixture_text(),
+            page: page_fixture(),
         }
     }
 }
@@ -321,7 +390,9 @@ impl FeedServer {
                 };
                 r.lock().unwrap().push(path.clone());
                 let now = s.lock().unwrap().clone();
-                let (status, body) = if path.starts_with("/version/") {
+                let (status, body) = if path.starts_with("/version/") && now.version.is_empty() {
+                    (503, String::new())
+                } else if path.starts_with("/version/") {
                     (
                         200,
                         format!(
@@ -331,6 +402,8 @@ impl FeedServer {
                     )
                 } else if path.starts_with("/endpoints/") {
                     (now.status, now.body)
+                } else if path.starts_with("/page") {
+                    (now.status, now.page)
                 } else {
                     (404, String::new())
                 };
@@ -360,6 +433,11 @@ fn fixture_text() -> String {
     std::fs::read_to_string(repo().join("tests/fixtures/feed-mem-worldwide.json")).unwrap()
 }
 
+/// The page fixture's Markdown.
+pub fn page_fixture() -> String {
+    std::fs::read_to_string(repo().join("tests/fixtures/intune-endpoints-page.md")).unwrap()
+}
+
 #[test]
 fn diff_and_pull_fetch_the_live_service_over_https() {
     let dir = tempfile::tempdir().unwrap();
@@ -377,7 +455,7 @@ fn diff_and_pull_fetch_the_live_service_over_https() {
         "config/dnsfence.toml",
     ];
     let (code, out, err) = dnsfence(&[&base[..], &["--ca-file", ca.to_str().unwrap()]].concat());
-    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("endpoint set 187: rejected"), "{out}");
     let paths = server.requests.lock().unwrap().clone();
     assert!(
@@ -420,12 +498,29 @@ fn diff_and_pull_fetch_the_live_service_over_https() {
     let (code, _, err) = dnsfence(&[&base[..], &["--ca-file", ca.to_str().unwrap()]].concat());
     assert_eq!(code, 2);
     assert!(err.contains("HTTP 500"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{url}/endpoints/Worldwide?ServiceAreas=MEM&clientrequestid="
+        )),
+        "the URL requested is named: {err}"
+    );
+    // A failed version poll names the version URL, not the endpoints one.
+    server.served.lock().unwrap().version = String::new();
+    let (code, _, err) = dnsfence(&[&base[..], &["--ca-file", ca.to_str().unwrap()]].concat());
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!("{url}/version/Worldwide?clientrequestid="))
+            && err.contains("HTTP 503")
+            && !err.contains("/endpoints/"),
+        "{err}"
+    );
 }
 
 /// A fetch result's count, from `/metrics`.
-async fn fetches(f: &crate::harness::Fence, result: &str) -> f64 {
+pub async fn fetches(f: &crate::harness::Fence, source: &str, result: &str) -> f64 {
     let (_, text) = crate::harness::http_get(f.http.unwrap(), "/metrics").await;
-    let needle = format!("dnsfence_catalog_feed_fetches_total{{result=\"{result}\"}} ");
+    let needle =
+        format!("dnsfence_catalog_fetches_total{{result=\"{result}\",source=\"{source}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&needle))
         .and_then(|v| v.trim().parse().ok())
@@ -434,7 +529,7 @@ async fn fetches(f: &crate::harness::Fence, result: &str) -> f64 {
 
 /// A server on the test config for loopback clients, `extra` appended (its `[catalog]`), the
 /// config file written into `dir` as an admin would.
-async fn start_with(
+pub async fn start_with(
     dir: &Path,
     upstream: crate::harness::Upstream,
     extra: &str,
@@ -480,7 +575,7 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
             crate::harness::eventually(Duration::from_secs(5), || overlay.exists()).await,
             "overlay written"
         );
-        assert_eq!(fetches(&f, "ok").await, 1.0);
+        assert_eq!(fetches(&f, "feed", "ok").await, 1.0);
         assert!(
             f.upstream.seen.count("endpoints.feed.test.") >= 1,
             "the feed host was resolved through the upstream"
@@ -518,7 +613,7 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
         })
         .await;
         assert!(allowed, "the feed's name is answered without a restart");
-        assert_eq!(fetches(&f, "ok").await, 2.0);
+        assert_eq!(fetches(&f, "feed", "ok").await, 2.0);
         // The cache and the fence survived the swap.
         let before = hits(&f);
         c.ask("enterpriseenrollment.manage.microsoft.com.", RecordType::A)
@@ -534,7 +629,13 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
             .find(|s| s["source"] == "feed")
             .expect("a feed source");
         assert_eq!(feed_source["version"], "2026112500");
-        assert_eq!(feed_source["extends"][0], "163");
+        assert!(
+            feed_source["extends"]
+                .as_array()
+                .unwrap()
+                .contains(&"163".into()),
+            "{feed_source}"
+        );
         let out = Command::new(env!("CARGO_BIN_EXE_dnsfence"))
             .arg("check")
             .arg("-c")
@@ -543,7 +644,7 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
             .unwrap();
         let out = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
-            out.contains("feed-worldwide.toml (catalog feed): 0 new endpoint sets, 1 extended"),
+            out.contains("feed-worldwide.toml (catalog feed): 0 new endpoint sets, 3 extended"),
             "{out}"
         );
         let (_, metrics) = crate::harness::http_get(f.http.unwrap(), "/metrics").await;
@@ -566,7 +667,7 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
         .into_iter()
         .enumerate()
         {
-            let before = fetches(&f, result).await;
+            let before = fetches(&f, "feed", result).await;
             {
                 let mut served = server.served.lock().unwrap();
                 served.version = format!("20261126{i:02}");
@@ -575,7 +676,7 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
             }
             f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
             let counted = crate::harness::eventually_async(Duration::from_secs(5), || async {
-                fetches(&f, result).await > before
+                fetches(&f, "feed", result).await > before
             })
             .await;
             assert!(counted, "{result} counted");
@@ -621,11 +722,11 @@ fn a_certificate_the_daemon_does_not_trust_keeps_the_overlay_it_has() {
         );
         let f = start_with(dir.path(), upstream, &extra).await;
         let failed = crate::harness::eventually_async(Duration::from_secs(5), || async {
-            fetches(&f, "transport").await >= 1.0
+            fetches(&f, "feed", "transport").await >= 1.0
         })
         .await;
         assert!(failed, "the bad certificate is counted");
-        let error = f.engine.feed.last_error.lock().unwrap().clone().unwrap();
+        let error = f.engine.sources.followed[0].last_error().unwrap();
         assert!(error.to_lowercase().contains("certificate"), "{error}");
         let a = f
             .client()

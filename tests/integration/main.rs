@@ -13,6 +13,7 @@ mod ipset;
 mod limits;
 mod logs;
 mod observe;
+mod page;
 mod parity;
 mod protocol;
 mod reload;

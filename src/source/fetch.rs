@@ -1,5 +1,6 @@
-//! Fetching the feed: `GET <base>/version/<instance>` to poll, `GET <base>/endpoints/<instance>
-//! ?ServiceAreas=MEM` when the version moved, each with a fresh `clientrequestid`.
+//! Fetching a source over HTTPS: the page (one `GET` of its Markdown), or the feed (`GET
+//! <base>/version/<instance>` to poll, `GET <base>/endpoints/<instance>?ServiceAreas=MEM` when the
+//! version moved, each with a fresh `clientrequestid`). Every error names the URL requested.
 //!
 //! The HTTP client is ureq 3 (blocking; rustls with ring and the platform verifier): a small,
 //! maintained crate whose TLS stack is the rustls dnsfence already carries for DoT/DoH (reqwest
@@ -23,15 +24,15 @@ use ureq::unversioned::transport::NextTimeout;
 use crate::answer::AnswerAddr;
 use crate::upstream::Upstream;
 
-/// The largest feed body read (the MEM feed is tens of KiB).
+/// The largest body read (the MEM feed and the page are tens of KiB).
 const MAX_BODY: u64 = 8 << 20;
 
 /// Why a fetch failed. `kind()` is the metric label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
     /// The server answered with an error status.
-    #[error("HTTP {0}")]
-    Status(u16),
+    #[error("{0}: HTTP {1}")]
+    Status(String, u16),
     /// Resolving, connecting, TLS (a bad certificate lands here) or reading failed.
     #[error("{0}")]
     Transport(String),
@@ -44,14 +45,14 @@ impl FetchError {
     /// A bounded label.
     pub fn kind(&self) -> &'static str {
         match self {
-            FetchError::Status(_) => "http_error",
+            FetchError::Status(..) => "http_error",
             FetchError::Transport(_) => "transport",
             FetchError::Invalid(_) => "invalid",
         }
     }
 }
 
-/// Resolves the feed host with dnsfence's upstream pool (A, then AAAA), from a blocking thread.
+/// Resolves a source's host with dnsfence's upstream pool (A, then AAAA), from a blocking thread.
 pub struct ViaUpstream {
     /// The runtime the pool lives on.
     pub runtime: tokio::runtime::Handle,
@@ -99,11 +100,9 @@ impl Resolver for ViaUpstream {
     }
 }
 
-/// Fetches one service instance's feed.
+/// An HTTPS client for the catalog sources.
 pub struct Fetcher {
     agent: ureq::Agent,
-    base: String,
-    instance: String,
 }
 
 /// A random `clientrequestid` (the service asks for a GUID per request).
@@ -126,12 +125,10 @@ fn request_id() -> String {
 }
 
 impl Fetcher {
-    /// A fetcher for `base` (e.g. `https://endpoints.office.com`) and `instance`
-    /// (`Worldwide`); certificates from `ca_file` (PEM) or the system trust store; names
-    /// resolved by `resolver` (or the system, for the command line without a config).
+    /// A client trusting `ca_file` (PEM) or the system trust store, resolving names with
+    /// `resolver` (or the system, for the command line without a config), each request bounded
+    /// by `timeout`.
     pub fn new(
-        base: &str,
-        instance: &str,
         ca_file: Option<&Path>,
         resolver: Option<ViaUpstream>,
         timeout: Duration,
@@ -167,60 +164,75 @@ impl Fetcher {
             ),
             None => ureq::Agent::new_with_config(config),
         };
-        Ok(Fetcher {
-            agent,
-            base: base.trim_end_matches('/').to_string(),
-            instance: instance.to_string(),
-        })
+        Ok(Fetcher { agent })
     }
 
-    fn get(&self, path: &str) -> Result<String, FetchError> {
-        let url = format!("{}{path}", self.base);
+    /// `GET url`: the body of a 200 answer. Errors name the URL.
+    pub fn get(&self, url: &str) -> Result<String, FetchError> {
+        let named = |e: String| format!("{url}: {e}");
         let mut response = self
             .agent
-            .get(&url)
+            .get(url)
             .call()
-            .map_err(|e| FetchError::Transport(e.to_string()))?;
+            .map_err(|e| FetchError::Transport(named(e.to_string())))?;
         let status = response.status().as_u16();
         if status != 200 {
-            return Err(FetchError::Status(status));
+            return Err(FetchError::Status(url.to_string(), status));
         }
         response
             .body_mut()
             .with_config()
             .limit(MAX_BODY)
             .read_to_string()
-            .map_err(|e| FetchError::Transport(e.to_string()))
+            .map_err(|e| FetchError::Transport(named(e.to_string())))
     }
+}
 
+/// One instance of the endpoint web service.
+pub struct FeedService {
+    /// The client.
+    pub fetcher: Fetcher,
+    /// `https://endpoints.office.com`, or a mirror.
+    pub base: String,
+    /// `Worldwide`, …
+    pub instance: String,
+}
+
+impl FeedService {
     /// The instance's current version (`latest`).
     pub fn version(&self) -> Result<String, FetchError> {
         #[derive(serde::Deserialize)]
         struct Version {
             latest: String,
         }
-        let body = self.get(&format!(
-            "/version/{}?clientrequestid={}",
+        let url = format!(
+            "{}/version/{}?clientrequestid={}",
+            self.base.trim_end_matches('/'),
             self.instance,
             request_id()
-        ))?;
+        );
+        let body = self.fetcher.get(&url)?;
         let v: Version = serde_json::from_str(&body)
-            .map_err(|e| FetchError::Invalid(format!("version: {e}")))?;
+            .map_err(|e| FetchError::Invalid(format!("{url}: version: {e}")))?;
         Ok(v.latest)
     }
 
     /// The instance's MEM endpoint sets, as JSON text.
     pub fn endpoints(&self) -> Result<String, FetchError> {
-        self.get(&format!(
-            "/endpoints/{}?ServiceAreas=MEM&clientrequestid={}",
-            self.instance,
+        self.fetcher.get(&format!(
+            "{}&clientrequestid={}",
+            self.source(),
             request_id()
         ))
     }
 
-    /// Where it fetches from, for logs and headers.
+    /// The endpoints URL without its request id, for logs and headers.
     pub fn source(&self) -> String {
-        format!("{}/endpoints/{}?ServiceAreas=MEM", self.base, self.instance)
+        format!(
+            "{}/endpoints/{}?ServiceAreas=MEM",
+            self.base.trim_end_matches('/'),
+            self.instance
+        )
     }
 }
 

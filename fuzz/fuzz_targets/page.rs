@@ -1,0 +1,28 @@
+//! The Intune endpoints page's Markdown, read as a catalog source, and the overlay made of it
+//! against the shipped catalog: any text in, no panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(page) = dnsfence::source::page::parse(text) else {
+        return;
+    };
+    static CATALOG: std::sync::OnceLock<dnsfence::zones::Catalog> = std::sync::OnceLock::new();
+    let catalog = CATALOG.get_or_init(|| {
+        let zones = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../zones");
+        dnsfence::zones::Catalog::load_dir(&zones).expect("the shipped catalog loads")
+    });
+    let from = dnsfence::source::Provenance {
+        source: "fuzz".into(),
+        instance: None,
+        version: page.version.clone(),
+    };
+    let overlay = dnsfence::source::overlay(catalog, &page, &from);
+    // What the parser accepted must make an overlay that loads as a zone file.
+    dnsfence::zones::parse_zone(std::path::Path::new("overlay.toml"), &overlay, &mut Vec::new())
+        .expect("an overlay of an accepted page parses");
+});

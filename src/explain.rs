@@ -1,0 +1,313 @@
+//! `dnsfence explain`: what the policy does with a name — the view, the verdict, the endpoint set
+//! that allows it or why it is denied — for one name, or for a list of them (`--names`): what an
+//! admin runs on a vendor's list before a rollout. The verdict is the query path's own
+//! ([`View::lookup`]); a wildcard entry `*.x` is tried one label below `x`.
+//!
+//! `main` prints what this module returns.
+
+use std::fmt::Write as _;
+
+use crate::config::ViewMode;
+use crate::matcher::{MAX_NAME_LEN, Pattern};
+use crate::policy::{Policy, View};
+use crate::zones::EndpointSet;
+
+/// The label a wildcard entry is tried with: `*.x` is asked as `dnsfence-probe.x`.
+pub const PROBE_LABEL: &str = "dnsfence-probe";
+
+/// A name as an admin wrote it, and the name asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asked {
+    /// The entry as written (trimmed).
+    pub entry: String,
+    /// The name looked up: the entry, or one label below a `*.` entry.
+    pub name: String,
+}
+
+/// Reads one entry of a list: a name, `*.name`, or a URL (its host); quotes and backticks around
+/// it are ignored. Refuses what is not a valid DNS name, with the reason.
+pub fn asked(entry: &str) -> Result<Asked, String> {
+    let entry = entry.trim();
+    let bare = entry.trim_matches(|c| c == '\'' || c == '"' || c == '`');
+    let host = bare
+        .strip_prefix("https://")
+        .or_else(|| bare.strip_prefix("http://"))
+        .map_or(bare, |rest| rest.split(['/', ':']).next().unwrap_or(rest));
+    let name = match host.strip_prefix("*.") {
+        Some(parent) => format!("{PROBE_LABEL}.{parent}"),
+        None => host.to_string(),
+    };
+    let trimmed = name.strip_suffix('.').unwrap_or(&name);
+    if trimmed.contains('*') {
+        return Err("a '*' is only allowed as the whole first label ('*.example.com')".into());
+    }
+    // The zone files' rules for a name: labels of 1 to 63 letters, digits, '-' or '_', at most
+    // 253 characters.
+    if trimmed.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "longer than {MAX_NAME_LEN} characters ({})",
+            trimmed.len()
+        ));
+    }
+    Pattern::parse(trimmed).map_err(|e| e.reason.to_string())?;
+    Ok(Asked {
+        entry: entry.to_string(),
+        name: trimmed.to_ascii_lowercase(),
+    })
+}
+
+/// What the policy does with one name in one view.
+#[derive(Debug)]
+pub enum Verdict<'p> {
+    /// Answered: the most specific pattern and every set it stands for.
+    Allowed {
+        /// The pattern that matched.
+        pattern: String,
+        /// The endpoint sets.
+        sets: Vec<&'p EndpointSet>,
+    },
+    /// Denied (or, in report mode, answered and logged as would_deny); the sets of the catalog
+    /// that would allow it, were the view to select them.
+    Denied {
+        /// Ids of sets outside the view that match.
+        elsewhere: Vec<&'p str>,
+    },
+}
+
+/// The verdict of `view` on `name` (lower case, no trailing dot).
+pub fn verdict<'p>(policy: &'p Policy, view: &View, name: &str) -> Verdict<'p> {
+    match view.lookup(name) {
+        Some(entry) => Verdict::Allowed {
+            pattern: entry.pattern.to_string(),
+            sets: entry
+                .values
+                .iter()
+                .filter_map(|&i| policy.catalog.sets.get(i as usize))
+                .collect(),
+        },
+        None => Verdict::Denied {
+            elsewhere: policy
+                .catalog
+                .sets
+                .iter()
+                .filter(|s| {
+                    let mut b = crate::matcher::MatcherBuilder::new();
+                    for n in &s.names {
+                        b.add(n.clone(), 0);
+                    }
+                    b.build().is_ok_and(|m| m.lookup(name).is_some())
+                })
+                .map(|s| s.id.as_str())
+                .collect(),
+        },
+    }
+}
+
+/// The long form of `explain NAME` for one view.
+pub fn describe(policy: &Policy, view: &View, asked: &Asked) -> String {
+    let mut out = String::new();
+    let shown = shown(asked);
+    match verdict(policy, view, &asked.name) {
+        Verdict::Allowed { pattern, sets } => {
+            let _ = writeln!(
+                out,
+                "view {}: {shown}: allowed by pattern '{pattern}'",
+                view.name
+            );
+            for set in sets {
+                let ports: Vec<String> = set.ports.iter().map(|p| p.to_string()).collect();
+                let extended: Vec<String> = set
+                    .extended_by
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  endpoint set {} ({}, {}{}): {} [ports {}] from {}{}",
+                    set.id,
+                    set.profile,
+                    set.category.as_str(),
+                    if set.required { ", required" } else { "" },
+                    set.description,
+                    ports.join(" "),
+                    set.source.display(),
+                    if extended.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", extended by {}", extended.join(", "))
+                    }
+                );
+            }
+        }
+        Verdict::Denied { elsewhere } => {
+            let answer = view.deny_rcode.as_str();
+            let _ = match view.mode {
+                ViewMode::Enforce => writeln!(
+                    out,
+                    "view {}: {shown}: denied (not_allowlisted): no endpoint set of this view \
+                     matches; answered {answer} with EDE 15 (Blocked), never forwarded",
+                    view.name
+                ),
+                ViewMode::Report => writeln!(
+                    out,
+                    "view {}: {shown}: would be denied (not_allowlisted); the view is in report \
+                     mode, so it is answered and logged as would_deny",
+                    view.name
+                ),
+            };
+            if !elsewhere.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  note: endpoint sets not selected by this view match it: {}",
+                    elsewhere.join(", ")
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The entry as shown: with the name tried, for a wildcard.
+fn shown(asked: &Asked) -> String {
+    if asked
+        .entry
+        .trim_matches(|c| c == '\'' || c == '"' || c == '`')
+        == asked.name
+        || !asked.entry.contains('*')
+    {
+        asked.entry.clone()
+    } else {
+        format!("{} (tried {})", asked.entry, asked.name)
+    }
+}
+
+/// `explain --names`: one line per entry and view, and the counts.
+#[derive(Debug, Default)]
+pub struct ListReport {
+    /// The lines, in the list's order.
+    pub text: String,
+    /// Entries (per view) answered.
+    pub allowed: usize,
+    /// Entries (per view) denied or, in report mode, that would be.
+    pub denied: usize,
+    /// Entries that are not valid names.
+    pub invalid: usize,
+}
+
+impl ListReport {
+    /// The summary line.
+    pub fn summary(&self) -> String {
+        let mut s = format!("{} allowed, {} denied", self.allowed, self.denied);
+        if self.invalid > 0 {
+            let _ = write!(s, ", {} invalid", self.invalid);
+        }
+        s
+    }
+
+    /// Whether every entry is allowed (`explain --names` exits 0).
+    pub fn all_allowed(&self) -> bool {
+        self.denied == 0 && self.invalid == 0
+    }
+}
+
+/// Explains every entry of `list` (one a line; blank lines and `#` comments skipped) in `views`.
+pub fn list(policy: &Policy, views: &[&View], list: &str) -> ListReport {
+    let mut r = ListReport::default();
+    let prefix = |view: &View| {
+        if views.len() > 1 {
+            format!("view {}: ", view.name)
+        } else {
+            String::new()
+        }
+    };
+    for line in list.lines() {
+        let entry = line.trim();
+        if entry.is_empty() || entry.starts_with('#') {
+            continue;
+        }
+        let asked = match asked(entry) {
+            Ok(a) => a,
+            Err(reason) => {
+                r.invalid += 1;
+                let _ = writeln!(r.text, "{entry}: invalid name: {reason}");
+                continue;
+            }
+        };
+        for view in views {
+            let shown = shown(&asked);
+            let _ = match verdict(policy, view, &asked.name) {
+                Verdict::Allowed { sets, .. } => {
+                    r.allowed += 1;
+                    let ids: Vec<&str> = sets.iter().map(|s| s.id.as_str()).collect();
+                    writeln!(
+                        r.text,
+                        "{}{shown}: allowed by endpoint set {}",
+                        prefix(view),
+                        ids.join(", ")
+                    )
+                }
+                Verdict::Denied { elsewhere } => {
+                    r.denied += 1;
+                    let what = match view.mode {
+                        ViewMode::Enforce => "denied",
+                        ViewMode::Report => "would be denied (report mode)",
+                    };
+                    let note = if elsewhere.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; endpoint sets outside this view match: {}",
+                            elsewhere.join(", ")
+                        )
+                    };
+                    writeln!(
+                        r.text,
+                        "{}{shown}: {what} (not_allowlisted){note}",
+                        prefix(view)
+                    )
+                }
+            };
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_names_wildcards_or_urls() {
+        assert_eq!(
+            asked("Manage.Microsoft.com.").unwrap().name,
+            "manage.microsoft.com"
+        );
+        assert_eq!(
+            asked("*.powershellgallery.com").unwrap().name,
+            "dnsfence-probe.powershellgallery.com"
+        );
+        assert_eq!(
+            asked("'https://intunemaape1.eus.attest.azure.net'")
+                .unwrap()
+                .name,
+            "intunemaape1.eus.attest.azure.net"
+        );
+        assert_eq!(
+            asked("https://portal.manage.microsoft.us/x/y")
+                .unwrap()
+                .name,
+            "portal.manage.microsoft.us"
+        );
+        for (bad, why) in [
+            ("a..b", "empty label"),
+            ("a b.com", "only letters"),
+            ("swd*-mscdn.azureedge.net", "'*' is only allowed"),
+            (&format!("{}.com", "a".repeat(64)), "label longer than 63"),
+            (&"a.".repeat(130), "longer than 253"),
+            ("", "empty name"),
+        ] {
+            let e = asked(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+}
