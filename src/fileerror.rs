@@ -17,7 +17,7 @@ pub enum FileError {
         source: std::io::Error,
     },
     /// Not TOML, or not the file's shape.
-    #[error("{path}:{line}: {message}")]
+    #[error("{path}:{line}: {}", excerpt_lines(message))]
     Syntax {
         /// The file.
         path: PathBuf,
@@ -27,7 +27,7 @@ pub enum FileError {
         message: String,
     },
     /// A value is invalid.
-    #[error("{path}:{line}: '{entry}': {reason}")]
+    #[error("{path}:{line}: '{}': {reason}", excerpt(entry))]
     Entry {
         /// The file.
         path: PathBuf,
@@ -69,11 +69,64 @@ impl FileError {
     }
 }
 
+/// How much of an offending value a message quotes.
+pub const EXCERPT_CHARS: usize = 80;
+
+/// A value as a message quotes it: control characters escaped, at most [`EXCERPT_CHARS`]
+/// characters, then a count of the rest — a 10 MB value gives a one-line error, not 10 MB.
+pub fn excerpt(value: &str) -> String {
+    excerpt_to(value, EXCERPT_CHARS)
+}
+
+/// The same, at most `max` characters.
+pub fn excerpt_to(value: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for c in value.chars() {
+        if shown == max {
+            let rest = value.chars().count() - shown;
+            out.push_str(&format!("… ({rest} more characters)"));
+            return out;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        shown += 1;
+    }
+    out
+}
+
+/// A parser's message, which may quote the input over several lines: each line cut to an
+/// excerpt.
+fn excerpt_lines(message: &str) -> String {
+    message
+        .lines()
+        .map(|l| excerpt(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// 1-based line number of a byte offset.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
         .count()
         + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_or_binary_value_is_quoted_short() {
+        assert_eq!(excerpt("short"), "short");
+        let long = "x".repeat(10_000_000);
+        let e = excerpt(&long);
+        assert_eq!(e, format!("{}… (9999920 more characters)", "x".repeat(80)));
+        assert_eq!(excerpt("a\u{0}b\nc"), "a\\u{0}b\\nc");
+    }
 }

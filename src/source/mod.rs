@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 use serde::Serialize;
 
+use crate::fileerror::excerpt;
 use crate::matcher::Pattern;
 use crate::zones::{Catalog, Category, EndpointSet, PortSpec, Proto, TenantRegion};
 
@@ -145,11 +146,12 @@ pub fn parse_ports(text: &str, proto: Proto) -> Result<Vec<PortSpec>, String> {
             None => (part, part),
         };
         let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) else {
-            return Err(format!("'{part}' is not a port or a range of ports"));
+            return Err(format!("'{}' is not a port or a range of ports", excerpt(part)));
         };
         if lo == 0 || hi < lo || hi - lo >= 64 {
             return Err(format!(
-                "'{part}': ports are 1 to 65535, ranges at most 64 wide"
+                "'{}': ports are 1 to 65535, ranges at most 64 wide",
+                excerpt(part)
             ));
         }
         out.extend((lo..=hi).map(|port| PortSpec { proto, port }));
@@ -331,7 +333,10 @@ impl Diff {
             let _ = writeln!(
                 out,
                 "endpoint set {}: only in the {} (new, profile \"{}\"): {}",
-                n.id, self.source, n.profile, n.description
+                n.id,
+                self.source,
+                n.profile,
+                excerpt(&n.description)
             );
             entries(&mut out, '+', "name", &n.names);
             entries(&mut out, '+', "network", &n.networks);
@@ -353,7 +358,13 @@ impl Diff {
             entries(&mut out, '+', "network", &u.networks);
         }
         for r in &self.rejected {
-            let _ = writeln!(out, "{}: rejected '{}': {}", r.at, r.entry, r.reason);
+            let _ = writeln!(
+                out,
+                "{}: rejected '{}': {}",
+                excerpt(&r.at),
+                excerpt(&r.entry),
+                r.reason
+            );
         }
         if out.is_empty() {
             out.push_str("no differences\n");
@@ -547,7 +558,15 @@ pub fn overlay(catalog: &Catalog, source: &Source, from: &Provenance) -> String 
         crate::querylog::rfc3339(std::time::SystemTime::now())
     );
     for r in &source.rejected {
-        let _ = writeln!(out, "# rejected ({}): '{}': {}", r.at, r.entry, r.reason);
+        // Excerpts: a comment is one line of printable text, whatever the source wrote (the
+        // reasons quote the source only through excerpts too).
+        let _ = writeln!(
+            out,
+            "# rejected ({}): '{}': {}",
+            excerpt(&r.at),
+            excerpt(&r.entry),
+            r.reason
+        );
     }
     let d = diff(catalog, source);
     for sd in d.changed.iter().filter(|sd| sd.adds()) {

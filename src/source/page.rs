@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 use super::{
     Source, SourceKind, SourceList, SourceSet, parse_ports, validate_name, validate_network,
 };
+use crate::fileerror::{excerpt, excerpt_to};
 use crate::zones::{Category, PortSpec, Proto, TenantRegion};
 
 /// Why a page cannot be used.
@@ -117,9 +118,9 @@ impl Columns {
                 .position(|h| names.iter().any(|n| h.eq_ignore_ascii_case(n)))
                 .ok_or_else(|| PageError::MissingColumn {
                     line,
-                    section: section.to_string(),
+                    section: excerpt(section),
                     column,
-                    header: raw.trim().to_string(),
+                    header: excerpt(raw.trim()),
                 })
         };
         let c = Columns {
@@ -230,11 +231,11 @@ fn ports_cell(cell: &str) -> Result<BTreeSet<PortSpec>, String> {
         }
         let (proto, numbers) = piece
             .split_once(':')
-            .ok_or_else(|| format!("'{piece}' is not 'TCP: ports' or 'UDP: ports'"))?;
+            .ok_or_else(|| format!("'{}' is not 'TCP: ports' or 'UDP: ports'", excerpt(piece)))?;
         let proto = match proto.trim().to_ascii_lowercase().as_str() {
             "tcp" => Proto::Tcp,
             "udp" => Proto::Udp,
-            other => return Err(format!("'{other}' is not TCP or UDP")),
+            other => return Err(format!("'{}' is not TCP or UDP", excerpt(other))),
         };
         out.extend(parse_ports(numbers, proto)?);
     }
@@ -424,7 +425,7 @@ impl<'t> Reader<'t> {
             line,
             reason: format!(
                 "the ID cell holds '{}', not a number: the table's columns moved",
-                c[cols.id]
+                excerpt(&c[cols.id])
             ),
         })?;
         let at = format!("endpoint set {id}");
@@ -527,7 +528,8 @@ impl<'t> Reader<'t> {
             } else if line == "---" {
                 self.tab = None;
             } else if line.starts_with("##") {
-                self.section = line.trim_start_matches('#').trim().to_string();
+                // Headings name lists and sets in diffs and overlays: bounded, printable.
+                self.section = excerpt_to(line.trim_start_matches('#').trim(), 160);
                 self.tab = None;
                 self.in_consolidated = self
                     .section
