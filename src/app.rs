@@ -39,6 +39,9 @@ pub enum StartError {
     /// The config does not fit the zones.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// What `check` refuses too (crate::preflight).
+    #[error(transparent)]
+    Preflight(#[from] crate::preflight::PreflightError),
     /// The upstream resolver could not be built.
     #[error("upstream: {0}")]
     Upstream(#[from] UpstreamError),
@@ -91,7 +94,7 @@ impl Bound {
 impl App {
     /// Builds everything but the sockets. Must run inside a tokio runtime (the log writer task).
     pub async fn build(config: Config) -> Result<App, StartError> {
-        raise_descriptor_limit(&config)?;
+        crate::preflight::check(&config)?;
         let policy = compile(&config)?;
         for w in &policy.catalog.warnings {
             tracing::warn!(warning = %w, "zone catalog");
@@ -504,56 +507,6 @@ fn register_live_metrics(
                 .collect()
         });
     }
-}
-
-/// Sockets one upstream resolution may hold: hickory's UDP client sends each transmission from
-/// a new random port (spoofing resistance) and keeps up to three in flight per query.
-const UPSTREAM_SOCKETS_PER_RESOLUTION: u64 = 3;
-
-/// Raises the soft limit on open files to the hard one (systemd's default soft limit is 1024),
-/// and checks that the configured caps fit below it: TCP and HTTP connections, upstream
-/// resolutions (a socket each), the UDP sockets, and a margin for the rest (log file, netlink,
-/// `nft`). A config whose caps cannot be honoured is refused here rather than discovered under
-/// load as EMFILE.
-fn raise_descriptor_limit(config: &Config) -> Result<u64, StartError> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return Err(io::Error::last_os_error().into());
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    let sv = &config.server;
-    let needed = sv.tcp_max_connections as u64
-        + config.http.max_connections as u64
-        + UPSTREAM_SOCKETS_PER_RESOLUTION * config.upstream.max_inflight as u64
-        + (sv.listen.len() * (sv.udp_workers + 1)) as u64
-        + 64;
-    if needed > lim.rlim_cur {
-        return Err(StartError::Io(io::Error::other(format!(
-            "{}: the connection caps need about {needed} open files (tcp_max_connections {} + \
-             http max_connections {} + 3 x upstream max_inflight {} + sockets and margin) but \
-             the limit is {}: raise LimitNOFILE (systemd) / ulimit -n, or lower the caps",
-            config.path.display(),
-            sv.tcp_max_connections,
-            config.http.max_connections,
-            config.upstream.max_inflight,
-            lim.rlim_cur
-        ))));
-    }
-    Ok(lim.rlim_cur)
 }
 
 /// Re-reads the config file and zones and applies them: every setting is either applied in

@@ -81,8 +81,7 @@ pub fn excerpt(value: &str) -> String {
 /// The same, at most `max` characters.
 pub fn excerpt_to(value: &str, max: usize) -> String {
     let mut out = String::new();
-    let mut shown = 0;
-    for c in value.chars() {
+    for (shown, c) in value.chars().enumerate() {
         if shown == max {
             let rest = value.chars().count() - shown;
             out.push_str(&format!("… ({rest} more characters)"));
@@ -93,7 +92,6 @@ pub fn excerpt_to(value: &str, max: usize) -> String {
         } else {
             out.push(c);
         }
-        shown += 1;
     }
     out
 }
@@ -101,11 +99,46 @@ pub fn excerpt_to(value: &str, max: usize) -> String {
 /// A parser's message, which may quote the input over several lines: each line cut to an
 /// excerpt.
 fn excerpt_lines(message: &str) -> String {
-    message
-        .lines()
-        .map(|l| excerpt(l))
-        .collect::<Vec<_>>()
-        .join("\n")
+    message.lines().map(excerpt).collect::<Vec<_>>().join("\n")
+}
+
+/// The longest string a config or zone file may hold, key or value (the longest paths).
+pub const MAX_STRING: usize = 4096;
+
+/// Refuses a file with a string (a key or a value) longer than [`MAX_STRING`]: the tighter bounds
+/// of each field (names, view names, ids) are checked where the field is, this one keeps every
+/// other string short too. `text` must already parse as TOML (this runs after the typed parse).
+pub fn bounded_strings(path: &Path, text: &str) -> Result<(), FileError> {
+    use toml::de::{DeTable, DeValue};
+    fn walk(path: &Path, text: &str, value: &toml::Spanned<DeValue<'_>>) -> Result<(), FileError> {
+        let too_long = |s: &str, at: usize| FileError::Entry {
+            path: path.to_path_buf(),
+            line: line_of(text, at),
+            entry: s.to_string(),
+            reason: format!(
+                "{} characters: strings here are at most {MAX_STRING}",
+                s.chars().count()
+            ),
+        };
+        match value.get_ref() {
+            DeValue::String(s) if s.len() > MAX_STRING => Err(too_long(s, value.span().start)),
+            DeValue::Array(items) => items.iter().try_for_each(|v| walk(path, text, v)),
+            DeValue::Table(table) => {
+                for (k, v) in table {
+                    if k.get_ref().len() > MAX_STRING {
+                        return Err(too_long(k.get_ref(), k.span().start));
+                    }
+                    walk(path, text, v)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    let table = DeTable::parse(text).map_err(|e| FileError::syntax(path, text, &e))?;
+    let span = table.span();
+    let value = toml::Spanned::new(span, DeValue::Table(table.into_inner()));
+    walk(path, text, &value)
 }
 
 /// 1-based line number of a byte offset.
@@ -128,5 +161,26 @@ mod tests {
         let e = excerpt(&long);
         assert_eq!(e, format!("{}… (9999920 more characters)", "x".repeat(80)));
         assert_eq!(excerpt("a\u{0}b\nc"), "a\\u{0}b\\nc");
+    }
+
+    #[test]
+    fn every_string_of_a_file_is_bounded() {
+        let p = Path::new("c.toml");
+        assert!(bounded_strings(p, "[a]\nb = [\"x\", { c = \"y\" }]\n").is_ok());
+        let long = "z".repeat(MAX_STRING + 1);
+        let text = format!("[a]\nb = 1\nc = [\"x\",\n  \"{long}\"]\n");
+        let e = bounded_strings(p, &text).unwrap_err().to_string();
+        assert!(e.starts_with("c.toml:4: 'zzz"), "{e}");
+        assert!(
+            e.ends_with("(4017 more characters)': 4097 characters: strings here are at most 4096"),
+            "{e}"
+        );
+        let key = format!("[a]\n\"{long}\" = 1\n");
+        assert!(
+            bounded_strings(p, &key)
+                .unwrap_err()
+                .to_string()
+                .starts_with("c.toml:2:")
+        );
     }
 }

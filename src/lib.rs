@@ -33,6 +33,7 @@
 //! - [`signal`]: the control signal (reload, shutdown) carried to every task.
 //! - [`notify`]: systemd notifications (ready, reloading, stopping, watchdog).
 //! - [`app`]: start-up order, shared by the binary and the tests.
+//! - [`preflight`]: what `run` refuses at start that `check` refuses too, with the same words.
 
 pub mod answer;
 pub mod app;
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod notify;
 pub mod outcome;
 pub mod policy;
+pub mod preflight;
 pub mod query;
 pub mod querylog;
 pub mod ratelimit;

@@ -390,6 +390,8 @@ fn assets(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
 
 fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     let (config, policy) = app::load(&path)?;
+    // What `run` would refuse at start, refused here with the same words.
+    dnsfence::preflight::check(&config)?;
     let catalog = &policy.catalog;
     println!("{}: ok", path.display());
     println!(

@@ -229,7 +229,7 @@ struct RawExtend {
 #[serde(deny_unknown_fields)]
 struct RawSet {
     id: Spanned<String>,
-    description: String,
+    description: Spanned<String>,
     category: Category,
     required: bool,
     express_route: bool,
@@ -244,6 +244,11 @@ struct RawSet {
     #[serde(default)]
     multi_tenant: bool,
 }
+
+/// Longest endpoint-set id or profile name: they label metrics and log lines.
+pub const MAX_ID: usize = 64;
+/// Longest description of an endpoint set.
+pub const MAX_DESCRIPTION: usize = 256;
 
 /// Suffixes under which any cloud customer names its own resources, that the public-suffix list
 /// does not (yet) list: treated like its private section.
@@ -567,11 +572,15 @@ impl Fields<'_> {
     fn id<'s>(&self, raw: &'s Spanned<String>) -> Result<&'s str, ZoneError> {
         let id = raw.get_ref().trim();
         if id.is_empty()
+            || id.len() > MAX_ID
             || !id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(self.err(raw, "an id is letters, digits, '-' and '_'".into()));
+            return Err(self.err(
+                raw,
+                format!("an id is letters, digits, '-' and '_', at most {MAX_ID} characters"),
+            ));
         }
         Ok(id)
     }
@@ -584,6 +593,7 @@ pub fn parse_zone(
     warnings: &mut Vec<ZoneWarning>,
 ) -> Result<ZoneContents, ZoneError> {
     let file: ZoneFile = toml::from_str(text).map_err(|e| FileError::syntax(path, text, &e))?;
+    crate::fileerror::bounded_strings(path, text)?;
     let f = Fields { path, text };
     let mut out = ZoneContents::default();
     for raw in file.endpoint_set {
@@ -592,13 +602,23 @@ pub fn parse_zone(
         let id = f.id(&raw.id)?;
         let profile = raw.profile.get_ref();
         if profile.is_empty()
+            || profile.len() > MAX_ID
             || !profile
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
             return Err(f.err(
                 &raw.profile,
-                "a profile name is lower-case letters, digits and '-'".into(),
+                format!(
+                    "a profile name is lower-case letters, digits and '-', at most {MAX_ID} \
+                     characters"
+                ),
+            ));
+        }
+        if raw.description.get_ref().chars().count() > MAX_DESCRIPTION {
+            return Err(f.err(
+                &raw.description,
+                format!("a description is at most {MAX_DESCRIPTION} characters"),
             ));
         }
         let ports = f.ports(&raw.ports)?;
@@ -613,7 +633,7 @@ pub fn parse_zone(
         out.sets.push((
             EndpointSet {
                 id: id.to_string(),
-                description: raw.description,
+                description: raw.description.into_inner(),
                 category: raw.category,
                 required: raw.required,
                 express_route: raw.express_route,

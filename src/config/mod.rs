@@ -15,6 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::fileerror::line_of;
+use crate::matcher::Pattern;
 use crate::zones::TenantRegion;
 use raw::*;
 
@@ -22,6 +23,12 @@ mod raw;
 
 /// The longest a denial may be cached by clients.
 const MAX_DENY_TTL_SECS: u64 = 86_400;
+/// Longest view name: it is part of every firewall set's name and a label of every metric of the
+/// view.
+pub const MAX_VIEW_NAME: usize = 32;
+/// Longest firewall table or set name configured by hand (nftables allows 255; metric labels
+/// carry them).
+const MAX_SET_NAME: usize = 64;
 
 /// The largest `server.max_udp_payload`: the UDP workers' buffers are this big.
 pub const MAX_UDP_PAYLOAD: u16 = 4096;
@@ -332,6 +339,13 @@ pub enum UpstreamTransport {
     },
 }
 
+impl UpstreamTransport {
+    /// DoT or DoH: the certificates matter.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, UpstreamTransport::Plain)
+    }
+}
+
 /// One upstream server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamServer {
@@ -466,6 +480,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str, resolv_conf: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::syntax(path, text, &e))?;
+        crate::fileerror::bounded_strings(path, text)?;
         let entry = |s: &Spanned<String>, reason: String| ConfigError::entry(path, text, s, reason);
         let located = |s: &Spanned<String>| Located {
             value: s.get_ref().trim().to_string(),
@@ -728,6 +743,16 @@ impl Config {
                 return Err(entry(
                     &v.name,
                     "a view name is letters, digits, '-' and '_'".into(),
+                ));
+            }
+            if name.len() > MAX_VIEW_NAME {
+                return Err(entry(
+                    &v.name,
+                    format!(
+                        "{} characters: a view name is at most {MAX_VIEW_NAME} (it names firewall \
+                         sets and labels every metric of the view)",
+                        name.len()
+                    ),
                 ));
             }
             if views.iter().any(|o| o.name == name) {
@@ -1011,7 +1036,10 @@ fn view_fence(
             Some(s) => {
                 return Err(entry(
                     s,
-                    "a set name is letters, digits and '_', starting with a letter or '_'".into(),
+                    format!(
+                        "a set name is letters, digits and '_', starting with a letter or '_', \
+                         at most {MAX_SET_NAME} characters"
+                    ),
                 ));
             }
         };
@@ -1038,12 +1066,13 @@ fn view_fence(
 /// ipset's longest set name (IPSET_MAXNAMELEN, 32 with the terminating zero).
 const IPSET_MAX_NAME: usize = 31;
 
-/// nft's unquoted identifier: `[a-zA-Z_][a-zA-Z0-9_]*` (hyphens would need quoting).
+/// nft's unquoted identifier: `[a-zA-Z_][a-zA-Z0-9_]*` (hyphens would need quoting), at most
+/// [`MAX_SET_NAME`] characters.
 fn nft_identifier(s: &str) -> bool {
     let mut b = s.bytes();
     matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
-        && s.len() <= 64
+        && s.len() <= MAX_SET_NAME
 }
 
 /// `1.2.3.4`, `1.2.3.4:5300`, `::1`, `[::1]:5300`; port 53 when none is given.
@@ -1074,8 +1103,11 @@ fn parse_upstream(text: &str) -> Result<UpstreamServer, &'static str> {
         let (target, name) = rest.split_once('#').ok_or(
             "tls:// and https:// upstreams need the name their certificate carries after '#'",
         )?;
-        if name.is_empty() || name.contains(['/', ' ']) {
-            return Err(FORMS);
+        if name.is_empty() || name.contains(['/', ' ', '*']) || Pattern::parse(name).is_err() {
+            return Err(
+                "the name after '#' is a DNS name: labels of at most 63 letters, digits and '-', \
+                 253 characters in all",
+            );
         }
         Ok((target.to_string(), name.to_ascii_lowercase()))
     };

@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod netlink;
 pub mod nft;
 mod worker;
+pub(crate) use worker::netns_path;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -220,7 +221,7 @@ impl fmt::Debug for Fence {
 
 /// Whether this process's effective capabilities include CAP_NET_ADMIN (bit 12 of `CapEff` in
 /// /proc/self/status). If the file cannot be read, assume so and let the kernel answer.
-fn has_net_admin() -> bool {
+pub(crate) fn has_net_admin() -> bool {
     const CAP_NET_ADMIN: u32 = 12;
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return true;

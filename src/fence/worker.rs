@@ -376,14 +376,19 @@ fn setup(state: &State, ipset: bool) -> Result<(), String> {
     }
 }
 
-/// Moves the calling thread into the named network namespace (`ip netns add NAME`).
-fn enter_netns(name: &str) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-    let path = ["/run/netns", "/var/run/netns"]
+/// The file of the named network namespace (`ip netns add NAME`).
+pub(crate) fn netns_path(name: &str) -> Result<std::path::PathBuf, String> {
+    ["/run/netns", "/var/run/netns"]
         .iter()
         .map(|d| std::path::Path::new(d).join(name))
         .find(|p| p.exists())
-        .ok_or_else(|| "not found in /run/netns (create it with `ip netns add`)".to_string())?;
+        .ok_or_else(|| "not found in /run/netns (create it with `ip netns add`)".to_string())
+}
+
+/// Moves the calling thread into the named network namespace (`ip netns add NAME`).
+fn enter_netns(name: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let path = netns_path(name)?;
     let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     // SAFETY: setns(2) on a valid namespace descriptor; it only changes this thread's namespace.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };

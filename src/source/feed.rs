@@ -89,11 +89,14 @@ pub fn parse(text: &str) -> Result<Source, FeedError> {
         };
         let mut set = SourceSet {
             id,
-            description: r
-                .notes
-                .clone()
-                .or_else(|| r.service_area_display_name.clone())
-                .unwrap_or_else(|| r.service_area.clone()),
+            // Bounded as a zone file's description is, so that the overlay loads.
+            description: crate::fileerror::excerpt_to(
+                r.notes
+                    .as_deref()
+                    .or(r.service_area_display_name.as_deref())
+                    .unwrap_or(&r.service_area),
+                200,
+            ),
             category,
             required: r.required,
             express_route: r.express_route,

@@ -146,7 +146,10 @@ pub fn parse_ports(text: &str, proto: Proto) -> Result<Vec<PortSpec>, String> {
             None => (part, part),
         };
         let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) else {
-            return Err(format!("'{}' is not a port or a range of ports", excerpt(part)));
+            return Err(format!(
+                "'{}' is not a port or a range of ports",
+                excerpt(part)
+            ));
         };
         if lo == 0 || hi < lo || hi - lo >= 64 {
             return Err(format!(

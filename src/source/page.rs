@@ -468,7 +468,7 @@ impl<'t> Reader<'t> {
         }
         self.source.sets.push(SourceSet {
             id: id.to_string(),
-            description: c[cols.desc].replace('`', "").trim().to_string(),
+            description: excerpt_to(c[cols.desc].replace('`', "").trim(), 200),
             category,
             required: words.iter().any(|w| w == "required"),
             express_route,

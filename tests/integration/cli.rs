@@ -206,7 +206,19 @@ fn zone_catalog_keeps_the_pages_fields() {
 
 #[test]
 fn check_prints_counts_and_explain_names_the_endpoint_set() {
-    let (code, out, err) = dnsfence(&["check", "-c", "config/examples/kiosk.toml"]);
+    // The example as a gateway would have it: its query log directory exists (the package's
+    // unit has systemd create /var/log/dnsfence; check, like run, refuses a missing one).
+    let dir = tempfile::tempdir().unwrap();
+    let kiosk = std::fs::read_to_string(repo().join("config/examples/kiosk.toml"))
+        .unwrap()
+        .replace(
+            "dir = \"../../zones\"",
+            &format!("dir = \"{}\"", repo().join("zones").display()),
+        )
+        .replace("/var/log/dnsfence", &dir.path().display().to_string());
+    let cfg = dir.path().join("kiosk.toml");
+    std::fs::write(&cfg, kiosk).unwrap();
+    let (code, out, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("46 endpoint sets"), "{out}");
     assert!(

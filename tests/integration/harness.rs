@@ -1066,6 +1066,27 @@ pub async fn start_unbound(
     (child, log)
 }
 
+/// Says why `test` cannot run here. Under `CI=true` that is a failure: CI must prove that the
+/// kernel, Unbound and package tests ran, so a missing tool or privilege fails the run.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+    println!("SKIPPED {test}: {why}");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} did not run under CI=true: {why}");
+    }
+}
+
+/// `Some(())` as root; otherwise says why `test` is skipped (see [`skip`]).
+pub fn root_or_skip(test: &str) -> Option<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        Some(())
+    } else {
+        skip(test, "needs root");
+        None
+    }
+}
+
 /// Creates a namespace for a fence test, or prints why the test is skipped and returns `None`.
 pub fn netns_or_skip(test: &str) -> Option<Netns> {
     match Netns::create(test) {

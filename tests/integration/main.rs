@@ -3,6 +3,7 @@
 
 mod answers;
 mod catalog;
+mod check;
 mod cli;
 mod clients;
 mod deny;

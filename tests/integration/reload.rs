@@ -228,7 +228,12 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
             ("fence", "resync_interval_ms", "9000", Refused),
             ("fence", "recheck_ms", "9000", Refused),
             ("http", "listen", "\"off\"", Refused),
-            ("catalog", "page", "\"https://127.0.0.1:9/endpoints.md\"", Refused),
+            (
+                "catalog",
+                "page",
+                "\"https://127.0.0.1:9/endpoints.md\"",
+                Refused,
+            ),
             ("catalog", "feed", "\"https://127.0.0.1:9\"", Refused),
             ("catalog", "instance", "\"China\"", Refused),
             ("catalog", "refresh_hours", "6", Refused),
