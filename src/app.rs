@@ -206,6 +206,7 @@ impl App {
             max_per_client: sv.tcp_max_connections_per_client,
             max_queries: sv.tcp_max_queries,
             max_lifetime: sv.tcp_max_lifetime,
+            drain: sv.shutdown_timeout,
         };
         let dns = tokio::spawn(serve(engine.clone(), bound.dns, udp, tcp, async {
             let _ = dns_stopped.await;
@@ -297,20 +298,36 @@ impl App {
             }
         }
         crate::notify::stopping();
+        // What runs outside the DNS path is cancelled at once: a catalog fetch that trickles
+        // must not hold the stop (its blocking thread is left to the runtime's shutdown).
         if let Some(w) = watchdog {
             w.abort();
         }
         for f in followers {
             f.abort();
         }
-        let _ = dns_stop.send(());
-        let served = dns.await.map_err(|e| io::Error::other(e.to_string()))?;
-        engine.listening.store(false, Ordering::Relaxed);
         probe.abort();
-        let _ = http_stop.send(());
-        if let Some(http) = http {
-            let _ = http.await;
-        }
+        let bound = config.server.shutdown_timeout;
+        let stop = async {
+            let _ = dns_stop.send(());
+            let served = dns.await.map_err(|e| io::Error::other(e.to_string()));
+            engine.listening.store(false, Ordering::Relaxed);
+            let _ = http_stop.send(());
+            if let Some(http) = http {
+                let _ = http.await;
+            }
+            served
+        };
+        let served = match tokio::time::timeout(bound, stop).await {
+            Ok(served) => served?,
+            Err(_) => {
+                tracing::warn!(
+                    shutdown_timeout_ms = bound.as_millis() as u64,
+                    "stopped before every in-flight answer finished: shutdown_timeout_ms reached"
+                );
+                Ok(())
+            }
+        };
         tracing::info!("stopped");
         Ok(served?)
     }
@@ -598,6 +615,7 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
         tcp_max_connections_per_client,
         tcp_max_queries,
         tcp_max_lifetime,
+        shutdown_timeout,
     } = &old.server;
     let n = &new.server;
     // The sockets, the UDP workers and the TCP listeners hold these.
@@ -643,6 +661,12 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
     check(
         "server.tcp_max_lifetime_ms",
         *tcp_max_lifetime != n.tcp_max_lifetime,
+        false,
+    );
+    // The TCP listeners hold their drain time from the start.
+    check(
+        "server.shutdown_timeout_ms",
+        *shutdown_timeout != n.shutdown_timeout,
         false,
     );
 

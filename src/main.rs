@@ -342,7 +342,7 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let config = dnsfence::config::Config::load(&path)?;
         if config.upstream.from_resolv_conf {
             tracing::info!(servers = ?config.upstream.servers, "no upstream configured: using /etc/resolv.conf");
@@ -353,7 +353,11 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         tokio::spawn(dnsfence::signal::forward_os_signals(tx));
         app.run(bound, rx).await?;
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // run() returned within shutdown_timeout_ms; a blocking task still going (a catalog fetch
+    // from a server that trickles) is not waited for: the process exits.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
 }
 
 /// Man pages (dnsfence.1, one dnsfence-COMMAND.1 per command) and completions, from the clap

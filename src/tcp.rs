@@ -28,9 +28,6 @@ use tokio::task::JoinSet;
 use crate::query::event::Transport;
 use crate::query::{Engine, canonical};
 
-/// How long in-flight TCP answers may take to finish at shutdown.
-const DRAIN: Duration = Duration::from_secs(5);
-
 /// The TCP settings of `[server]`.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpOptions {
@@ -44,6 +41,8 @@ pub struct TcpOptions {
     pub max_queries: u64,
     /// Lifetime of a connection at most.
     pub max_lifetime: Duration,
+    /// How long in-flight answers may take to finish at shutdown (`shutdown_timeout_ms`).
+    pub drain: Duration,
 }
 
 /// Open connections, in all and per client, shared by every TCP listener.
@@ -160,8 +159,10 @@ pub async fn serve(
         }
     }
     let _ = stop_tx.send(true);
-    let drained =
-        tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(connections.options.drain, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
         tasks.abort_all();
     }

@@ -308,6 +308,9 @@ pub struct ServerConfig {
     pub tcp_max_queries: u64,
     /// How long one TCP connection may live, however busy.
     pub tcp_max_lifetime: Duration,
+    /// From SIGTERM to exit at most: in-flight answers finish within it, and whatever is still
+    /// running outside the DNS path (a catalog fetch, a probe) is abandoned at it.
+    pub shutdown_timeout: Duration,
 }
 
 /// `[zones]`.
@@ -526,7 +529,7 @@ impl Config {
         const DAY_MS: u64 = 86_400_000;
         const YEAR_SECS: u64 = 365 * 86_400;
         let (sv, up, f) = (&raw.server, &raw.upstream, &raw.fence);
-        let numbers: [(&str, &str, u64, u64, u64); 29] = [
+        let numbers: [(&str, &str, u64, u64, u64); 30] = [
             (
                 "catalog",
                 "refresh_hours",
@@ -576,6 +579,13 @@ impl Config {
                 sv.tcp_max_lifetime_ms,
                 1_000,
                 DAY_MS,
+            ),
+            (
+                "server",
+                "shutdown_timeout_ms",
+                sv.shutdown_timeout_ms,
+                100,
+                120_000,
             ),
             ("upstream", "timeout_ms", up.timeout_ms, 1, 60_000),
             ("upstream", "cache_size", up.cache_size, 0, 100_000_000),
@@ -912,6 +922,7 @@ impl Config {
                 tcp_max_connections_per_client: raw.server.tcp_max_connections_per_client as usize,
                 tcp_max_queries: raw.server.tcp_max_queries,
                 tcp_max_lifetime: Duration::from_millis(raw.server.tcp_max_lifetime_ms),
+                shutdown_timeout: Duration::from_millis(raw.server.shutdown_timeout_ms),
             },
             zones: ZonesConfig {
                 dirs: zone_dirs,

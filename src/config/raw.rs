@@ -223,6 +223,8 @@ pub(super) struct RawServer {
     pub(super) tcp_max_queries: u64,
     #[serde(default = "default_tcp_max_lifetime_ms")]
     pub(super) tcp_max_lifetime_ms: u64,
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub(super) shutdown_timeout_ms: u64,
 }
 
 impl Default for RawServer {
@@ -240,6 +242,7 @@ impl Default for RawServer {
             tcp_max_connections_per_client: default_tcp_max_connections_per_client(),
             tcp_max_queries: default_tcp_max_queries(),
             tcp_max_lifetime_ms: default_tcp_max_lifetime_ms(),
+            shutdown_timeout_ms: default_shutdown_timeout_ms(),
         }
     }
 }
@@ -258,6 +261,10 @@ pub(super) fn default_tcp_max_queries() -> u64 {
 }
 pub(super) fn default_tcp_max_lifetime_ms() -> u64 {
     120_000
+}
+/// A third of the unit's TimeoutStopSec (15 s): a stop never ends in systemd's SIGKILL.
+pub(super) fn default_shutdown_timeout_ms() -> u64 {
+    5_000
 }
 
 pub(super) fn default_listen() -> Vec<Spanned<String>> {

@@ -497,6 +497,112 @@ fn run_serves_and_stops_cleanly_on_sigterm() {
     });
 }
 
+/// A web server that answers every request with a status line, a huge Content-Length and then
+/// one byte every half second: a catalog fetch that never ends. Sets `asked` on a request.
+fn trickling_server(asked: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let asked = asked.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                asked.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
+                for _ in 0..240 {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    if s.write_all(b"#").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn sigterm_during_a_trickling_catalog_fetch_exits_within_the_bound() {
+    crate::harness::run(async {
+        let upstream = crate::harness::Upstream::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let page = trickling_server(asked.clone());
+        let (cfg, port) = crate::harness::binary_config(dir.path(), upstream.addr).await;
+        let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+            "[server]",
+            "[server]\nshutdown_timeout_ms = 1500",
+            1,
+        ) + &format!(
+            "\n[catalog]\npage = \"http://127.0.0.1:{page}/endpoints.md\"\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dnsfence"))
+            .args(["run", "-c", cfg.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let client = crate::harness::Client {
+            server: format!("127.0.0.1:{port}").parse().unwrap(),
+        };
+        let q = crate::harness::query(
+            "manage.microsoft.com.",
+            hickory_proto::rr::RecordType::A,
+            Some(1232),
+        )
+        .to_vec()
+        .unwrap();
+        let mut answered = false;
+        for _ in 0..100 {
+            if client
+                .udp_raw(&q, std::time::Duration::from_millis(100))
+                .await
+                .is_some()
+            {
+                answered = true;
+                break;
+            }
+        }
+        if !answered {
+            let _ = child.start_kill();
+            let out = child.wait_with_output().await.unwrap();
+            panic!("no answer: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert!(
+            crate::harness::eventually(std::time::Duration::from_secs(5), || asked
+                .load(std::sync::atomic::Ordering::SeqCst))
+            .await,
+            "the page fetch started"
+        );
+        // The fetch is now trickling (its client gives it 60 s); the stop must not wait for it.
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        let pid = child.id().unwrap();
+        let sent = std::time::Instant::now();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let exit = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+            .await
+            .expect("dnsfence exits")
+            .unwrap();
+        let took = sent.elapsed();
+        assert!(exit.success(), "exit status {exit:?}");
+        assert!(
+            took < std::time::Duration::from_millis(2500),
+            "exit {took:?} after SIGTERM; shutdown_timeout_ms is 1500"
+        );
+    });
+}
+
 /// An upstream that is dnsfence's own listen address would loop every allowed query back to
 /// dnsfence: `check` and `run` refuse it and say what to set.
 #[test]
