@@ -213,9 +213,9 @@ impl App {
         }));
         engine.listening.store(true, Ordering::Relaxed);
         let (http_stop, http_stopped) = oneshot::channel::<()>();
-        let max_http = config.http.max_connections;
+        let http_config = config.http.clone();
         let http = bound.http.map(|listener| {
-            tokio::spawn(http::serve(listener, engine.clone(), max_http, async {
+            tokio::spawn(http::serve(listener, engine.clone(), http_config, async {
                 let _ = http_stopped.await;
             }))
         });
@@ -794,13 +794,40 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
     );
     check("fence.recheck_ms", *recheck != f.recheck, false);
 
+    // The HTTP server holds its limits from the start.
     let crate::config::HttpConfig {
         listen,
         max_connections,
+        max_connections_per_client,
+        reserved_connections,
+        trusted,
+        request_timeout,
+        idle_timeout,
         max_denied_domains,
     } = &old.http;
     let h = &new.http;
     check("http.listen", *listen != h.listen, false);
+    check(
+        "http.max_connections_per_client",
+        *max_connections_per_client != h.max_connections_per_client,
+        false,
+    );
+    check(
+        "http.reserved_connections",
+        *reserved_connections != h.reserved_connections,
+        false,
+    );
+    check("http.trusted", *trusted != h.trusted, false);
+    check(
+        "http.request_timeout_ms",
+        *request_timeout != h.request_timeout,
+        false,
+    );
+    check(
+        "http.idle_timeout_ms",
+        *idle_timeout != h.idle_timeout,
+        false,
+    );
     check(
         "http.max_connections",
         *max_connections != h.max_connections,

@@ -2,9 +2,13 @@
 //! `/v1/denied`.
 //!
 //! A deliberately small HTTP/1.1 server on tokio rather than a web framework: the clients are
-//! Prometheus and firewalls pulling lists with plain GETs, one request per connection, and the
-//! dependency tree (two cores, one build at a time) stays lean. Requests are bounded: 8 KiB of
-//! head, 5 s to send it, GET and HEAD only.
+//! Prometheus and firewalls pulling lists with plain GETs, and the dependency tree (two cores,
+//! one build at a time) stays lean; hyper's server would bring its own connection machinery for
+//! the same four limits. Bounded so that no client, slow or many, shuts the scrapers out: open
+//! connections in all and per client address with a share only loopback and `[http] trusted`
+//! clients may take; 8 KiB of head, `request_timeout_ms` to send it (a slowloris client is cut
+//! then, however it trickles); kept-alive connections wait `idle_timeout_ms` for their next
+//! request, 100 requests at most; GET and HEAD only.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -16,43 +20,59 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::config::HttpConfig;
 use crate::fence::DynSet;
 use crate::query::Engine;
+use crate::slots::{Limits, Refused, Slots};
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8192;
-/// Time a client has to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client has to take the response.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests one kept-alive connection carries at most.
+const MAX_REQUESTS: usize = 100;
 
-/// Serves HTTP on `listener` until `shutdown` completes, at most `max_connections` at once (more
-/// are closed at once and counted).
+/// Serves HTTP on `listener` until `shutdown` completes, within the limits of `config`: open
+/// connections in all and per client (with `reserved_connections` only loopback and `trusted`
+/// clients may take), a deadline for each request head, and an idle timeout between kept-alive
+/// requests. Connections refused or cut are counted (`dnsfence_overload_total{limit}`: http,
+/// http_client, http_head_timeout).
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
-    max_connections: usize,
+    config: HttpConfig,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let config = Arc::new(config);
+    let slots = Slots::new(Limits {
+        max: config.max_connections,
+        per_client: config.max_connections_per_client,
+        reserved: config.reserved_connections,
+    });
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    if open.fetch_add(1, Relaxed) >= max_connections {
-                        open.fetch_sub(1, Relaxed);
-                        engine.metrics.overload("http");
-                        drop(stream);
-                        continue;
-                    }
-                    let (engine, open) = (engine.clone(), open.clone());
+                Ok((stream, peer)) => {
+                    let client = crate::query::canonical(peer.ip());
+                    let slot = match slots.admit(client, config.trusts(client)) {
+                        Ok(slot) => slot,
+                        Err(refused) => {
+                            // Closed at once: a refused connection costs no more than this.
+                            engine.metrics.overload(match refused {
+                                Refused::Full => "http",
+                                Refused::Client => "http_client",
+                            });
+                            drop(stream);
+                            continue;
+                        }
+                    };
+                    let (engine, config) = (engine.clone(), config.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = handle(stream, &engine).await {
+                        if let Err(e) = connection(stream, &engine, &config).await {
                             tracing::debug!(error = %e, "http connection");
                         }
-                        open.fetch_sub(1, Relaxed);
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -93,42 +113,159 @@ impl Response {
     }
 }
 
-async fn handle(mut stream: TcpStream, engine: &Engine) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    let read = async {
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<bool, std::io::Error>(false);
-            }
-            head.extend_from_slice(&buf[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-                return Ok(true);
-            }
-            if head.len() > MAX_HEAD {
-                return Ok(true);
-            }
-        }
-    };
-    let complete = match tokio::time::timeout(READ_TIMEOUT, read).await {
-        Ok(r) => r?,
-        Err(_) => return Ok(()),
-    };
-    if !complete {
-        return Ok(());
+/// What reading a request head came to.
+enum Head {
+    /// A complete head (without its blank line); bytes after it stay in the buffer.
+    Complete(Vec<u8>),
+    /// Longer than [`MAX_HEAD`].
+    TooLarge,
+    /// The client closed, or sent nothing before the wait for a next request ran out.
+    Closed,
+    /// The client started a head and did not finish it in time (slowloris), or never sent a
+    /// first request.
+    TimedOut,
+}
+
+/// The end of a head in `buf`: (where it ends, where the next request starts).
+fn head_end(buf: &[u8]) -> Option<(usize, usize)> {
+    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        return Some((i, i + 4));
     }
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let response = if head.len() > MAX_HEAD {
-        Response::text(431, "request head too large\n")
-    } else if method != "GET" && method != "HEAD" {
-        Response::text(405, "only GET and HEAD\n")
-    } else {
-        route(target, engine)
-    };
+    buf.windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (i, i + 2))
+}
+
+/// Reads a request head into `buf`. The first byte must come within `first_byte` (`None`: it
+/// is already due by `deadline`); the whole head by `deadline`, or `request_timeout` after the
+/// first byte.
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    first_byte: Option<Duration>,
+    deadline: tokio::time::Instant,
+    request_timeout: Duration,
+) -> std::io::Result<Head> {
+    let mut chunk = [0u8; 2048];
+    let mut deadline = deadline;
+    if buf.is_empty()
+        && let Some(wait) = first_byte
+    {
+        match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+            Err(_) | Ok(Ok(0)) => return Ok(Head::Closed),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(e),
+        }
+        deadline = tokio::time::Instant::now() + request_timeout;
+    }
+    loop {
+        if let Some((end, next)) = head_end(buf) {
+            let head = buf[..end].to_vec();
+            buf.drain(..next);
+            return Ok(Head::Complete(head));
+        }
+        if buf.len() > MAX_HEAD {
+            return Ok(Head::TooLarge);
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Err(_) => return Ok(Head::TimedOut),
+            Ok(Ok(0)) => return Ok(Head::Closed),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// Whether the client asks to keep the connection: HTTP/1.1 unless `Connection: close`, HTTP/1.0
+/// only with `Connection: keep-alive`.
+fn keep_alive(head: &str) -> bool {
+    let mut lines = head.lines();
+    let http11 = lines
+        .next()
+        .is_some_and(|l| l.trim_end().ends_with("HTTP/1.1"));
+    let connection = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("connection"))
+        .map(|(_, v)| v.trim().to_ascii_lowercase());
+    match connection.as_deref() {
+        Some(v) if v.contains("close") => false,
+        Some(v) if v.contains("keep-alive") => true,
+        _ => http11,
+    }
+}
+
+/// Whether the head announces a body (which dnsfence does not read: the connection closes).
+fn has_body(head: &str) -> bool {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .any(|(k, v)| {
+            let k = k.trim();
+            (k.eq_ignore_ascii_case("content-length") && v.trim() != "0")
+                || k.eq_ignore_ascii_case("transfer-encoding")
+        })
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    engine: &Engine,
+    config: &HttpConfig,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    // The first request is due `request_timeout` after the connection opens.
+    let mut first_byte = None;
+    let mut deadline = tokio::time::Instant::now() + config.request_timeout;
+    for served in 0..MAX_REQUESTS {
+        let head = match read_head(
+            &mut stream,
+            &mut buf,
+            first_byte,
+            deadline,
+            config.request_timeout,
+        )
+        .await?
+        {
+            Head::Complete(head) => String::from_utf8_lossy(&head).into_owned(),
+            Head::TooLarge => {
+                let r = Response::text(431, "request head too large\n");
+                return respond(&mut stream, &r, false, false).await;
+            }
+            Head::Closed => return Ok(()),
+            Head::TimedOut => {
+                engine.metrics.overload("http_head_timeout");
+                return Ok(());
+            }
+        };
+        let line = head.lines().next().unwrap_or_default();
+        let mut parts = line.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let response = if method != "GET" && method != "HEAD" {
+            Response::text(405, "only GET and HEAD\n")
+        } else {
+            route(target, engine)
+        };
+        let keep = served + 1 < MAX_REQUESTS
+            && !config.idle_timeout.is_zero()
+            && response.status != 405
+            && !has_body(&head)
+            && keep_alive(&head);
+        respond(&mut stream, &response, method == "HEAD", keep).await?;
+        if !keep {
+            return Ok(());
+        }
+        first_byte = Some(config.idle_timeout);
+        deadline = tokio::time::Instant::now() + config.idle_timeout;
+    }
+    Ok(())
+}
+
+/// Writes `response` (without its body for HEAD), then closes unless `keep`.
+async fn respond(
+    stream: &mut TcpStream,
+    response: &Response,
+    head_only: bool,
+    keep: bool,
+) -> std::io::Result<()> {
     let reason = match response.status {
         200 => "OK",
         400 => "Bad Request",
@@ -139,22 +276,29 @@ async fn handle(mut stream: TcpStream, engine: &Engine) -> std::io::Result<()> {
         _ => "Error",
     };
     let mut out = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {}\r\n\r\n",
         response.status,
         response.content_type,
-        response.body.len()
+        response.body.len(),
+        if keep { "keep-alive" } else { "close" }
     )
     .into_bytes();
-    if method != "HEAD" {
+    if !head_only {
         out.extend_from_slice(&response.body);
     }
     let write = async {
         stream.write_all(&out).await?;
-        stream.shutdown().await
+        if !keep {
+            stream.shutdown().await?;
+        }
+        Ok(())
     };
     match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(r) => r,
-        Err(_) => Ok(()),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client does not take the response",
+        )),
     }
 }
 

@@ -22,6 +22,7 @@
 //! - [`tls`]: the rustls client configuration of DoT and DoH upstreams.
 //! - [`udp`]: UDP workers (batched socket I/O, busy polling) in front of the query path.
 //! - [`tcp`]: the TCP listener and connections in front of the query path.
+//! - [`slots`]: connection counts in all and per client, with a share kept for trusted clients.
 //! - [`sockopt`]: the socket options std and socket2 lack (forced buffer sizes).
 //! - [`warn`]: rate-limited warnings (`warn_limited!`) with a count of what was left out.
 //! - [`wire`]: small DNS wire-format readers (names, TTL offsets).
@@ -54,6 +55,7 @@ pub mod querylog;
 pub mod ratelimit;
 pub mod server;
 pub mod signal;
+pub mod slots;
 pub mod sockopt;
 pub mod source;
 pub mod suggest;

@@ -13,11 +13,10 @@
 //! descriptors forever), on a framing error, or at shutdown once its current query is answered.
 //! When accepting fails for lack of descriptors the loop backs off instead of spinning.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,6 +26,7 @@ use tokio::task::JoinSet;
 
 use crate::query::event::Transport;
 use crate::query::{Engine, canonical};
+use crate::slots::{Limits, Refused, Slot, Slots};
 
 /// The TCP settings of `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -49,31 +49,7 @@ pub struct TcpOptions {
 #[derive(Debug)]
 pub struct Connections {
     options: TcpOptions,
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
-/// One open connection's place; given back when dropped.
-struct Slot {
-    connections: Arc<Connections>,
-    client: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = lock(&self.connections.open);
-        open.0 -= 1;
-        if let Some(n) = open.1.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                open.1.remove(&self.client);
-            }
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Held for a counter update; a panic elsewhere leaves the counts usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    slots: Arc<Slots>,
 }
 
 impl Connections {
@@ -81,31 +57,25 @@ impl Connections {
     pub fn new(options: TcpOptions) -> Arc<Connections> {
         Arc::new(Connections {
             options,
-            open: Mutex::new((0, HashMap::new())),
+            slots: Slots::new(Limits {
+                max: options.max_connections,
+                per_client: options.max_per_client,
+                reserved: 0,
+            }),
         })
     }
 
     /// A slot for a new connection from `client`, or which limit refused it.
-    fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Slot, &'static str> {
-        let mut open = lock(&self.open);
-        if open.0 >= self.options.max_connections {
-            return Err("tcp");
-        }
-        let mine = open.1.entry(client).or_insert(0);
-        if *mine >= self.options.max_per_client {
-            return Err("tcp_client");
-        }
-        *mine += 1;
-        open.0 += 1;
-        Ok(Slot {
-            connections: self.clone(),
-            client,
+    fn admit(&self, client: IpAddr) -> Result<Slot, &'static str> {
+        self.slots.admit(client, false).map_err(|r| match r {
+            Refused::Full => "tcp",
+            Refused::Client => "tcp_client",
         })
     }
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        lock(&self.open).0
+        self.slots.open()
     }
 }
 

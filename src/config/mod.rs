@@ -181,8 +181,27 @@ pub struct HttpConfig {
     pub listen: Option<SocketAddr>,
     /// Open HTTP connections at most; more are closed at once.
     pub max_connections: usize,
+    /// Open HTTP connections per client address at most.
+    pub max_connections_per_client: usize,
+    /// Connections only trusted clients (loopback and `trusted`) may take, so that scrapers on
+    /// the host or the configured networks are never shut out by other clients.
+    pub reserved_connections: usize,
+    /// Networks of trusted clients besides loopback (the Prometheus server, pulling firewalls).
+    pub trusted: Vec<IpNet>,
+    /// Time a client has from connecting (or from its first byte, on a kept-alive connection)
+    /// to send a whole request head.
+    pub request_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
     /// Denied registrable domains kept as metric labels per view; the rest count as `_other`.
     pub max_denied_domains: usize,
+}
+
+impl HttpConfig {
+    /// Whether `client` may use the reserved connections: loopback, or a trusted network.
+    pub fn trusts(&self, client: std::net::IpAddr) -> bool {
+        client.is_loopback() || self.trusted.iter().any(|n| n.contains(&client))
+    }
 }
 
 /// What to answer when the firewall could not be updated in time.
@@ -529,7 +548,15 @@ impl Config {
         const DAY_MS: u64 = 86_400_000;
         const YEAR_SECS: u64 = 365 * 86_400;
         let (sv, up, f) = (&raw.server, &raw.upstream, &raw.fence);
-        let numbers: [(&str, &str, u64, u64, u64); 30] = [
+        let http_per_client = raw
+            .http
+            .max_connections_per_client
+            .unwrap_or(8.min(raw.http.max_connections));
+        let http_reserved = raw
+            .http
+            .reserved_connections
+            .unwrap_or(raw.http.max_connections / 4);
+        let numbers: [(&str, &str, u64, u64, u64); 34] = [
             (
                 "catalog",
                 "refresh_hours",
@@ -654,6 +681,34 @@ impl Config {
             ("http", "max_connections", raw.http.max_connections, 1, 4096),
             (
                 "http",
+                "max_connections_per_client",
+                http_per_client,
+                1,
+                raw.http.max_connections.max(1),
+            ),
+            (
+                "http",
+                "reserved_connections",
+                http_reserved,
+                0,
+                raw.http.max_connections.saturating_sub(1),
+            ),
+            (
+                "http",
+                "request_timeout_ms",
+                raw.http.request_timeout_ms,
+                100,
+                60_000,
+            ),
+            (
+                "http",
+                "idle_timeout_ms",
+                raw.http.idle_timeout_ms,
+                0,
+                600_000,
+            ),
+            (
+                "http",
                 "max_denied_domains",
                 raw.http.max_denied_domains as u64,
                 0,
@@ -770,17 +825,7 @@ impl Config {
             }
             let mut networks = Vec::new();
             for n in &v.networks {
-                let text = n.get_ref().trim();
-                let net: IpNet = text
-                    .parse()
-                    .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| entry(n, "not a network in CIDR form".into()))?;
-                if net.trunc() != net {
-                    return Err(entry(
-                        n,
-                        format!("host bits set; the network is {}", net.trunc()),
-                    ));
-                }
+                let net = parse_network(n).map_err(|why| entry(n, why))?;
                 if let Some(other) = views.iter().find(|o| o.networks.contains(&net)) {
                     return Err(entry(
                         n,
@@ -994,6 +1039,16 @@ impl Config {
                 listen: http_listen,
                 max_denied_domains: raw.http.max_denied_domains,
                 max_connections: raw.http.max_connections as usize,
+                max_connections_per_client: http_per_client as usize,
+                reserved_connections: http_reserved as usize,
+                trusted: raw
+                    .http
+                    .trusted
+                    .iter()
+                    .map(|n| parse_network(n).map_err(|why| entry(n, why)))
+                    .collect::<Result<_, _>>()?,
+                request_timeout: Duration::from_millis(raw.http.request_timeout_ms),
+                idle_timeout: Duration::from_millis(raw.http.idle_timeout_ms),
             },
             views,
         })
@@ -1072,6 +1127,19 @@ fn view_fence(
         table,
     };
     Ok(fence)
+}
+
+/// A network as written in the config: CIDR, or one address; no host bits set.
+fn parse_network(n: &Spanned<String>) -> Result<IpNet, String> {
+    let text = n.get_ref().trim();
+    let net: IpNet = text
+        .parse()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| "not a network in CIDR form".to_string())?;
+    if net.trunc() != net {
+        return Err(format!("host bits set; the network is {}", net.trunc()));
+    }
+    Ok(net)
 }
 
 /// ipset's longest set name (IPSET_MAXNAMELEN, 32 with the terminating zero).

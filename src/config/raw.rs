@@ -83,10 +83,28 @@ pub(super) struct RawHttp {
     pub(super) max_denied_domains: usize,
     #[serde(default = "default_http_max_connections")]
     pub(super) max_connections: u64,
+    /// Default: 8, at most `max_connections`.
+    #[serde(default)]
+    pub(super) max_connections_per_client: Option<u64>,
+    /// Default: a quarter of `max_connections`.
+    #[serde(default)]
+    pub(super) reserved_connections: Option<u64>,
+    #[serde(default)]
+    pub(super) trusted: Vec<Spanned<String>>,
+    #[serde(default = "default_http_request_timeout_ms")]
+    pub(super) request_timeout_ms: u64,
+    #[serde(default = "default_http_idle_timeout_ms")]
+    pub(super) idle_timeout_ms: u64,
 }
 
 pub(super) fn default_http_max_connections() -> u64 {
     64
+}
+pub(super) fn default_http_request_timeout_ms() -> u64 {
+    3_000
+}
+pub(super) fn default_http_idle_timeout_ms() -> u64 {
+    5_000
 }
 
 impl Default for RawHttp {
@@ -95,6 +113,11 @@ impl Default for RawHttp {
             listen: default_http_listen(),
             max_denied_domains: default_max_denied_domains(),
             max_connections: default_http_max_connections(),
+            max_connections_per_client: None,
+            reserved_connections: None,
+            trusted: Vec::new(),
+            request_timeout_ms: default_http_request_timeout_ms(),
+            idle_timeout_ms: default_http_idle_timeout_ms(),
         }
     }
 }

@@ -791,9 +791,12 @@ pub fn answer_types(msg: &Message) -> Vec<(String, RecordType)> {
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let exchange = async {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: dnsfence\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: dnsfence\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.unwrap();
         out

@@ -10,6 +10,7 @@ mod deny;
 mod dot;
 mod fence;
 mod harness;
+mod http;
 mod ipset;
 mod limits;
 mod logs;

@@ -241,6 +241,11 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
             ("catalog", "state_dir", "\"/tmp/elsewhere\"", Refused),
             ("catalog", "ca_file", "\"ca.pem\"", Refused),
             ("http", "max_connections", "5", Refused),
+            ("http", "max_connections_per_client", "5", Refused),
+            ("http", "reserved_connections", "5", Refused),
+            ("http", "trusted", "[\"192.0.2.0/24\"]", Refused),
+            ("http", "request_timeout_ms", "900", Refused),
+            ("http", "idle_timeout_ms", "900", Refused),
             ("http", "max_denied_domains", "5", Refused),
             (
                 "[view]",
