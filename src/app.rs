@@ -207,6 +207,7 @@ impl App {
             max_queries: sv.tcp_max_queries,
             max_lifetime: sv.tcp_max_lifetime,
             drain: sv.shutdown_timeout,
+            max_pipelined: sv.tcp_max_pipelined,
         };
         let dns = tokio::spawn(serve(engine.clone(), bound.dns, udp, tcp, async {
             let _ = dns_stopped.await;
@@ -616,6 +617,7 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
         tcp_max_queries,
         tcp_max_lifetime,
         shutdown_timeout,
+        tcp_max_pipelined,
     } = &old.server;
     let n = &new.server;
     // The sockets, the UDP workers and the TCP listeners hold these.
@@ -661,6 +663,11 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
     check(
         "server.tcp_max_lifetime_ms",
         *tcp_max_lifetime != n.tcp_max_lifetime,
+        false,
+    );
+    check(
+        "server.tcp_max_pipelined",
+        *tcp_max_pipelined != n.tcp_max_pipelined,
         false,
     );
     // The TCP listeners hold their drain time from the start.

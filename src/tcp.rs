@@ -7,10 +7,12 @@
 //! Owning the loop also puts the limits where they belong.
 //!
 //! Bounded: at most `tcp_max_connections` connections and `tcp_max_connections_per_client` per
-//! client address (more are closed at once, and counted); a connection is served one query at a
-//! time, in order, and closed after `idle_timeout` without a complete query, after
-//! `tcp_max_queries` queries or `tcp_max_lifetime` (so kept-alive connections cannot pin the
-//! descriptors forever), on a framing error, or at shutdown once its current query is answered.
+//! client address (more are closed at once, and counted); a connection's queries are answered
+//! concurrently, `tcp_max_pipelined` at once, each reply written when ready (RFC 7766 §6.2.1.1:
+//! a cached answer does not wait behind an upstream one); it is closed after `idle_timeout`
+//! with nothing under way, after `tcp_max_queries` queries or `tcp_max_lifetime` (so kept-alive
+//! connections cannot pin the descriptors forever), on a framing error, or at shutdown once the
+//! answers under way are written.
 //! When accepting fails for lack of descriptors the loop backs off instead of spinning.
 
 use std::future::Future;
@@ -43,6 +45,8 @@ pub struct TcpOptions {
     pub max_lifetime: Duration,
     /// How long in-flight answers may take to finish at shutdown (`shutdown_timeout_ms`).
     pub drain: Duration,
+    /// Queries of one connection answered at once at most.
+    pub max_pipelined: usize,
 }
 
 /// Open connections, in all and per client, shared by every TCP listener.
@@ -138,9 +142,25 @@ pub async fn serve(
     }
 }
 
+/// Takes one complete frame (a two-octet length, then the message) off the front of `buf`.
+fn take_frame(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let len = u16::from_be_bytes([*buf.first()?, *buf.get(1)?]) as usize;
+    if buf.len() < 2 + len {
+        return None;
+    }
+    let frame = buf[2..2 + len].to_vec();
+    buf.drain(..2 + len);
+    Some(frame)
+}
+
+/// One connection (RFC 7766 §6.2.1.1): queries are read as they come and answered concurrently,
+/// at most `max_pipelined` at once; each reply is written when it is ready, so a cached answer
+/// does not wait behind an upstream one (clients match replies by ID). Reading stops at
+/// `max_queries`, at `max_lifetime` and at shutdown; the answers under way are finished, then the
+/// connection closes. Idle for `idle_timeout` with nothing under way: closed.
 async fn connection(
     engine: Arc<Engine>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     options: TcpOptions,
     mut stop: watch::Receiver<bool>,
@@ -148,37 +168,70 @@ async fn connection(
 ) {
     let client = canonical(peer.ip());
     let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
     let end_of_life = tokio::time::Instant::now() + options.max_lifetime;
-    let mut buf = Vec::new();
-    for _ in 0..options.max_queries {
-        let read = async {
-            let len = stream.read_u16().await? as usize;
-            buf.resize(len, 0);
-            stream.read_exact(&mut buf).await?;
-            Ok::<(), std::io::Error>(())
-        };
-        tokio::select! {
-            r = tokio::time::timeout(options.idle_timeout, read) => match r {
-                Ok(Ok(())) => {}
-                // Closed, reset, short, or idle too long: done.
-                Ok(Err(_)) | Err(_) => return,
-            },
-            _ = stop.wait_for(|s| *s) => return,
-            () = tokio::time::sleep_until(end_of_life) => return,
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    let mut answers: JoinSet<Option<Vec<u8>>> = JoinSet::new();
+    let mut read = 0u64;
+    let mut reading = true;
+    let mut idle_since = tokio::time::Instant::now();
+    loop {
+        if *stop.borrow() {
+            reading = false;
         }
-        let started = Instant::now();
-        let Some(reply) = engine.answer(&buf, client, Transport::Tcp, started).await else {
-            // Not a query (a response, a runt): no answer, and no reason to trust the framing.
+        // Start every complete query the limit allows.
+        while reading && answers.len() < options.max_pipelined && read < options.max_queries {
+            let Some(frame) = take_frame(&mut buf) else {
+                break;
+            };
+            read += 1;
+            let engine = engine.clone();
+            answers.spawn(async move {
+                engine
+                    .answer(&frame, client, Transport::Tcp, Instant::now())
+                    .await
+            });
+        }
+        if read >= options.max_queries {
+            reading = false;
+        }
+        if !reading && answers.is_empty() {
             return;
-        };
-        let mut framed = Vec::with_capacity(2 + reply.len());
-        framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&reply);
-        if tokio::time::timeout(options.idle_timeout, stream.write_all(&framed))
-            .await
-            .map_or(true, |r| r.is_err())
-        {
-            return;
+        }
+        let can_read = reading && answers.len() < options.max_pipelined;
+        tokio::select! {
+            n = rd.read(&mut chunk), if can_read => match n {
+                Ok(0) | Err(_) => reading = false,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    idle_since = tokio::time::Instant::now();
+                    if buf.len() > 2 + u16::MAX as usize + chunk.len() {
+                        // More than a frame's worth buffered without a frame: not DNS.
+                        return;
+                    }
+                }
+            },
+            Some(done) = answers.join_next(), if !answers.is_empty() => {
+                let Ok(Some(reply)) = done else {
+                    // Not a query (a response, a runt): no answer, and no reason to trust the
+                    // framing.
+                    return;
+                };
+                let mut framed = Vec::with_capacity(2 + reply.len());
+                framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+                framed.extend_from_slice(&reply);
+                if tokio::time::timeout(options.idle_timeout, wr.write_all(&framed))
+                    .await
+                    .map_or(true, |r| r.is_err())
+                {
+                    return;
+                }
+                idle_since = tokio::time::Instant::now();
+            },
+            () = tokio::time::sleep_until(idle_since + options.idle_timeout), if answers.is_empty() => return,
+            changed = stop.changed(), if reading => if changed.is_err() { reading = false },
+            () = tokio::time::sleep_until(end_of_life), if reading => reading = false,
         }
     }
 }

@@ -327,6 +327,8 @@ pub struct ServerConfig {
     pub tcp_max_queries: u64,
     /// How long one TCP connection may live, however busy.
     pub tcp_max_lifetime: Duration,
+    /// Queries of one TCP connection answered at once at most.
+    pub tcp_max_pipelined: usize,
     /// From SIGTERM to exit at most: in-flight answers finish within it, and whatever is still
     /// running outside the DNS path (a catalog fetch, a probe) is abandoned at it.
     pub shutdown_timeout: Duration,
@@ -556,7 +558,7 @@ impl Config {
             .http
             .reserved_connections
             .unwrap_or(raw.http.max_connections / 4);
-        let numbers: [(&str, &str, u64, u64, u64); 34] = [
+        let numbers: [(&str, &str, u64, u64, u64); 35] = [
             (
                 "catalog",
                 "refresh_hours",
@@ -614,6 +616,7 @@ impl Config {
                 100,
                 120_000,
             ),
+            ("server", "tcp_max_pipelined", sv.tcp_max_pipelined, 1, 256),
             ("upstream", "timeout_ms", up.timeout_ms, 1, 60_000),
             ("upstream", "cache_size", up.cache_size, 0, 100_000_000),
             (
@@ -968,6 +971,7 @@ impl Config {
                 tcp_max_queries: raw.server.tcp_max_queries,
                 tcp_max_lifetime: Duration::from_millis(raw.server.tcp_max_lifetime_ms),
                 shutdown_timeout: Duration::from_millis(raw.server.shutdown_timeout_ms),
+                tcp_max_pipelined: raw.server.tcp_max_pipelined as usize,
             },
             zones: ZonesConfig {
                 dirs: zone_dirs,

@@ -248,6 +248,8 @@ pub(super) struct RawServer {
     pub(super) tcp_max_lifetime_ms: u64,
     #[serde(default = "default_shutdown_timeout_ms")]
     pub(super) shutdown_timeout_ms: u64,
+    #[serde(default = "default_tcp_max_pipelined")]
+    pub(super) tcp_max_pipelined: u64,
 }
 
 impl Default for RawServer {
@@ -266,6 +268,7 @@ impl Default for RawServer {
             tcp_max_queries: default_tcp_max_queries(),
             tcp_max_lifetime_ms: default_tcp_max_lifetime_ms(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
+            tcp_max_pipelined: default_tcp_max_pipelined(),
         }
     }
 }
@@ -284,6 +287,9 @@ pub(super) fn default_tcp_max_queries() -> u64 {
 }
 pub(super) fn default_tcp_max_lifetime_ms() -> u64 {
     120_000
+}
+pub(super) fn default_tcp_max_pipelined() -> u64 {
+    16
 }
 /// A third of the unit's TimeoutStopSec (15 s): a stop never ends in systemd's SIGKILL.
 pub(super) fn default_shutdown_timeout_ms() -> u64 {

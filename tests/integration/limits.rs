@@ -249,6 +249,52 @@ fn tcp_connections_end_after_their_queries_or_lifetime() {
     });
 }
 
+/// RFC 7766 §6.2.1.1: queries pipelined on one connection are answered concurrently, each reply
+/// when it is ready: a cached answer behind an uncached one (its upstream slow) comes first.
+#[test]
+fn pipelined_tcp_queries_are_answered_as_they_are_ready() {
+    run(async {
+        let f = Fence::start("").await;
+        let c = f.client();
+        // manage.microsoft.com in the cache; delay.manage.microsoft.com's upstream takes 300 ms.
+        c.ask("manage.microsoft.com.", RecordType::A).await;
+        let slow = query("delay.manage.microsoft.com.", RecordType::A, Some(1232));
+        let cached = query("manage.microsoft.com.", RecordType::A, Some(1232));
+        let mut framed = Vec::new();
+        for m in [&slow, &cached] {
+            let bytes = m.to_vec().unwrap();
+            framed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&bytes);
+        }
+        let mut s = connect_from("127.0.0.1", f.addr).await;
+        let sent = Instant::now();
+        s.write_all(&framed).await.unwrap();
+        let mut order = Vec::new();
+        for _ in 0..2 {
+            let read = async {
+                let len = s.read_u16().await.unwrap() as usize;
+                let mut buf = vec![0u8; len];
+                s.read_exact(&mut buf).await.unwrap();
+                buf
+            };
+            let buf = tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .unwrap();
+            let m = hickory_proto::op::Message::from_vec(&buf).unwrap();
+            assert_eq!(rcode(&m), ResponseCode::NoError);
+            order.push((m.metadata.id, sent.elapsed()));
+        }
+        assert_eq!(
+            order.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [cached.metadata.id, slow.metadata.id],
+            "the cached answer first: {order:?}"
+        );
+        assert!(order[0].1 < Duration::from_millis(200), "{order:?}");
+        assert!(order[1].1 >= Duration::from_millis(280), "{order:?}");
+        f.stop().await;
+    });
+}
+
 /// HTTP: at most max_connections at once (more are closed and counted), and error bodies never
 /// echo what the client sent.
 #[test]

@@ -114,6 +114,7 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
             ("server", "tcp_max_queries", "9", Refused),
             ("server", "tcp_max_lifetime_ms", "9000", Refused),
             ("server", "shutdown_timeout_ms", "9000", Refused),
+            ("server", "tcp_max_pipelined", "3", Refused),
             (
                 "zones",
                 "dirs",
