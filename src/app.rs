@@ -292,7 +292,7 @@ impl App {
                         Err(e) => format!("reload refused, old config kept: {e}"),
                     });
                     engine.sources.set_shipped(&config.zones.dirs[0]);
-                    *engine.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+                    *crate::sync::lock(&engine.last_reload) = Some(outcome);
                 }
                 Ok(Signal::Shutdown) | Err(broadcast::error::RecvError::Closed) => break,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,

@@ -19,6 +19,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, RecordType};
 
 use crate::answer::{Answer, Checked, Resolution};
+use crate::sync::lock;
 
 /// TTL bounds applied when caching.
 #[derive(Debug, Clone, Copy)]
@@ -229,28 +230,6 @@ impl AnswerCache {
     }
 }
 
-/// The lower-case wire form of a name, into `buf`.
-pub fn name_wire<'b>(name: &Name, buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
-    let mut n = 0;
-    for label in name.iter() {
-        let end = n + 1 + label.len();
-        if end >= buf.len() {
-            return None;
-        }
-        buf[n] = label.len() as u8;
-        buf[n + 1..end].copy_from_slice(label);
-        buf[n + 1..end].make_ascii_lowercase();
-        n = end;
-    }
-    buf[n] = 0;
-    Some(&buf[..n + 1])
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned shard only means a panic elsewhere mid-insert; the map itself is still valid.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,9 +249,14 @@ mod tests {
         Name::from_ascii(s).unwrap()
     }
 
+    /// The lower-case wire form of a name, as the cache keys it.
     fn wire(s: &str) -> Vec<u8> {
-        let mut buf = [0u8; 256];
-        name_wire(&n(s), &mut buf).unwrap().to_vec()
+        use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+        let mut out = Vec::new();
+        n(s).to_lowercase()
+            .emit(&mut BinEncoder::new(&mut out))
+            .unwrap();
+        out
     }
 
     fn checked(r: Resolution, q: &str, qtype: RecordType) -> Checked {

@@ -333,7 +333,7 @@ fn route(target: &str, engine: &Engine) -> Response {
 fn last_success(f: &crate::source::follow::SourceStatus) -> Option<String> {
     let at = f.last_success.load(std::sync::atomic::Ordering::Relaxed);
     (at > 0).then(|| {
-        crate::querylog::rfc3339(
+        crate::clock::rfc3339(
             std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(at),
         )
     })

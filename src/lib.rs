@@ -25,7 +25,9 @@
 //! - [`slots`]: connection counts in all and per client, with a share kept for trusted clients.
 //! - [`sockopt`]: the socket options std and socket2 lack (forced buffer sizes).
 //! - [`warn`]: rate-limited warnings (`warn_limited!`) with a count of what was left out.
-//! - [`wire`]: small DNS wire-format readers (names, TTL offsets).
+//! - [`wire`]: the bottom layer of DNS wire format: names as text, TTL offsets, response codes.
+//! - [`clock`]: Unix seconds and RFC 3339 times.
+//! - [`sync`]: the one poison-ignoring lock helper.
 //! - [`ratelimit`]: per-client UDP token buckets.
 //! - [`querylog`]: one JSON line per query.
 //! - [`metrics`]: the Prometheus registry, bounded labels, the top denied names.
@@ -39,6 +41,7 @@
 pub mod answer;
 pub mod app;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod explain;
 pub mod fence;
@@ -59,6 +62,7 @@ pub mod slots;
 pub mod sockopt;
 pub mod source;
 pub mod suggest;
+pub mod sync;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

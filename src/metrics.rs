@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::answer::Dropped;
 use crate::outcome::{Reason, Verdict};
+use crate::sync::lock;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -481,15 +482,9 @@ impl Metrics {
         }
     }
 
-    /// [`ViewCounters::denied_name`], by the view's name.
-    pub fn denied_name(&self, view: &str, name: &str) {
-        let domain = psl::domain_str(name).unwrap_or(name);
-        self.view(view).denied_name(self, name, domain);
-    }
-
     /// The most denied exact names of a view, most first.
     pub fn top_denied(&self, view: &str, limit: usize) -> Vec<(String, u64)> {
-        let views = self.views.read().unwrap_or_else(|p| p.into_inner());
+        let views = crate::sync::read(&self.views);
         views
             .get(view)
             .and_then(|v| lock(&v.names).top.as_ref().map(|t| t.top(limit)))
@@ -547,15 +542,10 @@ impl Metrics {
 
     /// The counter handles of a view (created on first use).
     pub fn view(&self, view: &str) -> Arc<ViewCounters> {
-        if let Some(v) = self
-            .views
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(view)
-        {
+        if let Some(v) = crate::sync::read(&self.views).get(view) {
             return v.clone();
         }
-        let mut views = self.views.write().unwrap_or_else(|p| p.into_inner());
+        let mut views = crate::sync::write(&self.views);
         views
             .entry(view.to_string())
             .or_insert_with(|| Arc::new(ViewCounters::new(view)))
@@ -728,11 +718,6 @@ impl TopK {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Counters only: a panic elsewhere cannot leave them in a state worth refusing to read.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -796,6 +781,12 @@ mod tests {
         assert_eq!(top[0].0, "tunnel.example");
     }
 
+    /// A denied name counted as the query path counts it.
+    fn deny(m: &Metrics, view: &str, name: &str) {
+        let domain = psl::domain_str(name).unwrap_or(name);
+        m.view(view).denied_name(m, name, domain);
+    }
+
     #[test]
     fn domain_labels_are_capped_per_view() {
         let m = Metrics::new(2);
@@ -806,9 +797,9 @@ mod tests {
             "third.net",
             "fourth.org",
         ] {
-            m.denied_name("kiosk", d);
+            deny(&m, "kiosk", d);
         }
-        m.denied_name("lab", "fourth.org");
+        deny(&m, "lab", "fourth.org");
         let get = |v: &str, d: &str| m.denied_domains.with_label_values(&[v, d]).get();
         assert_eq!(get("kiosk", "evil.co.uk"), 2, "public-suffix aware");
         assert_eq!(get("kiosk", "other.com"), 1);

@@ -5,53 +5,25 @@
 //! policy and swaps it whole.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use hickory_proto::rr::Name;
 use ipnet::IpNet;
 
 use crate::config::{CnameTargets, Config, DenyRcode, Located, ViewMode};
+use crate::fileerror::FileError;
 use crate::matcher::{Entry, MatcherBuilder, PatternError};
 use crate::zones::{Catalog, EndpointSet, PortSpec};
 
 /// A config entry that does not fit the catalog.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    /// A view names a profile or set id the catalog does not have, or selects nothing.
-    #[error("{path}:{line}: '{entry}': {reason}")]
-    Entry {
-        /// The config file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// The offending entry.
-        entry: String,
-        /// Why, with what would have been accepted.
-        reason: String,
-    },
+    /// A view names a profile or set id the catalog does not have, or selects nothing: the
+    /// config file's error shape, `file:line: 'entry': reason`.
+    #[error(transparent)]
+    Entry(#[from] FileError),
     /// A pattern could not be compiled (validation makes this unreachable for zone files).
     #[error("{0}")]
     Pattern(#[from] PatternError),
-}
-
-/// Why a name was denied. A bounded set: it becomes a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyReason {
-    /// No endpoint set of the view's profiles matches the name.
-    NotAllowlisted,
-    /// The client's address is in no view.
-    NoView,
-}
-
-impl DenyReason {
-    /// The label used in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DenyReason::NotAllowlisted => "not_allowlisted",
-            DenyReason::NoView => "no_view",
-        }
-    }
 }
 
 /// One client network group with the names it may resolve.
@@ -83,46 +55,6 @@ impl View {
         self.matcher.lookup(name)
     }
 
-    /// The entry allowing a wire name. Labels holding a `.` or non-ASCII bytes never match: no
-    /// allowlisted name has them, and treating them as text could make two names look alike.
-    pub fn lookup_name(&self, name: &Name) -> Option<&Entry> {
-        let mut buf = [0u8; 256];
-        let mut len = 0;
-        let mut labels = 0usize;
-        for label in name.iter() {
-            if labels > 0 {
-                buf[len] = b'.';
-                len += 1;
-            }
-            let end = len + label.len();
-            if end > buf.len() {
-                return None;
-            }
-            buf[len..end].copy_from_slice(label);
-            len = end;
-            labels += 1;
-        }
-        let text = &mut buf[..len];
-        // A `.` inside a label would read as a label boundary; anything but printable ASCII
-        // cannot be in an allowlisted name. Either way the name is not allowed.
-        if text.iter().filter(|&&b| b == b'.').count() != labels.saturating_sub(1)
-            || !text.iter().all(u8::is_ascii_graphic)
-        {
-            return None;
-        }
-        text.make_ascii_lowercase();
-        // Every byte was checked to be ASCII above, so this cannot fail.
-        self.lookup_normalized(std::str::from_utf8(text).ok()?)
-    }
-
-    /// The entry allowing a name in wire form (length-prefixed labels, as in the question section),
-    /// or `None` when denied. This is the query path: one pass over the bytes, no allocation.
-    /// Compressed or malformed names are not allowed (a question's name is never compressed).
-    pub fn lookup_wire(&self, wire: &[u8]) -> Option<&Entry> {
-        let mut buf = [0u8; 256];
-        self.lookup_normalized(wire_name_text(wire, &mut buf)?)
-    }
-
     /// The entry allowing a name already in lower case without the trailing dot.
     pub fn lookup_normalized(&self, name: &str) -> Option<&Entry> {
         self.matcher.lookup_normalized(name)
@@ -133,54 +65,6 @@ impl View {
         self.matcher.len()
     }
 }
-
-/// Writes a wire-format name as lower-case dotted text (no trailing dot) into `buf`. `None` for a
-/// compression pointer, a truncated name, a `.` inside a label or bytes that are not printable
-/// ASCII: no allowlisted name can be any of those.
-pub fn wire_name_text<'b>(wire: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b str> {
-    let mut i = 0;
-    let mut len = 0;
-    let mut bad = false;
-    loop {
-        let n = *wire.get(i)? as usize;
-        if n == 0 {
-            break;
-        }
-        let label = wire.get(i + 1..i + 1 + n)?;
-        if n > 63 || len + n + 1 > buf.len() {
-            return None;
-        }
-        if len > 0 {
-            buf[len] = b'.';
-            len += 1;
-        }
-        for (d, &b) in buf[len..len + n].iter_mut().zip(label) {
-            let m = NAME_BYTE[b as usize];
-            bad |= m == 0;
-            *d = m;
-        }
-        len += n;
-        i += 1 + n;
-    }
-    if bad {
-        return None;
-    }
-    // Only printable ASCII was written, so this cannot fail.
-    std::str::from_utf8(&buf[..len]).ok()
-}
-
-/// Byte → lower-case byte for printable ASCII other than `.`; 0 for anything that cannot be in an
-/// allowlisted name.
-static NAME_BYTE: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut b = 0x21;
-    while b < 0x7f {
-        t[b] = (b as u8).to_ascii_lowercase();
-        b += 1;
-    }
-    t[b'.' as usize] = 0;
-    t
-};
 
 /// Every view, and the catalog they were compiled from.
 #[derive(Debug)]
@@ -196,11 +80,13 @@ pub struct Policy {
 impl Policy {
     /// Compiles the views of `config` against `catalog`.
     pub fn compile(config: &Config, catalog: Arc<Catalog>) -> Result<Policy, PolicyError> {
-        let err = |l: &Located<String>, reason: String| PolicyError::Entry {
-            path: config.path.clone(),
-            line: l.line,
-            entry: l.value.clone(),
-            reason,
+        let err = |l: &Located<String>, reason: String| {
+            PolicyError::Entry(FileError::Entry {
+                path: config.path.clone(),
+                line: l.line,
+                entry: l.value.clone(),
+                reason,
+            })
         };
         let regions = &config.zones.tenant_regions;
         let in_region = |s: &EndpointSet| s.tenant_region.is_none_or(|r| regions.contains(&r));
@@ -248,13 +134,13 @@ impl Policy {
             }
             let matcher = builder.build()?;
             if matcher.is_empty() {
-                return Err(PolicyError::Entry {
+                return Err(PolicyError::Entry(FileError::Entry {
                     path: config.path.clone(),
                     line: vc.line,
                     entry: vc.name.clone(),
                     reason: "the view allows no name (check profiles, sets and tenant_regions)"
                         .into(),
-                });
+                }));
             }
             for net in &vc.networks {
                 by_prefix.push((*net, views.len()));
@@ -383,28 +269,16 @@ profiles = ["wns"]
 
     #[test]
     fn wire_names_match_like_text() {
+        // The query path's call: the question's wire name as text, then the matcher.
         let p = policy(
             "[[view]]\nname = \"a\"\nnetworks = [\"10.0.0.0/8\"]\nprofiles = [\"intune-core\"]\n",
         )
         .unwrap();
         let v = p.view("a").unwrap();
-        let n = |s: &str| Name::from_ascii(s).unwrap();
-        assert!(
-            v.lookup_name(&n("Fef.MSUA06.Manage.Microsoft.com."))
-                .is_some()
-        );
-        assert!(v.lookup_name(&n("manage.microsoft.com")).is_some());
-        assert!(v.lookup_name(&n("evilmanage.microsoft.com.")).is_none());
-        assert!(v.lookup_name(&Name::root()).is_none());
-        let dotted = Name::from_labels(vec![
-            b"a.b".to_vec(),
-            b"manage".to_vec(),
-            b"microsoft".to_vec(),
-            b"com".to_vec(),
-        ])
-        .unwrap();
-        assert!(v.lookup_name(&dotted).is_none());
-        // The wire form gives the same answers.
+        let lookup = |wire: &[u8]| {
+            let mut buf = [0u8; 256];
+            crate::wire::name_text(wire, &mut buf).and_then(|t| v.lookup_normalized(t).map(|_| ()))
+        };
         let wire = |s: &str| {
             let mut out = Vec::new();
             for l in s.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
@@ -414,20 +288,15 @@ profiles = ["wns"]
             out.push(0);
             out
         };
-        assert!(
-            v.lookup_wire(&wire("Fef.MSUA06.Manage.Microsoft.com."))
-                .is_some()
-        );
-        assert!(v.lookup_wire(&wire("evilmanage.microsoft.com.")).is_none());
-        assert!(v.lookup_wire(&[0]).is_none());
-        assert!(v.lookup_wire(&[]).is_none());
-        assert!(v.lookup_wire(&[6, b'm', b'a']).is_none(), "truncated");
-        assert!(
-            v.lookup_wire(&[0xc0, 0x0c]).is_none(),
-            "compression pointer"
-        );
+        assert!(lookup(&wire("Fef.MSUA06.Manage.Microsoft.com.")).is_some());
+        assert!(lookup(&wire("manage.microsoft.com")).is_some());
+        assert!(lookup(&wire("evilmanage.microsoft.com.")).is_none());
+        assert!(lookup(&[0]).is_none());
+        assert!(lookup(&[]).is_none());
+        assert!(lookup(&[6, b'm', b'a']).is_none(), "truncated");
+        assert!(lookup(&[0xc0, 0x0c]).is_none(), "compression pointer");
         let mut dotted = vec![3, b'a', b'.', b'b'];
         dotted.extend(wire("manage.microsoft.com"));
-        assert!(v.lookup_wire(&dotted).is_none());
+        assert!(lookup(&dotted).is_none(), "a dot inside a label");
     }
 }

@@ -376,7 +376,7 @@ fn flush(
 
 fn format_entry(buf: &mut String, e: &Entry) {
     buf.push_str("{\"time\":\"");
-    rfc3339_into(buf, e.time);
+    crate::clock::rfc3339_into(buf, e.time);
     let _ = write!(
         buf,
         "\",\"client\":\"{}\",\"protocol\":\"{}\"",
@@ -396,7 +396,7 @@ fn format_entry(buf: &mut String, e: &Entry) {
     if name.is_empty() {
         buf.push_str("\"\"");
     } else {
-        json_str(buf, &crate::query::event::WireName(name).to_string());
+        json_str(buf, &crate::wire::WireName(name).to_string());
     }
     buf.push_str(",\"type\":\"");
     if e.qtype != 0 || !name.is_empty() {
@@ -418,7 +418,7 @@ fn format_entry(buf: &mut String, e: &Entry) {
     let _ = write!(
         buf,
         ",\"rcode\":\"{}\",\"duration_us\":{},\"cache_hit\":{}",
-        crate::query::encode::rcode::name(e.rcode),
+        crate::wire::rcode::name(e.rcode),
         e.duration_us,
         e.cache_hit
     );
@@ -449,7 +449,7 @@ fn format_summary(
     sampled_out: u64,
 ) {
     buf.push_str("{\"time\":\"");
-    rfc3339_into(buf, time);
+    crate::clock::rfc3339_into(buf, time);
     buf.push('"');
     if let Some(v) = view.and_then(|(p, v)| p.views.get(*v as usize)) {
         buf.push_str(",\"view\":");
@@ -476,54 +476,9 @@ fn json_str(buf: &mut String, s: &str) {
     buf.push('"');
 }
 
-/// Formats a time as RFC 3339 UTC with milliseconds (`2026-11-25T05:40:19.123Z`).
-pub fn rfc3339(t: SystemTime) -> String {
-    let mut s = String::with_capacity(24);
-    rfc3339_into(&mut s, t);
-    s
-}
-
-fn rfc3339_into(buf: &mut String, t: SystemTime) {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, day) = civil_from_days(days as i64);
-    let _ = write!(
-        buf,
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    );
-}
-
-/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_time() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_585_219_123);
-        assert_eq!(rfc3339(t), "2026-11-25T05:40:19.123Z");
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
-    }
 
     #[test]
     fn json_strings_are_escaped() {

@@ -38,6 +38,7 @@ use tokio::sync::watch;
 
 use crate::answer::{ChainError, Checked, Resolution};
 use crate::config::{PoolSettings, UpstreamConfig, UpstreamServer, UpstreamTransport};
+use crate::sync::lock;
 
 /// The UDP payload size dnsfence advertises upstream (RFC 9715, DNS flag day 2020).
 const UPSTREAM_PAYLOAD: u16 = 1232;
@@ -152,11 +153,6 @@ impl Inflight {
             done: false,
         }))
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Held for one map operation; a panic elsewhere leaves the map usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One upstream server: its own hickory pool (so that its health and metrics are its own) and
@@ -480,11 +476,6 @@ impl Upstream {
     /// What it was built from.
     pub fn settings(&self) -> PoolSettings {
         self.settings.clone()
-    }
-
-    /// Its servers' labels, in configured order.
-    pub fn labels(&self) -> Vec<String> {
-        self.servers.iter().map(|s| s.label.clone()).collect()
     }
 
     /// Distinct resolutions waiting for the upstream now.

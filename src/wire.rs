@@ -1,5 +1,9 @@
-//! Small readers of DNS wire format shared by the cache and the UDP fast path: skipping names,
-//! finding TTL fields, lower-casing a name in place.
+//! The bottom layer of DNS wire format, shared by every module that touches a message: skipping
+//! names, finding TTL fields, lower-casing a name in place, a name as the matcher's text
+//! ([`name_text`]) or as `dig` writes it ([`WireName`]), response codes and their names. It
+//! depends on nothing else of dnsfence.
+
+use std::fmt;
 
 /// Skips a (possibly compressed) name starting at `pos`; returns the offset after it.
 pub fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
@@ -99,6 +103,115 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
     true
 }
 
+/// Response codes (RFC 1035, RFC 6891) and the names `dig` gives them.
+pub mod rcode {
+    /// No error.
+    pub const NOERROR: u16 = 0;
+    /// Format error.
+    pub const FORMERR: u16 = 1;
+    /// Server failure.
+    pub const SERVFAIL: u16 = 2;
+    /// The name does not exist.
+    pub const NXDOMAIN: u16 = 3;
+    /// Not implemented.
+    pub const NOTIMP: u16 = 4;
+    /// Refused.
+    pub const REFUSED: u16 = 5;
+    /// Bad EDNS version (RFC 6891): 16, so its upper bits go in the OPT.
+    pub const BADVERS: u16 = 16;
+
+    /// The name `dig` gives a code, for the query log.
+    pub fn name(code: u16) -> &'static str {
+        match code {
+            NOERROR => "NOERROR",
+            FORMERR => "FORMERR",
+            SERVFAIL => "SERVFAIL",
+            NXDOMAIN => "NXDOMAIN",
+            NOTIMP => "NOTIMP",
+            REFUSED => "REFUSED",
+            BADVERS => "BADVERS",
+            _ => "OTHER",
+        }
+    }
+}
+
+/// Writes a wire-format name as lower-case dotted text (no trailing dot) into `buf`. `None` for a
+/// compression pointer, a truncated name, a `.` inside a label or bytes that are not printable
+/// ASCII: no allowlisted name can be any of those.
+pub fn name_text<'b>(wire: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b str> {
+    let mut i = 0;
+    let mut len = 0;
+    let mut bad = false;
+    loop {
+        let n = *wire.get(i)? as usize;
+        if n == 0 {
+            break;
+        }
+        let label = wire.get(i + 1..i + 1 + n)?;
+        if n > 63 || len + n + 1 > buf.len() {
+            return None;
+        }
+        if len > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        for (d, &b) in buf[len..len + n].iter_mut().zip(label) {
+            let m = NAME_BYTE[b as usize];
+            bad |= m == 0;
+            *d = m;
+        }
+        len += n;
+        i += 1 + n;
+    }
+    if bad {
+        return None;
+    }
+    // Only printable ASCII was written, so this cannot fail.
+    std::str::from_utf8(&buf[..len]).ok()
+}
+
+/// Byte → lower-case byte for printable ASCII other than `.`; 0 for anything that cannot be in an
+/// allowlisted name.
+static NAME_BYTE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        t[b] = (b as u8).to_ascii_lowercase();
+        b += 1;
+    }
+    t[b'.' as usize] = 0;
+    t
+};
+
+/// A wire-form name in presentation format, as the client wrote it: labels joined by dots with a
+/// trailing dot, bytes outside printable ASCII (and `.` and `\` inside a label) as `\DDD`, as
+/// `dig` and Unbound write them.
+pub struct WireName<'a>(pub &'a [u8]);
+
+impl fmt::Display for WireName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = self.0;
+        if w.first().is_none_or(|&b| b == 0) {
+            return f.write_str(".");
+        }
+        let mut i = 0;
+        while i < w.len() && w[i] != 0 {
+            let n = w[i] as usize;
+            let label = w.get(i + 1..i + 1 + n).unwrap_or_default();
+            for &b in label {
+                if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
+                    write!(f, "{}", b as char)?;
+                } else {
+                    write!(f, "\\{b:03}")?;
+                }
+            }
+            f.write_str(".")?;
+            i += 1 + n;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +249,19 @@ mod tests {
         assert!(!same(b"manage.microsoft.com", b"manage.microsoft.con"));
         assert!(!same(b"abc", b"abcd"));
         assert!(same(b"", b""));
+    }
+
+    #[test]
+    fn names_are_written_as_dig_writes_them() {
+        assert_eq!(
+            WireName(b"\x04eViL\x07example\x00").to_string(),
+            "eViL.example."
+        );
+        assert_eq!(
+            WireName(b"\x03a.b\x01\\\x02\xc3\xa9\x00").to_string(),
+            "a\\046b.\\092.\\195\\169."
+        );
+        assert_eq!(WireName(b"\x00").to_string(), ".");
+        assert_eq!(WireName(b"").to_string(), ".");
     }
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::answer::AnswerAddr;
 use crate::config::{FenceBackend, FenceConfig, FenceMode};
+use crate::sync::lock;
 use crate::zones::PortSpec;
 pub use ledger::{Admission, Ledger, LedgerEntry};
 use ledger::{Confirmed, ElementKey, Freshness, decode_key};
@@ -476,10 +477,4 @@ impl Fence {
     pub fn plans(&self) -> &[ViewPlan] {
         &self.state.plans
     }
-}
-
-/// Locks a mutex, recovering the data if a thread panicked while holding it: the ledger is a
-/// cache of kernel state, and a resync repairs any inconsistency.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -39,36 +39,7 @@ pub mod ede {
 }
 
 /// Response codes dnsfence sends (the extended ones need an OPT to carry their upper bits).
-pub mod rcode {
-    /// No error.
-    pub const NOERROR: u16 = 0;
-    /// Format error.
-    pub const FORMERR: u16 = 1;
-    /// Server failure.
-    pub const SERVFAIL: u16 = 2;
-    /// The name does not exist.
-    pub const NXDOMAIN: u16 = 3;
-    /// Not implemented.
-    pub const NOTIMP: u16 = 4;
-    /// Refused.
-    pub const REFUSED: u16 = 5;
-    /// Bad EDNS version (RFC 6891): 16, so its upper bits go in the OPT.
-    pub const BADVERS: u16 = 16;
-
-    /// The name `dig` gives a code, for the query log.
-    pub fn name(code: u16) -> &'static str {
-        match code {
-            NOERROR => "NOERROR",
-            FORMERR => "FORMERR",
-            SERVFAIL => "SERVFAIL",
-            NXDOMAIN => "NXDOMAIN",
-            NOTIMP => "NOTIMP",
-            REFUSED => "REFUSED",
-            BADVERS => "BADVERS",
-            _ => "OTHER",
-        }
-    }
-}
+pub use crate::wire::rcode;
 
 /// An RFC 8914 extended error: the info code and a text for humans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,18 +2,16 @@
 //! [`QueryEvent::emit`] (vector's internal-events pattern), so the metrics and the query log can
 //! never tell two stories. Whatever the transport, the same event is emitted the same way.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::metrics;
+use crate::metrics::{self, Metrics};
 pub use crate::outcome::{Reason, Verdict};
 use crate::policy::Policy;
 use crate::policy::View;
-use crate::query::Engine;
 use crate::query::encode::Reply;
 use crate::query::parse::Parsed;
-use crate::querylog::Entry;
+use crate::querylog::{Entry, QueryLog};
 use std::sync::Arc;
 
 /// The transport a query came over.
@@ -95,18 +93,18 @@ impl<'p> QueryEvent<'p> {
         self.reason = Some(reason);
     }
 
-    /// Counts the query and writes its log line. `policy` is the one the query was decided
-    /// with, `pkt` and `q` the query (`q` is `None` for a datagram that did not parse at all),
-    /// `reply` what was sent (`None`: nothing was).
+    /// Counts the query in `m` and writes its line to `log`. `policy` is the one the query was
+    /// decided with, `pkt` and `q` the query (`q` is `None` for a datagram that did not parse at
+    /// all), `reply` what was sent (`None`: nothing was).
     pub fn emit(
         &self,
-        engine: &Engine,
+        m: &Metrics,
+        log: &QueryLog,
         policy: Option<&Arc<Policy>>,
         pkt: &[u8],
         q: Option<&Parsed>,
         reply: Option<&Reply>,
     ) {
-        let m = &engine.metrics;
         let qtype = q.map_or(0, |q| q.qtype);
         let view = self.view.map_or(metrics::NO_VIEW, |v| v.name.as_str());
         let verdict = self.verdict as usize;
@@ -130,18 +128,18 @@ impl<'p> QueryEvent<'p> {
             Verdict::WouldDeny => {}
         }
         // A dropped datagram (rate limit, not a query) gets no line: it got no answer.
-        let logging = reply.is_some() && engine.log.wants(self.verdict);
+        let logging = reply.is_some() && log.wants(self.verdict);
         let denied = matches!(self.verdict, Verdict::Denied | Verdict::WouldDeny);
         if logging || denied {
             // The name as text and its registrable domain, once for the metrics and the log.
             let mut buf = [0u8; 256];
-            let text = q.and_then(|q| crate::policy::wire_name_text(q.name(pkt), &mut buf));
+            let text = q.and_then(|q| crate::wire::name_text(q.name(pkt), &mut buf));
             let domain = text.map_or("", |t| psl::domain_str(t).unwrap_or(t));
             if denied && let Some(name) = text {
                 counters.denied_name(m, name, domain);
             }
             if let Some(reply) = reply.filter(|_| logging) {
-                engine.log.log(self.entry(policy, pkt, q, reply), domain);
+                log.log(self.entry(policy, pkt, q, reply), domain);
             }
         }
         if self.upstream.is_some() || self.coalesced {
@@ -210,53 +208,5 @@ impl<'p> QueryEvent<'p> {
                 Reply::Code { .. } => None,
             },
         }
-    }
-}
-
-/// A wire-form name in presentation format, as the client wrote it: labels joined by dots with a
-/// trailing dot, bytes outside printable ASCII (and `.` and `\` inside a label) as `\DDD`, as
-/// `dig` and Unbound write them.
-pub struct WireName<'a>(pub &'a [u8]);
-
-impl fmt::Display for WireName<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = self.0;
-        if w.first().is_none_or(|&b| b == 0) {
-            return f.write_str(".");
-        }
-        let mut i = 0;
-        while i < w.len() && w[i] != 0 {
-            let n = w[i] as usize;
-            let label = w.get(i + 1..i + 1 + n).unwrap_or_default();
-            for &b in label {
-                if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
-                    write!(f, "{}", b as char)?;
-                } else {
-                    write!(f, "\\{b:03}")?;
-                }
-            }
-            f.write_str(".")?;
-            i += 1 + n;
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_written_as_dig_writes_them() {
-        assert_eq!(
-            WireName(b"\x04eViL\x07example\x00").to_string(),
-            "eViL.example."
-        );
-        assert_eq!(
-            WireName(b"\x03a.b\x01\\\x02\xc3\xa9\x00").to_string(),
-            "a\\046b.\\092.\\195\\169."
-        );
-        assert_eq!(WireName(b"\x00").to_string(), ".");
-        assert_eq!(WireName(b"").to_string(), ".");
     }
 }

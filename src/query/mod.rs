@@ -28,9 +28,10 @@ use crate::cache::AnswerCache;
 use crate::config::{AdmitFailure, CnameTargets, Config, DenyRcode, ViewMode};
 use crate::fence::{Admission, Admitted, Fence};
 use crate::metrics::Metrics;
-use crate::policy::{Policy, View, wire_name_text};
+use crate::policy::{Policy, View};
 use crate::querylog::QueryLog;
 use crate::upstream::{Resolved, Upstream, UpstreamError};
+use crate::wire::name_text;
 use crate::zones::PortSpec;
 use encode::{Ede, Reply, Soa, ede, rcode};
 use event::{QueryEvent, Reason, Transport, Verdict};
@@ -200,7 +201,14 @@ impl Engine {
             Decision::Reply(reply) => {
                 let limit = self.limit(&q, transport);
                 let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, started, out);
-                ev.emit(self, Some(&policy), pkt, Some(&q), Some(&reply));
+                ev.emit(
+                    &self.metrics,
+                    &self.log,
+                    Some(&policy),
+                    pkt,
+                    Some(&q),
+                    Some(&reply),
+                );
                 Now::Reply(n)
             }
             Decision::Resolve(_) => Now::Later,
@@ -231,7 +239,14 @@ impl Engine {
         let now = Instant::now();
         let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, now, &mut out);
         out.truncate(n);
-        ev.emit(self, Some(&policy), pkt, Some(&q), Some(&reply));
+        ev.emit(
+            &self.metrics,
+            &self.log,
+            Some(&policy),
+            pkt,
+            Some(&q),
+            Some(&reply),
+        );
         Some(out)
     }
 
@@ -271,7 +286,14 @@ impl Engine {
         );
         let limit = self.limit(&q, transport);
         let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, started, out);
-        ev.emit(self, Some(&policy), pkt, Some(&q), Some(&reply));
+        ev.emit(
+            &self.metrics,
+            &self.log,
+            Some(&policy),
+            pkt,
+            Some(&q),
+            Some(&reply),
+        );
         Now::Reply(n)
     }
 
@@ -279,7 +301,7 @@ impl Engine {
     fn not_a_query(&self, pkt: &[u8], client: IpAddr, transport: Transport, started: Instant) {
         let mut ev = QueryEvent::new(client, transport, started);
         ev.refuse(Reason::Malformed);
-        ev.emit(self, None, pkt, None, None);
+        ev.emit(&self.metrics, &self.log, None, pkt, None, None);
     }
 
     /// The decision for one parsed query, without waiting for anything. Checks run cheapest
@@ -349,7 +371,7 @@ impl Engine {
         let wire = q.name(pkt);
         let mut buf = [0u8; 256];
         // A name that is not printable ASCII cannot be on the allowlist.
-        let entry = wire_name_text(wire, &mut buf).and_then(|t| view.lookup_normalized(t));
+        let entry = name_text(wire, &mut buf).and_then(|t| view.lookup_normalized(t));
         let sets: &'p [u32] = match entry {
             Some(entry) => {
                 ev.endpoint_set = entry.values.first().copied();
@@ -552,7 +574,7 @@ impl Engine {
             let why = || {
                 let mut buf = [0u8; 256];
                 Admission {
-                    name: wire_name_text(wire, &mut buf).unwrap_or_default().into(),
+                    name: name_text(wire, &mut buf).unwrap_or_default().into(),
                     chain: answer.chain.clone(),
                     endpoint_sets: sets.into(),
                     would_deny,
@@ -710,7 +732,7 @@ fn deny_owner(wire: &[u8]) -> usize {
     }
     let parent = (first as usize + 1).min(root);
     let mut buf = [0u8; 256];
-    let Some(text) = wire_name_text(wire, &mut buf) else {
+    let Some(text) = name_text(wire, &mut buf) else {
         return parent;
     };
     match psl::domain_str(text) {

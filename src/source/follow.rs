@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use crate::sync::lock;
 
 use tokio::sync::mpsc;
 
@@ -45,10 +47,6 @@ pub struct SourceStatus {
     pub rejected: AtomicU64,
     /// Fetches by result, in [`RESULTS`] order.
     pub fetches: [AtomicU64; 7],
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl SourceStatus {
@@ -95,12 +93,6 @@ impl SourceStatus {
     pub fn last_error(&self) -> Option<String> {
         lock(&self.last_error).clone()
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `d` ± 10%, so that gateways started together do not poll together.
@@ -259,7 +251,9 @@ pub async fn follow(
         match outcome {
             Ok(Ok(changed)) => {
                 status.count(if changed { "ok" } else { "unchanged" });
-                status.last_success.store(unix_now(), Ordering::Relaxed);
+                status
+                    .last_success
+                    .store(crate::clock::unix_now(), Ordering::Relaxed);
                 *lock(&status.last_error) = None;
                 if changed {
                     tracing::info!(

@@ -558,7 +558,7 @@ pub fn overlay(catalog: &Catalog, source: &Source, from: &Provenance) -> String 
          # What the {kind} adds to the catalog. New ids join the profile named in them; \"{kind}\"\n\
          # is one a view must list to use them.",
         from.version.as_deref().unwrap_or("unknown"),
-        crate::querylog::rfc3339(std::time::SystemTime::now())
+        crate::clock::rfc3339(std::time::SystemTime::now())
     );
     for r in &source.rejected {
         // Excerpts: a comment is one line of printable text, whatever the source wrote (the

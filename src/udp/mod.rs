@@ -147,7 +147,14 @@ fn worker(
                 let mut ev = QueryEvent::new(client, Transport::Udp, started);
                 ev.view = policy.view_for(client);
                 ev.refuse(Reason::RateLimited);
-                ev.emit(&engine, Some(&policy), input, None, None);
+                ev.emit(
+                    &engine.metrics,
+                    &engine.log,
+                    Some(&policy),
+                    input,
+                    None,
+                    None,
+                );
                 continue;
             }
             match engine.answer_now(input, client, Transport::Udp, started, output) {

@@ -12,6 +12,7 @@ mod fence;
 mod harness;
 mod http;
 mod ipset;
+mod layout;
 mod limits;
 mod logs;
 mod observe;
