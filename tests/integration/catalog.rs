@@ -344,7 +344,10 @@ impl FeedServer {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         if !crate::harness::certificates(dir, name) {
-            println!("SKIPPED: openssl is not installed");
+            crate::harness::skip(
+                "an HTTPS source played by the test",
+                "openssl is not installed",
+            );
             return None;
         }
         let certs: Vec<CertificateDer<'static>> =

@@ -60,7 +60,10 @@ fn glibc_stops_at_the_default_denial_and_never_asks_the_next_resolver() {
         return;
     };
     if !Path::new("/usr/sbin/unbound").exists() {
-        println!("SKIPPED glibc_stops_at_the_default_denial: unbound is not installed");
+        crate::harness::skip(
+            "glibc_stops_at_the_default_denial",
+            "unbound is not installed",
+        );
         return;
     }
     run(async {

@@ -123,12 +123,18 @@ async fn run_binary(dir: &Path, upstream: &str, ca: &Path) -> (ResponseCode, Str
 #[test]
 fn dns_over_tls_upstream_with_a_private_ca() {
     if !Path::new("/usr/sbin/unbound").exists() {
-        println!("SKIPPED dns_over_tls_upstream_with_a_private_ca: unbound is not installed");
+        crate::harness::skip(
+            "dns_over_tls_upstream_with_a_private_ca",
+            "unbound is not installed",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     if !certificates(dir.path(), "dot.test") {
-        println!("SKIPPED dns_over_tls_upstream_with_a_private_ca: openssl is not installed");
+        crate::harness::skip(
+            "dns_over_tls_upstream_with_a_private_ca",
+            "openssl is not installed",
+        );
         return;
     }
     run(async {

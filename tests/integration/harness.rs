@@ -1095,8 +1095,7 @@ pub fn netns_or_skip(test: &str) -> Option<Netns> {
     match Netns::create(test) {
         Ok(ns) => Some(ns),
         Err(why) => {
-            eprintln!("SKIPPED {test}: {why}");
-            println!("SKIPPED {test}: {why}");
+            skip(test, &why);
             None
         }
     }

@@ -11,7 +11,7 @@ use crate::harness::{Fence, Netns, eventually, fence_section, netns_or_skip, que
 
 fn ipset_ns(test: &str) -> Option<Netns> {
     if !std::path::Path::new("/usr/sbin/ipset").exists() {
-        println!("SKIPPED {test}: ipset is not installed (apt-get install ipset)");
+        crate::harness::skip(test, "ipset is not installed (apt-get install ipset)");
         return None;
     }
     netns_or_skip(test)
@@ -272,7 +272,7 @@ fn ipset_addr_port_elements_carry_the_endpoint_sets_ports() {
 fn iptables_rules_load_twice_and_match_the_sets() {
     const TEST: &str = "iptables_rules_load_twice_and_match_the_sets";
     if !std::path::Path::new("/usr/sbin/iptables-restore").exists() {
-        println!("SKIPPED {TEST}: iptables is not installed (apt-get install iptables)");
+        crate::harness::skip(TEST, "iptables is not installed (apt-get install iptables)");
         return;
     }
     let Some(ns) = ipset_ns(TEST) else {

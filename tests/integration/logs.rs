@@ -84,7 +84,7 @@ fn a_denial_flood_is_sampled_per_domain_with_a_summary() {
 #[test]
 fn lines_lost_to_a_full_disk_are_counted() {
     if !Path::new("/dev/full").exists() {
-        println!("SKIPPED lines_lost_to_a_full_disk_are_counted: no /dev/full");
+        crate::harness::skip("lines_lost_to_a_full_disk_are_counted", "no /dev/full");
         return;
     }
     run(async {

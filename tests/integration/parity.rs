@@ -296,7 +296,10 @@ impl Unbound {
             .into_iter()
             .find(|p| Path::new(p).exists());
         let Some(bin) = bin else {
-            eprintln!("SKIPPED: unbound is not installed (apt-get install unbound)");
+            crate::harness::skip(
+                "the Unbound reference",
+                "unbound is not installed (apt-get install unbound)",
+            );
             return None;
         };
         let dir = tempfile::tempdir().unwrap();

@@ -194,14 +194,13 @@ fn the_package_runs_with_only_the_units_two_capabilities() {
     let deb = match package() {
         Ok(p) => p,
         Err(why) => {
-            println!("SKIPPED {TEST}: {why}");
-            eprintln!("SKIPPED {TEST}: {why}");
+            crate::harness::skip(TEST, &why);
             return;
         }
     };
     for tool in ["/usr/bin/setpriv", "/usr/sbin/unbound", "/usr/bin/dig"] {
         if !Path::new(tool).exists() {
-            println!("SKIPPED {TEST}: {tool} is not installed");
+            crate::harness::skip(TEST, &format!("{tool} is not installed"));
             return;
         }
     }
