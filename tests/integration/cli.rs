@@ -136,6 +136,52 @@ fn shipped_configs_and_zones_load() {
     assert!(mobile.lookup("itunes.apple.com").is_some());
 }
 
+/// Every config and zone file the project ships, found by glob, loads and compiles: a shipped
+/// file cannot rot, and a new one is covered without naming it here.
+#[test]
+fn every_shipped_config_and_zone_file_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    // A gateway's resolv.conf under systemd-resolved: not dnsfence's own 127.0.0.1.
+    let rc = dir.path().join("resolv.conf");
+    std::fs::write(&rc, "nameserver 127.0.0.53\n").unwrap();
+    fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                toml_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "toml") {
+                out.push(p);
+            }
+        }
+    }
+    let mut configs = Vec::new();
+    toml_files(&repo().join("config"), &mut configs);
+    toml_files(&repo().join("deploy"), &mut configs);
+    assert!(configs.len() >= 3, "{configs:?}");
+    for path in &configs {
+        // The package's files point at the installed catalog.
+        let text = std::fs::read_to_string(path).unwrap().replace(
+            "\"/usr/share/dnsfence/zones\"",
+            &format!("\"{}\"", repo().join("zones").display()),
+        );
+        let config =
+            Config::parse(path, &text, &rc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        dnsfence::app::compile(&config).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    let mut zones = Vec::new();
+    toml_files(&repo().join("zones"), &mut zones);
+    assert!(zones.len() >= 16, "{zones:?}");
+    for path in &zones {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut warnings = Vec::new();
+        let sets = dnsfence::zones::parse_file(path, &text, &mut warnings)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!sets.is_empty(), "{}", path.display());
+        // Only the multi-tenant wildcards the files declare; nothing else to look at.
+        assert!(warnings.is_empty(), "{}: {warnings:?}", path.display());
+    }
+}
+
 #[test]
 fn zone_catalog_keeps_the_pages_fields() {
     let catalog = dnsfence::zones::Catalog::load_dir(&repo().join("zones")).unwrap();
