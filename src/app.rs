@@ -149,6 +149,7 @@ impl App {
             waiting: AtomicUsize::new(0),
             max_waiting: AtomicUsize::new(config.server.max_waiting),
             sync_answers: AtomicBool::new(true),
+            clock: crate::clock::Clock::default(),
             sources,
         });
         Ok(App { config, engine })

@@ -1,10 +1,37 @@
-//! Wall-clock time as dnsfence writes it: Unix seconds, and RFC 3339 UTC with milliseconds (the
-//! query log, overlay headers, `/v1/catalog`). Written by hand rather than with a date crate: two
+//! Time as dnsfence keeps it: the [`Clock`] the answer cache's TTLs run on, and wall-clock time
+//! as dnsfence writes it — Unix seconds, and RFC 3339 UTC with milliseconds (the query log,
+//! overlay headers, `/v1/catalog`). The formatting is by hand rather than with a date crate: two
 //! small functions, on the query log's hot path (one per logged line). Depends on nothing else of
 //! dnsfence.
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The monotonic clock of cached answers' TTLs and serve-stale windows: `Instant::now()`, plus
+/// what a test has advanced it by, so that TTL tests run without real sleeps. Latencies are
+/// measured with `Instant` itself.
+#[derive(Debug, Default)]
+pub struct Clock {
+    /// Milliseconds added to the monotonic clock (0 but in tests).
+    ahead_ms: AtomicU64,
+}
+
+impl Clock {
+    /// Now, on this clock.
+    pub fn now(&self) -> Instant {
+        match self.ahead_ms.load(Ordering::Relaxed) {
+            0 => Instant::now(),
+            ms => Instant::now() + Duration::from_millis(ms),
+        }
+    }
+
+    /// Moves the clock forward by `d` (for tests: a cached answer ages without waiting).
+    pub fn advance(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.ahead_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {
@@ -53,6 +80,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clock_moves_forward_when_told() {
+        let c = Clock::default();
+        let a = c.now();
+        c.advance(Duration::from_secs(30));
+        assert!(c.now() >= a + Duration::from_secs(30));
+    }
 
     #[test]
     fn formats_time() {

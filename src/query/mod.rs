@@ -80,6 +80,8 @@ pub struct Engine {
     /// UDP query takes the runtime's way: the parity test's switch, to show that both ways give
     /// the same bytes.
     pub sync_answers: AtomicBool,
+    /// The clock cached answers age on (a test advances it instead of sleeping).
+    pub clock: crate::clock::Clock,
     /// The catalog's sources: the shipped directory and the followed sources' state, to tell
     /// sources apart in `/v1/catalog`.
     pub sources: Arc<crate::source::follow::Sources>,
@@ -197,10 +199,11 @@ impl Engine {
         }
         let policy = self.policy.load();
         let mut ev = QueryEvent::new(client, transport, started);
-        match self.decide(&policy, pkt, &q, started, &mut ev) {
+        let now = self.clock.now();
+        match self.decide(&policy, pkt, &q, now, &mut ev) {
             Decision::Reply(reply) => {
                 let limit = self.limit(&q, transport);
-                let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, started, out);
+                let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, now, out);
                 ev.emit(
                     &self.metrics,
                     &self.log,
@@ -230,13 +233,13 @@ impl Engine {
         };
         let policy = self.policy.load_full();
         let mut ev = QueryEvent::new(client, transport, started);
-        let reply = match self.decide(&policy, pkt, &q, Instant::now(), &mut ev) {
+        let reply = match self.decide(&policy, pkt, &q, self.clock.now(), &mut ev) {
             Decision::Reply(reply) => reply,
             Decision::Resolve(work) => self.finish(&policy, pkt, &q, work, &mut ev).await,
         };
         let limit = self.limit(&q, transport);
         let mut out = vec![0u8; encode::wire_len(&reply, &q).min(limit)];
-        let now = Instant::now();
+        let now = self.clock.now();
         let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, now, &mut out);
         out.truncate(n);
         ev.emit(
@@ -285,7 +288,15 @@ impl Engine {
             "too many queries waiting for the upstream",
         );
         let limit = self.limit(&q, transport);
-        let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, started, out);
+        let n = encode::encode(
+            &reply,
+            pkt,
+            &q,
+            limit,
+            self.max_udp_payload,
+            self.clock.now(),
+            out,
+        );
         ev.emit(
             &self.metrics,
             &self.log,
@@ -511,7 +522,7 @@ impl Engine {
                 crate::wire::lowercase_name(&mut lower[..wire.len()]);
                 let stale = self
                     .cache
-                    .get_stale(&lower[..wire.len()], q.qtype, Instant::now());
+                    .get_stale(&lower[..wire.len()], q.qtype, self.clock.now());
                 let outcome = match &stale {
                     None => Some(self.resolve(&name, qtype).await),
                     // RFC 8767: with an expired answer at hand, the resolution runs as a task of
@@ -633,7 +644,7 @@ impl Engine {
         let answer = match &resolved.result {
             Ok(checked) => self
                 .cache
-                .answer(name, qtype, checked.clone(), Instant::now()),
+                .answer(name, qtype, checked.clone(), self.clock.now()),
             Err(_) => None,
         };
         (resolved, answer)

@@ -117,7 +117,8 @@ fn cache_hit_does_not_reach_the_upstream_and_ttl_counts_down() {
         let name = "enterpriseenrollment.manage.microsoft.com.";
         let first = c.ask(name, RecordType::A).await;
         assert_eq!(f.upstream.seen.count_type(name, RecordType::A), 1);
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // A second later on the cache's clock, without waiting for it.
+        f.engine.clock.advance(Duration::from_millis(1100));
         let second = c.tcp(&query(name, RecordType::A, Some(1232))).await;
         assert_eq!(ips(&first), ips(&second));
         assert_eq!(
@@ -270,7 +271,8 @@ fn udp_cache_hits_keep_the_clients_id_case_flags_and_edns() {
             Some(1232),
         );
         q.metadata.checking_disabled = true;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // A second later on the cache's clock, without waiting for it.
+        f.engine.clock.advance(Duration::from_millis(1100));
         let hit = c.udp(&q).await;
         assert_eq!(f.upstream.seen.count_type(name, RecordType::AAAA), 1);
         assert_eq!(ips(&hit), ips(&first));

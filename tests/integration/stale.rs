@@ -26,7 +26,8 @@ fn an_expired_answer_is_served_stale_while_the_upstream_is_silent() {
         let name = "manage.microsoft.com.";
         let fresh = c.ask(name, RecordType::A).await;
         assert_eq!(ede(&fresh), None);
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // A second later on the cache's clock, without waiting for it.
+        f.engine.clock.advance(Duration::from_millis(1100));
         f.upstream.set_silent(true);
         let t = Instant::now();
         let stale = c.ask(name, RecordType::A).await;
@@ -75,7 +76,8 @@ fn without_serve_stale_an_expired_answer_is_not_served() {
         .await;
         let c = f.client();
         c.ask("manage.microsoft.com.", RecordType::A).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // A second later on the cache's clock, without waiting for it.
+        f.engine.clock.advance(Duration::from_millis(1100));
         f.upstream.set_silent(true);
         let a = c.ask("manage.microsoft.com.", RecordType::A).await;
         assert_eq!(rcode(&a), ResponseCode::ServFail);
