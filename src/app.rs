@@ -530,13 +530,13 @@ fn register_live_metrics(
 
 /// Re-reads the config file and zones and applies them: every setting is either applied in
 /// place or, when it changed and only a restart can apply it, the whole reload is refused naming
-/// it (see [`reload_plan`]). A refused or failed reload keeps the old configuration serving and
+/// it (see [`Config::reload_plan`]). A refused or failed reload keeps the old configuration serving and
 /// says why, in the log and in `dnsfence_config_reloads_total{result="error"}`.
 pub fn reload(config: &mut Config, engine: &Engine) -> Result<(), String> {
     let result = Config::load(&config.path)
         .map_err(|e| e.to_string())
         .and_then(|new| {
-            let plan = reload_plan(config, &new);
+            let plan = config.reload_plan(&new);
             if !plan.restart.is_empty() {
                 return Err(format!(
                     "{} changed: only a restart applies {}; the old configuration keeps serving",
@@ -581,347 +581,6 @@ pub fn reload(config: &mut Config, engine: &Engine) -> Result<(), String> {
     outcome
 }
 
-/// What a reload would do: the changed settings it applies, and the changed settings only a
-/// restart can apply.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ReloadPlan {
-    /// Changed, and applied in place.
-    pub applied: Vec<&'static str>,
-    /// Changed, and held by running sockets or threads: the reload is refused.
-    pub restart: Vec<&'static str>,
-}
-
-/// Compares every setting. The structs are destructured whole, so a setting added to the config
-/// does not compile until it is sorted here into "applied" or "restart".
-pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
-    let mut plan = ReloadPlan::default();
-    let mut check = |key: &'static str, changed: bool, live: bool| {
-        if changed {
-            if live {
-                plan.applied.push(key);
-            } else {
-                plan.restart.push(key);
-            }
-        }
-    };
-    let crate::config::ServerConfig {
-        listen,
-        tcp_idle_timeout,
-        max_udp_payload,
-        udp_workers,
-        busy_poll,
-        rate_limit_qps,
-        rate_limit_burst,
-        max_waiting,
-        tcp_max_connections,
-        tcp_max_connections_per_client,
-        tcp_max_queries,
-        tcp_max_lifetime,
-        shutdown_timeout,
-        tcp_max_pipelined,
-    } = &old.server;
-    let n = &new.server;
-    // The sockets, the UDP workers and the TCP listeners hold these.
-    check("server.listen", *listen != n.listen, false);
-    check(
-        "server.tcp_idle_timeout_ms",
-        *tcp_idle_timeout != n.tcp_idle_timeout,
-        false,
-    );
-    check(
-        "server.max_udp_payload",
-        *max_udp_payload != n.max_udp_payload,
-        false,
-    );
-    check("server.udp_workers", *udp_workers != n.udp_workers, false);
-    check("server.busy_poll_us", *busy_poll != n.busy_poll, false);
-    check(
-        "server.rate_limit_qps",
-        *rate_limit_qps != n.rate_limit_qps,
-        false,
-    );
-    check(
-        "server.rate_limit_burst",
-        *rate_limit_burst != n.rate_limit_burst,
-        false,
-    );
-    check("server.max_waiting", *max_waiting != n.max_waiting, true);
-    check(
-        "server.tcp_max_connections",
-        *tcp_max_connections != n.tcp_max_connections,
-        false,
-    );
-    check(
-        "server.tcp_max_connections_per_client",
-        *tcp_max_connections_per_client != n.tcp_max_connections_per_client,
-        false,
-    );
-    check(
-        "server.tcp_max_queries",
-        *tcp_max_queries != n.tcp_max_queries,
-        false,
-    );
-    check(
-        "server.tcp_max_lifetime_ms",
-        *tcp_max_lifetime != n.tcp_max_lifetime,
-        false,
-    );
-    check(
-        "server.tcp_max_pipelined",
-        *tcp_max_pipelined != n.tcp_max_pipelined,
-        false,
-    );
-    // The TCP listeners hold their drain time from the start.
-    check(
-        "server.shutdown_timeout_ms",
-        *shutdown_timeout != n.shutdown_timeout,
-        false,
-    );
-
-    let crate::config::ZonesConfig {
-        dirs,
-        tenant_regions,
-    } = &old.zones;
-    check("zones.dirs", *dirs != new.zones.dirs, true);
-    check(
-        "zones.tenant_regions",
-        *tenant_regions != new.zones.tenant_regions,
-        true,
-    );
-
-    let crate::config::UpstreamConfig {
-        servers,
-        tls_ca_file,
-        from_resolv_conf: _,
-        timeout,
-        cache_size,
-        positive_min_ttl,
-        positive_max_ttl,
-        negative_min_ttl,
-        negative_max_ttl,
-        probe_interval,
-        max_inflight,
-        stale_answer_after,
-        stale_max,
-    } = &old.upstream;
-    let u = &new.upstream;
-    // A new upstream pool is built for these; the cache takes its new limits in place.
-    check("upstream.servers", *servers != u.servers, true);
-    check("upstream.tls_ca_file", *tls_ca_file != u.tls_ca_file, true);
-    check("upstream.timeout_ms", *timeout != u.timeout, true);
-    check(
-        "upstream.max_inflight",
-        *max_inflight != u.max_inflight,
-        true,
-    );
-    check("upstream.cache_size", *cache_size != u.cache_size, true);
-    check(
-        "upstream.positive_min_ttl_secs",
-        *positive_min_ttl != u.positive_min_ttl,
-        true,
-    );
-    check(
-        "upstream.positive_max_ttl_secs",
-        *positive_max_ttl != u.positive_max_ttl,
-        true,
-    );
-    check(
-        "upstream.negative_min_ttl_secs",
-        *negative_min_ttl != u.negative_min_ttl,
-        true,
-    );
-    check(
-        "upstream.negative_max_ttl_secs",
-        *negative_max_ttl != u.negative_max_ttl,
-        true,
-    );
-    check(
-        "upstream.stale_answer_after_ms",
-        *stale_answer_after != u.stale_answer_after,
-        true,
-    );
-    check("upstream.stale_max_secs", *stale_max != u.stale_max, true);
-    // The probe task's interval, and /readyz's freshness window, are set at start.
-    check(
-        "upstream.probe_interval_ms",
-        *probe_interval != u.probe_interval,
-        false,
-    );
-
-    let crate::config::QueryLogConfig {
-        level,
-        path,
-        sample_per_second,
-    } = &old.query_log;
-    let q = &new.query_log;
-    check("query_log.level", *level != q.level, true);
-    check("query_log.path", *path != q.path, true);
-    check(
-        "query_log.sample_per_second",
-        *sample_per_second != q.sample_per_second,
-        true,
-    );
-
-    let crate::config::FenceConfig {
-        enabled,
-        backend,
-        netns,
-        nft,
-        min_ttl,
-        max_ttl,
-        grace,
-        admit_deadline,
-        on_admit_failure,
-        resync_interval,
-        recheck,
-    } = &old.fence;
-    let f = &new.fence;
-    // The fence thread holds its configuration; the answer to a failed admit is the query
-    // path's.
-    check("fence.enabled", *enabled != f.enabled, false);
-    check("fence.backend", *backend != f.backend, false);
-    check("fence.netns", *netns != f.netns, false);
-    check("fence.nft", *nft != f.nft, false);
-    check("fence.min_ttl_secs", *min_ttl != f.min_ttl, false);
-    check("fence.max_ttl_secs", *max_ttl != f.max_ttl, false);
-    check("fence.grace_secs", *grace != f.grace, false);
-    check(
-        "fence.admit_deadline_ms",
-        *admit_deadline != f.admit_deadline,
-        false,
-    );
-    check(
-        "fence.on_admit_failure",
-        *on_admit_failure != f.on_admit_failure,
-        true,
-    );
-    check(
-        "fence.resync_interval_ms",
-        *resync_interval != f.resync_interval,
-        false,
-    );
-    check("fence.recheck_ms", *recheck != f.recheck, false);
-
-    // The HTTP server holds its limits from the start.
-    let crate::config::HttpConfig {
-        listen,
-        max_connections,
-        max_connections_per_client,
-        reserved_connections,
-        trusted,
-        request_timeout,
-        idle_timeout,
-        max_denied_domains,
-    } = &old.http;
-    let h = &new.http;
-    check("http.listen", *listen != h.listen, false);
-    check(
-        "http.max_connections_per_client",
-        *max_connections_per_client != h.max_connections_per_client,
-        false,
-    );
-    check(
-        "http.reserved_connections",
-        *reserved_connections != h.reserved_connections,
-        false,
-    );
-    check("http.trusted", *trusted != h.trusted, false);
-    check(
-        "http.request_timeout_ms",
-        *request_timeout != h.request_timeout,
-        false,
-    );
-    check(
-        "http.idle_timeout_ms",
-        *idle_timeout != h.idle_timeout,
-        false,
-    );
-    check(
-        "http.max_connections",
-        *max_connections != h.max_connections,
-        false,
-    );
-    check(
-        "http.max_denied_domains",
-        *max_denied_domains != h.max_denied_domains,
-        false,
-    );
-
-    // The followers are started with their settings: changing them needs a restart.
-    let crate::config::CatalogConfig {
-        page,
-        feed,
-        instance,
-        refresh,
-        state_dir,
-        ca_file,
-    } = &old.catalog;
-    let c = &new.catalog;
-    check("catalog.page", *page != c.page, false);
-    check("catalog.feed", *feed != c.feed, false);
-    check("catalog.instance", *instance != c.instance, false);
-    check("catalog.refresh_hours", *refresh != c.refresh, false);
-    check("catalog.state_dir", *state_dir != c.state_dir, false);
-    check("catalog.ca_file", *ca_file != c.ca_file, false);
-    // Every section is classified above (a new one does not compile until it is).
-    let Config {
-        path: _,
-        server: _,
-        zones: _,
-        upstream: _,
-        query_log: _,
-        fence: _,
-        http: _,
-        catalog: _,
-        views: _,
-    } = old;
-
-    // Views: everything but their firewall sets is the policy, compiled anew. The sets (and,
-    // with the fence on, which views exist) belong to the fence thread.
-    let fences = |c: &Config| {
-        c.views
-            .iter()
-            .map(|v| (v.name.clone(), v.fence.clone()))
-            .collect::<Vec<_>>()
-    };
-    let view_keys = |c: &Config| {
-        c.views
-            .iter()
-            .map(|v| {
-                let crate::config::ViewConfig {
-                    name,
-                    networks,
-                    profiles,
-                    sets,
-                    exclude_sets,
-                    fence: _,
-                    deny_rcode,
-                    deny_ttl,
-                    cname_targets,
-                    mode,
-                    line: _,
-                } = v;
-                let values = |l: &[crate::config::Located<String>]| {
-                    l.iter().map(|x| x.value.clone()).collect::<Vec<_>>()
-                };
-                format!(
-                    "{name} {networks:?} {:?} {:?} {:?} {deny_rcode:?} {deny_ttl} {cname_targets:?} {mode:?}",
-                    values(profiles),
-                    values(sets),
-                    values(exclude_sets)
-                )
-            })
-            .collect::<Vec<_>>()
-    };
-    check("view", view_keys(old) != view_keys(new), true);
-    check(
-        "view.fence",
-        old.fence.enabled && fences(old) != fences(new),
-        false,
-    );
-    plan
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -938,10 +597,13 @@ mod tests {
     #[test]
     fn server_settings_the_running_sockets_hold_need_a_restart() {
         let base = parse("");
-        assert_eq!(reload_plan(&base, &parse("")), ReloadPlan::default());
-        let plan = reload_plan(&base, &parse("busy_poll_us = 100"));
+        assert_eq!(
+            base.reload_plan(&parse("")),
+            crate::config::ReloadPlan::default()
+        );
+        let plan = base.reload_plan(&parse("busy_poll_us = 100"));
         assert_eq!(plan.restart, ["server.busy_poll_us"]);
-        let plan = reload_plan(&base, &parse("udp_workers = 3\nrate_limit_qps = 10"));
+        let plan = base.reload_plan(&parse("udp_workers = 3\nrate_limit_qps = 10"));
         // The burst follows the rate when it is not set.
         assert_eq!(
             plan.restart,
@@ -951,7 +613,7 @@ mod tests {
                 "server.rate_limit_burst"
             ]
         );
-        let plan = reload_plan(&base, &parse("max_waiting = 10"));
+        let plan = base.reload_plan(&parse("max_waiting = 10"));
         assert_eq!(
             (plan.applied, plan.restart),
             (vec!["server.max_waiting"], vec![])
