@@ -87,6 +87,43 @@ impl<'p> QueryEvent<'p> {
         }
     }
 
+    /// The event without its view, to carry past the policy guard it was decided under (the
+    /// view is set again from the same policy when it continues).
+    pub fn detached(self) -> QueryEvent<'static> {
+        let QueryEvent {
+            client,
+            transport,
+            started,
+            view: _,
+            verdict,
+            reason,
+            endpoint_set,
+            cache_hit,
+            fence_error,
+            upstream,
+            coalesced,
+            stale,
+            admit,
+            dropped,
+        } = self;
+        QueryEvent {
+            client,
+            transport,
+            started,
+            view: None,
+            verdict,
+            reason,
+            endpoint_set,
+            cache_hit,
+            fence_error,
+            upstream,
+            coalesced,
+            stale,
+            admit,
+            dropped,
+        }
+    }
+
     /// Marks the query refused for `reason`.
     pub fn refuse(&mut self, reason: Reason) {
         self.verdict = Verdict::Refused;

@@ -113,14 +113,40 @@ pub struct Work<'p> {
 }
 
 /// What [`Engine::answer_now`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Now {
     /// A reply of this length is in the output buffer.
     Reply(usize),
     /// No reply (not a query at all); counted.
     Drop,
-    /// Needs [`Engine::answer`] on the runtime.
-    Later,
+    /// Needs the runtime: [`Engine::resume`] continues from here.
+    Later(Box<Pending>),
+}
+
+/// A parsed query on its way to the runtime, with the decision made so far: the runtime
+/// continues from it instead of parsing and deciding again.
+#[derive(Debug)]
+pub struct Pending {
+    /// The policy it was decided under (a reload meanwhile does not change its answer).
+    policy: Arc<Policy>,
+    /// The parsed query.
+    q: Parsed,
+    /// The event so far (its view is set again from `policy`).
+    ev: QueryEvent<'static>,
+    /// What the decision left to do; `None`: decide on the runtime (TCP, and the parity test's
+    /// switch).
+    work: Option<OwnedWork>,
+}
+
+/// [`Work`] without borrows from the policy.
+#[derive(Debug)]
+struct OwnedWork {
+    /// The view's index in the policy.
+    view: usize,
+    /// Catalog indices of the endpoint sets that allowed the name.
+    sets: Vec<u32>,
+    /// A cache hit whose firewall elements must be written again.
+    cached: Option<Arc<Answer>>,
 }
 
 /// A query's place among those waiting on the runtime; given back when dropped.
@@ -181,7 +207,7 @@ impl Engine {
 
     /// Answers a query if that needs no waiting, writing the reply into `out` (at least 4096
     /// bytes for UDP). The event is emitted before this returns, so it is counted before the
-    /// reply leaves.
+    /// reply leaves. What must wait comes back as [`Now::Later`], decided as far as it goes.
     pub fn answer_now(
         &self,
         pkt: &[u8],
@@ -194,11 +220,17 @@ impl Engine {
             self.not_a_query(pkt, client, transport, started);
             return Now::Drop;
         };
-        if !self.sync_answers.load(Ordering::Relaxed) {
-            return Now::Later;
-        }
         let policy = self.policy.load();
-        let mut ev = QueryEvent::new(client, transport, started);
+        let ev = QueryEvent::new(client, transport, started);
+        if !self.sync_answers.load(Ordering::Relaxed) {
+            return Now::Later(Box::new(Pending {
+                policy: Arc::clone(&policy),
+                q,
+                ev,
+                work: None,
+            }));
+        }
+        let mut ev = ev;
         let now = self.clock.now();
         match self.decide(&policy, pkt, &q, now, &mut ev) {
             Decision::Reply(reply) => {
@@ -214,7 +246,19 @@ impl Engine {
                 );
                 Now::Reply(n)
             }
-            Decision::Resolve(_) => Now::Later,
+            Decision::Resolve(work) => {
+                let work = OwnedWork {
+                    view: work.view.index,
+                    sets: work.sets.to_vec(),
+                    cached: work.cached,
+                };
+                Now::Later(Box::new(Pending {
+                    policy: Arc::clone(&policy),
+                    q,
+                    ev: ev.detached(),
+                    work: Some(work),
+                }))
+            }
         }
     }
 
@@ -231,26 +275,67 @@ impl Engine {
             self.not_a_query(pkt, client, transport, started);
             return None;
         };
-        let policy = self.policy.load_full();
-        let mut ev = QueryEvent::new(client, transport, started);
-        let reply = match self.decide(&policy, pkt, &q, self.clock.now(), &mut ev) {
-            Decision::Reply(reply) => reply,
-            Decision::Resolve(work) => self.finish(&policy, pkt, &q, work, &mut ev).await,
+        let pending = Pending {
+            policy: self.policy.load_full(),
+            q,
+            ev: QueryEvent::new(client, transport, started),
+            work: None,
         };
-        let limit = self.limit(&q, transport);
-        let mut out = vec![0u8; encode::wire_len(&reply, &q).min(limit)];
+        Some(self.resume(Box::new(pending), pkt).await)
+    }
+
+    /// Continues a query on the runtime from where [`Engine::answer_now`] left it (deciding it
+    /// first when it was not), and returns the reply.
+    pub async fn resume(self: &Arc<Self>, pending: Box<Pending>, pkt: &[u8]) -> Vec<u8> {
+        let Pending {
+            policy,
+            q,
+            ev,
+            work,
+        } = *pending;
+        let mut ev: QueryEvent<'_> = ev;
+        let work = match &work {
+            Some(w) => {
+                let view = &policy.views[w.view];
+                ev.view = Some(view);
+                Work {
+                    view,
+                    sets: &w.sets,
+                    cached: w.cached.clone(),
+                }
+            }
+            None => match self.decide(&policy, pkt, &q, self.clock.now(), &mut ev) {
+                Decision::Reply(reply) => return self.reply(&policy, pkt, &q, &reply, &ev),
+                Decision::Resolve(work) => work,
+            },
+        };
+        let reply = self.finish(&policy, pkt, &q, work, &mut ev).await;
+        self.reply(&policy, pkt, &q, &reply, &ev)
+    }
+
+    /// Encodes `reply` for the query's transport, then counts and logs it.
+    fn reply(
+        &self,
+        policy: &Arc<Policy>,
+        pkt: &[u8],
+        q: &Parsed,
+        reply: &Reply,
+        ev: &QueryEvent<'_>,
+    ) -> Vec<u8> {
+        let limit = self.limit(q, ev.transport);
+        let mut out = vec![0u8; encode::wire_len(reply, q).min(limit)];
         let now = self.clock.now();
-        let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, now, &mut out);
+        let n = encode::encode(reply, pkt, q, limit, self.max_udp_payload, now, &mut out);
         out.truncate(n);
         ev.emit(
             &self.metrics,
             &self.log,
-            Some(&policy),
+            Some(policy),
             pkt,
-            Some(&q),
-            Some(&reply),
+            Some(q),
+            Some(reply),
         );
-        Some(out)
+        out
     }
 
     /// A place among the queries waiting on the runtime, or `None` at `max_waiting` (then
@@ -266,32 +351,22 @@ impl Engine {
     }
 
     /// SERVFAIL with EDE 14 for a query that would have to wait while `max_waiting` queries
-    /// already do: an answer now beats a queue without bound.
-    pub fn answer_busy(
-        &self,
-        pkt: &[u8],
-        client: IpAddr,
-        transport: Transport,
-        started: Instant,
-        out: &mut [u8],
-    ) -> Now {
-        let Some(q) = parse(pkt) else {
-            return Now::Drop;
-        };
-        let policy = self.policy.load();
-        let mut ev = QueryEvent::new(client, transport, started);
-        ev.view = policy.view_for(client);
+    /// already do: an answer now beats a queue without bound. Written into `out`; its length.
+    pub fn answer_busy(&self, pending: &Pending, pkt: &[u8], out: &mut [u8]) -> usize {
+        let Pending { policy, q, ev, .. } = pending;
+        let mut ev: QueryEvent<'_> = ev.clone();
+        ev.view = policy.view_for(ev.client);
         ev.refuse(Reason::Overloaded);
         let reply = Reply::code(
             rcode::SERVFAIL,
             ede::NOT_READY,
             "too many queries waiting for the upstream",
         );
-        let limit = self.limit(&q, transport);
+        let limit = self.limit(q, ev.transport);
         let n = encode::encode(
             &reply,
             pkt,
-            &q,
+            q,
             limit,
             self.max_udp_payload,
             self.clock.now(),
@@ -300,12 +375,22 @@ impl Engine {
         ev.emit(
             &self.metrics,
             &self.log,
-            Some(&policy),
+            Some(policy),
             pkt,
-            Some(&q),
+            Some(q),
             Some(&reply),
         );
-        Now::Reply(n)
+        n
+    }
+
+    /// A datagram dropped by the client's rate limit: counted (never logged, never answered: an
+    /// answer would serve a reflection attack).
+    pub fn rate_limited(&self, pkt: &[u8], client: IpAddr, started: Instant) {
+        let policy = self.policy.load();
+        let mut ev = QueryEvent::new(client, Transport::Udp, started);
+        ev.view = policy.view_for(client);
+        ev.refuse(Reason::RateLimited);
+        ev.emit(&self.metrics, &self.log, Some(&policy), pkt, None, None);
     }
 
     /// A datagram that is not a query (too short, or a response): counted, never answered.

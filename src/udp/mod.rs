@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::notify::Heartbeat;
-use crate::query::event::{QueryEvent, Reason, Transport};
+use crate::query::event::Transport;
 use crate::query::{Engine, Now, canonical};
 use crate::ratelimit::RateLimiter;
 use socket::{BATCH, Batch, Wait};
@@ -142,19 +142,7 @@ fn worker(
             if let Some(limit) = &options.rate_limit
                 && !limit.allow(client, started)
             {
-                // Dropped, not answered: an answer would serve a reflection attack.
-                let policy = engine.policy.load();
-                let mut ev = QueryEvent::new(client, Transport::Udp, started);
-                ev.view = policy.view_for(client);
-                ev.refuse(Reason::RateLimited);
-                ev.emit(
-                    &engine.metrics,
-                    &engine.log,
-                    Some(&policy),
-                    input,
-                    None,
-                    None,
-                );
+                engine.rate_limited(input, client, started);
                 continue;
             }
             match engine.answer_now(input, client, Transport::Udp, started, output) {
@@ -163,26 +151,19 @@ fn worker(
                     ready.push(i);
                 }
                 Now::Drop => {}
-                Now::Later => {
+                Now::Later(pending) => {
                     let Some(waiting) = engine.begin_waiting() else {
-                        if let Now::Reply(len) =
-                            engine.answer_busy(input, client, Transport::Udp, started, output)
-                        {
-                            b.out_lens[i] = len;
-                            ready.push(i);
-                        }
+                        b.out_lens[i] = engine.answer_busy(&pending, input, output);
+                        ready.push(i);
                         continue;
                     };
                     let packet = input.to_vec();
                     let (engine, socket) = (engine.clone(), socket.clone());
+                    // The runtime continues from the worker's parse and decision.
                     runtime.spawn(async move {
                         let _waiting = waiting;
-                        let reply = engine
-                            .answer(&packet, client, Transport::Udp, started)
-                            .await;
-                        if let Some(reply) = reply
-                            && let Err(e) = socket.send_to(&reply, src)
-                        {
+                        let reply = engine.resume(pending, &packet).await;
+                        if let Err(e) = socket.send_to(&reply, src) {
                             tracing::debug!(error = %e, %src, "udp send failed");
                         }
                     });
