@@ -22,6 +22,7 @@ use crate::query::Engine;
 use crate::querylog::QueryLog;
 use crate::server::{Listeners, serve};
 use crate::signal::Signal;
+use crate::status::Status;
 use crate::tcp::TcpOptions;
 use crate::udp::UdpOptions;
 use crate::upstream::{Upstream, UpstreamError};
@@ -71,8 +72,10 @@ pub fn compile(config: &Config) -> Result<Policy, StartError> {
 pub struct App {
     /// The configuration it was built from (and reloads compare against).
     pub config: Config,
-    /// What the query path and the HTTP endpoints read.
+    /// What the query path reads.
     pub engine: Arc<Engine>,
+    /// What the process reports about itself (`/readyz`, `/v1/catalog`, reloads).
+    pub status: Arc<Status>,
 }
 
 /// The sockets of a running dnsfence.
@@ -112,47 +115,40 @@ impl App {
         } else {
             None
         };
-        let u = &config.upstream;
-        let cache = AnswerCache::new(
-            usize::try_from(u.cache_size).unwrap_or(usize::MAX),
-            TtlBounds {
-                positive_min: u.positive_min_ttl,
-                positive_max: u.positive_max_ttl,
-                negative_min: u.negative_min_ttl,
-                negative_max: u.negative_max_ttl,
-            },
-            u.stale_max,
-        );
         let metrics = Metrics::new(config.http.max_denied_domains);
         let sources = Arc::new(crate::source::follow::Sources::new(&config));
         register_source_metrics(&metrics, &sources);
         let upstream = Arc::new(ArcSwap::from_pointee(upstream));
         let upstream_fresh = config.upstream.probe_interval * 3;
         register_live_metrics(&metrics, &log, fence.as_ref(), &upstream, upstream_fresh);
+        // What a reload can change is set by apply(), here as on every reload.
         let engine = Arc::new(Engine {
             policy: ArcSwap::from_pointee(policy),
-            cache,
+            cache: AnswerCache::new(0, TtlBounds::default(), std::time::Duration::ZERO),
             upstream,
             fence,
-            servfail_on_admit_failure: AtomicBool::new(
-                config.fence.on_admit_failure == crate::config::AdmitFailure::Servfail,
-            ),
+            servfail_on_admit_failure: AtomicBool::new(false),
             max_udp_payload: config.server.max_udp_payload,
             log,
             metrics,
-            listening: AtomicBool::new(false),
-            upstream_fresh,
-            stale_answer_after_ms: AtomicU64::new(
-                config.upstream.stale_answer_after.as_millis() as u64
-            ),
-            last_reload: std::sync::Mutex::new(None),
+            stale_answer_after_ms: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
-            max_waiting: AtomicUsize::new(config.server.max_waiting),
+            max_waiting: AtomicUsize::new(0),
             sync_answers: AtomicBool::new(true),
             clock: crate::clock::Clock::default(),
+        });
+        engine.apply(&config)?;
+        let status = Arc::new(Status {
+            listening: AtomicBool::new(false),
+            upstream_fresh,
+            last_reload: std::sync::Mutex::new(None),
             sources,
         });
-        Ok(App { config, engine })
+        Ok(App {
+            config,
+            engine,
+            status,
+        })
     }
 
     /// Binds the configured DNS and HTTP addresses.
@@ -177,7 +173,11 @@ impl App {
         bound: Bound,
         mut signals: broadcast::Receiver<Signal>,
     ) -> Result<(), StartError> {
-        let App { mut config, engine } = self;
+        let App {
+            mut config,
+            engine,
+            status,
+        } = self;
         let bound_addrs = bound.dns.local_addrs();
         {
             let policy = engine.policy.load();
@@ -213,13 +213,19 @@ impl App {
         let dns = tokio::spawn(serve(engine.clone(), bound.dns, udp, tcp, async {
             let _ = dns_stopped.await;
         }));
-        engine.listening.store(true, Ordering::Relaxed);
+        status.listening.store(true, Ordering::Relaxed);
         let (http_stop, http_stopped) = oneshot::channel::<()>();
         let http_config = config.http.clone();
         let http = bound.http.map(|listener| {
-            tokio::spawn(http::serve(listener, engine.clone(), http_config, async {
-                let _ = http_stopped.await;
-            }))
+            tokio::spawn(http::serve(
+                listener,
+                engine.clone(),
+                status.clone(),
+                http_config,
+                async {
+                    let _ = http_stopped.await;
+                },
+            ))
         });
         let ready = format!(
             "answering on {:?}; {} endpoint sets",
@@ -246,8 +252,8 @@ impl App {
         let (applied_tx, mut applied_rx) = tokio::sync::mpsc::channel::<()>(1);
         let mut wakes = Vec::new();
         let mut followers = Vec::new();
-        for status in &engine.sources.followed {
-            match follower(&config, &engine, status.clone()) {
+        for source in &status.sources.followed {
+            match follower(&config, &engine, source.clone()) {
                 Ok(f) => {
                     let (wake_tx, wake_rx) = tokio::sync::mpsc::channel::<()>(1);
                     wakes.push(wake_tx);
@@ -259,7 +265,7 @@ impl App {
                     )));
                 }
                 Err(e) => {
-                    tracing::error!(source = status.kind.as_str(), error = %e, "catalog source: not followed")
+                    tracing::error!(source = source.kind.as_str(), error = %e, "catalog source: not followed")
                 }
             }
         }
@@ -292,8 +298,8 @@ impl App {
                         ),
                         Err(e) => format!("reload refused, old config kept: {e}"),
                     });
-                    engine.sources.set_shipped(&config.zones.dirs[0]);
-                    *crate::sync::lock(&engine.last_reload) = Some(outcome);
+                    status.sources.set_shipped(&config.zones.dirs[0]);
+                    *crate::sync::lock(&status.last_reload) = Some(outcome);
                 }
                 Ok(Signal::Shutdown) | Err(broadcast::error::RecvError::Closed) => break,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
@@ -313,7 +319,7 @@ impl App {
         let stop = async {
             let _ = dns_stop.send(());
             let served = dns.await.map_err(|e| io::Error::other(e.to_string()));
-            engine.listening.store(false, Ordering::Relaxed);
+            status.listening.store(false, Ordering::Relaxed);
             let _ = http_stop.send(());
             if let Some(http) = http {
                 let _ = http.await;

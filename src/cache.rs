@@ -21,8 +21,8 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use crate::answer::{Answer, Checked, Resolution};
 use crate::sync::lock;
 
-/// TTL bounds applied when caching.
-#[derive(Debug, Clone, Copy)]
+/// TTL bounds applied when caching (the default: all zero, until a config applies its own).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct TtlBounds {
     /// Lower bound of positive answers' TTLs.
     pub positive_min: Duration,

@@ -24,6 +24,7 @@ use crate::config::HttpConfig;
 use crate::fence::DynSet;
 use crate::query::Engine;
 use crate::slots::{Limits, Refused, Slots};
+use crate::status::Status;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8192;
@@ -40,6 +41,7 @@ const MAX_REQUESTS: usize = 100;
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
+    status: Arc<Status>,
     config: HttpConfig,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -67,9 +69,9 @@ pub async fn serve(
                             continue;
                         }
                     };
-                    let (engine, config) = (engine.clone(), config.clone());
+                    let (engine, status, config) = (engine.clone(), status.clone(), config.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = connection(stream, &engine, &config).await {
+                        if let Err(e) = connection(stream, &engine, &status, &config).await {
                             tracing::debug!(error = %e, "http connection");
                         }
                         drop(slot);
@@ -209,6 +211,7 @@ fn has_body(head: &str) -> bool {
 async fn connection(
     mut stream: TcpStream,
     engine: &Engine,
+    status: &Status,
     config: &HttpConfig,
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
@@ -242,7 +245,7 @@ async fn connection(
         let response = if method != "GET" && method != "HEAD" {
             Response::text(405, "only GET and HEAD\n")
         } else {
-            route(target, engine)
+            route(target, engine, status)
         };
         let keep = served + 1 < MAX_REQUESTS
             && !config.idle_timeout.is_zero()
@@ -310,15 +313,15 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn route(target: &str, engine: &Engine) -> Response {
+fn route(target: &str, engine: &Engine, status: &Status) -> Response {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     match path {
         "/metrics" => metrics(engine),
         "/healthz" => Response::text(200, "ok\n"),
-        "/readyz" => ready(engine),
+        "/readyz" => ready(engine, status),
         "/v1/sets" => sets_json(engine),
         "/v1/denied" => denied(engine, query),
-        "/v1/catalog" => catalog_json(engine),
+        "/v1/catalog" => catalog_json(engine, status),
         _ => match path
             .strip_prefix("/v1/sets/")
             .and_then(|p| p.strip_suffix(".txt"))
@@ -341,7 +344,7 @@ fn last_success(f: &crate::source::follow::SourceStatus) -> Option<String> {
 
 /// `/v1/catalog`: per source file (shipped, local, page, feed) its endpoint sets, the sets it
 /// extends, and for a followed source its version, last fetch and last error.
-fn catalog_json(engine: &Engine) -> Response {
+fn catalog_json(engine: &Engine, status: &Status) -> Response {
     #[derive(serde::Serialize)]
     struct Source {
         source: &'static str,
@@ -356,7 +359,7 @@ fn catalog_json(engine: &Engine) -> Response {
         last_error: Option<String>,
     }
     let policy = engine.policy.load();
-    let shipped = engine.sources.shipped();
+    let shipped = status.sources.shipped();
     let mut files: Vec<std::path::PathBuf> = Vec::new();
     for set in &policy.catalog.sets {
         for f in std::iter::once(&set.source).chain(&set.extended_by) {
@@ -377,7 +380,7 @@ fn catalog_json(engine: &Engine) -> Response {
     let mut sources: Vec<Source> = files
         .into_iter()
         .map(|file| {
-            let followed = engine.sources.overlay(&file);
+            let followed = status.sources.overlay(&file);
             let kind = match followed {
                 Some(f) => f.kind.as_str(),
                 None if file.parent() == Some(shipped.as_path()) => "shipped",
@@ -395,7 +398,7 @@ fn catalog_json(engine: &Engine) -> Response {
         })
         .collect();
     // A followed source that has not written an overlay yet is listed too, with its error.
-    let unwritten: Vec<Source> = engine
+    let unwritten: Vec<Source> = status
         .sources
         .followed
         .iter()
@@ -443,13 +446,13 @@ fn metrics(engine: &Engine) -> Response {
     }
 }
 
-fn ready(engine: &Engine) -> Response {
+fn ready(engine: &Engine, status: &Status) -> Response {
     let mut problems = Vec::new();
-    if !engine.listening.load(std::sync::atomic::Ordering::Relaxed) {
+    if !status.listening.load(std::sync::atomic::Ordering::Relaxed) {
         problems.push("DNS sockets are not serving".to_string());
     }
     let upstream = engine.upstream.load();
-    let servers = upstream.health(engine.upstream_fresh);
+    let servers = upstream.health(status.upstream_fresh);
     if !servers.iter().any(|s| s.healthy) {
         problems.push("no upstream server has answered recently".to_string());
     }

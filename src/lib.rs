@@ -36,6 +36,7 @@
 //! - [`signal`]: the control signal (reload, shutdown) carried to every task.
 //! - [`notify`]: systemd notifications (ready, reloading, stopping, watchdog).
 //! - [`app`]: start-up order, shared by the binary and the tests.
+//! - [`status`]: what the process reports about itself (listening, last reload, sources).
 //! - [`preflight`]: what `run` refuses at start that `check` refuses too, with the same words.
 
 pub mod answer;
@@ -61,6 +62,7 @@ pub mod signal;
 pub mod slots;
 pub mod sockopt;
 pub mod source;
+pub mod status;
 pub mod suggest;
 pub mod sync;
 pub mod tcp;

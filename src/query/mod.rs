@@ -43,7 +43,8 @@ const ANY_TTL: u32 = 3600;
 /// The largest message over TCP.
 const TCP_LIMIT: usize = 65535;
 
-/// Everything a query's decision reads. The policy is swapped whole on reload; the cache, the
+/// Everything a query's decision reads, and nothing else (what the process reports about
+/// itself is the app's `Status`). The policy is swapped whole on reload; the cache, the
 /// fence's ledger and the counters survive it.
 pub struct Engine {
     /// The compiled views; read lock-free on every query.
@@ -63,15 +64,9 @@ pub struct Engine {
     pub log: QueryLog,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    /// Set while the DNS sockets are being served (for `/readyz`).
-    pub listening: AtomicBool,
-    /// The upstream counts as healthy while it answered within this long.
-    pub upstream_fresh: Duration,
     /// RFC 8767: how long (ms) a miss with an expired answer at hand waits for the upstream
     /// before the expired answer is served.
     pub stale_answer_after_ms: AtomicU64,
-    /// How the last reload went: `Ok` or the message that refused it (also logged).
-    pub last_reload: std::sync::Mutex<Option<Result<(), String>>>,
     /// Queries waiting on the runtime now, and the most that may (`[server] max_waiting`).
     pub waiting: AtomicUsize,
     /// See `waiting`.
@@ -82,9 +77,6 @@ pub struct Engine {
     pub sync_answers: AtomicBool,
     /// The clock cached answers age on (a test advances it instead of sleeping).
     pub clock: crate::clock::Clock,
-    /// The catalog's sources: the shipped directory and the followed sources' state, to tell
-    /// sources apart in `/v1/catalog`.
-    pub sources: Arc<crate::source::follow::Sources>,
 }
 
 impl std::fmt::Debug for Engine {

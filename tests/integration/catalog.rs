@@ -729,7 +729,7 @@ fn a_certificate_the_daemon_does_not_trust_keeps_the_overlay_it_has() {
         })
         .await;
         assert!(failed, "the bad certificate is counted");
-        let error = f.engine.sources.followed[0].last_error().unwrap();
+        let error = f.status.sources.followed[0].last_error().unwrap();
         assert!(error.to_lowercase().contains("certificate"), "{error}");
         let a = f
             .client()

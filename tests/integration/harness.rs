@@ -558,6 +558,8 @@ pub struct Fence {
     pub upstream: Upstream,
     /// What the server's query path reads (policy, cache, fence, counters).
     pub engine: std::sync::Arc<dnsfence::query::Engine>,
+    /// What it reports about itself (listening, last reload, catalog sources).
+    pub status: std::sync::Arc<dnsfence::status::Status>,
     /// The HTTP endpoints' address.
     pub http: Option<SocketAddr>,
     /// Control signals (reload, shutdown).
@@ -602,7 +604,7 @@ impl Fence {
         upstream: Upstream,
     ) -> Result<Fence, dnsfence::app::StartError> {
         let app = App::build(config).await?;
-        let engine = app.engine.clone();
+        let (engine, status) = (app.engine.clone(), app.status.clone());
         let bound = app.bind().await.expect("dnsfence binds");
         let addr = bound.dns.local_addrs()[0];
         let http = bound.http_addr();
@@ -614,6 +616,7 @@ impl Fence {
             addr,
             upstream,
             engine,
+            status,
             http,
             signals: tx,
             task: Some(task),

@@ -279,6 +279,7 @@ fn many_addresses_cannot_take_the_share_kept_for_trusted_scrapers() {
         let server = tokio::spawn(dnsfence::http::serve(
             listener,
             f.engine.clone(),
+            f.status.clone(),
             http,
             async {
                 let _ = stop_rx.await;

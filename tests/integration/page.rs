@@ -492,7 +492,7 @@ fn a_running_server_follows_the_page_and_keeps_the_last_good_overlay() {
             );
             let a = c.ask("evilmanage.microsoft.com.", RecordType::A).await;
             assert_eq!(crate::harness::rcode(&a), ResponseCode::NoError, "{result}");
-            let error = f.engine.sources.followed[0].last_error().unwrap();
+            let error = f.status.sources.followed[0].last_error().unwrap();
             assert!(error.contains("/page/endpoints.md"), "named: {error}");
         }
         f.stop().await;

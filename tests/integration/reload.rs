@@ -322,10 +322,10 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
                 format!("{section}.{key}")
             };
             std::fs::write(&path, &text).unwrap();
-            *f.engine.last_reload.lock().unwrap() = None;
+            *f.status.last_reload.lock().unwrap() = None;
             f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
             let outcome = loop {
-                if let Some(o) = f.engine.last_reload.lock().unwrap().clone() {
+                if let Some(o) = f.status.last_reload.lock().unwrap().clone() {
                     break o;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -355,10 +355,10 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
             }
             // Back to the base configuration for the next key.
             std::fs::write(&path, &base).unwrap();
-            *f.engine.last_reload.lock().unwrap() = None;
+            *f.status.last_reload.lock().unwrap() = None;
             f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
             loop {
-                if let Some(o) = f.engine.last_reload.lock().unwrap().clone() {
+                if let Some(o) = f.status.last_reload.lock().unwrap().clone() {
                     assert_eq!(o, Ok(()), "{name}: back to base");
                     break;
                 }
