@@ -111,20 +111,31 @@ impl App {
             let fence = tokio::task::spawn_blocking(move || Fence::start(&fence_config, plans))
                 .await
                 .map_err(|e| io::Error::other(e.to_string()))??;
-            Some(fence)
+            Some(Arc::new(fence))
         } else {
             None
         };
-        let metrics = Metrics::new(config.http.max_denied_domains);
         let sources = Arc::new(crate::source::follow::Sources::new(&config));
-        register_source_metrics(&metrics, &sources);
         let upstream = Arc::new(ArcSwap::from_pointee(upstream));
         let upstream_fresh = config.upstream.probe_interval * 3;
-        register_live_metrics(&metrics, &log, fence.as_ref(), &upstream, upstream_fresh);
+        let cache = Arc::new(AnswerCache::new(
+            0,
+            TtlBounds::default(),
+            std::time::Duration::ZERO,
+        ));
+        let metrics = Metrics::new(config.http.max_denied_domains);
+        metrics.watch(crate::metrics::live::Watched {
+            log: log.clone(),
+            fence: fence.clone(),
+            upstream: upstream.clone(),
+            upstream_fresh,
+            cache: cache.clone(),
+            sources: sources.clone(),
+        });
         // What a reload can change is set by apply(), here as on every reload.
         let engine = Arc::new(Engine {
             policy: ArcSwap::from_pointee(policy),
-            cache: AnswerCache::new(0, TtlBounds::default(), std::time::Duration::ZERO),
+            cache,
             upstream,
             fence,
             servfail_on_admit_failure: AtomicBool::new(false),
@@ -378,160 +389,6 @@ fn follower(
         &c.overlays(),
         status,
     ))
-}
-
-/// The catalog sources' metrics, read from the followers' state at scrape time.
-fn register_source_metrics(metrics: &Metrics, sources: &Arc<crate::source::follow::Sources>) {
-    use crate::metrics::{self as m, Kind};
-    use crate::source::follow::RESULTS;
-    let per_source = |read: fn(&crate::source::follow::SourceStatus) -> Option<f64>| {
-        let s = sources.clone();
-        move || {
-            s.followed
-                .iter()
-                .filter_map(|f| read(f).map(|v| (vec![f.kind.as_str().to_string()], v)))
-                .collect()
-        }
-    };
-    let s = sources.clone();
-    metrics.register_live(
-        Kind::Counter,
-        m::CATALOG_FETCHES,
-        "Fetches of each followed catalog source, by result (ok: a new overlay applied).",
-        &["source", "result"],
-        move || {
-            s.followed
-                .iter()
-                .flat_map(|f| {
-                    RESULTS.iter().zip(&f.fetches).map(|(r, n)| {
-                        (
-                            vec![f.kind.as_str().to_string(), r.to_string()],
-                            n.load(Ordering::Relaxed) as f64,
-                        )
-                    })
-                })
-                .collect()
-        },
-    );
-    metrics.register_live(
-        Kind::Gauge,
-        m::CATALOG_LAST_SUCCESS,
-        "When each followed catalog source last answered usefully (0: never).",
-        &["source"],
-        per_source(|f| Some(f.last_success.load(Ordering::Relaxed) as f64)),
-    );
-    metrics.register_live(
-        Kind::Gauge,
-        m::CATALOG_VERSION,
-        "Version of each catalog source that has one (the feed's YYYYMMDDNN, the page's date \
-         as YYYYMMDD).",
-        &["source"],
-        per_source(|f| f.version_number()),
-    );
-    metrics.register_live(
-        Kind::Gauge,
-        m::CATALOG_REJECTED,
-        "Entries of each followed source in force that failed validation and were left out.",
-        &["source"],
-        per_source(|f| Some(f.rejected.load(Ordering::Relaxed) as f64)),
-    );
-}
-
-/// The metrics that live in the query log's, the fence's and the upstream's own state, read at
-/// scrape time.
-fn register_live_metrics(
-    metrics: &Metrics,
-    log: &QueryLog,
-    fence: Option<&Fence>,
-    upstream: &Arc<ArcSwap<Upstream>>,
-    fresh: std::time::Duration,
-) {
-    use crate::metrics::{self as m, Kind};
-    let one = |n: u64| vec![(Vec::new(), n as f64)];
-    let l = log.clone();
-    metrics.register_live(
-        Kind::Counter,
-        m::QUERYLOG_DROPPED,
-        "Query-log lines lost: the queue was full or a write failed (disk full).",
-        &[],
-        move || one(l.dropped()),
-    );
-    let l = log.clone();
-    metrics.register_live(
-        Kind::Counter,
-        m::QUERYLOG_SAMPLED,
-        "Query-log lines left out by sampling (summarized in sampled_out lines).",
-        &[],
-        move || one(l.sampled()),
-    );
-    let stats = fence.map(Fence::shared_stats);
-    let s = stats.clone();
-    metrics.register_live(
-        Kind::Counter,
-        m::FENCE_READMITS,
-        "Elements written again before a cached answer because they were stale or unconfirmed.",
-        &[],
-        move || {
-            one(s
-                .as_ref()
-                .map_or(0, |s| s.readmits_cache_hit.load(Ordering::Relaxed)))
-        },
-    );
-    metrics.register_live(
-        Kind::Counter,
-        m::FENCE_RESYNCS,
-        "Restorations of the table, sets and live elements, by reason.",
-        &["reason"],
-        move || {
-            let Some(s) = &stats else { return Vec::new() };
-            [
-                ("missing", &s.resyncs_missing),
-                ("write_failed", &s.resyncs_write_failure),
-                ("failed", &s.resync_failures),
-            ]
-            .into_iter()
-            .map(|(r, v)| (vec![r.to_string()], v.load(Ordering::Relaxed) as f64))
-            .collect()
-        },
-    );
-    // Per upstream server, labelled as configured (a bounded set).
-    type Pick = fn(&crate::upstream::ServerHealth) -> f64;
-    let per_server: [(Kind, &str, &str, Pick); 4] = [
-        (
-            Kind::Counter,
-            m::SERVER_ANSWERS,
-            "Exchanges each upstream server answered (NXDOMAIN and NODATA included).",
-            |h| h.answers as f64,
-        ),
-        (
-            Kind::Counter,
-            m::SERVER_FAILURES,
-            "Exchanges with each upstream server that failed (timeout, network, SERVFAIL, REFUSED); the next server is then tried.",
-            |h| h.failures as f64,
-        ),
-        (
-            Kind::Gauge,
-            m::SERVER_UP,
-            "1 when the upstream server answered recently and has not failed since.",
-            |h| f64::from(u8::from(h.healthy)),
-        ),
-        (
-            Kind::Gauge,
-            m::SERVER_SRTT,
-            "Smoothed round-trip time to each upstream server.",
-            |h| h.srtt.as_secs_f64(),
-        ),
-    ];
-    for (kind, name, help, pick) in per_server {
-        let u = upstream.clone();
-        metrics.register_live(kind, name, help, &["server"], move || {
-            u.load()
-                .health(fresh)
-                .iter()
-                .map(|h| (vec![h.label.clone()], pick(h)))
-                .collect()
-        });
-    }
 }
 
 /// Re-reads the config file and zones and applies them: every setting is either applied in

@@ -421,20 +421,8 @@ fn catalog_json(engine: &Engine, status: &Status) -> Response {
 }
 
 fn metrics(engine: &Engine) -> Response {
+    // Every value is read at this gather: the live metrics are collectors over the state.
     let m = &engine.metrics;
-    m.cache_entries.set(engine.cache.len() as i64);
-    m.upstream_inflight
-        .set(engine.upstream.load().inflight() as i64);
-    if let Some(fence) = &engine.fence {
-        for (i, set) in fence.sets().iter().enumerate() {
-            let (all, would_deny) = fence.element_count(i);
-            let labels = [set.view.as_str(), set.name.as_str()];
-            m.fence_elements.with_label_values(&labels).set(all as i64);
-            m.fence_would_deny
-                .with_label_values(&labels)
-                .set(would_deny as i64);
-        }
-    }
     let mut body = Vec::new();
     match TextEncoder::new().encode(&m.registry.gather(), &mut body) {
         Ok(()) => Response {

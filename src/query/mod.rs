@@ -49,12 +49,12 @@ const TCP_LIMIT: usize = 65535;
 pub struct Engine {
     /// The compiled views; read lock-free on every query.
     pub policy: ArcSwap<Policy>,
-    /// Answers in wire form.
-    pub cache: AnswerCache,
+    /// Answers in wire form (shared with the metrics that count them).
+    pub cache: Arc<AnswerCache>,
     /// The upstream servers; a reload that changes `[upstream]` swaps in a new pool.
     pub upstream: Arc<ArcSwap<Upstream>>,
-    /// The firewall sets, when `[fence]` is enabled.
-    pub fence: Option<Fence>,
+    /// The firewall sets, when `[fence]` is enabled (shared with the metrics that count them).
+    pub fence: Option<Arc<Fence>>,
     /// What to answer when the fence cannot confirm an answer's addresses in time (true:
     /// SERVFAIL, false: the answer anyway).
     pub servfail_on_admit_failure: AtomicBool,

@@ -6,6 +6,8 @@
 //! Exact query names never become labels: the most denied ones are kept in a bounded top-K per
 //! view and served as JSON on `/v1/denied`.
 
+pub mod live;
+
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -15,8 +17,7 @@ use crate::answer::Dropped;
 use crate::outcome::{Reason, Verdict};
 use crate::sync::lock;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
 /// `dnsfence_queries_total{view,qtype,verdict}`.
@@ -259,18 +260,12 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     /// Answers that needed the upstream.
     pub cache_misses: IntCounter,
-    /// Answers held by the cache (set at scrape).
-    pub cache_entries: IntGauge,
     /// Upstream requests by result.
     pub upstream_requests: IntCounterVec,
     /// Upstream latency.
     pub upstream_duration: Histogram,
     /// Response latency by verdict.
     pub response_duration: HistogramVec,
-    /// Live elements per dynamic set (set at scrape).
-    pub fence_elements: IntGaugeVec,
-    /// Live elements only would-be denials admitted, per dynamic set (set at scrape).
-    pub fence_would_deny: IntGaugeVec,
     /// Admits by result.
     pub fence_admits: IntCounterVec,
     /// Admit latency (answer waiting for the kernel).
@@ -284,8 +279,6 @@ pub struct Metrics {
     pub upstream_coalesced: IntCounter,
     /// Expired answers served because the upstream failed or was slow.
     pub stale_answers: IntCounter,
-    /// Distinct resolutions waiting for the upstream (set at scrape).
-    pub upstream_inflight: IntGauge,
     /// What a limit turned away, by limit.
     pub overloads: IntCounterVec,
 
@@ -343,30 +336,6 @@ impl Metrics {
         .expect("metric definition is valid");
         r.register(Box::new(response_duration.clone()))
             .expect("metric registered once");
-        let cache_entries =
-            IntGauge::new(CACHE_ENTRIES, "Answers held by the cache.").expect("valid");
-        r.register(Box::new(cache_entries.clone()))
-            .expect("registered once");
-        let fence_elements = IntGaugeVec::new(
-            Opts::new(
-                FENCE_ELEMENTS,
-                "Live elements dnsfence keeps in each dynamic firewall set.",
-            ),
-            &["view", "set"],
-        )
-        .expect("valid");
-        r.register(Box::new(fence_elements.clone()))
-            .expect("registered once");
-        let fence_would_deny = IntGaugeVec::new(
-            Opts::new(
-                FENCE_WOULD_DENY,
-                "Live elements that only report-mode answers the allowlist would deny put in a set.",
-            ),
-            &["view", "set"],
-        )
-        .expect("valid");
-        r.register(Box::new(fence_would_deny.clone()))
-            .expect("registered once");
         let build_info = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "dnsfence build information; always 1."),
             &["version"],
@@ -409,7 +378,6 @@ impl Metrics {
                 CACHE_MISSES,
                 "Allowed queries that needed the upstream.",
             ),
-            cache_entries,
             upstream_requests: counter_vec(
                 &r,
                 UPSTREAM_REQUESTS,
@@ -422,8 +390,6 @@ impl Metrics {
                 "Upstream request latency.",
                 UPSTREAM_BUCKETS,
             ),
-            fence_elements,
-            fence_would_deny,
             fence_admits: counter_vec(
                 &r,
                 FENCE_ADMITS,
@@ -458,19 +424,10 @@ impl Metrics {
                 STALE_ANSWERS,
                 "Expired answers served (RFC 8767) because the upstream failed or did not answer in time.",
             ),
-            upstream_inflight: {
-                let g = IntGauge::new(
-                    UPSTREAM_INFLIGHT,
-                    "Distinct resolutions waiting for the upstream.",
-                )
-                .expect("valid");
-                r.register(Box::new(g.clone())).expect("registered once");
-                g
-            },
             overloads: counter_vec(
                 &r,
                 OVERLOAD,
-                "Queries or connections turned away at a limit (inflight: upstream resolutions; waiting: queries on the runtime; tcp, tcp_client, http: connections).",
+                "Queries or connections turned away at a limit (inflight: upstream resolutions; waiting: queries on the runtime; tcp, tcp_client, http, http_client: connections; http_head_timeout: a request head not sent in time).",
                 &["limit"],
             ),
             build_info,
