@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dnsfence::answer::AnswerAddr;
 use dnsfence::config::{AdmitFailure, FenceBackend, FenceConfig, FenceMode, TableRef, ViewFence};
-use dnsfence::fence::nft::ViewPlan;
+use dnsfence::fence::ViewPlan;
 use dnsfence::fence::{Admission, Fence};
 
 /// Why the benchmark's elements are admitted.

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::cache::{AnswerCache, TtlBounds};
 use crate::config::{Config, ConfigError};
-use crate::fence::nft::ViewPlan;
+use crate::fence::ViewPlan;
 use crate::fence::{Fence, FenceError};
 use crate::http;
 use crate::metrics::Metrics;

@@ -531,7 +531,7 @@ fn nft_rules(
     options: dnsfence::fence::nft::RulesetOptions,
 ) -> anyhow::Result<ExitCode> {
     let (config, policy) = app::load(&path)?;
-    let plans = dnsfence::fence::nft::ViewPlan::for_views(&config, &policy);
+    let plans = dnsfence::fence::ViewPlan::for_views(&config, &policy);
     print!(
         "{}",
         dnsfence::fence::nft::ruleset(&plans, &config.server.listen, options)
@@ -597,7 +597,7 @@ fn iptables_rules(
             config.fence.backend
         );
     }
-    let plans = dnsfence::fence::nft::ViewPlan::for_views(&config, &policy);
+    let plans = dnsfence::fence::ViewPlan::for_views(&config, &policy);
     print!(
         "{}",
         dnsfence::fence::ipset::iptables_rules(&plans, &config.server.listen, options, family)

@@ -18,12 +18,13 @@ use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 
+use super::ViewPlan;
 use super::ledger::decode_key;
 use super::netlink::{
     NLM_F_ACK, NLM_F_REQUEST, NetfilterSocket, OpKind, OpResult, SetOp, attr, attr_str, msg_end,
     nest_begin, nest_end, subsys_msg_begin,
 };
-use super::nft::{RulesetOptions, ViewPlan, proto_name};
+use super::nft::{RulesetOptions, proto_name};
 use crate::config::FenceMode;
 use crate::zones::{PortSpec, Proto};
 use ipnet::IpNet;

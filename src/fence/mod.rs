@@ -11,6 +11,7 @@ pub mod ipset;
 pub mod ledger;
 pub mod netlink;
 pub mod nft;
+pub mod plan;
 mod worker;
 pub(crate) use worker::netns_path;
 
@@ -27,7 +28,7 @@ use crate::sync::lock;
 use crate::zones::PortSpec;
 pub use ledger::{Admission, Ledger, LedgerEntry};
 use ledger::{Confirmed, ElementKey, Freshness, decode_key};
-use nft::ViewPlan;
+pub use plan::ViewPlan;
 use worker::Worker;
 
 /// The fence could not start.
@@ -106,14 +107,8 @@ pub struct FenceStats {
     pub admits_fresh: AtomicU64,
     /// Admits the kernel refused.
     pub admits_failed: AtomicU64,
-    /// Admits that missed the deadline (they may still complete later).
-    pub admits_deadline: AtomicU64,
-    /// Admits dropped because the queue was full.
-    pub admits_queue_full: AtomicU64,
     /// Elements refreshed on a cache hit (written again before the answer).
     pub readmits_cache_hit: AtomicU64,
-    /// Elements written (adds, counting refreshes and resyncs).
-    pub elements_written: AtomicU64,
     /// Netlink batches sent.
     pub batches: AtomicU64,
     /// Resyncs after the table or a set was found missing by the periodic check.
@@ -122,8 +117,6 @@ pub struct FenceStats {
     pub resyncs_write_failure: AtomicU64,
     /// Resyncs that failed (nft could not recreate the table and sets).
     pub resync_failures: AtomicU64,
-    /// Sum of admit round trips in microseconds (with `admits_ok`, an average).
-    pub admit_micros_total: AtomicU64,
 }
 
 /// A dynamic set: where it lives.
@@ -153,7 +146,6 @@ struct Pending {
 struct AdmitJob {
     elements: Vec<Pending>,
     reply: Option<tokio::sync::oneshot::Sender<Result<(), AdmitError>>>,
-    enqueued: Instant,
 }
 
 /// What the query path and the fence thread share.
@@ -378,24 +370,17 @@ impl Fence {
         let job = AdmitJob {
             elements,
             reply: Some(tx),
-            enqueued: now,
         };
         match jobs.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                stats.admits_queue_full.fetch_add(1, Ordering::Relaxed);
-                return Err(AdmitError::QueueFull);
-            }
+            Err(TrySendError::Full(_)) => return Err(AdmitError::QueueFull),
             Err(TrySendError::Disconnected(_)) => return Err(AdmitError::Closed),
         }
         match tokio::time::timeout(state.cfg.admit_deadline, rx).await {
             Ok(Ok(Ok(()))) => Ok(Admitted::Written(written)),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(AdmitError::Closed),
-            Err(_) => {
-                stats.admits_deadline.fetch_add(1, Ordering::Relaxed);
-                Err(AdmitError::Deadline)
-            }
+            Err(_) => Err(AdmitError::Deadline),
         }
     }
 
