@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::{BufRead, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::BufRead;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The names are not readable.
@@ -65,28 +65,15 @@ pub fn from_log(reader: impl BufRead, view: Option<&str>) -> std::io::Result<Vec
 /// The most denied names of `view` from a running instance's `/v1/denied`.
 pub fn from_http(addr: SocketAddr, view: &str) -> Result<Vec<Seen>, SuggestError> {
     let err = |e: String| SuggestError::Http(addr, e);
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| err(e.to_string()))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| err(e.to_string()))?;
-    let path = format!("/v1/denied?view={view}&limit={}", crate::metrics::TOP_K);
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: dnsfence\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| err(e.to_string()))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|e| err(e.to_string()))?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    if !head.starts_with("HTTP/1.1 200") {
-        let status = head.lines().next().unwrap_or_default();
-        return Err(err(format!("{status}: {}", body.trim())));
-    }
-    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| err(e.to_string()))?;
+    // The one HTTP client dnsfence has (the catalog sources'), on loopback plain HTTP here.
+    let fetcher =
+        crate::source::fetch::Fetcher::new(None, None, Duration::from_secs(10)).map_err(err)?;
+    let url = format!(
+        "http://{addr}/v1/denied?view={view}&limit={}",
+        crate::metrics::TOP_K
+    );
+    let body = fetcher.get(&url).map_err(|e| err(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| err(e.to_string()))?;
     Ok(v["denied"]
         .as_array()
         .into_iter()
