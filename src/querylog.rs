@@ -17,7 +17,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -374,71 +373,89 @@ fn flush(
     *pending = 0;
 }
 
+/// One line as written: keys in this order, optional ones left out.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    time: &'a str,
+    client: IpAddr,
+    protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    view: Option<&'a str>,
+    name: String,
+    #[serde(rename = "type")]
+    qtype: String,
+    verdict: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_set: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    rcode: &'static str,
+    duration_us: u64,
+    cache_hit: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stale: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fence_error: Option<&'static str>,
+    #[serde(skip_serializing_if = "<[Box<str>]>::is_empty")]
+    chain: &'a [Box<str>],
+}
+
+/// A summary of a second's sampled-out lines.
+#[derive(serde::Serialize)]
+struct Summary<'a> {
+    time: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    view: Option<&'a str>,
+    domain: &'a str,
+    sampled_out: u64,
+}
+
+/// Appends `value` as one JSON line (serde_json: the writer thread formats, off the query path).
+fn json_line(buf: &mut String, value: &impl serde::Serialize) {
+    // Serializing these plain structs into memory cannot fail.
+    if let Ok(line) = serde_json::to_string(value) {
+        buf.push_str(&line);
+        buf.push('\n');
+    }
+}
+
 fn format_entry(buf: &mut String, e: &Entry) {
-    buf.push_str("{\"time\":\"");
-    crate::clock::rfc3339_into(buf, e.time);
-    let _ = write!(
-        buf,
-        "\",\"client\":\"{}\",\"protocol\":\"{}\"",
-        e.client, e.protocol
-    );
-    let view = e
-        .policy
-        .as_ref()
-        .zip(e.view)
-        .and_then(|(p, v)| p.views.get(v as usize));
-    if let Some(v) = view {
-        buf.push_str(",\"view\":");
-        json_str(buf, &v.name);
-    }
     let name = &e.name[..e.name_len as usize];
-    buf.push_str(",\"name\":");
-    if name.is_empty() {
-        buf.push_str("\"\"");
-    } else {
-        json_str(buf, &crate::wire::WireName(name).to_string());
-    }
-    buf.push_str(",\"type\":\"");
-    if e.qtype != 0 || !name.is_empty() {
-        let _ = write!(buf, "{}", hickory_proto::rr::RecordType::from(e.qtype));
-    }
-    let _ = write!(buf, "\",\"verdict\":\"{}\"", e.verdict.as_str());
-    let set = e
-        .policy
-        .as_ref()
-        .zip(e.endpoint_set)
-        .and_then(|(p, s)| p.catalog.sets.get(s as usize));
-    if let Some(s) = set {
-        buf.push_str(",\"endpoint_set\":");
-        json_str(buf, &s.id);
-    }
-    if let Some(r) = e.reason {
-        let _ = write!(buf, ",\"reason\":\"{}\"", r.as_str());
-    }
-    let _ = write!(
+    let policy = e.policy.as_deref();
+    json_line(
         buf,
-        ",\"rcode\":\"{}\",\"duration_us\":{},\"cache_hit\":{}",
-        crate::wire::rcode::name(e.rcode),
-        e.duration_us,
-        e.cache_hit
+        &Line {
+            time: &crate::clock::rfc3339(e.time),
+            client: e.client,
+            protocol: e.protocol,
+            view: policy
+                .zip(e.view)
+                .and_then(|(p, v)| p.views.get(v as usize))
+                .map(|v| v.name.as_str()),
+            name: if name.is_empty() {
+                String::new()
+            } else {
+                crate::wire::WireName(name).to_string()
+            },
+            qtype: if e.qtype != 0 || !name.is_empty() {
+                hickory_proto::rr::RecordType::from(e.qtype).to_string()
+            } else {
+                String::new()
+            },
+            verdict: e.verdict.as_str(),
+            endpoint_set: policy
+                .zip(e.endpoint_set)
+                .and_then(|(p, s)| p.catalog.sets.get(s as usize))
+                .map(|s| s.id.as_str()),
+            reason: e.reason.map(|r| r.as_str()),
+            rcode: crate::wire::rcode::name(e.rcode),
+            duration_us: e.duration_us,
+            cache_hit: e.cache_hit,
+            stale: e.stale,
+            fence_error: e.fence_error,
+            chain: e.answer.as_ref().map_or(&[], |a| &a.chain),
+        },
     );
-    if e.stale {
-        buf.push_str(",\"stale\":true");
-    }
-    if let Some(f) = e.fence_error {
-        let _ = write!(buf, ",\"fence_error\":\"{f}\"");
-    }
-    if let Some(a) = e.answer.as_ref().filter(|a| !a.chain.is_empty()) {
-        buf.push_str(",\"chain\":[");
-        for (i, t) in a.chain.iter().enumerate() {
-            if i > 0 {
-                buf.push(',');
-            }
-            json_str(buf, t);
-        }
-        buf.push(']');
-    }
-    buf.push_str("}\n");
 }
 
 fn format_summary(
@@ -448,32 +465,17 @@ fn format_summary(
     domain: &str,
     sampled_out: u64,
 ) {
-    buf.push_str("{\"time\":\"");
-    crate::clock::rfc3339_into(buf, time);
-    buf.push('"');
-    if let Some(v) = view.and_then(|(p, v)| p.views.get(*v as usize)) {
-        buf.push_str(",\"view\":");
-        json_str(buf, &v.name);
-    }
-    buf.push_str(",\"domain\":");
-    json_str(buf, domain);
-    let _ = writeln!(buf, ",\"sampled_out\":{sampled_out}}}");
-}
-
-/// A JSON string: quotes, backslashes and control characters escaped.
-fn json_str(buf: &mut String, s: &str) {
-    buf.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => buf.push_str("\\\""),
-            '\\' => buf.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(buf, "\\u{:04x}", c as u32);
-            }
-            c => buf.push(c),
-        }
-    }
-    buf.push('"');
+    json_line(
+        buf,
+        &Summary {
+            time: &crate::clock::rfc3339(time),
+            view: view
+                .and_then(|(p, v)| p.views.get(*v as usize))
+                .map(|v| v.name.as_str()),
+            domain,
+            sampled_out,
+        },
+    );
 }
 
 #[cfg(test)]
@@ -481,10 +483,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_strings_are_escaped() {
+    fn lines_are_json_with_the_optional_keys_left_out() {
         let mut s = String::new();
-        json_str(&mut s, "a\"b\\c\u{1}");
-        assert_eq!(s, r#""a\"b\\c\u0001""#);
+        format_summary(&mut s, UNIX_EPOCH, None, "a\"b\\c\u{1}", 3);
+        assert_eq!(
+            s,
+            "{\"time\":\"1970-01-01T00:00:00.000Z\",\"domain\":\"a\\\"b\\\\c\\u0001\",\"sampled_out\":3}\n"
+        );
     }
 
     #[test]
