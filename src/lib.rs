@@ -7,6 +7,7 @@
 //!   followed sources' overlays.
 //! - [`source`]: Microsoft's catalog sources (the Intune endpoints page, the MEM feed): parsed,
 //!   compared with the catalog, turned into overlays, fetched and followed.
+//! - [`check`]: `dnsfence check`'s report of what a config and its zones hold.
 //! - [`explain`]: `dnsfence explain`: a name's (or a list's) verdict, view and endpoint set.
 //! - [`fileerror`]: the `file:line: 'entry': reason` error of config and zone files.
 //! - [`matcher`]: the compiled name matcher (exact, `*.suffix`, in-label globs).
@@ -42,6 +43,7 @@
 pub mod answer;
 pub mod app;
 pub mod cache;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod explain;

@@ -94,69 +94,21 @@ struct SourceArgs {
 }
 
 impl SourceArgs {
-    /// The source, parsed, and where it came from: read from the file, or fetched with names
-    /// resolved through the config's upstream.
+    /// The source, parsed, and where it came from.
     fn read(
         &self,
         config: &dnsfence::config::Config,
     ) -> anyhow::Result<(dnsfence::source::Source, dnsfence::source::Provenance)> {
-        use dnsfence::source::{Provenance, feed, fetch, page};
-        let is_url = |s: &str| s.starts_with("https://") || s.starts_with("http://");
-        let instance = self.feed.as_ref().map(|_| self.instance.clone());
-        let location = self
-            .page
-            .as_ref()
-            .or(self.feed.as_ref())
-            .ok_or_else(|| anyhow::anyhow!("give --page or --feed"))?;
-        let fetcher = || -> anyhow::Result<(tokio::runtime::Runtime, fetch::Fetcher)> {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()?;
-            let upstream = {
-                let _guard = runtime.enter();
-                dnsfence::upstream::Upstream::new(&config.upstream)?
-            };
-            let resolver = fetch::ViaUpstream {
-                runtime: runtime.handle().clone(),
-                upstream: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(upstream)),
-            };
-            let fetcher = fetch::Fetcher::new(
-                self.ca_file.as_deref(),
-                Some(resolver),
-                std::time::Duration::from_secs(30),
-            )
-            .map_err(|e| anyhow::anyhow!(e))?;
-            Ok((runtime, fetcher))
+        use dnsfence::source::read::{Location, read};
+        let location = match (&self.page, &self.feed) {
+            (Some(p), _) => Location::Page(p.clone()),
+            (None, Some(f)) => Location::Feed {
+                at: f.clone(),
+                instance: self.instance.clone(),
+            },
+            (None, None) => anyhow::bail!("give --page or --feed"),
         };
-        let read_file =
-            || std::fs::read_to_string(location).map_err(|e| anyhow::anyhow!("{location}: {e}"));
-        let (source, from) = match (&self.page, is_url(location)) {
-            (Some(_), false) => (page::parse(&read_file()?)?, location.clone()),
-            (Some(url), true) => {
-                let (_runtime, fetcher) = fetcher()?;
-                (page::parse(&fetcher.get(url)?)?, url.clone())
-            }
-            (None, false) => (feed::parse(&read_file()?)?, location.clone()),
-            (None, true) => {
-                let (_runtime, fetcher) = fetcher()?;
-                let service = fetch::FeedService {
-                    fetcher,
-                    base: location.clone(),
-                    instance: self.instance.clone(),
-                };
-                let version = service.version()?;
-                let mut feed = feed::parse(&service.endpoints()?)?;
-                feed.version = Some(version);
-                (feed, service.source())
-            }
-        };
-        let from = Provenance {
-            source: from,
-            instance,
-            version: source.version.clone(),
-        };
-        Ok((source, from))
+        Ok(read(&location, config, self.ca_file.as_deref())?)
     }
 }
 
@@ -396,96 +348,7 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     let (config, policy) = app::load(&path)?;
     // What `run` would refuse at start, refused here with the same words.
     dnsfence::preflight::check(&config)?;
-    let catalog = &policy.catalog;
-    println!("{}: ok", path.display());
-    println!(
-        "zones: {} endpoint sets, {} name patterns, {} networks, {} profiles",
-        catalog.sets.len(),
-        catalog.name_count(),
-        catalog.network_count(),
-        catalog.profiles().len()
-    );
-    // Where each set comes from: the shipped catalog, then each local directory file by file.
-    for (i, dir) in config.zones.dirs.iter().enumerate() {
-        let sets: Vec<_> = catalog
-            .sets
-            .iter()
-            .filter(|s| s.source.parent() == Some(dir.as_path()))
-            .collect();
-        let note = if dir.exists() {
-            ""
-        } else {
-            " (missing: nothing added)"
-        };
-        println!("  {}: {} endpoint sets{note}", dir.display(), sets.len());
-        if i == 0 {
-            continue;
-        }
-        let mut files: Vec<&std::path::Path> = sets.iter().map(|s| s.source.as_path()).collect();
-        files.dedup();
-        for file in files {
-            let ids: Vec<&str> = sets
-                .iter()
-                .filter(|s| s.source == file)
-                .map(|s| s.id.as_str())
-                .collect();
-            let name = file.file_name().unwrap_or_default().to_string_lossy();
-            println!("    {name}: {}", ids.join(", "));
-        }
-    }
-    for (what, overlay) in [
-        ("catalog page", config.catalog.page_overlay()),
-        ("catalog feed", config.catalog.feed_overlay()),
-    ] {
-        let Some(overlay) = overlay else { continue };
-        let new = catalog.sets.iter().filter(|s| s.source == overlay).count();
-        let extended = catalog
-            .sets
-            .iter()
-            .filter(|s| s.extended_by.contains(&overlay))
-            .count();
-        if overlay.exists() {
-            println!(
-                "  {} ({what}): {new} new endpoint sets, {extended} extended",
-                overlay.display()
-            );
-        } else {
-            println!("  {} ({what}): not fetched yet", overlay.display());
-        }
-    }
-    for w in &catalog.warnings {
-        println!("warning: {w}");
-    }
-    let upstream_source = if config.upstream.from_resolv_conf {
-        " (from /etc/resolv.conf)"
-    } else {
-        ""
-    };
-    println!(
-        "upstream: {}{upstream_source}",
-        config
-            .upstream
-            .servers
-            .iter()
-            .map(|s| s.label.clone())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    for view in &policy.views {
-        println!(
-            "view {}: networks {}; {} endpoint sets, {} name patterns; mode {}; denied names get {}",
-            view.name,
-            view.networks
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            view.sets.len(),
-            view.pattern_count(),
-            view.mode.as_str(),
-            view.deny_rcode.as_str(),
-        );
-    }
+    print!("{}", dnsfence::check::report(&config, &policy));
     Ok(ExitCode::SUCCESS)
 }
 

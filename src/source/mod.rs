@@ -12,6 +12,7 @@ pub mod feed;
 pub mod fetch;
 pub mod follow;
 pub mod page;
+pub mod read;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
