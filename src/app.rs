@@ -203,24 +203,7 @@ impl App {
         }
         let (dns_stop, dns_stopped) = oneshot::channel::<()>();
         let heartbeat = crate::notify::Heartbeat::new(bound.dns.udp_sockets());
-        let udp = UdpOptions {
-            heartbeat: Some(heartbeat.clone()),
-            busy_poll: config.server.busy_poll,
-            rate_limit: crate::ratelimit::RateLimiter::new(
-                config.server.rate_limit_qps,
-                config.server.rate_limit_burst,
-            ),
-        };
-        let sv = &config.server;
-        let tcp = TcpOptions {
-            idle_timeout: sv.tcp_idle_timeout,
-            max_connections: sv.tcp_max_connections,
-            max_per_client: sv.tcp_max_connections_per_client,
-            max_queries: sv.tcp_max_queries,
-            max_lifetime: sv.tcp_max_lifetime,
-            drain: sv.shutdown_timeout,
-            max_pipelined: sv.tcp_max_pipelined,
-        };
+        let (udp, tcp) = transport_options(&config, &heartbeat);
         let dns = tokio::spawn(serve(engine.clone(), bound.dns, udp, tcp, async {
             let _ = dns_stopped.await;
         }));
@@ -246,40 +229,10 @@ impl App {
         crate::notify::ready(&ready);
         let watchdog = crate::notify::watchdog_interval()
             .map(|every| tokio::spawn(crate::notify::watchdog(heartbeat, every)));
-        let probe = {
-            let engine = engine.clone();
-            let every = config.upstream.probe_interval;
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let upstream = engine.upstream.load_full();
-                    upstream.probe(every).await;
-                }
-            })
-        };
+        let probe = tokio::spawn(probe(engine.clone(), config.upstream.probe_interval));
         // The catalog sources' followers: they write the overlays; the policy is recompiled here.
         let (applied_tx, mut applied_rx) = tokio::sync::mpsc::channel::<()>(1);
-        let mut wakes = Vec::new();
-        let mut followers = Vec::new();
-        for source in &status.sources.followed {
-            match follower(&config, &engine, source.clone()) {
-                Ok(f) => {
-                    let (wake_tx, wake_rx) = tokio::sync::mpsc::channel::<()>(1);
-                    wakes.push(wake_tx);
-                    followers.push(tokio::spawn(crate::source::follow::follow(
-                        f,
-                        config.catalog.refresh,
-                        applied_tx.clone(),
-                        wake_rx,
-                    )));
-                }
-                Err(e) => {
-                    tracing::error!(source = source.kind.as_str(), error = %e, "catalog source: not followed")
-                }
-            }
-        }
+        let (followers, wakes) = start_followers(&config, &engine, &status, &applied_tx);
         loop {
             let signal = tokio::select! {
                 s = signals.recv() => s,
@@ -350,6 +303,73 @@ impl App {
         tracing::info!("stopped");
         Ok(served?)
     }
+}
+
+/// The UDP workers' and the TCP listeners' settings of `[server]`.
+fn transport_options(
+    config: &Config,
+    heartbeat: &Arc<crate::notify::Heartbeat>,
+) -> (UdpOptions, TcpOptions) {
+    let sv = &config.server;
+    let udp = UdpOptions {
+        heartbeat: Some(heartbeat.clone()),
+        busy_poll: sv.busy_poll,
+        rate_limit: crate::ratelimit::RateLimiter::new(sv.rate_limit_qps, sv.rate_limit_burst),
+    };
+    let tcp = TcpOptions {
+        idle_timeout: sv.tcp_idle_timeout,
+        max_connections: sv.tcp_max_connections,
+        max_per_client: sv.tcp_max_connections_per_client,
+        max_queries: sv.tcp_max_queries,
+        max_lifetime: sv.tcp_max_lifetime,
+        drain: sv.shutdown_timeout,
+        max_pipelined: sv.tcp_max_pipelined,
+    };
+    (udp, tcp)
+}
+
+/// Probes the upstream (the root's NS) every `every`, for `/readyz` and failover order.
+async fn probe(engine: Arc<Engine>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let upstream = engine.upstream.load_full();
+        upstream.probe(every).await;
+    }
+}
+
+/// Starts a follower per followed catalog source: their tasks, and the senders that wake them
+/// (SIGHUP). `applied` hears of every overlay written.
+fn start_followers(
+    config: &Config,
+    engine: &Engine,
+    status: &Status,
+    applied: &tokio::sync::mpsc::Sender<()>,
+) -> (
+    Vec<tokio::task::JoinHandle<()>>,
+    Vec<tokio::sync::mpsc::Sender<()>>,
+) {
+    let mut wakes = Vec::new();
+    let mut followers = Vec::new();
+    for source in &status.sources.followed {
+        match follower(config, engine, source.clone()) {
+            Ok(f) => {
+                let (wake_tx, wake_rx) = tokio::sync::mpsc::channel::<()>(1);
+                wakes.push(wake_tx);
+                followers.push(tokio::spawn(crate::source::follow::follow(
+                    f,
+                    config.catalog.refresh,
+                    applied.clone(),
+                    wake_rx,
+                )));
+            }
+            Err(e) => {
+                tracing::error!(source = source.kind.as_str(), error = %e, "catalog source: not followed")
+            }
+        }
+    }
+    (followers, wakes)
 }
 
 /// The follower of one catalog source, fetching through dnsfence's own upstream.

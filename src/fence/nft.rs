@@ -166,42 +166,8 @@ pub fn ruleset(plans: &[ViewPlan], listen: &[SocketAddr], options: RulesetOption
          # allowed names (and the catalog's static ranges); DNS and DNS over TLS to any other\n\
          # resolver is refused in a rule of its own; everything else is counted and refused.\n\n",
     );
-    // DNS to dnsfence: per family and port, the addresses it listens on.
-    let mut dns: Vec<(&str, u16, Vec<String>)> = Vec::new();
-    let mut wildcard = false;
-    for a in listen {
-        if a.ip().is_unspecified() {
-            wildcard = true;
-            continue;
-        }
-        let family = if a.is_ipv4() { "ip" } else { "ip6" };
-        match dns
-            .iter_mut()
-            .find(|(f, p, _)| *f == family && *p == a.port())
-        {
-            Some((_, _, addrs)) => addrs.push(a.ip().to_string()),
-            None => dns.push((family, a.port(), vec![a.ip().to_string()])),
-        }
-    }
-    let refuse = |prefix: &str, what: &str| -> String {
-        let mut r = String::new();
-        if options.log {
-            let _ = writeln!(r, "\t\t{prefix}{LOG_RATE} log prefix \"{what}\"");
-        }
-        if options.reject {
-            let _ = writeln!(
-                r,
-                "\t\t{prefix}meta l4proto tcp counter reject with tcp reset"
-            );
-            let _ = writeln!(
-                r,
-                "\t\t{prefix}counter reject with icmpx type admin-prohibited"
-            );
-        } else {
-            let _ = writeln!(r, "\t\t{prefix}counter drop");
-        }
-        r
-    };
+    let (dns, wildcard) = dns_to_dnsfence(listen);
+    let refuse = |prefix: &str, what: &str| refusal(options, prefix, what);
     for (header, body) in set_declarations(plans, false) {
         let in_table: Vec<&ViewPlan> = plans
             .iter()
@@ -263,30 +229,7 @@ pub fn ruleset(plans: &[ViewPlan], listen: &[SocketAddr], options: RulesetOption
         }
         let _ = writeln!(out, "\t}}");
         for plan in &in_table {
-            let f = &plan.fence;
-            let _ = writeln!(out, "\n\tchain {} {{", chain_name(&plan.name));
-            let _ = writeln!(out, "\t\tct state established,related accept");
-            for (family, port, addrs) in &dns {
-                let _ = writeln!(
-                    out,
-                    "\t\t{family} daddr {{ {} }} meta l4proto {{ tcp, udp }} th dport {port} accept",
-                    addrs.join(", ")
-                );
-            }
-            out.push_str(&refuse(
-                "meta l4proto { tcp, udp } th dport { 53, 853 } ",
-                &format!("dnsfence {} other resolver: ", plan.name),
-            ));
-            let key = |fam: &str| match f.mode {
-                FenceMode::Addr => format!("{fam} daddr"),
-                FenceMode::AddrPort => format!("{fam} daddr . meta l4proto . th dport"),
-            };
-            let _ = writeln!(out, "\t\t{} @{} accept", key("ip"), f.set_v4);
-            let _ = writeln!(out, "\t\t{} @{} accept", key("ip6"), f.set_v6);
-            let _ = writeln!(out, "\t\t{} @{} accept", key("ip"), f.net_v4);
-            let _ = writeln!(out, "\t\t{} @{} accept", key("ip6"), f.net_v6);
-            out.push_str(&refuse("", &format!("dnsfence {} drop: ", plan.name)));
-            let _ = writeln!(out, "\t}}");
+            out.push_str(&view_chain(plan, &dns, &refuse));
         }
         let _ = writeln!(out, "}}");
     }
@@ -296,6 +239,84 @@ pub fn ruleset(plans: &[ViewPlan], listen: &[SocketAddr], options: RulesetOption
              # addresses arrive on the input hook and are not affected by these forward chains.\n",
         );
     }
+    out
+}
+
+/// Where DNS to dnsfence goes: a family (`ip`, `ip6`), a port, the addresses.
+type DnsTarget = (&'static str, u16, Vec<String>);
+
+/// DNS to dnsfence: per family and port, the addresses it listens on; and whether it also
+/// listens on a wildcard address.
+fn dns_to_dnsfence(listen: &[SocketAddr]) -> (Vec<DnsTarget>, bool) {
+    let mut dns: Vec<DnsTarget> = Vec::new();
+    let mut wildcard = false;
+    for a in listen {
+        if a.ip().is_unspecified() {
+            wildcard = true;
+            continue;
+        }
+        let family = if a.is_ipv4() { "ip" } else { "ip6" };
+        match dns
+            .iter_mut()
+            .find(|(f, p, _)| *f == family && *p == a.port())
+        {
+            Some((_, _, addrs)) => addrs.push(a.ip().to_string()),
+            None => dns.push((family, a.port(), vec![a.ip().to_string()])),
+        }
+    }
+    (dns, wildcard)
+}
+
+/// The rules that refuse what `prefix` matches: logged (rate-limited) when asked, rejected or
+/// dropped, counted.
+fn refusal(options: RulesetOptions, prefix: &str, what: &str) -> String {
+    let mut r = String::new();
+    if options.log {
+        let _ = writeln!(r, "\t\t{prefix}{LOG_RATE} log prefix \"{what}\"");
+    }
+    if options.reject {
+        let _ = writeln!(
+            r,
+            "\t\t{prefix}meta l4proto tcp counter reject with tcp reset"
+        );
+        let _ = writeln!(
+            r,
+            "\t\t{prefix}counter reject with icmpx type admin-prohibited"
+        );
+    } else {
+        let _ = writeln!(r, "\t\t{prefix}counter drop");
+    }
+    r
+}
+
+/// A view's chain: established traffic, DNS to dnsfence, DNS elsewhere refused, the sets, the
+/// rest refused.
+fn view_chain(plan: &ViewPlan, dns: &[DnsTarget], refuse: &dyn Fn(&str, &str) -> String) -> String {
+    let mut out = String::new();
+    let f = &plan.fence;
+    let _ = writeln!(out, "\n\tchain {} {{", chain_name(&plan.name));
+    let _ = writeln!(out, "\t\tct state established,related accept");
+    for (family, port, addrs) in dns {
+        let _ = writeln!(
+            out,
+            "\t\t{family} daddr {{ {} }} meta l4proto {{ tcp, udp }} th dport {port} accept",
+            addrs.join(", ")
+        );
+    }
+    out.push_str(&refuse(
+        "meta l4proto { tcp, udp } th dport { 53, 853 } ",
+        &format!("dnsfence {} other resolver: ", plan.name),
+    ));
+    let key = |fam: &str| match f.mode {
+        FenceMode::Addr => format!("{fam} daddr"),
+        FenceMode::AddrPort => format!("{fam} daddr . meta l4proto . th dport"),
+    };
+    let _ = writeln!(out, "\t\t{} @{} accept", key("ip"), f.set_v4);
+    let _ = writeln!(out, "\t\t{} @{} accept", key("ip6"), f.set_v6);
+    let _ = writeln!(out, "\t\t{} @{} accept", key("ip"), f.net_v4);
+    let _ = writeln!(out, "\t\t{} @{} accept", key("ip6"), f.net_v6);
+    out.push_str(&refuse("", &format!("dnsfence {} drop: ", plan.name)));
+    let _ = writeln!(out, "\t}}");
     out
 }
 

@@ -36,12 +36,13 @@ impl Metrics {
     /// Registers every live metric over `w`. Once per registry.
     pub fn watch(&self, w: Watched) {
         self.watch_state(&w);
+        self.watch_upstream(&w);
+        self.watch_sets(&w);
         self.watch_sources(&w);
     }
 
+    /// The query log's lost and sampled lines; the fence's re-admits and resyncs.
     fn watch_state(&self, w: &Watched) {
-        let fresh = w.upstream_fresh;
-
         let one = |n: u64| vec![(Vec::new(), n as f64)];
         let l = w.log.clone();
         self.register_live(
@@ -89,7 +90,11 @@ impl Metrics {
                 .collect()
             },
         );
-        // Per upstream server, labelled as configured (a bounded set).
+    }
+
+    /// Per upstream server, labelled as configured (a bounded set); resolutions in flight.
+    fn watch_upstream(&self, w: &Watched) {
+        let fresh = w.upstream_fresh;
         type Pick = fn(&crate::upstream::ServerHealth) -> f64;
         let per_server: [(Kind, &str, &str, Pick); 4] = [
             (
@@ -127,6 +132,10 @@ impl Metrics {
                     .collect()
             });
         }
+    }
+
+    /// The cache's entries, and the fence's elements per set.
+    fn watch_sets(&self, w: &Watched) {
         let c = w.cache.clone();
         self.register_live(
             Kind::Gauge,

@@ -405,39 +405,8 @@ impl Engine {
         ev: &mut QueryEvent<'p>,
     ) -> Decision<'p> {
         ev.view = policy.view_for(ev.client);
-        let code = |rcode| Decision::Reply(Reply::bare(rcode));
-        if let Some(problem) = q.problem {
-            return match problem {
-                Problem::Opcode => {
-                    ev.refuse(Reason::Opcode);
-                    Decision::Reply(Reply::code(
-                        rcode::NOTIMP,
-                        ede::NOT_SUPPORTED,
-                        "only standard queries are served",
-                    ))
-                }
-                Problem::Malformed => {
-                    ev.refuse(Reason::Malformed);
-                    code(rcode::FORMERR)
-                }
-                Problem::EdnsVersion => {
-                    ev.refuse(Reason::EdnsVersion);
-                    code(rcode::BADVERS)
-                }
-            };
-        }
-        if q.qclass != 1 {
-            ev.refuse(Reason::Class);
-            return code(rcode::REFUSED);
-        }
-        if let Some(rcode) = meta_type(q.qtype) {
-            // RFC 6895: meta types are not asked for. Never forwarded.
-            ev.refuse(Reason::Qtype);
-            return Decision::Reply(Reply::code(
-                rcode,
-                ede::NOT_SUPPORTED,
-                "meta query types are not served",
-            ));
+        if let Some(reply) = refuse_message(q, ev) {
+            return Decision::Reply(reply);
         }
         let Some(view) = ev.view else {
             ev.refuse(Reason::NoView);
@@ -593,125 +562,156 @@ impl Engine {
         let qtype = RecordType::from(q.qtype);
         let (answer, stale) = match cached {
             Some(answer) => (answer, false),
-            None => {
-                let mut lower = [0u8; 256];
-                lower[..wire.len()].copy_from_slice(wire);
-                crate::wire::lowercase_name(&mut lower[..wire.len()]);
-                let stale = self
-                    .cache
-                    .get_stale(&lower[..wire.len()], q.qtype, self.clock.now());
-                let outcome = match &stale {
-                    None => Some(self.resolve(&name, qtype).await),
-                    // RFC 8767: with an expired answer at hand, the resolution runs as a task of
-                    // its own, so that it still refreshes the cache when the stale answer has to
-                    // go out first.
-                    Some(_) => {
-                        let engine = self.clone();
-                        let n = name.clone();
-                        let mut task = tokio::spawn(async move { engine.resolve(&n, qtype).await });
-                        tokio::select! {
-                            done = &mut task => done.ok(),
-                            () = tokio::time::sleep(Duration::from_millis(
-                                self.stale_answer_after_ms.load(Ordering::Relaxed),
-                            )) => None,
-                        }
-                    }
-                };
-                let fresh = match outcome {
-                    Some((resolved, fresh)) => {
-                        if resolved.coalesced {
-                            ev.coalesced = true;
-                        } else if !matches!(resolved.result, Err(UpstreamError::Overloaded(_))) {
-                            ev.upstream = Some((resolved.took, resolved.label));
-                        }
-                        match (&resolved.result, fresh) {
-                            (Ok(checked), Some(answer)) => {
-                                ev.dropped = checked.dropped;
-                                Ok(answer)
-                            }
-                            (Ok(_), None) => Err(code_servfail()),
-                            (Err(error), _) => Err(self.failure(&name, qtype, error, ev)),
-                        }
-                    }
-                    None => Err(code_servfail()),
-                };
-                match (fresh, stale) {
-                    (Ok(answer), _) => (answer, false),
-                    (Err(_), Some(stale)) => {
-                        ev.stale = true;
-                        if ev.reason.is_some_and(|r| r != Reason::NotAllowlisted) {
-                            ev.reason = None;
-                        }
-                        (stale, true)
-                    }
-                    (Err(reply), None) => return reply,
-                }
-            }
+            None => match self.fetch(wire, &name, qtype, ev).await {
+                Ok(fetched) => fetched,
+                Err(reply) => return reply,
+            },
         };
         if let Some(reply) = self.check_chain(view, wire, &answer, ev) {
             return reply;
         }
-        // The answer leaves only once its addresses are in the view's sets (or the admit failed
-        // and the policy says to answer anyway). A report-mode view admits what it would deny
-        // too, tagged so: turning enforcement on then changes nothing at the firewall.
-        if let Some(fence) = &self.fence
-            && !answer.addrs.is_empty()
+        if let Some(reply) = self
+            .admit(policy, (view, sets), wire, &answer, stale, ev)
+            .await
         {
-            let ports = self.ports(policy, view, sets, ev);
-            let would_deny = ev.verdict == Verdict::WouldDeny;
-            let why = || {
-                let mut buf = [0u8; 256];
-                Admission {
-                    name: name_text(wire, &mut buf).unwrap_or_default().into(),
-                    chain: answer.chain.clone(),
-                    endpoint_sets: sets.into(),
-                    would_deny,
-                }
-            };
-            let t = Instant::now();
-            // A stale answer's addresses are admitted for the TTL it goes out with.
-            let stale_addrs: Vec<AnswerAddr>;
-            let (addrs, age) = if stale {
-                stale_addrs = answer
-                    .addrs
-                    .iter()
-                    .map(|a| AnswerAddr {
-                        ip: a.ip,
-                        ttl: encode::STALE_TTL,
-                    })
-                    .collect();
-                (&stale_addrs[..], 0)
-            } else {
-                (&answer.addrs[..], answer.age(t))
-            };
-            let r = fence
-                .admit(view.index, &why, addrs, &ports, age, ev.cache_hit)
-                .await;
-            ev.admit = Some((
-                t.elapsed(),
-                match &r {
-                    Ok(Admitted::Fresh) => "fresh",
-                    Ok(Admitted::Written(_)) => "ok",
-                    Err(e) => e.kind(),
-                },
-            ));
-            if let Err(error) = r {
-                ev.fence_error = Some(error.kind());
-                crate::warn_limited!(%name, view = %view.name, %error, "firewall admit failed");
-                if self.servfail_on_admit_failure.load(Ordering::Relaxed) {
-                    return Reply::code(
-                        rcode::SERVFAIL,
-                        ede::OTHER,
-                        "firewall did not confirm the answer's addresses",
-                    );
-                }
-            }
+            return reply;
         }
         let ede = stale.then_some(Ede {
             code: ede::STALE_ANSWER,
             text: "stale answer: the upstream failed or did not answer in time",
         });
         Reply::Answer { answer, ede, stale }
+    }
+
+    /// A cache miss: the upstream's answer, or, when it fails or is slow and an expired answer is
+    /// at hand, that one (`true`: stale). `Err` with the reply for a failure and nothing stale.
+    async fn fetch(
+        self: &Arc<Self>,
+        wire: &[u8],
+        name: &Name,
+        qtype: RecordType,
+        ev: &mut QueryEvent<'_>,
+    ) -> Result<(Arc<Answer>, bool), Reply> {
+        let mut lower = [0u8; 256];
+        lower[..wire.len()].copy_from_slice(wire);
+        crate::wire::lowercase_name(&mut lower[..wire.len()]);
+        let stale = self
+            .cache
+            .get_stale(&lower[..wire.len()], qtype.into(), self.clock.now());
+        let outcome = match &stale {
+            None => Some(self.resolve(name, qtype).await),
+            // RFC 8767: with an expired answer at hand, the resolution runs as a task of its
+            // own, so that it still refreshes the cache when the stale answer has to go out
+            // first.
+            Some(_) => {
+                let engine = self.clone();
+                let n = name.clone();
+                let mut task = tokio::spawn(async move { engine.resolve(&n, qtype).await });
+                tokio::select! {
+                    done = &mut task => done.ok(),
+                    () = tokio::time::sleep(Duration::from_millis(
+                        self.stale_answer_after_ms.load(Ordering::Relaxed),
+                    )) => None,
+                }
+            }
+        };
+        let fresh = match outcome {
+            Some((resolved, fresh)) => {
+                if resolved.coalesced {
+                    ev.coalesced = true;
+                } else if !matches!(resolved.result, Err(UpstreamError::Overloaded(_))) {
+                    ev.upstream = Some((resolved.took, resolved.label));
+                }
+                match (&resolved.result, fresh) {
+                    (Ok(checked), Some(answer)) => {
+                        ev.dropped = checked.dropped;
+                        Ok(answer)
+                    }
+                    (Ok(_), None) => Err(code_servfail()),
+                    (Err(error), _) => Err(self.failure(name, qtype, error, ev)),
+                }
+            }
+            None => Err(code_servfail()),
+        };
+        match (fresh, stale) {
+            (Ok(answer), _) => Ok((answer, false)),
+            (Err(_), Some(stale)) => {
+                ev.stale = true;
+                if ev.reason.is_some_and(|r| r != Reason::NotAllowlisted) {
+                    ev.reason = None;
+                }
+                Ok((stale, true))
+            }
+            (Err(reply), None) => Err(reply),
+        }
+    }
+
+    /// The answer leaves only once its addresses are in the view's sets (or the admit failed and
+    /// the policy says to answer anyway). A report-mode view admits what it would deny too,
+    /// tagged so: turning enforcement on then changes nothing at the firewall. `Some` with the
+    /// SERVFAIL the policy asks for when the admit failed.
+    async fn admit(
+        &self,
+        policy: &Policy,
+        (view, sets): (&View, &[u32]),
+        wire: &[u8],
+        answer: &Arc<Answer>,
+        stale: bool,
+        ev: &mut QueryEvent<'_>,
+    ) -> Option<Reply> {
+        let fence = self.fence.as_ref().filter(|_| !answer.addrs.is_empty())?;
+        let ports = self.ports(policy, view, sets, ev);
+        let would_deny = ev.verdict == Verdict::WouldDeny;
+        let why = || {
+            let mut buf = [0u8; 256];
+            Admission {
+                name: name_text(wire, &mut buf).unwrap_or_default().into(),
+                chain: answer.chain.clone(),
+                endpoint_sets: sets.into(),
+                would_deny,
+            }
+        };
+        let t = Instant::now();
+        // A stale answer's addresses are admitted for the TTL it goes out with.
+        let stale_addrs: Vec<AnswerAddr>;
+        let (addrs, age) = if stale {
+            stale_addrs = answer
+                .addrs
+                .iter()
+                .map(|a| AnswerAddr {
+                    ip: a.ip,
+                    ttl: encode::STALE_TTL,
+                })
+                .collect();
+            (&stale_addrs[..], 0)
+        } else {
+            (&answer.addrs[..], answer.age(t))
+        };
+        let r = fence
+            .admit(view.index, &why, addrs, &ports, age, ev.cache_hit)
+            .await;
+        ev.admit = Some((
+            t.elapsed(),
+            match &r {
+                Ok(Admitted::Fresh) => "fresh",
+                Ok(Admitted::Written(_)) => "ok",
+                Err(e) => e.kind(),
+            },
+        ));
+        let error = r.err()?;
+        ev.fence_error = Some(error.kind());
+        let mut buf = [0u8; 256];
+        let name = name_text(wire, &mut buf).unwrap_or_default();
+        crate::warn_limited!(%name, view = %view.name, %error, "firewall admit failed");
+        self.servfail_on_admit_failure
+            .load(Ordering::Relaxed)
+            .then(|| {
+                Reply::code(
+                    rcode::SERVFAIL,
+                    ede::OTHER,
+                    "firewall did not confirm the answer's addresses",
+                )
+            })
     }
 
     /// Asks the upstream (coalesced, bounded) and caches what it answers.
@@ -764,6 +764,40 @@ impl Engine {
         }
         Reply::code(rcode::SERVFAIL, ede.0, ede.1)
     }
+}
+
+/// The message's own problems, checked before anything else (Unbound's order): not a standard
+/// query, malformed, an EDNS version above 0, a class other than IN, a meta type. `Some` with
+/// the reply; none of these is forwarded.
+fn refuse_message(q: &Parsed, ev: &mut QueryEvent<'_>) -> Option<Reply> {
+    if let Some(problem) = q.problem {
+        let (reason, reply) = match problem {
+            Problem::Opcode => (
+                Reason::Opcode,
+                Reply::code(
+                    rcode::NOTIMP,
+                    ede::NOT_SUPPORTED,
+                    "only standard queries are served",
+                ),
+            ),
+            Problem::Malformed => (Reason::Malformed, Reply::bare(rcode::FORMERR)),
+            Problem::EdnsVersion => (Reason::EdnsVersion, Reply::bare(rcode::BADVERS)),
+        };
+        ev.refuse(reason);
+        return Some(reply);
+    }
+    if q.qclass != 1 {
+        ev.refuse(Reason::Class);
+        return Some(Reply::bare(rcode::REFUSED));
+    }
+    // RFC 6895: meta types are not asked for.
+    let rcode = meta_type(q.qtype)?;
+    ev.refuse(Reason::Qtype);
+    Some(Reply::code(
+        rcode,
+        ede::NOT_SUPPORTED,
+        "meta query types are not served",
+    ))
 }
 
 /// The view's deny answer: NXDOMAIN with a synthesized SOA, or REFUSED; EDE 15 either way.
