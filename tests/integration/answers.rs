@@ -8,7 +8,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
-use crate::harness::{Client, Fence, answer_types, ede, query, rcode, run};
+use crate::harness::{Client, Server, answer_types, ede, query, rcode, run};
 
 /// NODATA and NXDOMAIN reached through a CNAME keep the chain, with the SOA in authority
 /// (RFC 2308 §2.1–2.2), on a miss and on a hit, over UDP and TCP; and nothing more is asked of
@@ -16,7 +16,7 @@ use crate::harness::{Client, Fence, answer_types, ede, query, rcode, run};
 #[test]
 fn negative_answers_through_a_cname_keep_the_chain() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         let alias = "cdn.manage.microsoft.com.";
         for qtype in [RecordType::TXT, RecordType::HTTPS, RecordType::MX] {
@@ -74,7 +74,7 @@ fn negative_answers_through_a_cname_keep_the_chain() {
 #[test]
 fn a_dangling_chain_is_followed_to_its_end() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         let name = "tm.manage.microsoft.com.";
         let a = c.ask(name, RecordType::A).await;
@@ -100,7 +100,7 @@ fn a_dangling_chain_is_followed_to_its_end() {
 #[test]
 fn truncation_without_edns_is_header_and_question_only() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         let q = query("big.manage.microsoft.com.", RecordType::A, None)
             .to_vec()
@@ -147,9 +147,10 @@ fn truncation_without_edns_is_header_and_question_only() {
 #[test]
 fn owners_compress_against_the_question_and_the_opt_is_ours() {
     run(async {
-        let f =
-            Fence::start_extra("[server]\nlisten = [\"127.0.0.1:0\"]\nmax_udp_payload = 1400\n")
-                .await;
+        let f = Server::builder()
+            .config("[server]\nlisten = [\"127.0.0.1:0\"]\nmax_udp_payload = 1400\n")
+            .start()
+            .await;
         let c = f.client();
         for (name, edns) in [
             ("mAnAgE.MiCrOsOfT.cOm.", Some(4096)),
@@ -181,7 +182,7 @@ fn owners_compress_against_the_question_and_the_opt_is_ours() {
 #[test]
 fn a_malformed_opt_is_formerr_on_every_transport() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         let good = query("manage.microsoft.com.", RecordType::A, Some(1232))
             .to_vec()
@@ -214,7 +215,7 @@ fn a_malformed_opt_is_formerr_on_every_transport() {
 #[test]
 fn meta_query_types_are_never_forwarded() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         for (t, want) in [
             (41u16, ResponseCode::FormErr),
@@ -280,22 +281,22 @@ fn ipv6_wildcard_alone_or_beside_ipv4() {
     run(async {
         let networks = "\"127.0.0.0/8\", \"::1/128\"";
         let port = free_port();
-        let f = Fence::start_with(
-            networks,
-            "",
-            &format!("[server]\nlisten = [\"[::]:{port}\"]\n"),
-        )
-        .await;
+        let f = Server::builder()
+            .networks(networks)
+            .config(&format!("[server]\nlisten = [\"[::]:{port}\"]\n"))
+            .start()
+            .await;
         both_families_answer(port).await;
         f.stop().await;
 
         let port = free_port();
-        let f = Fence::start_with(
-            networks,
-            "",
-            &format!("[server]\nlisten = [\"0.0.0.0:{port}\", \"[::]:{port}\"]\n"),
-        )
-        .await;
+        let f = Server::builder()
+            .networks(networks)
+            .config(&format!(
+                "[server]\nlisten = [\"0.0.0.0:{port}\", \"[::]:{port}\"]\n"
+            ))
+            .start()
+            .await;
         both_families_answer(port).await;
         f.stop().await;
     });

@@ -520,7 +520,7 @@ fn diff_and_pull_fetch_the_live_service_over_https() {
 }
 
 /// A fetch result's count, from `/metrics`.
-pub async fn fetches(f: &crate::harness::Fence, source: &str, result: &str) -> f64 {
+pub async fn fetches(f: &crate::harness::Server, source: &str, result: &str) -> f64 {
     let (_, text) = crate::harness::http_get(f.http.unwrap(), "/metrics").await;
     let needle =
         format!("dnsfence_catalog_fetches_total{{result=\"{result}\",source=\"{source}\"}} ");
@@ -534,14 +534,14 @@ pub async fn fetches(f: &crate::harness::Fence, source: &str, result: &str) -> f
 /// config file written into `dir` as an admin would.
 pub async fn start_with(
     dir: &Path,
-    upstream: crate::harness::Upstream,
+    upstream: crate::harness::Authority,
     extra: &str,
-) -> crate::harness::Fence {
+) -> crate::harness::Server {
     let text = crate::harness::config_text(upstream.addr, "\"127.0.0.0/8\"", "", extra);
     let path = dir.join("dnsfence.toml");
     std::fs::write(&path, text).unwrap();
     let config = dnsfence::config::Config::load(&path).unwrap();
-    crate::harness::Fence::from_config(config, upstream)
+    crate::harness::Server::from_config(config, upstream)
         .await
         .unwrap()
 }
@@ -560,7 +560,7 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
         ) else {
             return;
         };
-        let upstream = crate::harness::Upstream::start().await;
+        let upstream = crate::harness::Authority::start().await;
         let state = dir.path().join("state");
         // By name: dnsfence resolves the feed host through its own upstream.
         let extra = format!(
@@ -589,8 +589,8 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
         // An allowed answer in the cache and the fence.
         c.ask("enterpriseenrollment.manage.microsoft.com.", RecordType::A)
             .await;
-        let hits = |f: &crate::harness::Fence| f.engine.metrics.cache_hits.get();
-        let fence_elements = |f: &crate::harness::Fence| {
+        let hits = |f: &crate::harness::Server| f.engine.metrics.cache_hits.get();
+        let fence_elements = |f: &crate::harness::Server| {
             let fence = f.engine.fence.as_ref().unwrap();
             (0..fence.sets().len())
                 .map(|i| fence.element_count(i).0)
@@ -716,7 +716,7 @@ fn a_certificate_the_daemon_does_not_trust_keeps_the_overlay_it_has() {
             "# version: 2026110100\n[[extend]]\nid = \"163\"\nnames = [\"evilmanage.microsoft.com\"]\n",
         )
         .unwrap();
-        let upstream = crate::harness::Upstream::start().await;
+        let upstream = crate::harness::Authority::start().await;
         let extra = format!(
             "[catalog]\nfeed = \"{}\"\nca_file = \"{}\"\nstate_dir = \"{}\"\n",
             server.url(),

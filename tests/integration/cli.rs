@@ -484,7 +484,7 @@ fn the_readmes_local_zone_example_loads_without_warnings() {
 #[test]
 fn run_serves_and_stops_cleanly_on_sigterm() {
     crate::harness::run(async {
-        let upstream = crate::harness::Upstream::start().await;
+        let upstream = crate::harness::Authority::start().await;
         // A free port for both UDP and TCP, released just before dnsfence binds it.
         let dir = tempfile::tempdir().unwrap();
         let (cfg, port) = crate::harness::binary_config(dir.path(), upstream.addr).await;
@@ -573,7 +573,7 @@ fn trickling_server(asked: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16
 #[test]
 fn sigterm_during_a_trickling_catalog_fetch_exits_within_the_bound() {
     crate::harness::run(async {
-        let upstream = crate::harness::Upstream::start().await;
+        let upstream = crate::harness::Authority::start().await;
         let dir = tempfile::tempdir().unwrap();
         let asked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let page = trickling_server(asked.clone());

@@ -3,7 +3,7 @@
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 
-use crate::harness::{Fence, ede, log_lines, query, rcode, run};
+use crate::harness::{Server, ede, log_lines, query, rcode, run};
 
 /// Names that look like allowlisted ones but are not, and names outside the view's profiles.
 const TRAPS: &[&str] = &[
@@ -25,7 +25,7 @@ const TRAPS: &[&str] = &[
 #[test]
 fn every_trap_is_denied_with_a_cacheable_nxdomain_and_ede_15_and_never_forwarded() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         for name in TRAPS {
             for qtype in [RecordType::A, RecordType::AAAA, RecordType::HTTPS] {
@@ -67,18 +67,20 @@ fn every_trap_is_denied_with_a_cacheable_nxdomain_and_ede_15_and_never_forwarded
 fn deny_rcode_is_chosen_per_view_and_longest_prefix_wins() {
     run(async {
         // 127.0.0.0/8 → "loopback" (REFUSED); 127.0.0.2/32 → "musl" (NXDOMAIN).
-        let f = Fence::start_with(
-            "\"127.0.0.0/8\"",
-            "deny_rcode = \"refused\"",
-            r#"
+        let f = Server::builder()
+            .networks("\"127.0.0.0/8\"")
+            .view("deny_rcode = \"refused\"")
+            .config(
+                r#"
 [[view]]
 name = "musl"
 networks = ["127.0.0.2/32"]
 profiles = ["apple"]
 deny_rcode = "nxdomain"
 "#,
-        )
-        .await;
+            )
+            .start()
+            .await;
         let c = f.client();
         let q = query("evilmanage.microsoft.com.", RecordType::A, Some(1232));
         let a = c.udp_from("127.0.0.1", &q).await;
@@ -113,15 +115,14 @@ fn client_in_no_view_is_refused_with_ede_18() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("q.jsonl");
-        let f = Fence::start_with(
-            "\"127.0.0.2/32\"",
-            "",
-            &format!(
+        let f = Server::builder()
+            .networks("\"127.0.0.2/32\"")
+            .config(&format!(
                 "[query_log]\nlevel = \"denied\"\npath = \"{}\"\n",
                 log.display()
-            ),
-        )
-        .await;
+            ))
+            .start()
+            .await;
         let c = f.client();
         // Even an allowlisted name: this client belongs to no view.
         let a = c
@@ -160,11 +161,13 @@ fn denied_query_log_line_has_every_field() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("q.jsonl");
-        let f = Fence::start_extra(&format!(
-            "[query_log]\nlevel = \"all\"\npath = \"{}\"\n",
-            log.display()
-        ))
-        .await;
+        let f = Server::builder()
+            .config(&format!(
+                "[query_log]\nlevel = \"all\"\npath = \"{}\"\n",
+                log.display()
+            ))
+            .start()
+            .await;
         let c = f.client();
         c.ask("Evil.Example.", RecordType::AAAA).await;
         c.ask("manage.microsoft.com.", RecordType::A).await;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::harness::{Client, Fence, certificates, ips, query, rcode, run};
+use crate::harness::{Client, Server, certificates, ips, query, rcode, run};
 
 /// An Unbound serving DoT on a loopback port, forwarding to `upstream`.
 fn start_dot(dir: &Path, upstream: std::net::SocketAddr) -> (std::process::Child, u16) {
@@ -138,14 +138,14 @@ fn dns_over_tls_upstream_with_a_private_ca() {
         return;
     }
     run(async {
-        let upstream = crate::harness::Upstream::start().await;
+        let upstream = crate::harness::Authority::start().await;
         let (mut unbound, port) = start_dot(dir.path(), upstream.addr);
         let ca = dir.path().join("ca.pem");
         // In process: answered over TLS.
-        let f = Fence::start_extra(&format!(
+        let f = Server::builder().config(&format!(
             "[upstream]\nservers = [\"tls://127.0.0.1:{port}#dot.test\"]\ntls_ca_file = \"{}\"\ntimeout_ms = 2000\n",
             ca.display()
-        ))
+        )).start()
         .await;
         let a = f.client().ask("manage.microsoft.com.", RecordType::A).await;
         assert_eq!(rcode(&a), ResponseCode::NoError);

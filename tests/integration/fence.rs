@@ -7,16 +7,16 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::harness::{
-    Fence, Netns, eventually, fence_section, log_lines, netns_or_skip, query, rcode, run,
+    Netns, Server, eventually, fence_section, log_lines, netns_or_skip, query, rcode, run,
 };
 
-async fn start(ns: &Netns, view_opts: &str, fence_extra: &str, extra: &str) -> Fence {
-    Fence::start_with(
-        "\"127.0.0.0/8\"",
-        view_opts,
-        &format!("{}\n{extra}", fence_section(ns, fence_extra)),
-    )
-    .await
+async fn start(ns: &Netns, view_opts: &str, fence_extra: &str, extra: &str) -> Server {
+    Server::builder()
+        .networks("\"127.0.0.0/8\"")
+        .view(view_opts)
+        .config(&format!("{}\n{extra}", fence_section(ns, fence_extra)))
+        .start()
+        .await
 }
 
 fn values(els: &[(String, Option<u64>, Option<u64>)]) -> Vec<String> {
@@ -445,14 +445,13 @@ fn fence_start_fails_clearly_without_the_namespace() {
         return;
     };
     run(async {
-        let err = Fence::try_start_with(
-            "\"127.0.0.0/8\"",
-            "",
-            "[fence]\nenabled = true\nnetns = \"dnsfence-no-such-ns\"\n",
-        )
-        .await
-        .err()
-        .expect("start fails");
+        let err = Server::builder()
+            .networks("\"127.0.0.0/8\"")
+            .config("[fence]\nenabled = true\nnetns = \"dnsfence-no-such-ns\"\n")
+            .try_start()
+            .await
+            .err()
+            .expect("start fails");
         let text = err.to_string();
         assert!(text.contains("dnsfence-no-such-ns"), "{text}");
         assert!(text.contains("ip netns add"), "{text}");

@@ -422,7 +422,7 @@ impl RequestHandler for CountingHandler {
 }
 
 /// A running in-process upstream.
-pub struct Upstream {
+pub struct Authority {
     /// Where it listens (UDP and TCP).
     pub addr: SocketAddr,
     /// What it was asked.
@@ -431,9 +431,9 @@ pub struct Upstream {
     _stop: oneshot::Sender<()>,
 }
 
-impl Upstream {
+impl Authority {
     /// Starts the authority on 127.0.0.1, an ephemeral port.
-    pub async fn start() -> Upstream {
+    pub async fn start() -> Authority {
         let seen = QueryCounter::default();
         let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let handler = CountingHandler {
@@ -460,7 +460,7 @@ impl Upstream {
                 _ = rx => { let _ = server.shutdown_gracefully().await; }
             }
         });
-        Upstream {
+        Authority {
             addr,
             seen,
             silent,
@@ -551,11 +551,11 @@ profiles = ["intune-core", "autopilot", "wns", "delivery-optimization", "apple",
 }
 
 /// A running dnsfence and its upstream.
-pub struct Fence {
+pub struct Server {
     /// dnsfence's address (UDP and TCP).
     pub addr: SocketAddr,
     /// The upstream and its query record.
-    pub upstream: Upstream,
+    pub upstream: Authority,
     /// What the server's query path reads (policy, cache, fence, counters).
     pub engine: std::sync::Arc<dnsfence::query::Engine>,
     /// What it reports about itself (listening, last reload, catalog sources).
@@ -567,42 +567,81 @@ pub struct Fence {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Fence {
-    /// Starts an upstream and dnsfence with the default test config plus `view_opts`.
-    pub async fn start(view_opts: &str) -> Fence {
-        Fence::start_with("\"127.0.0.0/8\"", view_opts, "").await
+/// A test's dnsfence, described before it starts: the loopback view (its networks and extra
+/// keys), more config text (`[server]`, `[http]`, `[fence]`, …) and the upstream authority.
+#[derive(Default)]
+pub struct Builder {
+    networks: Option<String>,
+    view: String,
+    config: String,
+    upstream: Option<Authority>,
+    forward_to: Option<SocketAddr>,
+}
+
+impl Builder {
+    /// The view's client networks, as TOML list items (default `"127.0.0.0/8"`).
+    pub fn networks(mut self, networks: &str) -> Builder {
+        self.networks = Some(networks.to_string());
+        self
     }
 
-    /// The loopback view with its defaults, and extra config text (`[server]`, `[http]`, …).
-    pub async fn start_extra(extra: &str) -> Fence {
-        Fence::start_with("\"127.0.0.0/8\"", "", extra).await
+    /// Extra keys of the view (`mode = "report"`, …).
+    pub fn view(mut self, opts: &str) -> Builder {
+        self.view.push_str(opts);
+        self.view.push('\n');
+        self
     }
 
-    /// Same, with the view's networks and extra config text after the view.
-    pub async fn start_with(networks: &str, view_opts: &str, extra: &str) -> Fence {
-        Fence::try_start_with(networks, view_opts, extra)
-            .await
-            .expect("dnsfence starts")
+    /// Extra config text after the view (its own sections).
+    pub fn config(mut self, text: &str) -> Builder {
+        self.config.push_str(text);
+        self.config.push('\n');
+        self
     }
 
-    /// Same, returning the start-up error instead of panicking.
-    pub async fn try_start_with(
-        networks: &str,
-        view_opts: &str,
-        extra: &str,
-    ) -> Result<Fence, dnsfence::app::StartError> {
-        let upstream = Upstream::start().await;
-        let text = config_text(upstream.addr, networks, view_opts, extra);
+    /// The upstream to use instead of a fresh in-process authority.
+    pub fn upstream(mut self, upstream: Authority) -> Builder {
+        self.upstream = Some(upstream);
+        self
+    }
+
+    /// Forward to `addr` (a spoofer in front of the authority, say) instead of the authority.
+    pub fn forward_to(mut self, addr: SocketAddr) -> Builder {
+        self.forward_to = Some(addr);
+        self
+    }
+
+    /// Starts it; panics when dnsfence refuses to start.
+    pub async fn start(self) -> Server {
+        self.try_start().await.expect("dnsfence starts")
+    }
+
+    /// Starts it, or the start-up error.
+    pub async fn try_start(self) -> Result<Server, dnsfence::app::StartError> {
+        let upstream = match self.upstream {
+            Some(u) => u,
+            None => Authority::start().await,
+        };
+        let networks = self.networks.as_deref().unwrap_or("\"127.0.0.0/8\"");
+        let to = self.forward_to.unwrap_or(upstream.addr);
+        let text = config_text(to, networks, &self.view, &self.config);
         let config = Config::parse(Path::new("test.toml"), &text, Path::new("/nonexistent"))
             .expect("test config parses");
-        Fence::from_config(config, upstream).await
+        Server::from_config(config, upstream).await
+    }
+}
+
+impl Server {
+    /// A test's dnsfence, to describe and start.
+    pub fn builder() -> Builder {
+        Builder::default()
     }
 
     /// Starts dnsfence on a parsed config, with an upstream already running.
     pub async fn from_config(
         config: Config,
-        upstream: Upstream,
-    ) -> Result<Fence, dnsfence::app::StartError> {
+        upstream: Authority,
+    ) -> Result<Server, dnsfence::app::StartError> {
         let app = App::build(config).await?;
         let (engine, status) = (app.engine.clone(), app.status.clone());
         let bound = app.bind().await.expect("dnsfence binds");
@@ -612,7 +651,7 @@ impl Fence {
         let task = tokio::spawn(async move {
             app.run(bound, rx).await.expect("dnsfence serves");
         });
-        Ok(Fence {
+        Ok(Server {
             addr,
             upstream,
             engine,
@@ -818,7 +857,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// Scrapes `/metrics` and parses it with an exposition-format parser.
-pub async fn scrape(f: &Fence) -> prometheus_parse::Scrape {
+pub async fn scrape(f: &Server) -> prometheus_parse::Scrape {
     let (status, body) = http_get(f.http.expect("http enabled"), "/metrics").await;
     assert_eq!(status, 200);
     let lines = body.lines().map(|l| Ok(l.to_string()));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
-use crate::harness::{Fence, run, sample, scrape};
+use crate::harness::{Server, run, sample, scrape};
 
 /// A TCP connection to `to` from the source address `from`.
 async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
@@ -41,7 +41,9 @@ async fn scraped(from: IpAddr, to: SocketAddr) -> bool {
 #[test]
 fn slow_and_idle_clients_from_one_address_do_not_shut_out_a_loopback_scraper() {
     run(async {
-        let f = Fence::start_extra("[http]\nlisten = \"127.0.0.1:0\"\nrequest_timeout_ms = 1500\n")
+        let f = Server::builder()
+            .config("[http]\nlisten = \"127.0.0.1:0\"\nrequest_timeout_ms = 1500\n")
+            .start()
             .await;
         let http = f.http.unwrap();
         let attacker: IpAddr = "127.0.0.2".parse().unwrap();
@@ -114,9 +116,7 @@ fn slow_and_idle_clients_from_one_address_do_not_shut_out_a_loopback_scraper() {
 #[test]
 fn kept_alive_connections_carry_several_requests_and_close_when_idle() {
     run(async {
-        let f = Fence::start_extra(
-            "[http]\nlisten = \"127.0.0.1:0\"\nidle_timeout_ms = 500\nrequest_timeout_ms = 1000\n",
-        )
+        let f = Server::builder().config("[http]\nlisten = \"127.0.0.1:0\"\nidle_timeout_ms = 500\nrequest_timeout_ms = 1000\n").start()
         .await;
         let http = f.http.unwrap();
         let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
@@ -253,7 +253,7 @@ fn many_addresses_cannot_take_the_share_kept_for_trusted_scrapers() {
     run(async {
         // The real HTTP server on a listener made inside the namespace, in front of a running
         // dnsfence's engine.
-        let f = Fence::start_extra("").await;
+        let f = Server::builder().config("").start().await;
         let listener = in_netns(&ns.name, || {
             let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
             l.set_nonblocking(true).unwrap();

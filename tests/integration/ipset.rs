@@ -7,7 +7,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::harness::{Fence, Netns, eventually, fence_section, netns_or_skip, query, rcode, run};
+use crate::harness::{Netns, Server, eventually, fence_section, netns_or_skip, query, rcode, run};
 
 fn ipset_ns(test: &str) -> Option<Netns> {
     if !std::path::Path::new("/usr/sbin/ipset").exists() {
@@ -17,17 +17,20 @@ fn ipset_ns(test: &str) -> Option<Netns> {
     netns_or_skip(test)
 }
 
-async fn start(ns: &Netns, view_opts: &str) -> Fence {
+async fn start(ns: &Netns, view_opts: &str) -> Server {
     start_with(ns, view_opts, "").await
 }
 
-async fn start_with(ns: &Netns, view_opts: &str, fence_extra: &str) -> Fence {
-    Fence::start_with(
-        "\"127.0.0.0/8\"",
-        view_opts,
-        &fence_section(ns, &format!("backend = \"ipset\"\n{fence_extra}")),
-    )
-    .await
+async fn start_with(ns: &Netns, view_opts: &str, fence_extra: &str) -> Server {
+    Server::builder()
+        .networks("\"127.0.0.0/8\"")
+        .view(view_opts)
+        .config(&fence_section(
+            ns,
+            &format!("backend = \"ipset\"\n{fence_extra}"),
+        ))
+        .start()
+        .await
 }
 
 /// Runs a command in the namespace; its stdout, or its stderr as the error.

@@ -8,14 +8,14 @@ use hickory_proto::rr::RecordType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::harness::{Fence, ede, http_get, ips, query, rcode, run, sample, scrape};
+use crate::harness::{Server, ede, http_get, ips, query, rcode, run, sample, scrape};
 
 /// 20 clients ask the same slow question at once: the upstream sees it once, every client gets
 /// the answer.
 #[test]
 fn identical_questions_share_one_upstream_resolution() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let name = "delay.manage.microsoft.com.";
         let mut asks = tokio::task::JoinSet::new();
         for _ in 0..20 {
@@ -50,7 +50,10 @@ fn identical_questions_share_one_upstream_resolution() {
 #[test]
 fn distinct_resolutions_in_flight_are_capped() {
     run(async {
-        let f = Fence::start_extra("[upstream]\ntimeout_ms = 700\nmax_inflight = 4\n").await;
+        let f = Server::builder()
+            .config("[upstream]\ntimeout_ms = 700\nmax_inflight = 4\n")
+            .start()
+            .await;
         let mut asks = tokio::task::JoinSet::new();
         for i in 0..10 {
             let c = f.client();
@@ -98,7 +101,10 @@ fn distinct_resolutions_in_flight_are_capped() {
 #[test]
 fn queries_waiting_on_the_runtime_are_capped() {
     run(async {
-        let f = Fence::start_extra("[server]\nlisten = [\"127.0.0.1:0\"]\nmax_waiting = 2\n").await;
+        let f = Server::builder()
+            .config("[server]\nlisten = [\"127.0.0.1:0\"]\nmax_waiting = 2\n")
+            .start()
+            .await;
         let mut asks = tokio::task::JoinSet::new();
         for i in 0..6 {
             let c = f.client();
@@ -166,9 +172,7 @@ async fn ask_on(s: &mut TcpStream) -> Option<ResponseCode> {
 #[test]
 fn tcp_connections_are_capped_per_client_and_in_all() {
     run(async {
-        let f = Fence::start_extra(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\ntcp_max_connections = 6\ntcp_max_connections_per_client = 4\n",
-        )
+        let f = Server::builder().config("[server]\nlisten = [\"127.0.0.1:0\"]\ntcp_max_connections = 6\ntcp_max_connections_per_client = 4\n").start()
         .await;
         let mut held = Vec::new();
         for _ in 0..4 {
@@ -214,9 +218,7 @@ fn tcp_connections_are_capped_per_client_and_in_all() {
 #[test]
 fn tcp_connections_end_after_their_queries_or_lifetime() {
     run(async {
-        let f = Fence::start_extra(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\ntcp_max_queries = 3\ntcp_max_lifetime_ms = 1500\n",
-        )
+        let f = Server::builder().config("[server]\nlisten = [\"127.0.0.1:0\"]\ntcp_max_queries = 3\ntcp_max_lifetime_ms = 1500\n").start()
         .await;
         let mut s = connect_from("127.0.0.1", f.addr).await;
         for _ in 0..3 {
@@ -224,10 +226,10 @@ fn tcp_connections_end_after_their_queries_or_lifetime() {
         }
         assert_eq!(ask_on(&mut s).await, None, "closed after three queries");
         f.stop().await;
-        let f = Fence::start_extra(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\ntcp_max_lifetime_ms = 1500\n",
-        )
-        .await;
+        let f = Server::builder()
+            .config("[server]\nlisten = [\"127.0.0.1:0\"]\ntcp_max_lifetime_ms = 1500\n")
+            .start()
+            .await;
         let mut s = connect_from("127.0.0.1", f.addr).await;
         let t = Instant::now();
         let mut answered = 0;
@@ -254,7 +256,7 @@ fn tcp_connections_end_after_their_queries_or_lifetime() {
 #[test]
 fn pipelined_tcp_queries_are_answered_as_they_are_ready() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         // manage.microsoft.com in the cache; delay.manage.microsoft.com's upstream takes 300 ms.
         c.ask("manage.microsoft.com.", RecordType::A).await;
@@ -300,9 +302,7 @@ fn pipelined_tcp_queries_are_answered_as_they_are_ready() {
 #[test]
 fn http_connections_are_capped_and_bodies_do_not_echo() {
     run(async {
-        let f = Fence::start_extra(
-            "[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 2\n[fence]\nenabled = true\nbackend = \"list\"\n",
-        )
+        let f = Server::builder().config("[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 2\n[fence]\nenabled = true\nbackend = \"list\"\n").start()
         .await;
         let http = f.http.unwrap();
         let (status, body) = http_get(http, "/v1/sets/<script>alert(1)</script>.txt").await;
@@ -354,7 +354,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 #[test]
 fn a_flood_of_random_allowed_names_with_a_dead_upstream_stays_bounded() {
     run_long(async {
-        let upstream = crate::harness::Upstream::start().await;
+        let upstream = crate::harness::Authority::start().await;
         let (port, http_port) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("dnsfence.toml");
@@ -500,10 +500,12 @@ fn a_dead_upstream_is_failed_over_within_the_deadline() {
         // Bound, never read: a server that swallows every query.
         let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let dead_addr = dead.local_addr().unwrap();
-        let f = Fence::start_extra(&format!(
-            "[upstream]\nservers = [\"{dead_addr}\", \"UPSTREAM\"]\ntimeout_ms = 1000\n"
-        ))
-        .await;
+        let f = Server::builder()
+            .config(&format!(
+                "[upstream]\nservers = [\"{dead_addr}\", \"UPSTREAM\"]\ntimeout_ms = 1000\n"
+            ))
+            .start()
+            .await;
         let c = f.client();
         let t = Instant::now();
         let a = c.ask("manage.microsoft.com.", RecordType::A).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 
-use crate::harness::{Fence, eventually, log_lines, query, run, sample, scrape};
+use crate::harness::{Server, eventually, log_lines, query, run, sample, scrape};
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -24,12 +24,14 @@ fn a_denial_flood_is_sampled_per_domain_with_a_summary() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("q.jsonl");
-        let f = Fence::start_extra(&format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n\
+        let f = Server::builder()
+            .config(&format!(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n\
              [query_log]\nlevel = \"denied\"\npath = \"{}\"\nsample_per_second = 5\n",
-            log.display()
-        ))
-        .await;
+                log.display()
+            ))
+            .start()
+            .await;
         let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         for i in 0..400 {
             let q = query(&format!("x{i}.flood.example."), RecordType::A, Some(1232));
@@ -88,7 +90,10 @@ fn lines_lost_to_a_full_disk_are_counted() {
         return;
     }
     run(async {
-        let f = Fence::start_extra("[query_log]\nlevel = \"all\"\npath = \"/dev/full\"\n").await;
+        let f = Server::builder()
+            .config("[query_log]\nlevel = \"all\"\npath = \"/dev/full\"\n")
+            .start()
+            .await;
         let c = f.client();
         for name in ["a.example.", "b.example.", "manage.microsoft.com."] {
             c.ask(name, RecordType::A).await;
@@ -107,7 +112,7 @@ fn lines_lost_to_a_full_disk_are_counted() {
 #[test]
 fn sighup_reopens_the_log_file_and_applies_the_level() {
     run(async {
-        let upstream = crate::harness::Upstream::start().await;
+        let upstream = crate::harness::Authority::start().await;
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("q.jsonl");
         let path = dir.path().join("dnsfence.toml");
@@ -122,7 +127,7 @@ fn sighup_reopens_the_log_file_and_applies_the_level() {
         );
         std::fs::write(&path, &text).unwrap();
         let config = dnsfence::config::Config::load(&path).unwrap();
-        let f = Fence::from_config(config, upstream).await.unwrap();
+        let f = Server::from_config(config, upstream).await.unwrap();
         let c = f.client();
         c.ask("first.example.", RecordType::A).await;
         assert_eq!(log_lines(&log, 1).await.len(), 1);

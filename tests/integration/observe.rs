@@ -6,13 +6,13 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::harness::{Fence, ede, eventually_async, http_get, query, rcode, run, sample, scrape};
+use crate::harness::{Server, ede, eventually_async, http_get, query, rcode, run, sample, scrape};
 
 #[test]
 fn counters_move_by_exactly_the_queries_made() {
     run(async {
         // The loopback view is 127.0.0.1 only: 127.0.0.2 is in no view.
-        let f = Fence::start_with("\"127.0.0.1/32\"", "", "").await;
+        let f = Server::builder().networks("\"127.0.0.1/32\"").start().await;
         let c = f.client();
         let before = scrape(&f).await;
         assert_eq!(
@@ -129,8 +129,10 @@ fn counters_move_by_exactly_the_queries_made() {
 #[test]
 fn a_thousand_denied_domains_give_at_most_n_plus_one_labels() {
     run(async {
-        let f =
-            Fence::start_extra("[http]\nlisten = \"127.0.0.1:0\"\nmax_denied_domains = 50\n").await;
+        let f = Server::builder()
+            .config("[http]\nlisten = \"127.0.0.1:0\"\nmax_denied_domains = 50\n")
+            .start()
+            .await;
         let c = f.client();
         for i in 0..1000 {
             let a = c
@@ -183,7 +185,7 @@ fn a_thousand_denied_domains_give_at_most_n_plus_one_labels() {
 #[test]
 fn top_denied_names_per_view() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         for _ in 0..5 {
             c.ask("Evil.Example.", RecordType::A).await;
@@ -215,11 +217,13 @@ fn top_denied_names_per_view() {
 fn pull_list_holds_exactly_the_live_elements_and_static_ranges() {
     run(async {
         // The list backend keeps the ledger without kernel sets: no root needed.
-        let f = Fence::start_extra(concat!(
-            "[fence]\nenabled = true\nbackend = \"list\"\n",
-            "min_ttl_secs = 1\nmax_ttl_secs = 3600\ngrace_secs = 0\n",
-        ))
-        .await;
+        let f = Server::builder()
+            .config(concat!(
+                "[fence]\nenabled = true\nbackend = \"list\"\n",
+                "min_ttl_secs = 1\nmax_ttl_secs = 3600\ngrace_secs = 0\n",
+            ))
+            .start()
+            .await;
         let c = f.client();
         c.ask("manage.microsoft.com.", RecordType::A).await;
         c.ask("fef.msua06.manage.microsoft.com.", RecordType::AAAA)
@@ -300,7 +304,7 @@ fn pull_list_holds_exactly_the_live_elements_and_static_ranges() {
 #[test]
 fn readyz_follows_the_upstream() {
     run(async {
-        let f = Fence::start_extra("").await;
+        let f = Server::builder().config("").start().await;
         let http = f.http.unwrap();
         assert_eq!(http_get(http, "/healthz").await.0, 200);
         // The probe runs at start-up; the test config's upstream deadline is 700 ms.
@@ -348,13 +352,13 @@ fn readyz_follows_the_upstream() {
 #[test]
 fn sighup_reload_swaps_the_policy_or_keeps_the_old_one() {
     run(async {
-        let upstream = crate::harness::Upstream::start().await;
+        let upstream = crate::harness::Authority::start().await;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dnsfence.toml");
         let text = crate::harness::config_text(upstream.addr, "\"127.0.0.0/8\"", "", "");
         std::fs::write(&path, &text).unwrap();
         let config = dnsfence::config::Config::load(&path).unwrap();
-        let f = Fence::from_config(config, upstream).await.unwrap();
+        let f = Server::from_config(config, upstream).await.unwrap();
         let c = f.client();
         let remote = query("remotehelp.microsoft.com.", RecordType::A, Some(1232));
         // Denied: EDE 15 (once allowed, the test upstream's NXDOMAIN for it carries none).
@@ -395,10 +399,12 @@ fn sighup_reload_swaps_the_policy_or_keeps_the_old_one() {
 #[test]
 fn udp_floods_are_rate_limited_per_client_and_counted() {
     run(async {
-        let f = Fence::start_extra(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nrate_limit_qps = 5\nrate_limit_burst = 5\n",
-        )
-        .await;
+        let f = Server::builder()
+            .config(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\nrate_limit_qps = 5\nrate_limit_burst = 5\n",
+            )
+            .start()
+            .await;
         let c = f.client();
         let q = query("evil.example.", RecordType::A, Some(1232))
             .to_vec()
@@ -440,15 +446,15 @@ fn suggest_proposes_zone_blocks_from_the_log_and_the_running_instance() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("q.jsonl");
-        let f = Fence::start_with(
-            "\"127.0.0.0/8\"",
-            "mode = \"report\"",
-            &format!(
+        let f = Server::builder()
+            .networks("\"127.0.0.0/8\"")
+            .view("mode = \"report\"")
+            .config(&format!(
                 "[query_log]\nlevel = \"denied\"\npath = \"{}\"\n",
                 log.display()
-            ),
-        )
-        .await;
+            ))
+            .start()
+            .await;
         let c = f.client();
         for (src, name) in [
             ("127.0.0.1", "evilmanage.microsoft.com."),

@@ -405,7 +405,7 @@ fn a_running_server_follows_the_page_and_keeps_the_last_good_overlay() {
         else {
             return;
         };
-        let upstream = crate::harness::Upstream::start().await;
+        let upstream = crate::harness::Authority::start().await;
         let state = dir.path().join("state");
         let extra = format!(
             "[catalog]\npage = \"https://endpoints.feed.test:{}/page/endpoints.md\"\n\

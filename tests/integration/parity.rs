@@ -12,7 +12,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
-use crate::harness::{Client, Fence, log_lines, query, run, test_zone_names};
+use crate::harness::{Client, Server, log_lines, query, run, test_zone_names};
 
 /// One row of the parity table.
 struct Case {
@@ -205,15 +205,14 @@ fn every_query_gets_the_same_answer_and_log_line_over_every_path() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("q.jsonl");
-        let f = Fence::start_with(
-            "\"127.0.0.1/32\"",
-            "",
-            &format!(
+        let f = Server::builder()
+            .networks("\"127.0.0.1/32\"")
+            .config(&format!(
                 "[query_log]\nlevel = \"all\"\npath = \"{}\"\nsample_per_second = 100000\n",
                 log.display()
-            ),
-        )
-        .await;
+            ))
+            .start()
+            .await;
         let c = f.client();
         let sync = &f.engine.sync_answers;
         let cases = table();
@@ -398,7 +397,7 @@ const DELIBERATE: &[&str] = &["EDE on denials", "ANY (RFC 8482)", "no-view EDE 1
 #[test]
 fn answers_match_unbound_on_the_same_upstream() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let Some(mut unbound) = Unbound::start(f.upstream.addr).await else {
             f.stop().await;
             return;

@@ -7,12 +7,12 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use tokio::io::AsyncWriteExt;
 
-use crate::harness::{Fence, ede, ips, query, rcode, run};
+use crate::harness::{Server, ede, ips, query, rcode, run};
 
 #[test]
 fn large_answer_truncates_over_udp_and_the_tcp_retry_gets_it_all() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         let name = "big.manage.microsoft.com.";
         // No EDNS: 512 bytes at most.
@@ -50,7 +50,7 @@ fn large_answer_truncates_over_udp_and_the_tcp_retry_gets_it_all() {
 #[test]
 fn opcode_question_count_and_class() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         // NOTIFY and STATUS: not implemented.
         for op in [OpCode::Notify, OpCode::Status] {
@@ -97,7 +97,7 @@ fn opcode_question_count_and_class() {
 #[test]
 fn any_gets_the_rfc8482_answer_or_the_deny() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         let a = c
             .udp(&query("manage.microsoft.com.", RecordType::ANY, Some(1232)))
@@ -121,7 +121,7 @@ fn any_gets_the_rfc8482_answer_or_the_deny() {
 #[test]
 fn garbage_on_udp_and_tcp_does_not_stop_the_server() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         // A deterministic xorshift stream of junk packets of many sizes.
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -170,10 +170,10 @@ fn garbage_on_udp_and_tcp_does_not_stop_the_server() {
 #[test]
 fn busy_polling_workers_answer_a_burst_whole_then_sleep_and_wake() {
     run(async {
-        let f = Fence::start_extra(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 2\nbusy_poll_us = 500\n",
-        )
-        .await;
+        let f = Server::builder()
+            .config("[server]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 2\nbusy_poll_us = 500\n")
+            .start()
+            .await;
         let c = f.client();
         // Warm the cache so the burst is served from it.
         let warm = c

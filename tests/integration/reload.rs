@@ -9,7 +9,7 @@ use dnsfence::config::DenyRcode;
 use dnsfence::outcome::Verdict;
 use dnsfence::query::Engine;
 
-use crate::harness::{Fence, Upstream, config_text, run};
+use crate::harness::{Authority, Server, config_text, run};
 
 /// What a reload must do with a changed key.
 enum Expect {
@@ -58,7 +58,7 @@ fn set(text: &str, section: &str, key: &str, value: &str) -> String {
 #[test]
 fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
     run(async {
-        let upstream = Upstream::start().await;
+        let upstream = Authority::start().await;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dnsfence.toml");
         let log = dir.path().join("q.jsonl");
@@ -82,7 +82,7 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
         );
         std::fs::write(&path, &base).unwrap();
         let config = dnsfence::config::Config::load(&path).unwrap();
-        let f = Fence::from_config(config, upstream).await.unwrap();
+        let f = Server::from_config(config, upstream).await.unwrap();
         let view_sets = f.engine.policy.load().views[0].sets.len();
         let catalog = f.engine.policy.load().catalog.sets.len();
         // A local directory beside the catalog: its set must appear after the reload.

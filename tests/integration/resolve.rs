@@ -5,12 +5,12 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 
-use crate::harness::{Fence, answer_types, ede, ips, log_lines, query, rcode, run};
+use crate::harness::{Server, answer_types, ede, ips, log_lines, query, rcode, run};
 
 #[test]
 fn allowed_exact_wildcard_deep_case_and_trailing_dot() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         // Exact name from set 163.
         let a = c
@@ -52,7 +52,7 @@ fn allowed_exact_wildcard_deep_case_and_trailing_dot() {
 #[test]
 fn cname_chain_is_returned_whole() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let a = f
             .client()
             .udp(&query("manage.microsoft.com.", RecordType::A, Some(1232)))
@@ -86,7 +86,7 @@ fn cname_chain_is_returned_whole() {
 #[test]
 fn https_hints_are_answer_addresses() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let a = f
             .client()
             .udp(&query(
@@ -112,7 +112,7 @@ fn https_hints_are_answer_addresses() {
 #[test]
 fn cache_hit_does_not_reach_the_upstream_and_ttl_counts_down() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         let name = "enterpriseenrollment.manage.microsoft.com.";
         let first = c.ask(name, RecordType::A).await;
@@ -138,7 +138,7 @@ fn cache_hit_does_not_reach_the_upstream_and_ttl_counts_down() {
 #[test]
 fn nxdomain_and_nodata_carry_the_soa_and_are_cached() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         let missing = "missing.manage.microsoft.com.";
         for _ in 0..2 {
@@ -171,7 +171,7 @@ fn nxdomain_and_nodata_carry_the_soa_and_are_cached() {
 fn upstream_that_never_answers_gives_servfail_within_the_deadline() {
     run(async {
         // The test config's deadline is 700 ms.
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let started = Instant::now();
         let a = f
             .client()
@@ -203,15 +203,15 @@ fn report_mode_answers_denied_names_and_says_so() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("q.jsonl");
-        let f = Fence::start_with(
-            "\"127.0.0.0/8\"",
-            "mode = \"report\"",
-            &format!(
+        let f = Server::builder()
+            .networks("\"127.0.0.0/8\"")
+            .view("mode = \"report\"")
+            .config(&format!(
                 "[query_log]\nlevel = \"denied\"\npath = \"{}\"\n",
                 log.display()
-            ),
-        )
-        .await;
+            ))
+            .start()
+            .await;
         let a = f
             .client()
             .udp(&query(
@@ -252,7 +252,7 @@ fn report_mode_answers_denied_names_and_says_so() {
 #[test]
 fn udp_cache_hits_keep_the_clients_id_case_flags_and_edns() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         let name = "fef.msua06.manage.microsoft.com.";
         let first = c.ask(name, RecordType::AAAA).await;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::RecordType;
 use tokio::net::UnixDatagram;
 
-use crate::harness::{Client, Upstream, netns_or_skip, run, start_unbound, wait_for};
+use crate::harness::{Authority, Client, netns_or_skip, run, start_unbound, wait_for};
 
 /// Notifications received on the test's NOTIFY_SOCKET, with when they came.
 struct Notifications {
@@ -72,7 +72,7 @@ fn kill(pid: u32, signal: &str) {
 #[test]
 fn notifies_ready_reloading_stopping_and_watchdog() {
     run(async {
-        let upstream = Upstream::start().await;
+        let upstream = Authority::start().await;
         let dir = tempfile::tempdir().unwrap();
         let (cfg, port) = crate::harness::binary_config(dir.path(), upstream.addr).await;
         let socket_path = dir.path().join("notify.sock");

@@ -7,21 +7,23 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::harness::{Fence, ede, ips, log_lines, rcode, run, sample, scrape};
+use crate::harness::{Server, ede, ips, log_lines, rcode, run, sample, scrape};
 
 #[test]
 fn an_expired_answer_is_served_stale_while_the_upstream_is_silent() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("q.jsonl");
-        let f = Fence::start_extra(&format!(
-            "[upstream]\ntimeout_ms = 700\ncache_size = 100\npositive_max_ttl_secs = 1\n\
+        let f = Server::builder()
+            .config(&format!(
+                "[upstream]\ntimeout_ms = 700\ncache_size = 100\npositive_max_ttl_secs = 1\n\
              stale_answer_after_ms = 200\nstale_max_secs = 3600\n\
              [fence]\nenabled = true\nbackend = \"list\"\n\
              [query_log]\nlevel = \"all\"\npath = \"{}\"\n",
-            log.display()
-        ))
-        .await;
+                log.display()
+            ))
+            .start()
+            .await;
         let c = f.client();
         let name = "manage.microsoft.com.";
         let fresh = c.ask(name, RecordType::A).await;
@@ -70,9 +72,7 @@ fn an_expired_answer_is_served_stale_while_the_upstream_is_silent() {
 #[test]
 fn without_serve_stale_an_expired_answer_is_not_served() {
     run(async {
-        let f = Fence::start_extra(
-            "[upstream]\ntimeout_ms = 500\ncache_size = 100\npositive_max_ttl_secs = 1\nstale_max_secs = 0\n",
-        )
+        let f = Server::builder().config("[upstream]\ntimeout_ms = 500\ncache_size = 100\npositive_max_ttl_secs = 1\nstale_max_secs = 0\n").start()
         .await;
         let c = f.client();
         c.ask("manage.microsoft.com.", RecordType::A).await;

@@ -11,16 +11,17 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use crate::harness::{
-    Fence, Upstream, config_text, ede, http_get, ips, rcode, run, sample, scrape,
-};
+use crate::harness::{Authority, Server, ede, http_get, ips, rcode, run, sample, scrape};
 
 /// An upstream that adds an unrelated A record and a CNAME owned by an unrelated name: neither
 /// reaches the client, the cache or the firewall set, and both are counted.
 #[test]
 fn records_the_chain_does_not_prove_are_dropped_and_counted() {
     run(async {
-        let f = Fence::start_extra("[fence]\nenabled = true\nbackend = \"list\"\n").await;
+        let f = Server::builder()
+            .config("[fence]\nenabled = true\nbackend = \"list\"\n")
+            .start()
+            .await;
         let c = f.client();
         for _ in 0..2 {
             let a = c.ask("inject.manage.microsoft.com.", RecordType::A).await;
@@ -144,20 +145,13 @@ async fn spoofer(real: SocketAddr, other_name: bool) -> (SocketAddr, Seen) {
     (addr, seen)
 }
 
-async fn start_behind(spoof: SocketAddr, upstream: Upstream) -> Fence {
-    let text = config_text(
-        spoof,
-        "\"127.0.0.0/8\"",
-        "",
-        "[fence]\nenabled = true\nbackend = \"list\"\n",
-    );
-    let config = dnsfence::config::Config::parse(
-        std::path::Path::new("test.toml"),
-        &text,
-        std::path::Path::new("/nonexistent"),
-    )
-    .unwrap();
-    Fence::from_config(config, upstream).await.unwrap()
+async fn start_behind(spoof: SocketAddr, upstream: Authority) -> Server {
+    Server::builder()
+        .upstream(upstream)
+        .forward_to(spoof)
+        .config("[fence]\nenabled = true\nbackend = \"list\"")
+        .start()
+        .await
 }
 
 /// 0x20: a UDP reply whose question differs from the query only in case is not used — the query
@@ -177,7 +171,7 @@ const WITH_A: [&str; 8] = [
 #[test]
 fn spoofed_replies_are_not_used() {
     run(async {
-        let upstream = Upstream::start().await;
+        let upstream = Authority::start().await;
         let (spoof, seen) = spoofer(upstream.addr, false).await;
         let f = start_behind(spoof, upstream).await;
         let c = f.client();
@@ -206,7 +200,7 @@ fn spoofed_replies_are_not_used() {
 
         // A reply for another name is ignored outright: the query times out (SERVFAIL),
         // the forged record goes nowhere.
-        let upstream = Upstream::start().await;
+        let upstream = Authority::start().await;
         let (spoof, _) = spoofer(upstream.addr, true).await;
         let f = start_behind(spoof, upstream).await;
         let a = f.client().ask("manage.microsoft.com.", RecordType::A).await;
@@ -222,7 +216,7 @@ fn spoofed_replies_are_not_used() {
 #[test]
 fn upstream_queries_use_random_ports_ids_and_case() {
     run(async {
-        let f = Fence::start("").await;
+        let f = Server::builder().start().await;
         let c = f.client();
         for name in WITH_A {
             c.ask(name, RecordType::A).await;
@@ -270,10 +264,10 @@ fn elements_remember_the_chain_that_admitted_them() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("q.jsonl");
-        let f = Fence::start_extra(&format!(
+        let f = Server::builder().config(&format!(
             "[fence]\nenabled = true\nbackend = \"list\"\n[query_log]\nlevel = \"all\"\npath = \"{}\"\n",
             log.display()
-        ))
+        )).start()
         .await;
         let c = f.client();
         c.ask("manage.microsoft.com.", RecordType::A).await;
@@ -314,14 +308,10 @@ fn cname_targets_allowlisted_denies_chains_that_leave_the_allowlist() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("q.jsonl");
-        let f = Fence::start_with(
-            "\"127.0.0.0/8\"",
-            "cname_targets = \"allowlisted\"",
-            &format!(
+        let f = Server::builder().networks("\"127.0.0.0/8\"").view("cname_targets = \"allowlisted\"").config(&format!(
                 "[fence]\nenabled = true\nbackend = \"list\"\n[query_log]\nlevel = \"all\"\npath = \"{}\"\n",
                 log.display()
-            ),
-        )
+            )).start()
         .await;
         let c = f.client();
         for _ in 0..2 {
@@ -364,12 +354,12 @@ fn cname_targets_allowlisted_denies_chains_that_leave_the_allowlist() {
 #[test]
 fn report_mode_admits_would_be_denials_tagged() {
     run(async {
-        let f = Fence::start_with(
-            "\"127.0.0.0/8\"",
-            "mode = \"report\"",
-            "[fence]\nenabled = true\nbackend = \"list\"\n",
-        )
-        .await;
+        let f = Server::builder()
+            .networks("\"127.0.0.0/8\"")
+            .view("mode = \"report\"")
+            .config("[fence]\nenabled = true\nbackend = \"list\"\n")
+            .start()
+            .await;
         let c = f.client();
         let a = c.ask("evilmanage.microsoft.com.", RecordType::A).await;
         assert_eq!(ips(&a).0, [Ipv4Addr::new(192, 0, 2, 66)]);
