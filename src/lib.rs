@@ -2,43 +2,58 @@
 //! Microsoft Intune endpoint catalog in `zones/`) and refuses everything else without forwarding it.
 //!
 //! # Layout
-//! - [`config`]: the TOML configuration, defaults and validation with `file:line` errors.
-//! - [`zones`]: the endpoint-set catalog parsed from `zones/*.toml`, local zone files and the
-//!   followed sources' overlays.
+//! From the bottom layer up; a module uses only modules of its layer or below (no import cycle:
+//! `tests/integration/layout.rs`). ARCHITECTURE.md draws the query's way through them.
+//!
+//! Bottom (depends on nothing of dnsfence):
+//! - [`wire`]: DNS wire format: names as text and as `dig` writes them, TTL offsets, rcodes.
+//! - [`clock`]: the cache's clock (a test can advance it), Unix seconds, RFC 3339 times.
+//! - [`sync`]: the one poison-ignoring lock helper.
+//! - [`fileerror`]: the `file:line: 'entry': reason` error of config and zone files, excerpts.
+//!
+//! Configuration and catalog:
+//! - [`config`]: the TOML configuration, one file per section: serde type, defaults, validation
+//!   with the key's line, reload sorting.
+//! - [`matcher`]: the compiled name matcher (exact, `*.suffix`, in-label globs).
+//! - [`zones`]: the endpoint-set catalog: `zones/*.toml`, local zone files, the sources' overlays.
+//! - [`policy`]: views (client networks) and their compiled allowlists.
 //! - [`source`]: Microsoft's catalog sources (the Intune endpoints page, the MEM feed): parsed,
 //!   compared with the catalog, turned into overlays, fetched and followed.
-//! - [`check`]: `dnsfence check`'s report of what a config and its zones hold.
-//! - [`explain`]: `dnsfence explain`: a name's (or a list's) verdict, view and endpoint set.
-//! - [`fileerror`]: the `file:line: 'entry': reason` error of config and zone files.
-//! - [`matcher`]: the compiled name matcher (exact, `*.suffix`, in-label globs).
-//! - [`policy`]: views (client networks) and their compiled allowlists.
-//! - [`query`]: the one query path: parse, decide (view, verdict, cache, upstream, fence) into a
-//!   `Reply`, the one encoder, and the `QueryEvent` that counts and logs each query.
-//! - [`outcome`]: a query's verdict and reason: bounded sets, metric labels and log fields alike.
+//!
+//! What a query uses:
 //! - [`answer`]: the upstream's answer, the part its CNAME chain proves, and its wire form.
 //! - [`cache`]: the answer cache in wire form: TTL bounds, count-down, negative caching.
-//! - [`upstream`]: hickory-resolver's name-server pool, with a deadline and health stamps.
-//! - [`fence`]: nftables sets fed over netlink with every answered address, the ledger, resync.
-//! - [`server`]: binding UDP and TCP on the listen addresses (one V6ONLY rule) and serving them.
 //! - [`tls`]: the rustls client configuration of DoT and DoH upstreams.
-//! - [`udp`]: UDP workers (batched socket I/O, busy polling) in front of the query path.
-//! - [`tcp`]: the TCP listener and connections in front of the query path.
-//! - [`slots`]: connection counts in all and per client, with a share kept for trusted clients.
-//! - [`sockopt`]: the socket options std and socket2 lack (forced buffer sizes).
-//! - [`warn`]: rate-limited warnings (`warn_limited!`) with a count of what was left out.
-//! - [`wire`]: the bottom layer of DNS wire format: names as text, TTL offsets, response codes.
-//! - [`clock`]: Unix seconds and RFC 3339 times.
-//! - [`sync`]: the one poison-ignoring lock helper.
+//! - [`upstream`]: one hickory name-server pool per server; order, failover, coalescing, health.
+//! - [`fence`]: the firewall sets (nftables or ipset over netlink, or a pull list), the ledger,
+//!   resync; `fence::plan` is a view's firewall as the backends build it.
+//! - [`outcome`]: a query's verdict and reason: bounded sets, metric labels and log fields alike.
+//! - [`querylog`]: one JSON line per query, written by its own thread.
+//! - [`metrics`]: the Prometheus registry, bounded labels, the top denied names, and the live
+//!   collectors over dnsfence's own state (`metrics::live`).
 //! - [`ratelimit`]: per-client UDP token buckets.
-//! - [`querylog`]: one JSON line per query.
-//! - [`metrics`]: the Prometheus registry, bounded labels, the top denied names.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/v1/sets`, `/v1/sets/{view}.txt`, `/v1/denied`.
-//! - [`suggest`]: `dnsfence suggest`: denied names ranked into proposed zone-file blocks.
+//! - [`query`]: the one query path: parse, decide (view, verdict, cache, upstream, fence) into a
+//!   `Reply`, the one encoder, and the `QueryEvent` that counts and logs each query.
+//!
+//! Transports and the process:
+//! - [`sockopt`]: the socket options std and socket2 lack (forced buffer sizes).
+//! - [`slots`]: connection counts in all and per client, with a share kept for trusted clients.
+//! - [`udp`]: UDP workers (batched socket I/O, busy polling) in front of the query path.
+//! - [`tcp`]: the TCP listener and connections (pipelined) in front of the query path.
+//! - [`server`]: binding UDP and TCP on the listen addresses (one V6ONLY rule) and serving them.
+//! - [`status`]: what the process reports about itself (listening, last reload, sources).
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/v1/sets`, `/v1/sets/{view}.txt`,
+//!   `/v1/denied`, `/v1/catalog`.
+//! - [`warn`]: rate-limited warnings (`warn_limited!`) with a count of what was left out.
 //! - [`signal`]: the control signal (reload, shutdown) carried to every task.
 //! - [`notify`]: systemd notifications (ready, reloading, stopping, watchdog).
-//! - [`app`]: start-up order, shared by the binary and the tests.
-//! - [`status`]: what the process reports about itself (listening, last reload, sources).
 //! - [`preflight`]: what `run` refuses at start that `check` refuses too, with the same words.
+//! - [`app`]: start-up order, the run loop, reload and the bounded stop; binary and tests alike.
+//!
+//! Commands (`main` parses the arguments and prints what these return):
+//! - [`check`]: `dnsfence check`'s report of what a config and its zones hold.
+//! - [`explain`]: `dnsfence explain`: a name's (or a list's) verdict, view and endpoint set.
+//! - [`suggest`]: `dnsfence suggest`: denied names ranked into proposed zone-file blocks.
 
 pub mod answer;
 pub mod app;

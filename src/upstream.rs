@@ -4,8 +4,10 @@
 //! NODATA and NXDOMAIN into errors, so a CNAME chain that ends in NODATA lost its CNAMEs, and it
 //! asked the upstream for the chain's target with the client's type even when the upstream had
 //! already said the target has none. The pool sends exactly the client's question and hands back
-//! the upstream's message whole; it still does what a pool should (UDP with TCP on truncation,
-//! server selection by smoothed RTT, identical in-flight questions sent once).
+//! the upstream's message whole, over UDP with TCP on truncation (and on a 0x20 case mismatch).
+//! dnsfence keeps one pool per configured server and does the rest itself: the order servers
+//! are tried in (fewest recent failures, then smoothed RTT), failover within the deadline, the
+//! coalescing of identical questions in flight, and per-server health and metrics.
 //!
 //! The answer is then checked against the CNAME chain from the question (`answer.rs`): only what
 //! the chain proves is kept. It is final unless the chain dangles (an authority-style upstream

@@ -7,8 +7,8 @@
 //! that refer to the zone catalog (profiles, set ids) are checked when the policy is compiled;
 //! they keep their line number ([`Located`]) so that those errors still point into this file.
 //!
-//! Sections: [`server`], [`zones`], [`upstream`], [`query_log`], [`fence`], [`http`],
-//! [`catalog`], [`view`]; [`section`] holds what they share.
+//! Sections: `server`, `zones`, `upstream`, `query_log`, `fence`, `http`, `catalog`, `view`;
+//! [`section`] holds what they share.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! What every section of the config shares: the [`Ctx`] its validation reports through (the
+//! What every section of the config shares: the `Ctx` its validation reports through (the
 //! file, its text for line numbers, its directory for relative paths), and the [`Reload`] sorting
 //! of its settings into applied-in-place and needs-a-restart.
 

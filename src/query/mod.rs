@@ -1,13 +1,13 @@
-//! The query path, one for every transport: parse ([`parse`]) → decide ([`Engine::decide`]) →
+//! The query path, one for every transport: parse ([`parse()`]) → decide ([`Engine::decide`]) →
 //! encode ([`encode`]) → count and log ([`event::QueryEvent::emit`]).
 //!
 //! [`Engine::decide`] is synchronous: protocol checks, the client's view, the allowlist, the
 //! cache and the fence's ledger are all in memory, so a denial, a refusal or a cache hit whose
 //! addresses are fresh in the firewall is answered right there, on a UDP worker's thread, without
 //! touching the async runtime ([`Engine::answer_now`]). What must wait — the upstream, or the
-//! kernel confirming the firewall elements — continues on the runtime ([`Engine::answer`]) through
-//! the same decision and the same encoder; TCP always takes that way. Nothing else builds an
-//! answer.
+//! kernel confirming the firewall elements — continues on the runtime from there
+//! ([`Engine::resume`], with the worker's parse and decision) through the same encoder; TCP
+//! takes that way from the start ([`Engine::answer`]). Nothing else builds an answer.
 
 pub mod encode;
 pub mod event;

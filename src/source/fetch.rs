@@ -1,6 +1,7 @@
-//! Fetching a source over HTTPS: the page (one `GET` of its Markdown), or the feed (`GET
-//! <base>/version/<instance>` to poll, `GET <base>/endpoints/<instance>?ServiceAreas=MEM` when the
-//! version moved, each with a fresh `clientrequestid`). Every error names the URL requested.
+//! Fetching a source over HTTPS: the page (one `GET` of its Markdown), or the feed
+//! (`GET <base>/version/<instance>` to poll, `GET <base>/endpoints/<instance>?ServiceAreas=MEM`
+//! when the version moved, each with a fresh `clientrequestid`). Every error names the URL
+//! requested.
 //!
 //! The HTTP client is ureq 3 (blocking; rustls with ring and the platform verifier): a small,
 //! maintained crate whose TLS stack is the rustls dnsfence already carries for DoT/DoH (reqwest
