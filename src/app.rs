@@ -1,5 +1,8 @@
-//! Start-up: config → catalog → policy → upstream → query log, in that order, failing fast with
-//! the file and line of the first bad entry. `main` and the tests both start dnsfence through here.
+//! The process: start-up (what `check` refuses too, then config → catalog → policy → upstream →
+//! query log → fence, failing fast with the file and line of the first bad entry), the run loop
+//! (the transports, HTTP, the probe, the catalog followers, signals), reload (every setting
+//! applied in place or the reload refused, naming it) and a stop bounded by
+//! `shutdown_timeout_ms`. `main` and the tests both start dnsfence through here.
 
 use std::io;
 use std::net::SocketAddr;

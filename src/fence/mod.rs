@@ -1,5 +1,6 @@
-//! The fence: every address of an allowed answer goes into the view's nftables sets, confirmed by
-//! the kernel before the answer leaves, with a timeout tied to the TTL.
+//! The fence: every address of an allowed answer goes into the view's firewall sets (nftables or
+//! ipset; the `list` backend keeps them for HTTP pull lists only), confirmed by the kernel before
+//! the answer leaves, with a timeout tied to the TTL.
 //!
 //! Shape: this module is the handle the query path holds ([`Fence`]): it asks the [`Ledger`]
 //! which of an answer's elements need writing, hands those to one dedicated thread
