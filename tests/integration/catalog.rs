@@ -530,6 +530,35 @@ pub async fn fetches(f: &crate::harness::Server, source: &str, result: &str) -> 
         .unwrap_or(0.0)
 }
 
+/// A reload after the served document changed: waits until the follower counted a fetch of
+/// `source` with `result`, then checks the overlay on disk is still `good` and the name it
+/// allows still answers. What every "a bad fetch keeps what it had" case asserts.
+pub async fn reload_keeps_overlay(
+    f: &crate::harness::Server,
+    c: &crate::harness::Client,
+    source: &str,
+    result: &str,
+    overlay: &std::path::Path,
+    good: &str,
+) {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::RecordType;
+    let before = fetches(f, source, result).await;
+    f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+    let counted = crate::harness::eventually_async(std::time::Duration::from_secs(5), || async {
+        fetches(f, source, result).await > before
+    })
+    .await;
+    assert!(counted, "{result} counted");
+    assert_eq!(
+        std::fs::read_to_string(overlay).unwrap(),
+        good,
+        "{result}: kept"
+    );
+    let a = c.ask("evilmanage.microsoft.com.", RecordType::A).await;
+    assert_eq!(crate::harness::rcode(&a), ResponseCode::NoError, "{result}");
+}
+
 /// A server on the test config for loopback clients, `extra` appended (its `[catalog]`), the
 /// config file written into `dir` as an admin would.
 pub async fn start_with(
@@ -670,26 +699,13 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
         .into_iter()
         .enumerate()
         {
-            let before = fetches(&f, "feed", result).await;
             {
                 let mut served = server.served.lock().unwrap();
                 served.version = format!("20261126{i:02}");
                 served.status = status;
                 served.body = body;
             }
-            f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
-            let counted = crate::harness::eventually_async(Duration::from_secs(5), || async {
-                fetches(&f, "feed", result).await > before
-            })
-            .await;
-            assert!(counted, "{result} counted");
-            assert_eq!(
-                std::fs::read_to_string(&overlay).unwrap(),
-                good,
-                "{result}: kept"
-            );
-            let a = c.ask("evilmanage.microsoft.com.", RecordType::A).await;
-            assert_eq!(crate::harness::rcode(&a), ResponseCode::NoError, "{result}");
+            reload_keeps_overlay(&f, &c, "feed", result, &overlay, &good).await;
         }
         f.stop().await;
     });

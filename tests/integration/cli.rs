@@ -503,16 +503,9 @@ fn run_serves_and_stops_cleanly_on_sigterm() {
             Some(1232),
         );
         let bytes = q.to_vec().unwrap();
-        let mut answered = None;
-        for _ in 0..50 {
-            if let Some(a) = client
-                .udp_raw(&bytes, std::time::Duration::from_millis(100))
-                .await
-            {
-                answered = Some(a);
-                break;
-            }
-        }
+        let answered = client
+            .first_answer(&bytes, 50, std::time::Duration::from_millis(100))
+            .await;
         let a = hickory_proto::op::Message::from_vec(&answered.expect("dnsfence answers")).unwrap();
         assert_eq!(
             a.metadata.response_code,
@@ -603,17 +596,10 @@ fn sigterm_during_a_trickling_catalog_fetch_exits_within_the_bound() {
         )
         .to_vec()
         .unwrap();
-        let mut answered = false;
-        for _ in 0..100 {
-            if client
-                .udp_raw(&q, std::time::Duration::from_millis(100))
-                .await
-                .is_some()
-            {
-                answered = true;
-                break;
-            }
-        }
+        let answered = client
+            .first_answer(&q, 100, std::time::Duration::from_millis(100))
+            .await
+            .is_some();
         if !answered {
             let _ = child.start_kill();
             let out = child.wait_with_output().await.unwrap();

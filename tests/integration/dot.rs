@@ -93,18 +93,15 @@ async fn run_binary(dir: &Path, upstream: &str, ca: &Path) -> (ResponseCode, Str
     let q = query("manage.microsoft.com.", RecordType::A, Some(1232))
         .to_vec()
         .unwrap();
-    let mut code = None;
-    for _ in 0..50 {
-        if let Some(a) = c.udp_raw(&q, Duration::from_secs(3)).await {
-            code = Some(
-                hickory_proto::op::Message::from_vec(&a)
-                    .unwrap()
-                    .metadata
-                    .response_code,
-            );
-            break;
-        }
-    }
+    let code = c
+        .first_answer(&q, 50, Duration::from_secs(3))
+        .await
+        .map(|a| {
+            hickory_proto::op::Message::from_vec(&a)
+                .unwrap()
+                .metadata
+                .response_code
+        });
     // The reason is logged once a diagnostic handshake is done: give it a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
     while code != Some(ResponseCode::NoError)

@@ -711,6 +711,22 @@ impl Client {
         self.udp_raw_from("127.0.0.1", bytes, wait).await
     }
 
+    /// A server that is starting: asks `bytes` up to `tries` times, `wait` each, and returns the
+    /// first answer (`None` when it never answered).
+    pub async fn first_answer(
+        &self,
+        bytes: &[u8],
+        tries: usize,
+        wait: Duration,
+    ) -> Option<Vec<u8>> {
+        for _ in 0..tries {
+            if let Some(a) = self.udp_raw(bytes, wait).await {
+                return Some(a);
+            }
+        }
+        None
+    }
+
     /// Same, from a chosen loopback source address (127.0.0.0/8 is all local on Linux).
     pub async fn udp_raw_from(&self, src: &str, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
         let sock = UdpSocket::bind((src, 0)).await.unwrap();

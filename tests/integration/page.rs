@@ -10,8 +10,8 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::catalog::{
-    FeedServer, Served, catalog_diff, dnsfence, fetches, line_changes, page_fixture, repo,
-    start_with,
+    FeedServer, Served, catalog_diff, dnsfence, fetches, line_changes, page_fixture,
+    reload_keeps_overlay, repo, start_with,
 };
 
 fn page_diff(file: &Path, extra: &[&str]) -> (i32, String, String) {
@@ -473,25 +473,12 @@ fn a_running_server_follows_the_page_and_keeps_the_last_good_overlay() {
             (200, changed[..changed.len() / 2].to_string(), "invalid"),
             (200, restructured, "invalid"),
         ] {
-            let before = fetches(&f, "page", result).await;
             {
                 let mut served = server.served.lock().unwrap();
                 served.status = status;
                 served.page = body;
             }
-            f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
-            let counted = crate::harness::eventually_async(Duration::from_secs(5), || async {
-                fetches(&f, "page", result).await > before
-            })
-            .await;
-            assert!(counted, "{result} counted");
-            assert_eq!(
-                std::fs::read_to_string(&overlay).unwrap(),
-                good,
-                "{result}: kept"
-            );
-            let a = c.ask("evilmanage.microsoft.com.", RecordType::A).await;
-            assert_eq!(crate::harness::rcode(&a), ResponseCode::NoError, "{result}");
+            reload_keeps_overlay(&f, &c, "page", result, &overlay, &good).await;
             let error = f.status.sources.followed[0].last_error().unwrap();
             assert!(error.contains("/page/endpoints.md"), "named: {error}");
         }

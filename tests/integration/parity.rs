@@ -337,20 +337,15 @@ impl Unbound {
             .to_vec()
             .unwrap();
         let client = Client { server: addr };
-        for _ in 0..50 {
-            if client
-                .udp_raw(&probe, Duration::from_millis(100))
-                .await
-                .is_some()
-            {
-                return Some(Unbound {
-                    child,
-                    addr,
-                    _dir: dir,
-                });
-            }
-        }
-        panic!("unbound did not answer within 5 s");
+        let up = client
+            .first_answer(&probe, 50, Duration::from_millis(100))
+            .await;
+        assert!(up.is_some(), "unbound did not answer within 5 s");
+        Some(Unbound {
+            child,
+            addr,
+            _dir: dir,
+        })
     }
 }
 
