@@ -48,7 +48,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 /// [`rfc3339`] into a buffer, without allocating.
-fn rfc3339_into(buf: &mut String, t: SystemTime) {
+pub fn rfc3339_into(buf: &mut String, t: SystemTime) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);

@@ -308,14 +308,15 @@ fn write_lines(
     mut path: Option<PathBuf>,
     counters: &Counters,
 ) {
-    let mut buf = String::with_capacity(64 * 1024);
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut scratch = Scratch::default();
     let mut pending = 0u64;
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Line(e) => {
-                    format_entry(&mut buf, &e);
+                    format_entry(&mut buf, &mut scratch, &e);
                     pending += 1;
                 }
                 Msg::Summary {
@@ -324,7 +325,14 @@ fn write_lines(
                     domain,
                     sampled_out,
                 } => {
-                    format_summary(&mut buf, time, view.as_ref(), &domain, sampled_out);
+                    format_summary(
+                        &mut buf,
+                        &mut scratch,
+                        time,
+                        view.as_ref(),
+                        &domain,
+                        sampled_out,
+                    );
                     pending += 1;
                 }
                 Msg::Reopen(new) => {
@@ -350,7 +358,7 @@ fn write_lines(
 fn flush(
     out: &mut Option<Box<dyn std::io::Write + Send>>,
     path: Option<&Path>,
-    buf: &mut String,
+    buf: &mut Vec<u8>,
     pending: &mut u64,
     counters: &Counters,
 ) {
@@ -362,7 +370,7 @@ fn flush(
         *out = open(path).ok();
     }
     let ok = match out.as_mut() {
-        Some(o) => o.write_all(buf.as_bytes()).is_ok() && o.flush().is_ok(),
+        Some(o) => o.write_all(buf).is_ok() && o.flush().is_ok(),
         None => false,
     };
     if !ok {
@@ -381,9 +389,9 @@ struct Line<'a> {
     protocol: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     view: Option<&'a str>,
-    name: String,
+    name: &'a str,
     #[serde(rename = "type")]
-    qtype: String,
+    qtype: &'a str,
     verdict: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     endpoint_set: Option<&'a str>,
@@ -410,38 +418,58 @@ struct Summary<'a> {
     sampled_out: u64,
 }
 
-/// Appends `value` as one JSON line (serde_json: the writer thread formats, off the query path).
-fn json_line(buf: &mut String, value: &impl serde::Serialize) {
-    // Serializing these plain structs into memory cannot fail.
-    if let Ok(line) = serde_json::to_string(value) {
-        buf.push_str(&line);
-        buf.push('\n');
+/// Text a line borrows, kept between lines so the writer thread allocates nothing per line.
+#[derive(Default)]
+struct Scratch {
+    time: String,
+    name: String,
+    qtype: String,
+}
+
+/// Appends `value` as one JSON line. serde_json (a dependency already) writes the escaping
+/// that query names, zone ids and view names need; it formats on the writer thread, straight
+/// into the batch buffer, off the query path.
+fn json_line(buf: &mut Vec<u8>, value: &impl serde::Serialize) {
+    let start = buf.len();
+    // Serializing these plain structs into memory cannot fail; if it did, the partial line goes.
+    if serde_json::to_writer(&mut *buf, value).is_ok() {
+        buf.push(b'\n');
+    } else {
+        buf.truncate(start);
     }
 }
 
-fn format_entry(buf: &mut String, e: &Entry) {
+fn format_entry(buf: &mut Vec<u8>, scratch: &mut Scratch, e: &Entry) {
+    use std::fmt::Write as _;
     let name = &e.name[..e.name_len as usize];
     let policy = e.policy.as_deref();
+    let Scratch {
+        time,
+        name: name_text,
+        qtype,
+    } = scratch;
+    time.clear();
+    crate::clock::rfc3339_into(time, e.time);
+    name_text.clear();
+    if !name.is_empty() {
+        let _ = write!(name_text, "{}", crate::wire::WireName(name));
+    }
+    qtype.clear();
+    if e.qtype != 0 || !name.is_empty() {
+        let _ = write!(qtype, "{}", hickory_proto::rr::RecordType::from(e.qtype));
+    }
     json_line(
         buf,
         &Line {
-            time: &crate::clock::rfc3339(e.time),
+            time,
             client: e.client,
             protocol: e.protocol,
             view: policy
                 .zip(e.view)
                 .and_then(|(p, v)| p.views.get(v as usize))
                 .map(|v| v.name.as_str()),
-            name: if name.is_empty() {
-                String::new()
-            } else {
-                crate::wire::WireName(name).to_string()
-            },
-            qtype: if e.qtype != 0 || !name.is_empty() {
-                hickory_proto::rr::RecordType::from(e.qtype).to_string()
-            } else {
-                String::new()
-            },
+            name: name_text,
+            qtype,
             verdict: e.verdict.as_str(),
             endpoint_set: policy
                 .zip(e.endpoint_set)
@@ -459,16 +487,19 @@ fn format_entry(buf: &mut String, e: &Entry) {
 }
 
 fn format_summary(
-    buf: &mut String,
+    buf: &mut Vec<u8>,
+    scratch: &mut Scratch,
     time: SystemTime,
     view: Option<&(Arc<Policy>, u16)>,
     domain: &str,
     sampled_out: u64,
 ) {
+    scratch.time.clear();
+    crate::clock::rfc3339_into(&mut scratch.time, time);
     json_line(
         buf,
         &Summary {
-            time: &crate::clock::rfc3339(time),
+            time: &scratch.time,
             view: view
                 .and_then(|(p, v)| p.views.get(*v as usize))
                 .map(|v| v.name.as_str()),
@@ -484,10 +515,17 @@ mod tests {
 
     #[test]
     fn lines_are_json_with_the_optional_keys_left_out() {
-        let mut s = String::new();
-        format_summary(&mut s, UNIX_EPOCH, None, "a\"b\\c\u{1}", 3);
+        let mut s = Vec::new();
+        format_summary(
+            &mut s,
+            &mut Scratch::default(),
+            UNIX_EPOCH,
+            None,
+            "a\"b\\c\u{1}",
+            3,
+        );
         assert_eq!(
-            s,
+            String::from_utf8(s).unwrap(),
             "{\"time\":\"1970-01-01T00:00:00.000Z\",\"domain\":\"a\\\"b\\\\c\\u0001\",\"sampled_out\":3}\n"
         );
     }

@@ -225,19 +225,7 @@ impl Engine {
         let mut ev = ev;
         let now = self.clock.now();
         match self.decide(&policy, pkt, &q, now, &mut ev) {
-            Decision::Reply(reply) => {
-                let limit = self.limit(&q, transport);
-                let n = encode::encode(&reply, pkt, &q, limit, self.max_udp_payload, now, out);
-                ev.emit(
-                    &self.metrics,
-                    &self.log,
-                    Some(&policy),
-                    pkt,
-                    Some(&q),
-                    Some(&reply),
-                );
-                Now::Reply(n)
-            }
+            Decision::Reply(reply) => Now::Reply(self.write(&policy, pkt, &q, &reply, &ev, out)),
             Decision::Resolve(work) => {
                 let work = OwnedWork {
                     view: work.view.index,
@@ -316,9 +304,25 @@ impl Engine {
     ) -> Vec<u8> {
         let limit = self.limit(q, ev.transport);
         let mut out = vec![0u8; encode::wire_len(reply, q).min(limit)];
-        let now = self.clock.now();
-        let n = encode::encode(reply, pkt, q, limit, self.max_udp_payload, now, &mut out);
+        let n = self.write(policy, pkt, q, reply, ev, &mut out);
         out.truncate(n);
+        out
+    }
+
+    /// Encodes `reply` into `out` within the transport's limit, then counts and logs it, so it
+    /// is counted before it leaves. The encoded length.
+    fn write(
+        &self,
+        policy: &Arc<Policy>,
+        pkt: &[u8],
+        q: &Parsed,
+        reply: &Reply,
+        ev: &QueryEvent<'_>,
+        out: &mut [u8],
+    ) -> usize {
+        let limit = self.limit(q, ev.transport);
+        let now = self.clock.now();
+        let n = encode::encode(reply, pkt, q, limit, self.max_udp_payload, now, out);
         ev.emit(
             &self.metrics,
             &self.log,
@@ -327,7 +331,7 @@ impl Engine {
             Some(q),
             Some(reply),
         );
-        out
+        n
     }
 
     /// A place among the queries waiting on the runtime, or `None` at `max_waiting` (then
@@ -354,25 +358,7 @@ impl Engine {
             ede::NOT_READY,
             "too many queries waiting for the upstream",
         );
-        let limit = self.limit(q, ev.transport);
-        let n = encode::encode(
-            &reply,
-            pkt,
-            q,
-            limit,
-            self.max_udp_payload,
-            self.clock.now(),
-            out,
-        );
-        ev.emit(
-            &self.metrics,
-            &self.log,
-            Some(policy),
-            pkt,
-            Some(q),
-            Some(&reply),
-        );
-        n
+        self.write(policy, pkt, q, &reply, &ev, out)
     }
 
     /// A datagram dropped by the client's rate limit: counted (never logged, never answered: an
