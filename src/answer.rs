@@ -350,6 +350,37 @@ impl Answer {
         u32::try_from(now.saturating_duration_since(self.stored).as_secs()).unwrap_or(u32::MAX)
     }
 
+    /// An answer read back from the warm-restart state: `message` as [`Answer::message`] held
+    /// it, `age` seconds old by now, stored again at `now` to live `left` more. Its TTLs are
+    /// counted down by `age` and its chain proven again from the question, so a state file
+    /// cannot make dnsfence answer (or admit) more than an upstream answer could. `None` for a
+    /// message that is not such an answer.
+    pub fn restore(message: &[u8], age: u32, left: Duration, now: Instant) -> Option<Answer> {
+        let m = Message::from_vec(message).ok()?;
+        let q = m.queries.first()?;
+        let (qname, qtype) = (q.name().clone(), q.query_type());
+        let mut r = Resolution {
+            rcode: m.metadata.response_code,
+            answers: m.answers,
+            authorities: m.authorities,
+        };
+        for rec in r.answers.iter_mut().chain(r.authorities.iter_mut()) {
+            rec.ttl = rec.ttl.saturating_sub(age);
+        }
+        let checked = r.chain_from(&qname, qtype).ok()?;
+        if checked.dropped != [0; 3] {
+            return None;
+        }
+        Answer::new(
+            &qname,
+            qtype,
+            &checked.resolution,
+            &checked.chain,
+            now,
+            left,
+        )
+    }
+
     /// The records, TTLs counted down to `now` (for tests and tools; replies copy bytes).
     pub fn records(&self, now: Instant) -> Option<Resolution> {
         let mut m = Message::from_vec(self.message()).ok()?;

@@ -102,18 +102,37 @@ impl App {
     pub async fn build(config: Config) -> Result<App, StartError> {
         crate::preflight::check(&config)?;
         let policy = compile(&config)?;
+        for w in &config.warnings {
+            tracing::warn!(warning = %w, "config");
+        }
         for w in &policy.catalog.warnings {
             tracing::warn!(warning = %w, "zone catalog");
         }
         let upstream = Upstream::new(&config.upstream)?;
         let log = QueryLog::start(&config.query_log)?;
+        let metrics = Metrics::new(config.http.max_denied_domains);
+        // The warm-restart state is read before the fence starts: its elements go back into the
+        // kernel before anything is served.
+        let mut warm = if config.server.warm_restart {
+            crate::warm::read_at_start(
+                &config.server.state_dir,
+                &policy,
+                config.upstream.cache_size as usize,
+                &metrics,
+            )
+        } else {
+            crate::warm::Loaded::default()
+        };
         let fence = if config.fence.enabled {
             let plans = ViewPlan::for_views(&config, &policy);
             let fence_config = config.fence.clone();
+            let restored = std::mem::take(&mut warm.elements);
             // Start-up blocks on netlink and one `nft -f`: keep it off the runtime's workers.
-            let fence = tokio::task::spawn_blocking(move || Fence::start(&fence_config, plans))
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))??;
+            let fence = tokio::task::spawn_blocking(move || {
+                Fence::start_restoring(&fence_config, plans, restored)
+            })
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))??;
             Some(Arc::new(fence))
         } else {
             None
@@ -126,7 +145,6 @@ impl App {
             TtlBounds::default(),
             std::time::Duration::ZERO,
         ));
-        let metrics = Metrics::new(config.http.max_denied_domains);
         metrics.watch(crate::metrics::live::Watched {
             log: log.clone(),
             fence: fence.clone(),
@@ -152,6 +170,16 @@ impl App {
             clock: crate::clock::Clock::default(),
         });
         engine.apply(&config)?;
+        if config.server.warm_restart {
+            let answers = warm.restore_answers(&engine.cache, engine.clock.now());
+            let elements = engine.fence.as_ref().map_or(0, |f| f.snapshot().len());
+            let restored = &engine.metrics.warm_restored;
+            restored.with_label_values(&["answers"]).set(answers as i64);
+            restored
+                .with_label_values(&["elements"])
+                .set(elements as i64);
+            tracing::info!(answers, elements, "warm restart: cache and fence restored");
+        }
         let status = Arc::new(Status {
             listening: AtomicBool::new(false),
             upstream_fresh,
@@ -303,9 +331,47 @@ impl App {
                 Ok(())
             }
         };
+        if config.server.warm_restart {
+            save_state(&config, &engine);
+        }
         tracing::info!("stopped");
         Ok(served?)
     }
+}
+
+/// At the stop, once no query is answered any more: the cache and the ledger into the state
+/// directory for the next start. A failure is logged and counted; the stop goes on.
+fn save_state(config: &Config, engine: &Engine) {
+    let file = crate::warm::path(&config.server.state_dir);
+    let elements = engine
+        .fence
+        .as_ref()
+        .map(|f| f.snapshot())
+        .unwrap_or_default();
+    let policy = engine.policy.load();
+    let saved = crate::warm::save(
+        &file,
+        &engine.cache,
+        engine.clock.now(),
+        &elements,
+        &policy.catalog,
+        config.upstream.cache_size as usize,
+    );
+    let result = match saved {
+        Ok((answers, elements)) => {
+            tracing::info!(file = %file.display(), answers, elements, "warm restart: state written");
+            "ok"
+        }
+        Err(e) => {
+            tracing::error!(file = %file.display(), error = %e, "warm restart: the state could not be written; the next start is cold");
+            "io"
+        }
+    };
+    engine
+        .metrics
+        .warm_restart
+        .with_label_values(&["save", result])
+        .inc();
 }
 
 /// The UDP workers' and the TCP listeners' settings of `[server]`.

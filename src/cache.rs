@@ -212,6 +212,26 @@ impl AnswerCache {
         shard.insert(k, answer);
     }
 
+    /// Every answer still live at `now`, at most the capacity: what the warm-restart state
+    /// keeps.
+    pub fn live(&self, now: Instant) -> Vec<Arc<Answer>> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            out.extend(lock(s).values().filter(|e| e.expires > now).cloned());
+        }
+        out
+    }
+
+    /// Puts an answer read back from the warm-restart state in, as [`AnswerCache::answer`]
+    /// would have stored it; false when caching is off or it has no time left.
+    pub fn restore(&self, answer: Arc<Answer>, now: Instant) -> bool {
+        if self.per_shard.load(Ordering::Relaxed) == 0 || answer.expires <= now {
+            return false;
+        }
+        self.insert(answer, now);
+        true
+    }
+
     /// Drops every entry.
     pub fn clear(&self) {
         for s in self.shards.iter() {

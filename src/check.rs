@@ -75,6 +75,9 @@ pub fn report(config: &Config, policy: &Policy) -> String {
             let _ = writeln!(out, "  {} ({what}): not fetched yet", overlay.display());
         }
     }
+    for w in &config.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
     for w in &catalog.warnings {
         let _ = writeln!(out, "warning: {w}");
     }

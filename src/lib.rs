@@ -48,6 +48,8 @@
 //! - [`signal`]: the control signal (reload, shutdown) carried to every task.
 //! - [`notify`]: systemd notifications (ready, reloading, stopping, watchdog).
 //! - [`preflight`]: what `run` refuses at start that `check` refuses too, with the same words.
+//! - [`warm`]: the warm-restart state: the cache and the fence's ledger written at a stop, read
+//!   back at the next start.
 //! - [`app`]: start-up order, the run loop, reload and the bounded stop; binary and tests alike.
 //!
 //! Commands (`main` parses the arguments and prints what these return):
@@ -86,6 +88,7 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 pub mod upstream;
+pub mod warm;
 pub mod warn;
 pub mod wire;
 pub mod zones;

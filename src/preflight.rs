@@ -1,7 +1,7 @@
 //! What `run` refuses at start that can be known without binding a socket, in one place, so that
 //! `dnsfence check` refuses the same configs with the same messages (`check && systemctl restart`
 //! must not take the resolver down): the descriptor budget of the connection caps, the query log
-//! file, the CA files, the followed sources' state directory, and the fence's capability and
+//! file, the CA files, the state directory (followed sources, warm restart), and the fence's capability and
 //! network namespace. `App::build` runs it first; `check` runs it after loading the config.
 
 use std::io;
@@ -26,14 +26,17 @@ pub fn check(config: &Config) -> Result<(), PreflightError> {
             .map_err(|e| PreflightError(format!("upstream tls_ca_file: {e}")))?;
     }
     let c = &config.catalog;
-    if c.page.is_some() || c.feed.is_some() {
-        if let Some(ca) = &c.ca_file {
-            crate::source::fetch::Fetcher::new(Some(ca), None, std::time::Duration::from_secs(1))
-                .map(drop)
-                .map_err(|e| PreflightError(format!("catalog ca_file: {e}")))?;
-        }
-        writable_dir(&c.state_dir).map_err(|e| {
-            PreflightError(format!("catalog state_dir {}: {e}", c.state_dir.display()))
+    if (c.page.is_some() || c.feed.is_some())
+        && let Some(ca) = &c.ca_file
+    {
+        crate::source::fetch::Fetcher::new(Some(ca), None, std::time::Duration::from_secs(1))
+            .map(drop)
+            .map_err(|e| PreflightError(format!("catalog ca_file: {e}")))?;
+    }
+    let s = &config.server;
+    if s.warm_restart || c.page.is_some() || c.feed.is_some() {
+        writable_dir(&s.state_dir).map_err(|e| {
+            PreflightError(format!("server state_dir {}: {e}", s.state_dir.display()))
         })?;
     }
     let f = &config.fence;

@@ -18,7 +18,8 @@ pub(super) struct RawCatalog {
     feed: Option<Spanned<String>>,
     instance: Spanned<String>,
     refresh_hours: Spanned<u64>,
-    state_dir: PathBuf,
+    /// Before `[server] state_dir`: still read, with a warning.
+    pub(super) state_dir: Option<PathBuf>,
     ca_file: Option<PathBuf>,
 }
 
@@ -29,7 +30,7 @@ impl Default for RawCatalog {
             feed: None,
             instance: default("Worldwide".to_string()),
             refresh_hours: default(24),
-            state_dir: PathBuf::from("/var/lib/dnsfence"),
+            state_dir: None,
             ca_file: None,
         }
     }
@@ -47,7 +48,7 @@ pub struct CatalogConfig {
     pub instance: String,
     /// How often the version is polled (±10%).
     pub refresh: Duration,
-    /// Where the overlays are kept across restarts.
+    /// Where the overlays are kept across restarts: `[server] state_dir`.
     pub state_dir: PathBuf,
     /// CA certificates for the service; `None`: the system trust store.
     pub ca_file: Option<PathBuf>,
@@ -78,7 +79,12 @@ impl CatalogConfig {
 }
 
 impl RawCatalog {
-    pub(super) fn validate(&self, ctx: &Ctx) -> Result<CatalogConfig, ConfigError> {
+    /// `state_dir`: `[server] state_dir` as resolved.
+    pub(super) fn validate(
+        &self,
+        ctx: &Ctx,
+        state_dir: PathBuf,
+    ) -> Result<CatalogConfig, ConfigError> {
         for (url, what) in [
             (
                 &self.feed,
@@ -116,7 +122,7 @@ impl RawCatalog {
             refresh: Duration::from_secs(
                 ctx.bounded(&self.refresh_hours, "catalog", "refresh_hours", 1, 720)? * 3600,
             ),
-            state_dir: ctx.path(&self.state_dir),
+            state_dir,
             ca_file: self.ca_file.as_ref().map(|p| ctx.path(p)),
         })
     }
@@ -138,7 +144,8 @@ impl Reload for CatalogConfig {
         plan.check("catalog.feed", *feed != c.feed, false);
         plan.check("catalog.instance", *instance != c.instance, false);
         plan.check("catalog.refresh_hours", *refresh != c.refresh, false);
-        plan.check("catalog.state_dir", *state_dir != c.state_dir, false);
+        // [server] state_dir reports it (it is the same directory).
+        let _ = state_dir;
         plan.check("catalog.ca_file", *ca_file != c.ca_file, false);
     }
 }

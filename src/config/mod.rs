@@ -93,6 +93,8 @@ pub struct Config {
     pub catalog: CatalogConfig,
     /// Client networks and what they may resolve.
     pub views: Vec<ViewConfig>,
+    /// What is accepted but should change (an older key): `check` prints them, `run` logs them.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -114,7 +116,27 @@ impl Config {
             text,
             base: path.parent().unwrap_or(Path::new(".")),
         };
-        let server = raw.server.validate(&ctx)?;
+        let mut warnings = Vec::new();
+        let state_dir = match (&raw.server.state_dir, &raw.catalog.state_dir) {
+            (Some(dir), old) => {
+                if old.is_some() {
+                    warnings.push(
+                        "[catalog] state_dir is ignored: [server] state_dir is set (remove the older key)"
+                            .to_string(),
+                    );
+                }
+                ctx.path(dir)
+            }
+            (None, Some(dir)) => {
+                warnings.push(
+                    "[catalog] state_dir is deprecated: move it to [server] state_dir, which holds all of dnsfence's state"
+                        .to_string(),
+                );
+                ctx.path(dir)
+            }
+            (None, None) => PathBuf::from(server::DEFAULT_STATE_DIR),
+        };
+        let server = raw.server.validate(&ctx, state_dir.clone())?;
         let upstream = raw.upstream.validate(&ctx, &server.listen, resolv_conf)?;
         let mut views: Vec<ViewConfig> = Vec::new();
         for v in &raw.view {
@@ -135,8 +157,9 @@ impl Config {
             query_log: raw.query_log.validate(&ctx)?,
             fence: raw.fence.validate(&ctx)?,
             http: raw.http.validate(&ctx)?,
-            catalog: raw.catalog.validate(&ctx)?,
+            catalog: raw.catalog.validate(&ctx, state_dir)?,
             views,
+            warnings,
         })
     }
 
@@ -156,6 +179,7 @@ impl Config {
             http,
             catalog,
             views,
+            warnings: _,
         } = self;
         server.reload(&new.server, &mut plan);
         zones.reload(&new.zones, &mut plan);

@@ -1,6 +1,7 @@
 //! `[server]`: the DNS sockets, the UDP workers and the TCP limits, and the stop.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -33,6 +34,8 @@ pub(super) struct RawServer {
     tcp_max_lifetime_ms: Spanned<u64>,
     tcp_max_pipelined: Spanned<u64>,
     shutdown_timeout_ms: Spanned<u64>,
+    pub(super) state_dir: Option<PathBuf>,
+    warm_restart: bool,
 }
 
 impl Default for RawServer {
@@ -53,6 +56,10 @@ impl Default for RawServer {
             tcp_max_pipelined: default(16),
             // A third of the unit's TimeoutStopSec (15 s): a stop never ends in systemd's SIGKILL.
             shutdown_timeout_ms: default(5_000),
+            // Resolved with [catalog] state_dir, the older key (Config::parse).
+            state_dir: None,
+            // On in the package's config, where the state directory exists.
+            warm_restart: false,
         }
     }
 }
@@ -91,10 +98,25 @@ pub struct ServerConfig {
     /// From SIGTERM to exit at most: in-flight answers finish within it, and whatever is still
     /// running outside the DNS path (a catalog fetch, a probe) is abandoned at it.
     pub shutdown_timeout: Duration,
+    /// Where dnsfence keeps what outlives a restart: the catalog overlays and the warm-restart
+    /// state (default /var/lib/dnsfence).
+    pub state_dir: PathBuf,
+    /// On stop, write the answer cache and the fence's ledger to `state_dir`; at start, read them
+    /// back before serving.
+    pub warm_restart: bool,
 }
 
+/// The state directory when the config names none.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/dnsfence";
+
 impl RawServer {
-    pub(super) fn validate(&self, ctx: &Ctx) -> Result<ServerConfig, ConfigError> {
+    /// `state_dir`: the one the caller resolved (`[server]`, else `[catalog]`'s older key, else
+    /// the default).
+    pub(super) fn validate(
+        &self,
+        ctx: &Ctx,
+        state_dir: PathBuf,
+    ) -> Result<ServerConfig, ConfigError> {
         let mut listen = Vec::new();
         for l in &self.listen {
             let addr: SocketAddr = l.get_ref().trim().parse().map_err(|_| {
@@ -179,6 +201,8 @@ impl RawServer {
                 100,
                 120_000,
             )?),
+            state_dir,
+            warm_restart: self.warm_restart,
         })
     }
 }
@@ -200,6 +224,8 @@ impl Reload for ServerConfig {
             tcp_max_lifetime,
             tcp_max_pipelined,
             shutdown_timeout,
+            state_dir,
+            warm_restart: _,
         } = self;
         let n = new;
         // The sockets, the UDP workers and the TCP listeners hold everything but max_waiting.
@@ -258,5 +284,8 @@ impl Reload for ServerConfig {
             *shutdown_timeout != n.shutdown_timeout,
             false,
         );
+        // The followers write there, and the state read at start came from there.
+        plan.check("server.state_dir", *state_dir != n.state_dir, false);
+        // warm_restart is read at the stop: applied in place (nothing to check).
     }
 }

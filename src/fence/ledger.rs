@@ -115,6 +115,14 @@ impl ElementKey {
         &self.bytes[2..self.len as usize]
     }
 
+    /// The key of element bytes read back from outside (the warm-restart state): `None` unless
+    /// they are an address, or an address with a protocol and port, as the kernel stores them.
+    pub fn from_element(set: u16, element: &[u8]) -> Option<ElementKey> {
+        let (ip, port) = decode_key(element)?;
+        let key = ElementKey::new(set, ip, port);
+        (key.element() == element).then_some(key)
+    }
+
     /// Set index and element bytes: the ledger's map key.
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
@@ -196,6 +204,22 @@ pub struct Confirmed {
     pub admission: Arc<Admission>,
 }
 
+/// An element read back from the warm-restart state, by the names of its table and set (set
+/// indices depend on the config's order of views).
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The table (family inet) of nftables; empty for ipset.
+    pub table: String,
+    /// The set.
+    pub set: String,
+    /// The element's key bytes as the kernel stores them.
+    pub element: Vec<u8>,
+    /// Time left before the kernel drops it.
+    pub left: Duration,
+    /// Why it was admitted, oldest first.
+    pub admissions: Vec<Admission>,
+}
+
 /// What the kernel has confirmed, by set and key.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -270,6 +294,47 @@ impl Ledger {
                 )
             })
             .collect()
+    }
+
+    /// Every live element: (set, element key bytes, entry) — what the warm-restart state keeps.
+    pub fn entries(&self, now: Instant) -> impl Iterator<Item = (u16, &[u8], &LedgerEntry)> {
+        self.map
+            .iter()
+            .filter(move |(_, e)| e.expires > now)
+            .map(|(k, e)| (u16::from_be_bytes([k[0], k[1]]), &k[2..], e))
+    }
+
+    /// Puts an element read back from the warm-restart state in, as confirmed at `now` (the
+    /// fence writes every such element back to the kernel before it serves). An element the
+    /// ledger already has keeps the later expiry.
+    pub fn restore(
+        &mut self,
+        key: ElementKey,
+        expires: Instant,
+        admissions: Vec<Arc<Admission>>,
+        now: Instant,
+    ) {
+        let e = self
+            .map
+            .entry(key.as_bytes().into())
+            .or_insert_with(|| LedgerEntry {
+                expires,
+                confirmed: now,
+                admissions: Vec::new(),
+            });
+        e.expires = e.expires.max(expires);
+        for a in admissions {
+            e.admissions.retain(|old| old.name != a.name);
+            if e.admissions.len() == MAX_NAMES {
+                e.admissions.remove(0);
+            }
+            e.admissions.push(a);
+        }
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     /// Forgets expired elements.

@@ -27,7 +27,7 @@ use crate::answer::AnswerAddr;
 use crate::config::{FenceBackend, FenceConfig, FenceMode};
 use crate::sync::lock;
 use crate::zones::PortSpec;
-pub use ledger::{Admission, Ledger, LedgerEntry};
+pub use ledger::{Admission, Ledger, LedgerEntry, Restored};
 use ledger::{Confirmed, ElementKey, Freshness, decode_key};
 pub use plan::ViewPlan;
 use worker::Worker;
@@ -234,6 +234,18 @@ impl Fence {
     /// Starts the fence thread: enters the network namespace, opens the netlink socket, creates the
     /// table and sets and loads the static ranges. `plans[i]` belongs to view `i`.
     pub fn start(cfg: &FenceConfig, plans: Vec<ViewPlan>) -> Result<Fence, FenceError> {
+        Fence::start_restoring(cfg, plans, Vec::new())
+    }
+
+    /// [`Fence::start`], with the elements of a warm-restart state: those of a set this config
+    /// still has go into the ledger and are written to the kernel before the fence is ready (the
+    /// kernel may have lost them: a reboot, a flush while dnsfence was down). How many were
+    /// restored is logged.
+    pub fn start_restoring(
+        cfg: &FenceConfig,
+        plans: Vec<ViewPlan>,
+        restored: Vec<Restored>,
+    ) -> Result<Fence, FenceError> {
         let mut sets: Vec<DynSet> = Vec::new();
         let mut views = Vec::with_capacity(plans.len());
         for plan in &plans {
@@ -264,12 +276,13 @@ impl Fence {
             }
             views.push(Some((idx[0], idx[1])));
         }
+        let ledger = restore(&sets, restored);
         let state = Arc::new(State {
             cfg: cfg.clone(),
             sets,
             views,
             plans,
-            ledger: Mutex::new(Ledger::default()),
+            ledger: Mutex::new(ledger),
             stats: Arc::default(),
             healthy: AtomicBool::new(false),
             last_error: Mutex::new(None),
@@ -459,8 +472,67 @@ impl Fence {
             })
     }
 
+    /// Every live element with its set, its time left and why it is there: what the
+    /// warm-restart state keeps.
+    pub fn snapshot(&self) -> Vec<Restored> {
+        let now = Instant::now();
+        let ledger = lock(&self.state.ledger);
+        ledger
+            .entries(now)
+            .filter_map(|(set, element, e)| {
+                let s = self.state.sets.get(set as usize)?;
+                Some(Restored {
+                    table: s.table.clone(),
+                    set: s.name.clone(),
+                    element: element.to_vec(),
+                    left: e.expires - now,
+                    admissions: e.admissions.iter().map(|a| (**a).clone()).collect(),
+                })
+            })
+            .collect()
+    }
+
     /// The static ranges of each view, as planned.
     pub fn plans(&self) -> &[ViewPlan] {
         &self.state.plans
     }
+}
+
+/// The ledger a start begins with: each restored element of a set this config has (by table
+/// and name, and of the set's address family and key layout), the rest left out and counted in
+/// the log line.
+fn restore(sets: &[DynSet], restored: Vec<Restored>) -> Ledger {
+    let mut ledger = Ledger::default();
+    if restored.is_empty() {
+        return ledger;
+    }
+    let now = Instant::now();
+    let (mut kept, mut left_out) = (0usize, 0usize);
+    for r in restored {
+        let key = sets
+            .iter()
+            .position(|s| s.table == r.table && s.name == r.set)
+            .and_then(|i| {
+                let key = ElementKey::from_element(i as u16, &r.element)?;
+                let (ip, port) = decode_key(key.element())?;
+                let s = &sets[i];
+                let fits =
+                    ip.is_ipv6() == s.v6 && port.is_some() == (s.mode == FenceMode::AddrPort);
+                fits.then_some(key)
+            });
+        match key {
+            Some(key) => {
+                let admissions = r.admissions.into_iter().map(Arc::new).collect();
+                ledger.restore(key, now + r.left, admissions, now);
+                kept += 1;
+            }
+            None => left_out += 1,
+        }
+    }
+    tracing::info!(
+        elements = kept,
+        left_out,
+        "fence: elements of the warm-restart state restored (those of sets this config no longer has left out)"
+    );
+    ledger
 }

@@ -87,19 +87,28 @@ impl Worker {
         let kernel = Kernel::of(state.cfg.backend);
         kernel.setup(&state).map_err(FenceError::Setup)?;
         state.healthy.store(true, Ordering::Relaxed);
-        tracing::info!(
-            sets = state.sets.len(),
-            netns = state.cfg.netns.as_deref().unwrap_or("(own)"),
-            "fence ready: table and sets in place, static ranges loaded"
-        );
-        Ok(Worker {
+        let mut worker = Worker {
             state,
             sock,
             kernel,
             // ip_set replaces an element's timeout on ADD: a refresh needs no delete.
             destroy_supported: kernel == Kernel::Nftables,
             last_check: Instant::now(),
-        })
+        };
+        // A warm restart: what the ledger was given goes back into the kernel before dnsfence
+        // serves (a reboot or a flush while it was down left the sets without it).
+        let restored = if lock(&worker.state.ledger).is_empty() {
+            0
+        } else {
+            worker.write_back()
+        };
+        tracing::info!(
+            sets = worker.state.sets.len(),
+            netns = worker.state.cfg.netns.as_deref().unwrap_or("(own)"),
+            restored,
+            "fence ready: table and sets in place, static ranges loaded"
+        );
+        Ok(worker)
     }
 
     /// Why the kernel sets need a resync, if they do: a set gone (nf_tables or ip_set) or, for
@@ -354,6 +363,18 @@ impl Worker {
             *lock(&self.state.last_error) = Some(e);
             return;
         }
+        let count = self.write_back();
+        self.state.healthy.store(true, Ordering::Relaxed);
+        tracing::info!(
+            reason,
+            elements = count,
+            "fence resynced: table, sets, static ranges and live elements restored"
+        );
+    }
+
+    /// Writes every element of the ledger that outlives the next half second to the kernel with
+    /// its remaining timeout; how many.
+    fn write_back(&mut self) -> usize {
         // Copied out under the lock, written without it.
         let live = lock(&self.state.ledger).outliving(Instant::now(), Duration::from_millis(500));
         let count = live.len();
@@ -383,12 +404,7 @@ impl Worker {
                 Err(e) => tracing::warn!(error = %e, "fence resync: netlink failed"),
             }
         }
-        self.state.healthy.store(true, Ordering::Relaxed);
-        tracing::info!(
-            reason,
-            elements = count,
-            "fence resynced: table, sets, static ranges and live elements restored"
-        );
+        count
     }
 }
 

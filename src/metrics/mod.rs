@@ -87,6 +87,11 @@ pub const CATALOG_VERSION: &str = "dnsfence_catalog_version";
 /// Entries of each followed source left out by validation (`source`).
 pub const CATALOG_REJECTED: &str = "dnsfence_catalog_rejected_entries";
 
+/// Warm-restart state written at a stop and read at a start (`step`, `result`).
+pub const WARM_RESTART: &str = "dnsfence_warm_restart_total";
+/// What the last start read back from the warm-restart state (`what`: answers, elements).
+pub const WARM_RESTORED: &str = "dnsfence_warm_restart_restored";
+
 /// Query types that get their own label value; the rest are "other".
 const QTYPES: &[&str] = &[
     "A", "AAAA", "CNAME", "HTTPS", "SVCB", "MX", "TXT", "NS", "SOA", "PTR", "SRV", "CAA", "ANY",
@@ -281,6 +286,10 @@ pub struct Metrics {
     pub stale_answers: IntCounter,
     /// What a limit turned away, by limit.
     pub overloads: IntCounterVec,
+    /// Warm-restart saves and loads by result.
+    pub warm_restart: IntCounterVec,
+    /// What the start read back from the warm-restart state.
+    pub warm_restored: IntGaugeVec,
 
     /// Build information (always 1).
     pub build_info: IntGaugeVec,
@@ -347,6 +356,16 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         let response_by_verdict = VERDICTS.map(|v| response_duration.with_label_values(&[v]));
+        let warm_restored = IntGaugeVec::new(
+            Opts::new(
+                WARM_RESTORED,
+                "What this start read back from the warm-restart state: answers into the cache, elements into the fence's ledger.",
+            ),
+            &["what"],
+        )
+        .expect("valid");
+        r.register(Box::new(warm_restored.clone()))
+            .expect("registered once");
         Metrics {
             queries: counter_vec(
                 &r,
@@ -430,6 +449,13 @@ impl Metrics {
                 "Queries or connections turned away at a limit (inflight: upstream resolutions; waiting: queries on the runtime; tcp, tcp_client, http, http_client: connections; http_head_timeout: a request head not sent in time).",
                 &["limit"],
             ),
+            warm_restart: counter_vec(
+                &r,
+                WARM_RESTART,
+                "Warm-restart state written at a stop (step=save) or read at a start (step=load), by result (ok, missing, foreign, version, corrupt, too_large, io).",
+                &["step", "result"],
+            ),
+            warm_restored,
             build_info,
             response_by_verdict,
             response_duration,

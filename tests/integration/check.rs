@@ -11,7 +11,7 @@ fn repo() -> PathBuf {
 }
 
 /// A config that starts (loopback, ephemeral port, HTTP off, an upstream nobody asks), with
-/// `extra` appended; `extra` lines starting with `upstream.` go into `[upstream]`.
+/// `extra` appended; `extra` lines starting with `upstream.` or `server.` go into that section.
 fn config(dir: &Path, name: &str, view: &str, extra: &str) -> PathBuf {
     let path = dir.join(name);
     let (upstream, extra): (Vec<&str>, Vec<&str>) =
@@ -25,11 +25,18 @@ fn config(dir: &Path, name: &str, view: &str, extra: &str) -> PathBuf {
             .collect::<Vec<_>>()
             .join("\n")
     };
+    let (server, extra): (Vec<&str>, Vec<&str>) =
+        extra.into_iter().partition(|l| l.starts_with("server."));
+    let server: String = server
+        .iter()
+        .map(|l| l.trim_start_matches("server."))
+        .collect::<Vec<_>>()
+        .join("\n");
     let extra = extra.join("\n");
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = \"off\"\n\
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n{server}\n[http]\nlisten = \"off\"\n\
              [zones]\ndirs = [\"{}\"]\n[upstream]\n{upstream}\n{extra}\n\
              [[view]]\nname = \"{view}\"\nnetworks = [\"127.0.0.0/8\"]\nprofiles = [\"intune-core\"]\n",
             repo().join("zones").display()
@@ -142,6 +149,14 @@ fn check_refuses_what_run_refuses_with_the_same_message() {
                 d.display()
             ),
             "a-file: not a directory".into(),
+        ),
+        (
+            "warm-state-dir.toml",
+            format!(
+                "server.warm_restart = true\nserver.state_dir = \"{}/a-file\"",
+                d.display()
+            ),
+            "server state_dir".into(),
         ),
         (
             "netns.toml",

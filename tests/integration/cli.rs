@@ -488,12 +488,7 @@ fn run_serves_and_stops_cleanly_on_sigterm() {
         // A free port for both UDP and TCP, released just before dnsfence binds it.
         let dir = tempfile::tempdir().unwrap();
         let (cfg, port) = crate::harness::binary_config(dir.path(), upstream.addr).await;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dnsfence"))
-            .args(["run", "-c", cfg.to_str().unwrap()])
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut child = crate::harness::spawn_run(&cfg);
         let client = crate::harness::Client {
             server: format!("127.0.0.1:{port}").parse().unwrap(),
         };
@@ -580,12 +575,7 @@ fn sigterm_during_a_trickling_catalog_fetch_exits_within_the_bound() {
             dir.path().join("state").display()
         );
         std::fs::write(&cfg, text).unwrap();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dnsfence"))
-            .args(["run", "-c", cfg.to_str().unwrap()])
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut child = crate::harness::spawn_run(&cfg);
         let client = crate::harness::Client {
             server: format!("127.0.0.1:{port}").parse().unwrap(),
         };

@@ -266,6 +266,30 @@ impl QueryCounter {
     }
 }
 
+/// The suffix of the test upstream's many names: `hN.bulk.manage.microsoft.com.` (N below
+/// 65,536) has one A record, 198.18.(N / 256).(N % 256), TTL 600.
+pub const BULK: &str = "bulk.manage.microsoft.com.";
+
+/// The name and the address of bulk name `n`.
+pub fn bulk_name(n: u16) -> (String, std::net::Ipv4Addr) {
+    let [hi, lo] = n.to_be_bytes();
+    (
+        format!("h{n}.{BULK}"),
+        std::net::Ipv4Addr::new(198, 18, hi, lo),
+    )
+}
+
+fn bulk_answer(qname: &Name, qtype: RecordType) -> Option<Record> {
+    let text = qname.to_ascii().to_ascii_lowercase();
+    let n: u16 = text
+        .strip_suffix(&format!(".{BULK}"))?
+        .strip_prefix('h')?
+        .parse()
+        .ok()?;
+    let (_, ip) = bulk_name(n);
+    (qtype == RecordType::A).then(|| Record::from_rdata(qname.clone(), 600, RData::A(A(ip))))
+}
+
 /// The test upstream: answers like a recursive resolver over the test zones (CNAME chains
 /// followed across zones, NODATA and NXDOMAIN with the final zone's SOA, RFC 2308), except for
 /// names whose first label is `tm`, answered authority-style (only the records at the name, no
@@ -281,6 +305,9 @@ struct CountingHandler {
 impl CountingHandler {
     /// (rcode, answers, authorities) for a question.
     fn resolve(&self, qname: &Name, qtype: RecordType) -> (ResponseCode, Vec<Record>, Vec<Record>) {
+        if let Some(a) = bulk_answer(qname, qtype) {
+            return (ResponseCode::NoError, vec![a], Vec::new());
+        }
         let mut answers = Vec::new();
         let mut current = qname.clone();
         let authority_style = qname
@@ -668,7 +695,13 @@ impl Server {
     }
 
     /// Stops dnsfence gracefully and waits for it.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_keeping_upstream().await;
+    }
+
+    /// Stops dnsfence gracefully, waits for it, and hands back its upstream (a restart test
+    /// starts the next dnsfence on the same one, which remembers what it was asked).
+    pub async fn stop_keeping_upstream(mut self) -> Authority {
         let _ = self.signals.send(dnsfence::signal::Signal::Shutdown);
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(5), task)
@@ -676,6 +709,7 @@ impl Server {
                 .expect("dnsfence stops within 5 s")
                 .expect("dnsfence task ends cleanly");
         }
+        self.upstream
     }
 }
 
@@ -1057,6 +1091,18 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+/// `dnsfence run -c cfg` as a child process: standard error piped (the test reads it), killed
+/// when dropped.
+pub fn spawn_run(cfg: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_dnsfence"))
+        .args(["run", "-c"])
+        .arg(cfg)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }
 
 /// A config file in `dir` for running the real binary: [`config_text`] for loopback clients,

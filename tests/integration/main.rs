@@ -24,3 +24,4 @@ mod resolve;
 mod service;
 mod stale;
 mod trust;
+mod warm;
