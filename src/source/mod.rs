@@ -624,6 +624,19 @@ pub fn overlay(catalog: &Catalog, source: &Source, from: &Provenance) -> String 
     out
 }
 
+/// A description as a zone file may hold it: a longer one (a page heading can be any length) is
+/// cut at [`crate::zones::MAX_DESCRIPTION`] characters, the last one an ellipsis, so that the
+/// overlay still loads.
+fn bounded_description(d: &str) -> std::borrow::Cow<'_, str> {
+    let max = crate::zones::MAX_DESCRIPTION;
+    if d.chars().count() <= max {
+        return d.into();
+    }
+    let mut cut: String = d.chars().take(max - 1).collect();
+    cut.push('…');
+    cut.into()
+}
+
 /// A TOML string.
 fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
@@ -664,7 +677,7 @@ impl OverlaySet<'_> {
             "\n[[endpoint_set]]\nid = {}\ndescription = {}\ncategory = \"{category}\"\n\
              required = {required}\nexpress_route = {express_route}\nprofile = {}\nports = {}",
             q(&self.id),
-            q(&self.description),
+            q(&bounded_description(&self.description)),
             q(self.profile),
             list(&self.ports)
         );

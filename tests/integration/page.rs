@@ -204,6 +204,56 @@ fn config_in(dir: &Path, profiles: &str, regions: &str) -> std::path::PathBuf {
     cfg
 }
 
+/// A heading longer than a zone file's description may be (found by the `page` fuzz target):
+/// the overlay's description is cut, and the overlay still loads.
+#[test]
+fn a_heading_longer_than_a_description_still_makes_an_overlay_that_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones.d")).unwrap();
+    let page = dir.path().join("endpoints.md");
+    // Control characters: the list's name quotes them escaped, six characters each.
+    let long = format!(
+        "## Migrating device health attestation compliance policies to Microsoft {}Azure attestation",
+        "\u{1}".repeat(60)
+    );
+    let text = changed_page().replacen(
+        "## Migrating device health attestation compliance policies to Microsoft Azure attestation",
+        &long,
+        1,
+    );
+    std::fs::write(&page, text).unwrap();
+    let cfg = config_in(dir.path(), "\"attestation\"", "\"eu\"");
+    let overlay = dir.path().join("zones.d/page.toml");
+    let (code, out, err) = dnsfence(&[
+        "catalog",
+        "pull",
+        "--page",
+        page.to_str().unwrap(),
+        "--out",
+        overlay.to_str().unwrap(),
+        "-c",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, policy) = dnsfence::app::load(&cfg).unwrap();
+    let set = policy.catalog.set("page-attestation-eu").unwrap();
+    assert!(
+        set.description.chars().count() <= 256,
+        "{}",
+        set.description
+    );
+    assert!(set.description.ends_with('…'), "{}", set.description);
+    assert!(
+        policy
+            .view("v")
+            .unwrap()
+            .lookup("intunemaape20.neu.attest.azure.net")
+            .is_some()
+    );
+}
+
 #[test]
 fn pull_from_the_page_writes_an_overlay_that_check_accepts() {
     let dir = tempfile::tempdir().unwrap();
