@@ -180,6 +180,13 @@ impl App {
                 .set(elements as i64);
             tracing::info!(answers, elements, "warm restart: cache and fence restored");
         }
+        // Found in the kernel's sets at start, warm restart or not (after a crash: all of them).
+        let adopted = engine.fence.as_ref().map_or(0, |f| f.adopted());
+        engine
+            .metrics
+            .warm_restored
+            .with_label_values(&["adopted"])
+            .set(adopted as i64);
         let status = Arc::new(Status {
             listening: AtomicBool::new(false),
             upstream_fresh,

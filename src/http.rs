@@ -496,6 +496,8 @@ struct ElementJson {
     endpoint_sets: Vec<String>,
     /// Only report-mode answers the allowlist would deny put it there.
     would_deny: bool,
+    /// "answer", or "restored" (found in the kernel's set at start: no answer known).
+    provenance: &'static str,
     /// Each answer that put it there: question name, CNAME chain, endpoint sets.
     admitted_by: Vec<AdmissionJson>,
 }
@@ -562,6 +564,7 @@ fn sets_json(engine: &Engine) -> Response {
                         ids
                     },
                     would_deny: e.would_deny(),
+                    provenance: e.provenance(),
                     admitted_by: e
                         .admissions
                         .iter()

@@ -21,8 +21,8 @@ use std::process::{Command, Stdio};
 use super::ViewPlan;
 use super::ledger::decode_key;
 use super::netlink::{
-    NLM_F_ACK, NLM_F_REQUEST, NetfilterSocket, OpKind, OpResult, SetOp, attr, attr_str, msg_end,
-    nest_begin, nest_end, subsys_msg_begin,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetfilterSocket, OpKind, OpResult, SetOp, attr, attr_str,
+    attributes, msg_end, nest_begin, nest_end, subsys_msg_begin,
 };
 use super::nft::{RulesetOptions, proto_name};
 use crate::config::FenceMode;
@@ -32,6 +32,7 @@ use ipnet::IpNet;
 const NFNL_SUBSYS_IPSET: u16 = 6;
 /// The protocol version dnsfence speaks (6: every kernel since 3.x; 7 adds nothing used here).
 const IPSET_PROTOCOL: u8 = 6;
+const IPSET_CMD_LIST: u16 = 7;
 const IPSET_CMD_ADD: u16 = 9;
 const IPSET_CMD_DEL: u16 = 10;
 const IPSET_CMD_TEST: u16 = 11;
@@ -43,6 +44,7 @@ const IPSET_ERR_EXIST: i32 = 4103;
 const IPSET_ATTR_PROTOCOL: u16 = 1;
 const IPSET_ATTR_SETNAME: u16 = 2;
 const IPSET_ATTR_DATA: u16 = 7;
+const IPSET_ATTR_ADT: u16 = 8;
 const IPSET_ATTR_IP: u16 = 1;
 const IPSET_ATTR_CIDR: u16 = 3;
 const IPSET_ATTR_PORT: u16 = 4;
@@ -324,6 +326,40 @@ impl NetfilterSocket {
         }
     }
 
+    /// The elements of a dynamic set with the time each has left (`None`: no timeout), as the
+    /// ledger keys them: one LIST dump. An error when the set does not exist.
+    pub fn ipset_elements(&mut self, set: &str) -> io::Result<Vec<(Vec<u8>, Option<u64>)>> {
+        let seq = self.next_seq();
+        let mut buf = Vec::with_capacity(64);
+        let start = subsys_msg_begin(
+            &mut buf,
+            NFNL_SUBSYS_IPSET,
+            IPSET_CMD_LIST,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            AF_INET,
+        );
+        attr(&mut buf, IPSET_ATTR_PROTOCOL, &[IPSET_PROTOCOL]);
+        attr_str(&mut buf, IPSET_ATTR_SETNAME, set);
+        msg_end(&mut buf, start);
+        let mut out = Vec::new();
+        self.dump(&buf, seq, |payload| {
+            for (kind, adt) in attributes(payload) {
+                if kind != IPSET_ATTR_ADT {
+                    continue;
+                }
+                for (kind, data) in attributes(adt) {
+                    if kind == IPSET_ATTR_DATA
+                        && let Some(e) = listed_element(data)
+                    {
+                        out.push(e);
+                    }
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
     /// Whether an ip_set set of this name exists.
     pub fn ipset_exists(&mut self, set: &str) -> io::Result<bool> {
         let seq = self.next_seq();
@@ -341,6 +377,45 @@ impl NetfilterSocket {
         msg_end(&mut buf, start);
         self.get(&buf, seq)
     }
+}
+
+/// One element of a LIST reply: its ledger key bytes and the milliseconds it has left.
+fn listed_element(data: &[u8]) -> Option<(Vec<u8>, Option<u64>)> {
+    let (mut ip, mut port, mut proto, mut left) = (None, None, None, None);
+    for (kind, value) in attributes(data) {
+        match kind {
+            IPSET_ATTR_IP => {
+                ip = attributes(value).find_map(|(k, v)| match k {
+                    IPSET_ATTR_IPADDR_IPV4 => <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
+                    IPSET_ATTR_IPADDR_IPV6 => <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
+                    _ => None,
+                });
+            }
+            IPSET_ATTR_PORT => port = <[u8; 2]>::try_from(value).ok().map(u16::from_be_bytes),
+            IPSET_ATTR_PROTO => proto = value.first().copied(),
+            IPSET_ATTR_TIMEOUT => {
+                left = <[u8; 4]>::try_from(value)
+                    .ok()
+                    .map(|b| u64::from(u32::from_be_bytes(b)) * 1000);
+            }
+            _ => {}
+        }
+    }
+    let port = match (port, proto.map(i32::from)) {
+        (Some(port), Some(libc::IPPROTO_TCP)) => Some(PortSpec {
+            proto: Proto::Tcp,
+            port,
+        }),
+        (Some(port), Some(libc::IPPROTO_UDP)) => Some(PortSpec {
+            proto: Proto::Udp,
+            port,
+        }),
+        (None, _) => None,
+        // A protocol dnsfence never writes: not one of its elements.
+        (Some(_), _) => return None,
+    };
+    let key = super::ledger::ElementKey::new(0, ip?, port);
+    Some((key.element().to_vec(), left))
 }
 
 /// `iptables-restore` and `ip6tables-restore` input for the configured views: per view a chain

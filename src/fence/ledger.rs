@@ -44,7 +44,17 @@ pub struct LedgerEntry {
 impl LedgerEntry {
     /// True when only report-mode answers the allowlist would deny put it there.
     pub fn would_deny(&self) -> bool {
-        self.admissions.iter().all(|a| a.would_deny)
+        !self.admissions.is_empty() && self.admissions.iter().all(|a| a.would_deny)
+    }
+
+    /// Where it comes from: "answer" (answers of this process, or of the one before a warm
+    /// restart, say which), or "restored" (found in the kernel's set at start, no answer known).
+    pub fn provenance(&self) -> &'static str {
+        if self.admissions.is_empty() {
+            "restored"
+        } else {
+            "answer"
+        }
     }
 }
 
@@ -330,6 +340,22 @@ impl Ledger {
             }
             e.admissions.push(a);
         }
+    }
+
+    /// An element found in the kernel's set at start, `expires` when its timeout runs out: new
+    /// to the ledger (true), or extending what the ledger has (false).
+    pub fn adopt(&mut self, key: ElementKey, expires: Instant, now: Instant) -> bool {
+        let mut new = false;
+        let e = self.map.entry(key.as_bytes().into()).or_insert_with(|| {
+            new = true;
+            LedgerEntry {
+                expires,
+                confirmed: now,
+                admissions: Vec::new(),
+            }
+        });
+        e.expires = e.expires.max(expires);
+        new
     }
 
     /// Whether it holds nothing.

@@ -160,6 +160,8 @@ struct State {
     /// across a wait.
     ledger: Mutex<Ledger>,
     stats: Arc<FenceStats>,
+    /// Elements found in the kernel's sets at start that the ledger did not have.
+    adopted: AtomicU64,
     healthy: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
@@ -284,6 +286,7 @@ impl Fence {
             plans,
             ledger: Mutex::new(ledger),
             stats: Arc::default(),
+            adopted: AtomicU64::new(0),
             healthy: AtomicBool::new(false),
             last_error: Mutex::new(None),
         });
@@ -431,6 +434,12 @@ impl Fence {
     /// The counters, to read at scrape time.
     pub fn shared_stats(&self) -> Arc<FenceStats> {
         self.state.stats.clone()
+    }
+
+    /// Elements found in the kernel's sets at start that no state file had (after a crash):
+    /// adopted into the ledger with provenance "restored".
+    pub fn adopted(&self) -> u64 {
+        self.state.adopted.load(Ordering::Relaxed)
     }
 
     /// Whether the last write or check succeeded.

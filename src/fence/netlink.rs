@@ -5,8 +5,9 @@
 //! to libnftnl/libmnl) or send one message per element without batching (ripset); shelling out to
 //! `nft` costs a process per update. The messages needed here are few and stable kernel ABI
 //! (include/uapi/linux/netfilter/nf_tables.h): a batch of NEWSETELEM / DESTROYSETELEM messages
-//! between BATCH_BEGIN and BATCH_END, each acknowledged by the kernel, plus GETTABLE / GETSET to
-//! notice that someone wiped the ruleset.
+//! between BATCH_BEGIN and BATCH_END, each acknowledged by the kernel, GETTABLE / GETSET to
+//! notice that someone wiped the ruleset, and a GETSETELEM dump to adopt what a set already holds
+//! at start (after a crash).
 //!
 //! The socket is blocking and lives on the fence's own thread: it never touches the async runtime.
 
@@ -21,8 +22,12 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 pub(super) const NLM_F_REQUEST: u16 = 0x1;
 pub(super) const NLM_F_ACK: u16 = 0x4;
+/// NLM_F_ROOT | NLM_F_MATCH: a dump.
+pub(super) const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_CREATE: u16 = 0x400;
 const NLA_F_NESTED: u16 = 0x8000;
+/// The attribute type without its flags (nested, network byte order).
+const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -31,6 +36,7 @@ const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_GETSET: u16 = 10;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DESTROYSETELEM: u16 = 30;
 
 const NFTA_TABLE_NAME: u16 = 1;
@@ -42,6 +48,7 @@ const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 const NFTA_DATA_VALUE: u16 = 1;
 
 /// `NFPROTO_INET`, the family of an `inet` table.
@@ -263,6 +270,114 @@ impl NetfilterSocket {
         self.get(&buf, seq)
     }
 
+    /// The elements of a set with the time each has left (`None`: no timeout), read with one
+    /// GETSETELEM dump. ENOENT when the table or set does not exist.
+    pub fn set_elements(
+        &mut self,
+        family: u8,
+        table: &str,
+        set: &str,
+    ) -> io::Result<Vec<(Vec<u8>, Option<u64>)>> {
+        let seq = self.next_seq();
+        let mut buf = Vec::with_capacity(96);
+        let start = msg_begin(
+            &mut buf,
+            NFT_MSG_GETSETELEM,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            family,
+        );
+        attr_str(&mut buf, NFTA_SET_ELEM_LIST_TABLE, table);
+        attr_str(&mut buf, NFTA_SET_ELEM_LIST_SET, set);
+        msg_end(&mut buf, start);
+        let mut out = Vec::new();
+        self.dump(&buf, seq, |payload| {
+            for (kind, list) in attributes(payload) {
+                if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+                    continue;
+                }
+                for (kind, elem) in attributes(list) {
+                    if kind != NFTA_LIST_ELEM {
+                        continue;
+                    }
+                    let (mut key, mut left) = (None, None);
+                    for (kind, value) in attributes(elem) {
+                        match kind {
+                            NFTA_SET_ELEM_KEY => {
+                                key = attributes(value)
+                                    .find(|(k, _)| *k == NFTA_DATA_VALUE)
+                                    .map(|(_, v)| v.to_vec());
+                            }
+                            NFTA_SET_ELEM_EXPIRATION if value.len() == 8 => {
+                                left = Some(u64::from_be_bytes(value.try_into().unwrap_or([0; 8])));
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let Some(key) = key {
+                        out.push((key, left));
+                    }
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Sends a dump request and hands every data message's payload (after nlmsghdr and nfgenmsg)
+    /// to `on_msg`, until the kernel says it is done. An error reply is the error.
+    pub(super) fn dump(
+        &mut self,
+        msg: &[u8],
+        seq: u32,
+        mut on_msg: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
+        self.send(msg)?;
+        loop {
+            // SAFETY: `rbuf` is a valid, writable buffer of the given length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    self.rbuf.as_mut_ptr() as *mut libc::c_void,
+                    self.rbuf.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let mut data = &self.rbuf[..n as usize];
+            while data.len() >= NLMSG_HDRLEN {
+                let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
+                let kind = u16::from_ne_bytes([data[4], data[5]]);
+                let s = u32::from_ne_bytes([data[8], data[9], data[10], data[11]]);
+                if len < NLMSG_HDRLEN || len > data.len() {
+                    break;
+                }
+                if s == seq {
+                    match kind {
+                        NLMSG_DONE => return Ok(()),
+                        NLMSG_ERROR if len >= NLMSG_HDRLEN + 4 => {
+                            let p = &data[NLMSG_HDRLEN..];
+                            let err = -i32::from_ne_bytes([p[0], p[1], p[2], p[3]]);
+                            return if err == 0 {
+                                Ok(())
+                            } else {
+                                Err(io::Error::from_raw_os_error(err))
+                            };
+                        }
+                        _ if len >= NLMSG_HDRLEN + 4 => on_msg(&data[NLMSG_HDRLEN + 4..len]),
+                        _ => {}
+                    }
+                }
+                data = &data[align(len).min(data.len())..];
+            }
+        }
+    }
+
     /// Sends one request and returns the errno of its acknowledgement (0: done).
     pub(super) fn ack(&mut self, msg: &[u8], seq: u32) -> io::Result<i32> {
         self.send(msg)?;
@@ -349,6 +464,25 @@ impl NetfilterSocket {
     }
 }
 
+/// The attributes of a netlink payload: (type without flags, value), in order; a truncated
+/// attribute ends the walk.
+pub(super) fn attributes(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if data.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        let kind = u16::from_ne_bytes([data[2], data[3]]) & NLA_TYPE_MASK;
+        if len < 4 || len > data.len() {
+            data = &[];
+            return None;
+        }
+        let value = &data[4..len];
+        data = &data[align(len).min(data.len())..];
+        Some((kind, value))
+    })
+}
+
 pub(super) fn align(n: usize) -> usize {
     (n + 3) & !3
 }
@@ -425,6 +559,36 @@ pub(super) fn nest_end(buf: &mut [u8], start: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attributes_walk_nests_and_stop_at_a_truncated_one() {
+        let mut buf = Vec::new();
+        let list = nest_begin(&mut buf, NFTA_SET_ELEM_LIST_ELEMENTS);
+        let elem = nest_begin(&mut buf, NFTA_LIST_ELEM);
+        let key = nest_begin(&mut buf, NFTA_SET_ELEM_KEY);
+        attr(&mut buf, NFTA_DATA_VALUE, &[192, 0, 2, 1]);
+        nest_end(&mut buf, key);
+        attr(&mut buf, NFTA_SET_ELEM_EXPIRATION, &90_000u64.to_be_bytes());
+        nest_end(&mut buf, elem);
+        nest_end(&mut buf, list);
+        let (kind, list) = attributes(&buf).next().unwrap();
+        assert_eq!(kind, NFTA_SET_ELEM_LIST_ELEMENTS);
+        let (_, elem) = attributes(list).next().unwrap();
+        let inner: Vec<(u16, &[u8])> = attributes(elem).collect();
+        assert_eq!(inner.len(), 2);
+        assert_eq!(
+            inner[1],
+            (NFTA_SET_ELEM_EXPIRATION, &90_000u64.to_be_bytes()[..])
+        );
+        let (_, key) = inner[0];
+        assert_eq!(
+            attributes(key).next(),
+            Some((NFTA_DATA_VALUE, &[192, 0, 2, 1][..]))
+        );
+        // A length past the end: nothing more, no panic.
+        assert_eq!(attributes(&[200, 0, 1, 0, 9]).count(), 0);
+        assert_eq!(attributes(&[1, 0]).count(), 0);
+    }
 
     #[test]
     fn message_layout() {

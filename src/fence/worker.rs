@@ -1,7 +1,9 @@
 //! The fence thread: it owns the netlink socket (blocking, in the configured network namespace),
 //! drains every admit that is waiting into one netlink batch, records what the kernel confirmed
 //! in the ledger, and checks every `resync_interval` that the table and sets still exist —
-//! recreating them and writing every live element back when someone wiped them.
+//! recreating them and writing every live element back when someone wiped them. At start it
+//! adopts what the sets already hold (an earlier process's elements) and writes back what a
+//! warm-restart state gave the ledger, before the fence is ready.
 //!
 //! Refreshing an element: NEWSETELEM leaves an existing element's timeout unchanged on kernels
 //! before 6.11, so a refresh is DESTROYSETELEM + NEWSETELEM in the same transaction (DESTROY needs
@@ -60,6 +62,18 @@ impl Kernel {
         }
     }
 
+    /// The elements a dynamic set holds now, with the milliseconds each has left.
+    fn elements(
+        self,
+        sock: &mut NetfilterSocket,
+        s: &super::DynSet,
+    ) -> std::io::Result<Vec<(Vec<u8>, Option<u64>)>> {
+        match self {
+            Kernel::Nftables => sock.set_elements(FAMILY_INET, &s.table, &s.name),
+            Kernel::Ipset => sock.ipset_elements(&s.name),
+        }
+    }
+
     /// Whether a dynamic set exists.
     fn set_exists(self, sock: &mut NetfilterSocket, s: &super::DynSet) -> std::io::Result<bool> {
         match self {
@@ -95,6 +109,13 @@ impl Worker {
             destroy_supported: kernel == Kernel::Nftables,
             last_check: Instant::now(),
         };
+        // What the sets already hold (a crash left no state file; an element admitted before
+        // is still there) joins the ledger, so resync and /v1/sets cover it.
+        let adopted = worker.adopt();
+        worker
+            .state
+            .adopted
+            .store(adopted as u64, Ordering::Relaxed);
         // A warm restart: what the ledger was given goes back into the kernel before dnsfence
         // serves (a reboot or a flush while it was down left the sets without it).
         let restored = if lock(&worker.state.ledger).is_empty() {
@@ -105,10 +126,41 @@ impl Worker {
         tracing::info!(
             sets = worker.state.sets.len(),
             netns = worker.state.cfg.netns.as_deref().unwrap_or("(own)"),
+            adopted,
             restored,
             "fence ready: table and sets in place, static ranges loaded"
         );
         Ok(worker)
+    }
+
+    /// Reads every dynamic set's elements from the kernel into the ledger with the time they
+    /// have left (provenance "restored": no answer of this process admitted them); an element
+    /// the ledger has keeps the later expiry. How many were new to the ledger.
+    fn adopt(&mut self) -> usize {
+        let state = self.state.clone();
+        let now = Instant::now();
+        let mut adopted = 0;
+        for (i, s) in state.sets.iter().enumerate() {
+            let elements = match self.kernel.elements(&mut self.sock, s) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(set = %s.name, error = %e, "fence: cannot read the set's elements; not adopted");
+                    continue;
+                }
+            };
+            let mut ledger = lock(&state.ledger);
+            for (element, left) in elements {
+                // An element without a timeout is not one dnsfence wrote.
+                let Some(left) = left.filter(|ms| *ms > 0) else {
+                    continue;
+                };
+                let Some(key) = super::ledger::ElementKey::from_element(i as u16, &element) else {
+                    continue;
+                };
+                adopted += usize::from(ledger.adopt(key, now + Duration::from_millis(left), now));
+            }
+        }
+        adopted
     }
 
     /// Why the kernel sets need a resync, if they do: a set gone (nf_tables or ip_set) or, for

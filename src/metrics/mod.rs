@@ -359,7 +359,7 @@ impl Metrics {
         let warm_restored = IntGaugeVec::new(
             Opts::new(
                 WARM_RESTORED,
-                "What this start read back from the warm-restart state: answers into the cache, elements into the fence's ledger.",
+                "What this start read back: answers into the cache and elements into the fence's ledger from the warm-restart state, and elements adopted from the kernel's sets.",
             ),
             &["what"],
         )

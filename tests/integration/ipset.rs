@@ -9,7 +9,7 @@ use hickory_proto::rr::RecordType;
 
 use crate::harness::{Netns, Server, eventually, fence_section, netns_or_skip, query, rcode, run};
 
-fn ipset_ns(test: &str) -> Option<Netns> {
+pub fn ipset_ns(test: &str) -> Option<Netns> {
     if !std::path::Path::new("/usr/sbin/ipset").exists() {
         crate::harness::skip(test, "ipset is not installed (apt-get install ipset)");
         return None;
@@ -34,7 +34,7 @@ async fn start_with(ns: &Netns, view_opts: &str, fence_extra: &str) -> Server {
 }
 
 /// Runs a command in the namespace; its stdout, or its stderr as the error.
-fn in_ns(ns: &Netns, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+pub fn in_ns(ns: &Netns, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     use std::io::Write;
     let mut child = std::process::Command::new("ip")
         .args(["netns", "exec", &ns.name])
@@ -58,7 +58,7 @@ fn in_ns(ns: &Netns, args: &[&str], stdin: Option<&str>) -> Result<String, Strin
 }
 
 /// Members of an ip_set set: (element as ipset prints it, timeout left if any), sorted.
-fn members(ns: &Netns, set: &str) -> Vec<(String, Option<u64>)> {
+pub fn members(ns: &Netns, set: &str) -> Vec<(String, Option<u64>)> {
     let Ok(text) = in_ns(ns, &["ipset", "list", set], None) else {
         return Vec::new();
     };

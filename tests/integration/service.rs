@@ -248,8 +248,14 @@ fn the_package_runs_with_only_the_units_two_capabilities() {
         let logs = dir.path().join("log");
         std::fs::create_dir(&logs).unwrap();
         std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o777)).unwrap();
+        // The unit's StateDirectory (warm restart), made by systemd as the dynamic user's.
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
         let packaged = std::fs::read_to_string(root.join("etc/dnsfence/dnsfence.toml")).unwrap();
+        assert!(packaged.contains("warm_restart = true"), "{packaged}");
         let text = packaged
+            .replace("\"/var/lib/dnsfence\"", &format!("\"{}\"", state.display()))
             .replace("\"/usr/share/", &format!("\"{}/usr/share/", root.display()))
             .replace(
                 "\"/etc/dnsfence/",
@@ -320,8 +326,20 @@ fn the_package_runs_with_only_the_units_two_capabilities() {
         let out = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.contains("status: NXDOMAIN"), "{out}");
         wait_for(&logs.join("queries.jsonl"), "www.example.com.").await;
-        let _ = daemon.kill().await;
-        let _ = daemon.wait().await;
+        // A stop as systemd does it: the warm-restart state is written by the unprivileged
+        // process with its two capabilities.
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(daemon.id().unwrap() as i32, libc::SIGTERM) };
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), daemon.wait()).await;
+        assert!(
+            stopped.is_ok_and(|s| s.is_ok_and(|s| s.success())),
+            "stops on SIGTERM"
+        );
+        assert!(
+            state.join(dnsfence::warm::FILE).exists(),
+            "the stop wrote the warm-restart state: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
 
         // Without either capability it stops at start, naming the one it lacks.
         for (without, missing) in [

@@ -226,3 +226,158 @@ fn a_damaged_state_file_is_ignored_with_a_warning() {
         }
     });
 }
+
+/// The real binary with the fence in `ns` (`fence_extra` added to `[fence]`), HTTP on a port of
+/// its own, warm restart off: what a crash leaves is only what the kernel holds.
+async fn crash_config(
+    dir: &Path,
+    ns: &Netns,
+    fence_extra: &str,
+) -> (std::path::PathBuf, u16, u16, Authority) {
+    let upstream = Authority::start().await;
+    let (cfg, port) = crate::harness::binary_config(dir, upstream.addr).await;
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[http]\nlisten = \"127.0.0.1:0\"",
+        &format!("[http]\nlisten = \"127.0.0.1:{http}\""),
+        1,
+    ) + &fence_section(ns, fence_extra);
+    std::fs::write(&cfg, text).unwrap();
+    (cfg, port, http, upstream)
+}
+
+/// The element for `addr` on /v1/sets, once it is listed (at most 5 s).
+async fn listed(http: u16, addr: &str) -> Option<serde_json::Value> {
+    let at: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    for _ in 0..100 {
+        // Until the restarted binary listens.
+        if tokio::net::TcpStream::connect(at).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        if let (200, body) = http_get(at, "/v1/sets").await {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let found = v["views"][0]["sets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s["elements"].as_array().into_iter().flatten())
+                .find(|e| e["addr"] == addr)
+                .cloned();
+            if found.is_some() {
+                return found;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// `kill -9`, no state file: the next start adopts what the kernel's sets hold (provenance
+/// "restored", its remaining timeout), and repairs it after a flush. `flush` wipes the sets.
+async fn a_crash_is_adopted(
+    ns: &Netns,
+    fence_extra: &str,
+    flush: impl Fn(),
+    present: impl Fn() -> bool,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    // The upstream lives as long as the test: the binary asks it.
+    let (cfg, port, http, _upstream) = crash_config(dir.path(), ns, fence_extra).await;
+    let client = crate::harness::Client {
+        server: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
+    let probe = crate::harness::query("graph.microsoft.com.", RecordType::A, Some(1232))
+        .to_vec()
+        .unwrap();
+    let mut child = crate::harness::spawn_run(&cfg);
+    assert!(
+        client
+            .first_answer(&probe, 100, Duration::from_millis(100))
+            .await
+            .is_some()
+    );
+    let a = client.ask("manage.microsoft.com.", RecordType::A).await;
+    assert_eq!(rcode(&a), ResponseCode::NoError);
+    if !present() {
+        child.kill().await.unwrap();
+        let out = child.wait_with_output().await.unwrap();
+        panic!(
+            "admitted before the crash: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    child.kill().await.unwrap();
+    assert!(present(), "the kernel keeps it through the crash");
+
+    let mut child = crate::harness::spawn_run(&cfg);
+    let e = listed(http, "192.0.2.20")
+        .await
+        .expect("adopted from the kernel, no query asked");
+    assert_eq!(e["provenance"], "restored", "{e}");
+    assert_eq!(e["admitted_by"], serde_json::json!([]), "{e}");
+    let left = e["expires_in_secs"].as_u64().unwrap();
+    assert!(left > 0 && left <= 360, "its remaining timeout: {e}");
+    let metrics = http_get(format!("127.0.0.1:{http}").parse().unwrap(), "/metrics")
+        .await
+        .1;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("dnsfence_warm_restart_restored{what=\"adopted\"}")
+                && !l.ends_with(" 0")
+        ),
+        "counted"
+    );
+    flush();
+    assert!(!present(), "flushed");
+    let back = eventually(Duration::from_secs(5), &present).await;
+    assert!(back, "repaired from the adopted element");
+    child.kill().await.unwrap();
+}
+
+#[test]
+fn a_crash_leaves_the_kernel_sets_adopted_and_repaired_nftables() {
+    let Some(ns) = netns_or_skip("a_crash_leaves_the_kernel_sets_adopted_and_repaired_nftables")
+    else {
+        return;
+    };
+    let present = || {
+        ns.elements("loopback_v4")
+            .iter()
+            .any(|e| e.0 == "192.0.2.20")
+    };
+    run(a_crash_is_adopted(
+        &ns,
+        "",
+        || {
+            ns.nft(&["flush", "ruleset"]);
+        },
+        present,
+    ));
+}
+
+#[test]
+fn a_crash_leaves_the_kernel_sets_adopted_and_repaired_ipset() {
+    let Some(ns) =
+        crate::ipset::ipset_ns("a_crash_leaves_the_kernel_sets_adopted_and_repaired_ipset")
+    else {
+        return;
+    };
+    let present = || {
+        crate::ipset::members(&ns, "dnsfence_loopback_v4")
+            .iter()
+            .any(|(v, _)| v == "192.0.2.20")
+    };
+    run(a_crash_is_adopted(
+        &ns,
+        "backend = \"ipset\"",
+        || {
+            crate::ipset::in_ns(&ns, &["ipset", "flush", "dnsfence_loopback_v4"], None).unwrap();
+        },
+        present,
+    ));
+}
