@@ -23,6 +23,7 @@ fn bench_admission() -> Admission {
         chain: Box::new([]),
         endpoint_sets: Box::new([]),
         would_deny: false,
+        via: None,
     }
 }
 

@@ -88,6 +88,8 @@ pub struct Bound {
     pub dns: Listeners,
     /// The HTTP endpoints, unless turned off.
     pub http: Option<TcpListener>,
+    /// Peer sync's listener (`[sync] listen`).
+    pub sync: Option<TcpListener>,
 }
 
 impl Bound {
@@ -187,11 +189,13 @@ impl App {
             .warm_restored
             .with_label_values(&["adopted"])
             .set(adopted as i64);
+        let peers = crate::peer::Peers::new(&config.sync).map_err(io::Error::other)?;
         let status = Arc::new(Status {
             listening: AtomicBool::new(false),
             upstream_fresh,
             last_reload: std::sync::Mutex::new(None),
             sources,
+            peers,
         });
         Ok(App {
             config,
@@ -211,7 +215,11 @@ impl App {
             })?),
             None => None,
         };
-        Ok(Bound { dns, http })
+        let sync = match &self.status.peers {
+            Some(p) => p.bind().await?,
+            None => None,
+        };
+        Ok(Bound { dns, http, sync })
     }
 
     /// Serves until a [`Signal::Shutdown`] (or the signal channel closing); reloads on
@@ -271,6 +279,12 @@ impl App {
         // The catalog sources' followers: they write the overlays; the policy is recompiled here.
         let (applied_tx, mut applied_rx) = tokio::sync::mpsc::channel::<()>(1);
         let (followers, wakes) = start_followers(&config, &engine, &status, &applied_tx);
+        let peers = match (&status.peers, &engine.fence) {
+            (Some(p), Some(fence)) => {
+                p.start(fence.clone(), bound.sync, engine.metrics.sync.clone())
+            }
+            _ => Vec::new(),
+        };
         loop {
             let signal = tokio::select! {
                 s = signals.recv() => s,
@@ -313,7 +327,7 @@ impl App {
         if let Some(w) = watchdog {
             w.abort();
         }
-        for f in followers {
+        for f in followers.into_iter().chain(peers) {
             f.abort();
         }
         probe.abort();

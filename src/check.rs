@@ -97,6 +97,20 @@ pub fn report(config: &Config, policy: &Policy) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let sync = &config.sync;
+    if sync.enabled() {
+        let _ = writeln!(
+            out,
+            "sync: listen {}; peers {}",
+            sync.listen
+                .map_or("(none: sends only)".to_string(), |a| a.to_string()),
+            sync.peers
+                .iter()
+                .map(|p| format!("{} ({})", p.name, p.address))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for view in &policy.views {
         let _ = writeln!(
             out,

@@ -479,6 +479,15 @@ fn ready(engine: &Engine, status: &Status) -> Response {
     for u in upstreams {
         let _ = writeln!(body, "{u}");
     }
+    // Peer gateways: listed, never a reason to be unready (answering does not depend on them).
+    for p in status.peers.iter().flat_map(|p| p.statuses()) {
+        let state = if p.up() {
+            "up".to_string()
+        } else {
+            format!("down ({})", p.last_error().unwrap_or_default())
+        };
+        let _ = writeln!(body, "sync peer {} ({}): {state}", p.name, p.address);
+    }
     Response::text(if problems.is_empty() { 200 } else { 503 }, body)
 }
 
@@ -496,8 +505,9 @@ struct ElementJson {
     endpoint_sets: Vec<String>,
     /// Only report-mode answers the allowlist would deny put it there.
     would_deny: bool,
-    /// "answer", or "restored" (found in the kernel's set at start: no answer known).
-    provenance: &'static str,
+    /// "answer", "peer:<name>", or "restored" (found in the kernel's set at start: no answer
+    /// known).
+    provenance: String,
     /// Each answer that put it there: question name, CNAME chain, endpoint sets.
     admitted_by: Vec<AdmissionJson>,
 }

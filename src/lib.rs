@@ -10,6 +10,7 @@
 //! - [`clock`]: the cache's clock (a test can advance it), Unix seconds, RFC 3339 times.
 //! - [`sync`]: the one poison-ignoring lock helper.
 //! - [`fileerror`]: the `file:line: 'entry': reason` error of config and zone files, excerpts.
+//! - [`codec`]: the byte layout of the warm-restart file and the peer-sync stream.
 //!
 //! Configuration and catalog:
 //! - [`config`]: the TOML configuration, one file per section: serde type, defaults, validation
@@ -41,7 +42,9 @@
 //! - [`udp`]: UDP workers (batched socket I/O, busy polling) in front of the query path.
 //! - [`tcp`]: the TCP listener and connections (pipelined) in front of the query path.
 //! - [`server`]: binding UDP and TCP on the listen addresses (one V6ONLY rule) and serving them.
-//! - [`status`]: what the process reports about itself (listening, last reload, sources).
+//! - [`peer`]: peer sync: this gateway's admissions sent to its peers over mutual TLS, theirs
+//!   put in its sets.
+//! - [`status`]: what the process reports about itself (listening, last reload, sources, peers).
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/v1/sets`, `/v1/sets/{view}.txt`,
 //!   `/v1/denied`, `/v1/catalog`.
 //! - [`warn`]: rate-limited warnings (`warn_limited!`) with a count of what was left out.
@@ -62,6 +65,7 @@ pub mod app;
 pub mod cache;
 pub mod check;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod explain;
 pub mod fence;
@@ -71,6 +75,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod notify;
 pub mod outcome;
+pub mod peer;
 pub mod policy;
 pub mod preflight;
 pub mod query;

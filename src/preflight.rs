@@ -1,7 +1,7 @@
 //! What `run` refuses at start that can be known without binding a socket, in one place, so that
 //! `dnsfence check` refuses the same configs with the same messages (`check && systemctl restart`
 //! must not take the resolver down): the descriptor budget of the connection caps, the query log
-//! file, the CA files, the state directory (followed sources, warm restart), and the fence's capability and
+//! file, the CA files, the sync certificates, the state directory (followed sources, warm restart), and the fence's capability and
 //! network namespace. `App::build` runs it first; `check` runs it after loading the config.
 
 use std::io;
@@ -38,6 +38,9 @@ pub fn check(config: &Config) -> Result<(), PreflightError> {
         writable_dir(&s.state_dir).map_err(|e| {
             PreflightError(format!("server state_dir {}: {e}", s.state_dir.display()))
         })?;
+    }
+    if let Some(tls) = config.sync.tls.as_ref().filter(|_| config.sync.enabled()) {
+        crate::peer::tls::configs(tls).map_err(|e| PreflightError(format!("sync: {e}")))?;
     }
     let f = &config.fence;
     if f.enabled && f.backend != FenceBackend::List {

@@ -1,6 +1,7 @@
 //! What the running process says about itself, apart from what a query reads (the
 //! query engine): whether the DNS sockets are served, how the last reload went, the
-//! catalog's sources, and the window in which the upstream counts as healthy. The app writes it;
+//! catalog's sources, the peer gateways' links, and the window in which the upstream counts as
+//! healthy. The app writes it;
 //! `/readyz`, `/v1/catalog` and reloads read it.
 
 use std::sync::atomic::AtomicBool;
@@ -22,4 +23,6 @@ pub struct Status {
     /// The catalog's sources: the shipped directory and the followed sources' state, to tell
     /// sources apart in `/v1/catalog`.
     pub sources: Arc<Sources>,
+    /// The peer gateways' links (`[sync]`), when sync is on.
+    pub peers: Option<Arc<crate::peer::Peers>>,
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::answer::Answer;
 use crate::cache::AnswerCache;
+use crate::codec::{CodecError, Reader, Writer};
 use crate::fence::{Admission, Restored};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -57,6 +58,12 @@ pub enum LoadError {
     /// It could not be read.
     #[error("{0}")]
     Io(std::io::Error),
+}
+
+impl From<CodecError> for LoadError {
+    fn from(e: CodecError) -> LoadError {
+        LoadError::Corrupt(e.to_string())
+    }
 }
 
 impl LoadError {
@@ -192,6 +199,7 @@ fn write_element(w: &mut Writer, e: &Restored, catalog: &Catalog) {
             w.str8(id);
         }
         w.u8(u8::from(a.would_deny));
+        w.str8(a.via.as_deref().unwrap_or_default());
     }
 }
 
@@ -228,10 +236,7 @@ fn parse(bytes: &[u8], catalog: &Catalog, now: SystemTime) -> Result<Loaded, Loa
             "checksum mismatch (truncated or changed)".into(),
         ));
     }
-    let mut r = Reader {
-        bytes: body,
-        at: MAGIC.len() + 2,
-    };
+    let mut r = Reader::at(body, MAGIC.len() + 2);
     let written = UNIX_EPOCH + Duration::from_millis(r.u64()?);
     // A clock set back between stop and start counts as no time passed.
     let elapsed = now.duration_since(written).unwrap_or(Duration::ZERO);
@@ -268,10 +273,10 @@ fn parse(bytes: &[u8], catalog: &Catalog, now: SystemTime) -> Result<Loaded, Loa
             message,
         });
     }
-    if r.at != body.len() {
+    if r.left() != 0 {
         return Err(LoadError::Corrupt(format!(
             "{} bytes after the last entry",
-            body.len() - r.at
+            r.left()
         )));
     }
     Ok(loaded)
@@ -291,11 +296,13 @@ fn read_admission(r: &mut Reader<'_>, catalog: &Catalog) -> Result<Admission, Lo
         }
     }
     let would_deny = r.u8()? != 0;
+    let via = r.str8()?;
     Ok(Admission {
         name,
         chain: chain.into_boxed_slice(),
         endpoint_sets: endpoint_sets.into_boxed_slice(),
         would_deny,
+        via: (!via.is_empty()).then(|| via.into_boxed_str()),
     })
 }
 
@@ -374,89 +381,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-struct Writer(Vec<u8>);
-
-impl Writer {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u16(&mut self, v: u16) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    /// At most 255 bytes (names, ids and element keys are shorter).
-    fn bytes8(&mut self, b: &[u8]) {
-        let b = &b[..b.len().min(255)];
-        self.u8(b.len() as u8);
-        self.0.extend_from_slice(b);
-    }
-    fn str8(&mut self, s: &str) {
-        self.bytes8(s.as_bytes());
-    }
-    /// At most 65,535 bytes (a DNS message is never longer).
-    fn bytes16(&mut self, b: &[u8]) {
-        let b = &b[..b.len().min(usize::from(u16::MAX))];
-        self.u16(b.len() as u16);
-        self.0.extend_from_slice(b);
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], LoadError> {
-        let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len());
-        let Some(end) = end else {
-            return Err(LoadError::Corrupt(format!(
-                "an entry at byte {} runs past the end",
-                self.at
-            )));
-        };
-        let b = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(b)
-    }
-    fn u8(&mut self) -> Result<u8, LoadError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, LoadError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, LoadError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, LoadError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
-    }
-    fn bytes8(&mut self) -> Result<&'a [u8], LoadError> {
-        let n = self.u8()?;
-        self.take(n.into())
-    }
-    fn bytes16(&mut self) -> Result<&'a [u8], LoadError> {
-        let n = self.u16()?;
-        self.take(n.into())
-    }
-    fn str8(&mut self) -> Result<String, LoadError> {
-        let at = self.at;
-        let b = self.bytes8()?;
-        String::from_utf8(b.to_vec())
-            .map_err(|_| LoadError::Corrupt(format!("text at byte {at} is not UTF-8")))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,6 +441,7 @@ mod tests {
                 chain: Box::new(["edge.example".into()]),
                 endpoint_sets: Box::new([i]),
                 would_deny: false,
+                via: None,
             }],
         }
     }

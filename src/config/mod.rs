@@ -7,7 +7,8 @@
 //! that refer to the zone catalog (profiles, set ids) are checked when the policy is compiled;
 //! they keep their line number ([`Located`]) so that those errors still point into this file.
 //!
-//! Sections: `server`, `zones`, `upstream`, `query_log`, `fence`, `http`, `catalog`, `view`;
+//! Sections: `server`, `zones`, `upstream`, `query_log`, `fence`, `http`, `catalog`, `sync`
+//! (`peer_sync.rs`), `view`;
 //! [`section`] holds what they share.
 
 use std::fs;
@@ -19,6 +20,7 @@ use toml::Spanned;
 mod catalog;
 mod fence;
 mod http;
+mod peer_sync;
 mod query_log;
 pub mod section;
 mod server;
@@ -29,6 +31,7 @@ mod zones;
 pub use catalog::CatalogConfig;
 pub use fence::{AdmitFailure, FenceBackend, FenceConfig, FenceMode, TableRef, ViewFence};
 pub use http::HttpConfig;
+pub use peer_sync::{PeerConfig, SyncConfig, SyncTls};
 pub use query_log::{LogLevel, QueryLogConfig};
 pub use section::{Reload, ReloadPlan};
 pub use server::{MAX_UDP_PAYLOAD, ServerConfig};
@@ -69,6 +72,8 @@ struct RawConfig {
     #[serde(default)]
     catalog: catalog::RawCatalog,
     #[serde(default)]
+    sync: peer_sync::RawSync,
+    #[serde(default)]
     view: Vec<Spanned<view::RawView>>,
 }
 
@@ -91,6 +96,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Following Microsoft's endpoint web service.
     pub catalog: CatalogConfig,
+    /// The peer gateways admissions are shared with.
+    pub sync: SyncConfig,
     /// Client networks and what they may resolve.
     pub views: Vec<ViewConfig>,
     /// What is accepted but should change (an older key): `check` prints them, `run` logs them.
@@ -149,15 +156,25 @@ impl Config {
         if views.is_empty() {
             return Err(ctx.at(1, "view", "no [[view]]: every client would be refused"));
         }
+        let sync = raw.sync.validate(&ctx)?;
+        let fence = raw.fence.validate(&ctx)?;
+        if sync.enabled() && !fence.enabled {
+            return Err(ctx.at(
+                1,
+                "sync",
+                "[sync] shares what the fence admits: it needs [fence] enabled = true",
+            ));
+        }
         Ok(Config {
             path: path.to_path_buf(),
             server,
             zones: raw.zones.validate(&ctx)?,
             upstream,
             query_log: raw.query_log.validate(&ctx)?,
-            fence: raw.fence.validate(&ctx)?,
+            fence,
             http: raw.http.validate(&ctx)?,
             catalog: raw.catalog.validate(&ctx, state_dir)?,
+            sync,
             views,
             warnings,
         })
@@ -178,6 +195,7 @@ impl Config {
             fence,
             http,
             catalog,
+            sync,
             views,
             warnings: _,
         } = self;
@@ -188,6 +206,7 @@ impl Config {
         fence.reload(&new.fence, &mut plan);
         http.reload(&new.http, &mut plan);
         catalog.reload(&new.catalog, &mut plan);
+        sync.reload(&new.sync, &mut plan);
         let changed = views.len() != new.views.len()
             || views
                 .iter()
@@ -230,6 +249,76 @@ profiles = ["apple"]
             text,
             Path::new("/nonexistent"),
         )
+    }
+
+    #[test]
+    fn the_sync_section_is_checked_with_its_lines() {
+        let sync = |fence: &str, body: &str| {
+            parse(&format!(
+                "{MIN}\n[fence]\nenabled = {fence}\n[sync]\n{body}"
+            ))
+            .map(|c| c.sync)
+            .map_err(|e| e.to_string())
+        };
+        let files = "ca_file = \"ca.pem\"\ncert_file = \"a.pem\"\nkey_file = \"a.key\"\n";
+        let ok = sync(
+            "true",
+            &format!(
+                "listen = \"10.0.0.1:8853\"\n{files}[[sync.peer]]\nname = \"GW-B.example.\"\naddress = \"10.0.0.2:8853\"\n"
+            ),
+        )
+        .unwrap();
+        assert!(ok.enabled());
+        assert_eq!(ok.peers[0].name, "gw-b.example");
+        assert_eq!(ok.queue, 65_536);
+        assert_eq!(
+            ok.tls.unwrap().ca_file,
+            Path::new("config/ca.pem"),
+            "relative to the config"
+        );
+        assert!(
+            !sync("false", "").unwrap().enabled(),
+            "off without a peer or listen"
+        );
+        for (fence, body, want) in [
+            (
+                "true",
+                "listen = \"10.0.0.1:8853\"\n".to_string(),
+                "test.toml:12: 'sync': sync needs ca_file, cert_file and key_file",
+            ),
+            (
+                "true",
+                format!(
+                    "listen = \"10.0.0.1:8853\"\n{files}[[sync.peer]]\nname = \"gw-a\"\naddress = \"10.0.0.1:8853\"\n"
+                ),
+                "'10.0.0.1:8853': this is [sync] listen",
+            ),
+            (
+                "true",
+                format!("{files}[[sync.peer]]\nname = \"gw_b!\"\naddress = \"10.0.0.2:8853\"\n"),
+                "'gw_b!': a peer's name is the DNS name",
+            ),
+            (
+                "true",
+                format!(
+                    "{files}[[sync.peer]]\nname = \"b\"\naddress = \"10.0.0.2:1\"\n[[sync.peer]]\nname = \"b\"\naddress = \"10.0.0.3:1\"\n"
+                ),
+                "two [[sync.peer]] have this name",
+            ),
+            (
+                "true",
+                format!("{files}[[sync.peer]]\nname = \"b\"\naddress = \"b:1\"\n"),
+                "'b:1': not an ip:port address",
+            ),
+            (
+                "false",
+                format!("{files}[[sync.peer]]\nname = \"b\"\naddress = \"10.0.0.2:1\"\n"),
+                "it needs [fence] enabled = true",
+            ),
+        ] {
+            let e = sync(fence, &body).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+        }
     }
 
     #[test]

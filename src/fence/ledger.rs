@@ -28,6 +28,8 @@ pub struct Admission {
     pub endpoint_sets: Box<[u32]>,
     /// Admitted for a report-mode view although its allowlist would deny the name.
     pub would_deny: bool,
+    /// The peer gateway whose answer it was (`[[sync.peer]]` name); `None`: this gateway's.
+    pub via: Option<Box<str>>,
 }
 
 /// One confirmed element.
@@ -47,13 +49,14 @@ impl LedgerEntry {
         !self.admissions.is_empty() && self.admissions.iter().all(|a| a.would_deny)
     }
 
-    /// Where it comes from: "answer" (answers of this process, or of the one before a warm
-    /// restart, say which), or "restored" (found in the kernel's set at start, no answer known).
-    pub fn provenance(&self) -> &'static str {
-        if self.admissions.is_empty() {
-            "restored"
-        } else {
-            "answer"
+    /// Where it comes from: "answer" (an answer of this gateway, before a warm restart or
+    /// since), "peer:<name>" (only answers of that peer gateway), or "restored" (found in the
+    /// kernel's set at start, no answer known).
+    pub fn provenance(&self) -> String {
+        match self.admissions.last() {
+            None => "restored".to_string(),
+            Some(_) if self.admissions.iter().any(|a| a.via.is_none()) => "answer".to_string(),
+            Some(a) => format!("peer:{}", a.via.as_deref().unwrap_or_default()),
         }
     }
 }
@@ -358,6 +361,11 @@ impl Ledger {
         new
     }
 
+    /// When the kernel drops an element, if the ledger has it.
+    pub fn expires(&self, key: &ElementKey) -> Option<Instant> {
+        self.map.get(key.as_bytes()).map(|e| e.expires)
+    }
+
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
@@ -411,6 +419,7 @@ mod tests {
                 chain: Box::new(["b.example".into()]),
                 endpoint_sets: Box::new([1]),
                 would_deny,
+                via: None,
             })
         };
         l.record(

@@ -27,8 +27,9 @@ use crate::answer::AnswerAddr;
 use crate::config::{FenceBackend, FenceConfig, FenceMode};
 use crate::sync::lock;
 use crate::zones::PortSpec;
+pub use ledger::ElementKey;
 pub use ledger::{Admission, Ledger, LedgerEntry, Restored};
-use ledger::{Confirmed, ElementKey, Freshness, decode_key};
+use ledger::{Confirmed, Freshness, decode_key};
 pub use plan::ViewPlan;
 use worker::Worker;
 
@@ -135,6 +136,44 @@ pub struct DynSet {
     pub mode: FenceMode,
 }
 
+/// An element this gateway's answer put in a set, confirmed by the kernel: what the fence hands
+/// its tap (peer sync) after every batch.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The dynamic set's index ([`Fence::sets`]).
+    pub set: u16,
+    /// The element's key bytes as the kernel stores them.
+    pub element: Vec<u8>,
+    /// The timeout it was written with.
+    pub timeout: Duration,
+    /// The question name of the answer that carried it.
+    pub name: Box<str>,
+}
+
+/// Called with what each batch confirmed for this gateway's own answers (never what a peer
+/// sent), on the fence's thread: it must only queue.
+pub type Tap = Arc<dyn Fn(&[Shared]) + Send + Sync>;
+
+/// Hands the confirmed elements of this gateway's answers to the tap, if one is set.
+fn tap(state: &State, confirmed: &[Confirmed]) {
+    let Some(tap) = lock(&state.tap).clone() else {
+        return;
+    };
+    let shared: Vec<Shared> = confirmed
+        .iter()
+        .filter(|c| c.admission.via.is_none())
+        .map(|c| Shared {
+            set: c.key.set(),
+            element: c.key.element().to_vec(),
+            timeout: c.timeout,
+            name: c.admission.name.clone(),
+        })
+        .collect();
+    if !shared.is_empty() {
+        tap(&shared);
+    }
+}
+
 /// One element waiting for the kernel.
 #[derive(Debug, Clone)]
 struct Pending {
@@ -162,6 +201,8 @@ struct State {
     stats: Arc<FenceStats>,
     /// Elements found in the kernel's sets at start that the ledger did not have.
     adopted: AtomicU64,
+    /// Peer sync's queue of this gateway's admissions.
+    tap: Mutex<Option<Tap>>,
     healthy: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
@@ -287,6 +328,7 @@ impl Fence {
             ledger: Mutex::new(ledger),
             stats: Arc::default(),
             adopted: AtomicU64::new(0),
+            tap: Mutex::new(None),
             healthy: AtomicBool::new(false),
             last_error: Mutex::new(None),
         });
@@ -379,7 +421,9 @@ impl Fence {
         }
         let Some(jobs) = &self.jobs else {
             // List backend: nothing to confirm; the ledger is the list.
-            lock(&state.ledger).record(elements.into_iter().map(|p| p.element), now);
+            let confirmed: Vec<Confirmed> = elements.into_iter().map(|p| p.element).collect();
+            tap(state, &confirmed);
+            lock(&state.ledger).record(confirmed, now);
             stats.admits_ok.fetch_add(1, Ordering::Relaxed);
             return Ok(Admitted::Written(written));
         };
@@ -398,6 +442,80 @@ impl Fence {
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(AdmitError::Closed),
             Err(_) => Err(AdmitError::Deadline),
+        }
+    }
+
+    /// Sets the tap peer sync queues this gateway's admissions with.
+    pub fn set_tap(&self, tap: Tap) {
+        *lock(&self.state.tap) = Some(tap);
+    }
+
+    /// The dynamic set of `view` for one address family, and the key of `element` in it: `None`
+    /// when this config has no such view (or no fence for it), or the element is not an
+    /// address (with a port in `addr_port` mode) of that family.
+    pub fn peer_key(&self, view: &str, v6: bool, element: &[u8]) -> Option<ElementKey> {
+        let i = self
+            .state
+            .sets
+            .iter()
+            .position(|s| s.view == view && s.v6 == v6)?;
+        let key = ElementKey::from_element(i as u16, element)?;
+        let (ip, port) = decode_key(key.element())?;
+        let s = &self.state.sets[i];
+        (ip.is_ipv6() == v6 && port.is_some() == (s.mode == FenceMode::AddrPort)).then_some(key)
+    }
+
+    /// The longest timeout this fence gives an element: `max_ttl_secs` plus the grace.
+    pub fn max_timeout(&self) -> Duration {
+        self.state.cfg.max_ttl + self.state.cfg.grace
+    }
+
+    /// Puts elements a peer gateway sent into the sets, without waiting (the peer's answer has
+    /// long left): each with its own timeout and admission. An element the ledger already has
+    /// for at least as long is skipped — union, the later expiry wins. How many were queued.
+    pub fn admit_from_peer(
+        &self,
+        elements: Vec<(ElementKey, Duration, Arc<Admission>)>,
+    ) -> Result<usize, AdmitError> {
+        let state = &self.state;
+        let now = Instant::now();
+        let pending: Vec<Pending> = {
+            let ledger = lock(&state.ledger);
+            elements
+                .into_iter()
+                .filter_map(|(key, timeout, admission)| {
+                    let live = match ledger.expires(&key) {
+                        Some(e) if e >= now + timeout => return None,
+                        Some(e) => e > now,
+                        None => false,
+                    };
+                    Some(Pending {
+                        element: Confirmed {
+                            key,
+                            timeout,
+                            admission,
+                        },
+                        refresh: live,
+                    })
+                })
+                .collect()
+        };
+        let n = pending.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let Some(jobs) = &self.jobs else {
+            lock(&state.ledger).record(pending.into_iter().map(|p| p.element), now);
+            return Ok(n);
+        };
+        let job = AdmitJob {
+            elements: pending,
+            reply: None,
+        };
+        match jobs.try_send(job) {
+            Ok(()) => Ok(n),
+            Err(TrySendError::Full(_)) => Err(AdmitError::QueueFull),
+            Err(TrySendError::Disconnected(_)) => Err(AdmitError::Closed),
         }
     }
 

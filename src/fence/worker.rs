@@ -373,8 +373,12 @@ impl Worker {
             Ok(()) => {
                 stats.admits_ok.fetch_add(1, Ordering::Relaxed);
                 self.state.healthy.store(true, Ordering::Relaxed);
-                let confirmed = std::mem::take(&mut job.elements).into_iter();
-                lock(&self.state.ledger).record(confirmed.map(|p| p.element), now);
+                let confirmed: Vec<super::Confirmed> = std::mem::take(&mut job.elements)
+                    .into_iter()
+                    .map(|p| p.element)
+                    .collect();
+                super::tap(&self.state, &confirmed);
+                lock(&self.state.ledger).record(confirmed, now);
             }
             Err(msg) => {
                 stats.admits_failed.fetch_add(1, Ordering::Relaxed);

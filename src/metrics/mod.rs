@@ -92,6 +92,21 @@ pub const WARM_RESTART: &str = "dnsfence_warm_restart_total";
 /// What the last start read back from the warm-restart state (`what`: answers, elements).
 pub const WARM_RESTORED: &str = "dnsfence_warm_restart_restored";
 
+/// Whether each peer gateway's sync link is up (`peer`).
+pub const SYNC_PEER_UP: &str = "dnsfence_sync_peer_up";
+/// Elements sent to each peer (`peer`).
+pub const SYNC_SENT: &str = "dnsfence_sync_elements_sent_total";
+/// Elements received from each peer (`peer`).
+pub const SYNC_RECEIVED: &str = "dnsfence_sync_elements_received_total";
+/// Elements dropped from a peer's full queue (`peer`); a snapshot follows.
+pub const SYNC_DROPPED: &str = "dnsfence_sync_elements_dropped_total";
+/// Full snapshots sent to each peer (`peer`).
+pub const SYNC_SNAPSHOTS: &str = "dnsfence_sync_snapshots_total";
+/// Sync connections or elements refused (`reason`).
+pub const SYNC_REFUSED: &str = "dnsfence_sync_refused_total";
+/// From a peer's admit to this gateway's receipt (`peer`).
+pub const SYNC_LAG: &str = "dnsfence_sync_lag_seconds";
+
 /// Query types that get their own label value; the rest are "other".
 const QTYPES: &[&str] = &[
     "A", "AAAA", "CNAME", "HTTPS", "SVCB", "MX", "TXT", "NS", "SOA", "PTR", "SRV", "CAA", "ANY",
@@ -249,6 +264,84 @@ impl ViewCounters {
     }
 }
 
+/// Peer sync's metrics (`peer`: a configured `[[sync.peer]]` name, so the label is bounded).
+#[derive(Clone)]
+pub struct SyncMetrics {
+    /// Whether each link is up.
+    pub up: IntGaugeVec,
+    /// Elements sent.
+    pub sent: IntCounterVec,
+    /// Elements received.
+    pub received: IntCounterVec,
+    /// Elements dropped from a full queue.
+    pub dropped: IntCounterVec,
+    /// Snapshots sent.
+    pub snapshots: IntCounterVec,
+    /// Connections and elements refused, by reason (handshake, unknown_peer, protocol,
+    /// unknown_view, bad_element, clamped, queue_full).
+    pub refused: IntCounterVec,
+    /// Admit-to-receipt lag.
+    pub lag: HistogramVec,
+}
+
+impl SyncMetrics {
+    fn new(r: &Registry) -> SyncMetrics {
+        let up = IntGaugeVec::new(
+            Opts::new(
+                SYNC_PEER_UP,
+                "1 while the sync link to the peer gateway is up.",
+            ),
+            &["peer"],
+        )
+        .expect("valid");
+        r.register(Box::new(up.clone())).expect("registered once");
+        let lag = HistogramVec::new(
+            HistogramOpts::new(
+                SYNC_LAG,
+                "Time from a peer's kernel confirming an element to this gateway receiving it (the gateways' clocks, NTP-synced).",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0]),
+            &["peer"],
+        )
+        .expect("valid");
+        r.register(Box::new(lag.clone())).expect("registered once");
+        SyncMetrics {
+            up,
+            sent: counter_vec(
+                r,
+                SYNC_SENT,
+                "Elements sent to the peer gateway.",
+                &["peer"],
+            ),
+            received: counter_vec(
+                r,
+                SYNC_RECEIVED,
+                "Elements received from the peer gateway.",
+                &["peer"],
+            ),
+            dropped: counter_vec(
+                r,
+                SYNC_DROPPED,
+                "Elements dropped from the peer's full queue (a full snapshot follows).",
+                &["peer"],
+            ),
+            snapshots: counter_vec(
+                r,
+                SYNC_SNAPSHOTS,
+                "Full snapshots sent to the peer gateway (each connection, and after drops).",
+                &["peer"],
+            ),
+            refused: counter_vec(
+                r,
+                SYNC_REFUSED,
+                "Sync connections or elements refused, by reason (handshake, unknown_peer, protocol, unknown_view, bad_element, clamped, queue_full).",
+                &["reason"],
+            ),
+            lag,
+        }
+    }
+}
+
 /// Every metric handle, registered once.
 pub struct Metrics {
     /// The registry `/metrics` encodes.
@@ -290,6 +383,8 @@ pub struct Metrics {
     pub warm_restart: IntCounterVec,
     /// What the start read back from the warm-restart state.
     pub warm_restored: IntGaugeVec,
+    /// Peer sync: links, elements, refusals, lag.
+    pub sync: SyncMetrics,
 
     /// Build information (always 1).
     pub build_info: IntGaugeVec,
@@ -456,6 +551,7 @@ impl Metrics {
                 &["step", "result"],
             ),
             warm_restored,
+            sync: SyncMetrics::new(&r),
             build_info,
             response_by_verdict,
             response_duration,

@@ -655,6 +655,7 @@ impl Engine {
                 chain: answer.chain.clone(),
                 endpoint_sets: sets.into(),
                 would_deny,
+                via: None,
             }
         };
         let t = Instant::now();

@@ -159,6 +159,15 @@ fn check_refuses_what_run_refuses_with_the_same_message() {
             "server state_dir".into(),
         ),
         (
+            "sync-certs.toml",
+            format!(
+                "[fence]\nenabled = true\nbackend = \"list\"\n[sync]\nlisten = \"127.0.0.1:0\"\n\
+                 ca_file = \"{d}/empty.pem\"\ncert_file = \"{d}/empty.pem\"\nkey_file = \"{d}/empty.pem\"",
+                d = d.display()
+            ),
+            "sync: ".into(),
+        ),
+        (
             "netns.toml",
             "[fence]\nenabled = true\nnetns = \"dnsfence-no-such-namespace\"".into(),
             "fence: network namespace 'dnsfence-no-such-namespace': not found".into(),

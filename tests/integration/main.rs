@@ -18,6 +18,7 @@ mod logs;
 mod observe;
 mod page;
 mod parity;
+mod peer;
 mod protocol;
 mod reload;
 mod resolve;
