@@ -219,7 +219,8 @@ pub fn load(file: &Path, catalog: &Catalog, cache_size: usize) -> Result<Loaded,
     parse(&bytes, catalog, SystemTime::now())
 }
 
-fn parse(bytes: &[u8], catalog: &Catalog, now: SystemTime) -> Result<Loaded, LoadError> {
+/// [`load`] of bytes already read, as if read at `now` (for tools and the fuzz target).
+pub fn parse(bytes: &[u8], catalog: &Catalog, now: SystemTime) -> Result<Loaded, LoadError> {
     if bytes.len() < MAGIC.len() + 2 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(LoadError::Foreign);
     }

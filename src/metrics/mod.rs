@@ -278,7 +278,7 @@ pub struct SyncMetrics {
     /// Snapshots sent.
     pub snapshots: IntCounterVec,
     /// Connections and elements refused, by reason (handshake, unknown_peer, protocol,
-    /// unknown_view, bad_element, clamped, queue_full).
+    /// unknown_view, bad_element, clamped, queue_full, too_many).
     pub refused: IntCounterVec,
     /// Admit-to-receipt lag.
     pub lag: HistogramVec,
@@ -300,7 +300,10 @@ impl SyncMetrics {
                 SYNC_LAG,
                 "Time from a peer's kernel confirming an element to this gateway receiving it (the gateways' clocks, NTP-synced).",
             )
-            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0]),
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0,
+                2.0, 5.0,
+            ]),
             &["peer"],
         )
         .expect("valid");
@@ -334,7 +337,7 @@ impl SyncMetrics {
             refused: counter_vec(
                 r,
                 SYNC_REFUSED,
-                "Sync connections or elements refused, by reason (handshake, unknown_peer, protocol, unknown_view, bad_element, clamped, queue_full).",
+                "Sync connections or elements refused, by reason (handshake, unknown_peer, protocol, unknown_view, bad_element, clamped, queue_full, too_many).",
                 &["reason"],
             ),
             lag,

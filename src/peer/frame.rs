@@ -27,8 +27,8 @@ pub struct Element {
     pub element: Vec<u8>,
     /// Milliseconds it has left, when sent.
     pub left_ms: u64,
-    /// When the sender's kernel confirmed it (Unix milliseconds): the receiver's lag.
-    pub admitted_ms: u64,
+    /// When the sender's kernel confirmed it (Unix microseconds): the receiver's lag.
+    pub admitted_us: u64,
     /// The question name of the answer that carried it.
     pub name: String,
 }
@@ -67,7 +67,7 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
                 w.u8(u8::from(e.v6));
                 w.bytes8(&e.element);
                 w.u64(e.left_ms);
-                w.u64(e.admitted_ms);
+                w.u64(e.admitted_us);
                 w.str8(&e.name);
             }
         }
@@ -123,7 +123,7 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
                     v6: r.u8()? != 0,
                     element: r.bytes8()?.to_vec(),
                     left_ms: r.u64()?,
-                    admitted_ms: r.u64()?,
+                    admitted_us: r.u64()?,
                     name: r.str8()?,
                 });
             }
@@ -150,7 +150,7 @@ mod tests {
             v6: false,
             element: vec![192, 0, 2, 1],
             left_ms: 360_000,
-            admitted_ms: 1_700_000_000_000,
+            admitted_us: 1_700_000_000_000_000,
             name: "manage.microsoft.com".into(),
         };
         for frame in [

@@ -124,10 +124,11 @@ impl std::fmt::Debug for Peers {
     }
 }
 
-fn unix_ms() -> u64 {
+/// Microseconds since the Unix epoch: the lag's clock.
+fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Peers {
@@ -203,7 +204,7 @@ impl Peers {
         let tap_sets = sets.clone();
         let outboxes = self.outboxes.clone();
         fence.set_tap(Arc::new(move |shared: &[Shared]| {
-            let now = unix_ms();
+            let now = unix_us();
             let items: Vec<Element> = shared
                 .iter()
                 .filter_map(|s| {
@@ -213,7 +214,7 @@ impl Peers {
                         v6: *v6,
                         element: s.element.clone(),
                         left_ms: s.timeout.as_millis() as u64,
-                        admitted_ms: now,
+                        admitted_us: now,
                         name: s.name.to_string(),
                     })
                 })
@@ -384,7 +385,7 @@ async fn session(l: &Link) -> String {
 
 /// This gateway's own live elements (those a local answer admitted), as a link sends them.
 fn snapshot(fence: &Fence, sets: &[(String, bool)]) -> Vec<Element> {
-    let now = unix_ms();
+    let now = unix_us();
     let dyn_sets = fence.sets();
     fence
         .snapshot()
@@ -400,7 +401,7 @@ fn snapshot(fence: &Fence, sets: &[(String, bool)]) -> Vec<Element> {
                 v6: *v6,
                 element: r.element,
                 left_ms: r.left.as_millis() as u64,
-                admitted_ms: now,
+                admitted_us: now,
                 name: local.name.to_string(),
             })
         })
@@ -531,7 +532,7 @@ fn admit(
     metrics: &SyncMetrics,
     lag: &prometheus::Histogram,
 ) {
-    let now = unix_ms();
+    let now = unix_us();
     let max = fence.max_timeout();
     let via: Box<str> = peer.into();
     let mut batch = Vec::with_capacity(elements.len());
@@ -553,7 +554,7 @@ fn admit(
         if left.is_zero() {
             continue;
         }
-        lag.observe(now.saturating_sub(e.admitted_ms) as f64 / 1000.0);
+        lag.observe(now.saturating_sub(e.admitted_us) as f64 / 1e6);
         let admission = Arc::new(Admission {
             name: e.name.into_boxed_str(),
             chain: Box::new([]),
