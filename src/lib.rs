@@ -11,6 +11,7 @@
 //! - [`sync`]: the one poison-ignoring lock helper.
 //! - [`fileerror`]: the `file:line: 'entry': reason` error of config and zone files, excerpts.
 //! - [`codec`]: the byte layout of the warm-restart file and the peer-sync stream.
+//! - [`caps`]: the process's two capabilities made ambient, for the `nft` and `ipset` it runs.
 //!
 //! Configuration and catalog:
 //! - [`config`]: the TOML configuration, one file per section: serde type, defaults, validation
@@ -63,6 +64,7 @@
 pub mod answer;
 pub mod app;
 pub mod cache;
+pub mod caps;
 pub mod check;
 pub mod clock;
 pub mod codec;

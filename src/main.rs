@@ -197,6 +197,16 @@ enum Command {
         #[command(subcommand)]
         action: CatalogCommand,
     },
+    /// Ask the running instance for /healthz (or, with --ready, /readyz) on its [http] listen
+    /// address and print the answer: exit 0 on 200, 1 otherwise. For a container's HEALTHCHECK
+    /// or an exec probe, where there is no curl.
+    Health {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// /readyz: the fence, the catalog and an upstream ready, not only the process alive.
+        #[arg(long)]
+        ready: bool,
+    },
     /// Write the man pages and shell completions (bash, zsh, fish) into a directory: for packaging.
     #[command(hide = true)]
     Assets {
@@ -238,6 +248,7 @@ fn main() -> ExitCode {
             family.map(|f| if f == "4" { 4 } else { 6 }),
         ),
         Command::Suggest { config, view, log } => suggest(config.path, view, log),
+        Command::Health { config, ready } => health(config.path, ready),
         Command::Assets { dir } => assets(&dir),
         Command::Catalog {
             action:
@@ -290,6 +301,14 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         logs.without_time().init();
     } else {
         logs.init();
+    }
+    // Before any thread: the programs the fence runs (nft, ipset) get its two capabilities.
+    match dnsfence::caps::share_with_children() {
+        Ok(raised) if !raised.is_empty() => {
+            tracing::info!(?raised, "capabilities made ambient for nft and ipset");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "capabilities not passed on to nft and ipset"),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -387,6 +406,34 @@ fn suggest(path: PathBuf, view: Option<String>, log: Option<PathBuf>) -> anyhow:
     };
     print!("{}", suggest::render(&suggest::rank(&seen), &source));
     Ok(ExitCode::SUCCESS)
+}
+
+fn health(path: PathBuf, ready: bool) -> anyhow::Result<ExitCode> {
+    let config = dnsfence::config::Config::load(&path)?;
+    let Some(mut addr) = config.http.listen else {
+        anyhow::bail!("{}: [http] is off: nothing to ask", path.display());
+    };
+    // A wildcard listener is reached on loopback, where the probe runs.
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{addr}/{}", if ready { "readyz" } else { "healthz" });
+    let fetcher =
+        dnsfence::source::fetch::Fetcher::new(None, None, std::time::Duration::from_secs(3))
+            .map_err(anyhow::Error::msg)?;
+    match fetcher.get(&url) {
+        Ok(body) => {
+            print!("{body}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("dnsfence: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn nft_rules(

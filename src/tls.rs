@@ -36,6 +36,19 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<TlsConfig, String> {
     Ok(TlsConfig { config })
 }
 
+/// A configuration that trusts nothing, for pools that only speak plain DNS (hickory's pool
+/// context wants one).
+pub fn unused_config() -> TlsConfig {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    TlsConfig { config }
+}
+
 /// Where a DoT or DoH server is and what its certificate must say.
 #[derive(Clone)]
 pub struct Endpoint {

@@ -256,8 +256,18 @@ impl Upstream {
         // case is not used (it is retried over TCP). With hickory's random source port per query
         // and random IDs, an off-path spoofer has to guess all three.
         opts.case_randomization = true;
-        let tls = crate::tls::client_config(config.tls_ca_file.as_deref())
-            .map_err(UpstreamError::Failed)?;
+        // The trust store is read only when a server needs it: a host (or an image) without
+        // CA certificates runs plain upstreams.
+        let encrypted = config
+            .servers
+            .iter()
+            .any(|s| !matches!(s.transport, UpstreamTransport::Plain));
+        let tls = if encrypted {
+            crate::tls::client_config(config.tls_ca_file.as_deref())
+                .map_err(UpstreamError::Failed)?
+        } else {
+            crate::tls::unused_config()
+        };
         let servers = config
             .servers
             .iter()

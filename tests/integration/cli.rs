@@ -655,3 +655,61 @@ fn an_upstream_that_loops_to_dnsfence_is_an_error_in_check_and_run() {
         assert!(err.contains("Set [upstream] servers"), "{cmd}: {err}");
     }
 }
+
+#[test]
+fn health_asks_the_running_instance_and_fails_when_it_is_gone_without_ca_certificates() {
+    crate::harness::run(async {
+        let upstream = crate::harness::Authority::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, port) = crate::harness::binary_config(dir.path(), upstream.addr).await;
+        // [http] on a port of its own, as a wildcard: `health` asks it on loopback.
+        let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "[http]\nlisten = \"127.0.0.1:0\"",
+            &format!("[http]\nlisten = \"0.0.0.0:{http_port}\""),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let cfg_arg = cfg.to_str().unwrap().to_string();
+        let (code, _, err) = dnsfence(&["health", "-c", &cfg_arg]);
+        assert_eq!(code, 1, "nothing runs yet: {err}");
+        assert!(err.contains(&format!("127.0.0.1:{http_port}")), "{err}");
+        // As on a host (or in an image) without CA certificates: plain upstreams need none.
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dnsfence"))
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .env("SSL_CERT_FILE", "/nonexistent/ca.pem")
+            .env("SSL_CERT_DIR", "/nonexistent")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let client = crate::harness::Client {
+            server: format!("127.0.0.1:{port}").parse().unwrap(),
+        };
+        let q = crate::harness::query(
+            "manage.microsoft.com.",
+            hickory_proto::rr::RecordType::A,
+            Some(1232),
+        );
+        let answered = client
+            .first_answer(
+                &q.to_vec().unwrap(),
+                50,
+                std::time::Duration::from_millis(100),
+            )
+            .await;
+        assert!(answered.is_some(), "dnsfence answers");
+        let (code, out, err) = dnsfence(&["health", "-c", &cfg_arg]);
+        assert_eq!(code, 0, "{out}{err}");
+        let (code, out, err) = dnsfence(&["health", "--ready", "-c", &cfg_arg]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("ready"), "{out}");
+        child.kill().await.unwrap();
+        child.wait().await.unwrap();
+        let (code, _, err) = dnsfence(&["health", "--ready", "-c", &cfg_arg]);
+        assert_eq!(code, 1, "{err}");
+    });
+}

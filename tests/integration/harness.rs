@@ -1275,13 +1275,18 @@ pub async fn log_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
 
 /// Runs a test body on a fresh multi-threaded runtime with the overall time bound.
 pub fn run<F: std::future::Future<Output = ()>>(body: F) {
+    run_within(TEST_TIMEOUT, body)
+}
+
+/// [`run`] with a bound of its own, for tests that start containers.
+pub fn run_within<F: std::future::Future<Output = ()>>(limit: Duration, body: F) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        tokio::time::timeout(TEST_TIMEOUT, body)
+        tokio::time::timeout(limit, body)
             .await
             .expect("test finished within its time bound");
     });

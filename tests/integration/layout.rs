@@ -118,7 +118,7 @@ fn src_modules_import_no_cycle() {
 #[test]
 fn the_bottom_layer_reaches_up_into_nothing() {
     let g = graph();
-    for bottom in ["wire", "clock", "sync", "fileerror", "codec"] {
+    for bottom in ["wire", "clock", "sync", "fileerror", "codec", "caps"] {
         assert_eq!(
             g.get(bottom).cloned().unwrap_or_default(),
             BTreeSet::new(),

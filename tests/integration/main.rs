@@ -6,6 +6,7 @@ mod catalog;
 mod check;
 mod cli;
 mod clients;
+mod container;
 mod deny;
 mod dot;
 mod fence;
