@@ -481,6 +481,27 @@ fn the_readmes_local_zone_example_loads_without_warnings() {
     assert!(view.lookup("evil.googleapis.com").is_none());
 }
 
+/// The first answer of a dnsfence just started on 127.0.0.1:`port` to `manage.microsoft.com A`
+/// (asked every 100 ms, 50 times at most).
+async fn first_answer(port: u16) -> hickory_proto::op::Message {
+    let client = crate::harness::Client {
+        server: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
+    let q = crate::harness::query(
+        "manage.microsoft.com.",
+        hickory_proto::rr::RecordType::A,
+        Some(1232),
+    );
+    let answered = client
+        .first_answer(
+            &q.to_vec().unwrap(),
+            50,
+            std::time::Duration::from_millis(100),
+        )
+        .await;
+    hickory_proto::op::Message::from_vec(&answered.expect("dnsfence answers")).unwrap()
+}
+
 #[test]
 fn run_serves_and_stops_cleanly_on_sigterm() {
     crate::harness::run(async {
@@ -489,19 +510,7 @@ fn run_serves_and_stops_cleanly_on_sigterm() {
         let dir = tempfile::tempdir().unwrap();
         let (cfg, port) = crate::harness::binary_config(dir.path(), upstream.addr).await;
         let mut child = crate::harness::spawn_run(&cfg);
-        let client = crate::harness::Client {
-            server: format!("127.0.0.1:{port}").parse().unwrap(),
-        };
-        let q = crate::harness::query(
-            "manage.microsoft.com.",
-            hickory_proto::rr::RecordType::A,
-            Some(1232),
-        );
-        let bytes = q.to_vec().unwrap();
-        let answered = client
-            .first_answer(&bytes, 50, std::time::Duration::from_millis(100))
-            .await;
-        let a = hickory_proto::op::Message::from_vec(&answered.expect("dnsfence answers")).unwrap();
+        let a = first_answer(port).await;
         assert_eq!(
             a.metadata.response_code,
             hickory_proto::op::ResponseCode::NoError
@@ -686,22 +695,7 @@ fn health_asks_the_running_instance_and_fails_when_it_is_gone_without_ca_certifi
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let client = crate::harness::Client {
-            server: format!("127.0.0.1:{port}").parse().unwrap(),
-        };
-        let q = crate::harness::query(
-            "manage.microsoft.com.",
-            hickory_proto::rr::RecordType::A,
-            Some(1232),
-        );
-        let answered = client
-            .first_answer(
-                &q.to_vec().unwrap(),
-                50,
-                std::time::Duration::from_millis(100),
-            )
-            .await;
-        assert!(answered.is_some(), "dnsfence answers");
+        first_answer(port).await;
         let (code, out, err) = dnsfence(&["health", "-c", &cfg_arg]);
         assert_eq!(code, 0, "{out}{err}");
         let (code, out, err) = dnsfence(&["health", "--ready", "-c", &cfg_arg]);

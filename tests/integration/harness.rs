@@ -1368,3 +1368,16 @@ pub fn certificates(dir: &Path, name: &str) -> bool {
         "ext.cnf",
     ])
 }
+
+/// Runs `ip ARGS`; panics with its error output on failure.
+pub fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

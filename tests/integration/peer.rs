@@ -293,17 +293,7 @@ fn a_gateway_pair_shares_its_admissions() {
     certificates(d, "other-ca", &[("other", "gw-a.test")]);
     // The veth between them: A 10.201.0.1, B 10.201.0.2.
     let veth = format!("dfp{}", std::process::id() % 100_000);
-    let ip = |args: &[&str]| {
-        let out = std::process::Command::new("ip")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let ip = crate::harness::ip;
     ip(&[
         "link",
         "add",
