@@ -289,13 +289,7 @@ impl App {
             let signal = tokio::select! {
                 s = signals.recv() => s,
                 Some(()) = applied_rx.recv() => {
-                    match compile(&config) {
-                        Ok(policy) => {
-                            engine.policy.store(Arc::new(policy));
-                            tracing::info!("catalog source: policy recompiled with the new overlay");
-                        }
-                        Err(e) => tracing::error!(error = %e, "catalog source: the new overlay does not compile; the old policy keeps serving"),
-                    }
+                    apply_overlay(&config, &engine);
                     continue;
                 }
             };
@@ -305,17 +299,7 @@ impl App {
                     for wake in &wakes {
                         let _ = wake.try_send(());
                     }
-                    crate::notify::reloading();
-                    let outcome = reload(&mut config, &engine);
-                    crate::notify::ready(&match &outcome {
-                        Ok(()) => format!(
-                            "reloaded; {} endpoint sets",
-                            engine.policy.load().catalog.sets.len()
-                        ),
-                        Err(e) => format!("reload refused, old config kept: {e}"),
-                    });
-                    status.sources.set_shipped(&config.zones.dirs[0]);
-                    *crate::sync::lock(&status.last_reload) = Some(outcome);
+                    on_reload(&mut config, &engine, &status);
                 }
                 Ok(Signal::Shutdown) | Err(broadcast::error::RecvError::Closed) => break,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
@@ -358,6 +342,36 @@ impl App {
         tracing::info!("stopped");
         Ok(served?)
     }
+}
+
+/// A followed source wrote a new overlay: the policy is compiled again with it.
+fn apply_overlay(config: &Config, engine: &Engine) {
+    match compile(config) {
+        Ok(policy) => {
+            engine.policy.store(Arc::new(policy));
+            tracing::info!("catalog source: policy recompiled with the new overlay");
+        }
+        Err(e) => tracing::error!(
+            error = %e,
+            "catalog source: the new overlay does not compile; the old policy keeps serving"
+        ),
+    }
+}
+
+/// SIGHUP: the config and zones read again, systemd told how it went, the outcome kept for
+/// `/readyz`.
+fn on_reload(config: &mut Config, engine: &Engine, status: &Status) {
+    crate::notify::reloading();
+    let outcome = reload(config, engine);
+    crate::notify::ready(&match &outcome {
+        Ok(()) => format!(
+            "reloaded; {} endpoint sets",
+            engine.policy.load().catalog.sets.len()
+        ),
+        Err(e) => format!("reload refused, old config kept: {e}"),
+    });
+    status.sources.set_shipped(&config.zones.dirs[0]);
+    *crate::sync::lock(&status.last_reload) = Some(outcome);
 }
 
 /// At the stop, once no query is answered any more: the cache and the ledger into the state

@@ -286,30 +286,13 @@ pub struct SyncMetrics {
 
 impl SyncMetrics {
     fn new(r: &Registry) -> SyncMetrics {
-        let up = IntGaugeVec::new(
-            Opts::new(
+        SyncMetrics {
+            up: gauge_vec(
+                r,
                 SYNC_PEER_UP,
                 "1 while the sync link to the peer gateway is up.",
+                &["peer"],
             ),
-            &["peer"],
-        )
-        .expect("valid");
-        r.register(Box::new(up.clone())).expect("registered once");
-        let lag = HistogramVec::new(
-            HistogramOpts::new(
-                SYNC_LAG,
-                "Time from a peer's kernel confirming an element to this gateway receiving it (the gateways' clocks, NTP-synced).",
-            )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0,
-                2.0, 5.0,
-            ]),
-            &["peer"],
-        )
-        .expect("valid");
-        r.register(Box::new(lag.clone())).expect("registered once");
-        SyncMetrics {
-            up,
             sent: counter_vec(
                 r,
                 SYNC_SENT,
@@ -340,7 +323,16 @@ impl SyncMetrics {
                 "Sync connections or elements refused, by reason (handshake, unknown_peer, protocol, unknown_view, bad_element, clamped, queue_full, too_many).",
                 &["reason"],
             ),
-            lag,
+            lag: histogram_vec(
+                r,
+                SYNC_LAG,
+                "Time from a peer's kernel confirming an element to this gateway receiving it (the gateways' clocks, NTP-synced).",
+                &[
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    2.0, 5.0,
+                ],
+                &["peer"],
+            ),
         }
     }
 }
@@ -418,6 +410,30 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     c
 }
 
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition is valid");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    labels: &[&str],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("metric definition is valid");
+    r.register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
+}
+
 fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
     let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
         .expect("metric definition is valid");
@@ -432,38 +448,23 @@ impl Metrics {
     /// The `expect`s cannot fire: names and labels are constants, registered once each.
     pub fn new(max_denied_domains: usize) -> Metrics {
         let r = Registry::new();
-        let response_duration = HistogramVec::new(
-            HistogramOpts::new(
-                RESPONSE_DURATION,
-                "Time from query arrival to answer sent, by verdict.",
-            )
-            .buckets(RESPONSE_BUCKETS.to_vec()),
+        let response_duration = histogram_vec(
+            &r,
+            RESPONSE_DURATION,
+            "Time from query arrival to answer sent, by verdict.",
+            RESPONSE_BUCKETS,
             &["verdict"],
-        )
-        .expect("metric definition is valid");
-        r.register(Box::new(response_duration.clone()))
-            .expect("metric registered once");
-        let build_info = IntGaugeVec::new(
-            Opts::new(BUILD_INFO, "dnsfence build information; always 1."),
+        );
+        let build_info = gauge_vec(
+            &r,
+            BUILD_INFO,
+            "dnsfence build information; always 1.",
             &["version"],
-        )
-        .expect("valid");
-        r.register(Box::new(build_info.clone()))
-            .expect("registered once");
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         let response_by_verdict = VERDICTS.map(|v| response_duration.with_label_values(&[v]));
-        let warm_restored = IntGaugeVec::new(
-            Opts::new(
-                WARM_RESTORED,
-                "What this start read back: answers into the cache and elements into the fence's ledger from the warm-restart state, and elements adopted from the kernel's sets.",
-            ),
-            &["what"],
-        )
-        .expect("valid");
-        r.register(Box::new(warm_restored.clone()))
-            .expect("registered once");
         Metrics {
             queries: counter_vec(
                 &r,
@@ -553,7 +554,12 @@ impl Metrics {
                 "Warm-restart state written at a stop (step=save) or read at a start (step=load), by result (ok, missing, foreign, version, corrupt, too_large, io).",
                 &["step", "result"],
             ),
-            warm_restored,
+            warm_restored: gauge_vec(
+                &r,
+                WARM_RESTORED,
+                "What this start read back: answers into the cache and elements into the fence's ledger from the warm-restart state, and elements adopted from the kernel's sets.",
+                &["what"],
+            ),
             sync: SyncMetrics::new(&r),
             build_info,
             response_by_verdict,

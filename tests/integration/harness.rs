@@ -1296,6 +1296,13 @@ pub fn run_within<F: std::future::Future<Output = ()>>(limit: Duration, body: F)
 /// DNS name or an IP address) in `dir` with openssl; false (and why,
 /// printed) when openssl is missing.
 pub fn certificates(dir: &Path, name: &str) -> bool {
+    signed_certificates(dir, "ca", &[("server", name)])
+}
+
+/// A CA (`{ca}.pem`, `{ca}.key`) and, signed by it, `{file}.pem`/`{file}.key` for each
+/// `(file, name)` (a DNS name or an IP address), usable by both ends of a TLS link; false when
+/// openssl is missing.
+pub fn signed_certificates(dir: &Path, ca: &str, certs: &[(&str, &str)]) -> bool {
     let run = |args: &[&str]| {
         let out = std::process::Command::new("openssl")
             .args(args)
@@ -1307,17 +1314,7 @@ pub fn certificates(dir: &Path, name: &str) -> bool {
             Err(_) => false,
         }
     };
-    let san = if name.parse::<std::net::IpAddr>().is_ok() {
-        format!("IP:{name}")
-    } else {
-        format!("DNS:{name}")
-    };
-    std::fs::write(
-        dir.join("ext.cnf"),
-        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
-    )
-    .unwrap();
-    run(&[
+    let made_ca = run(&[
         "req",
         "-x509",
         "-newkey",
@@ -1326,47 +1323,62 @@ pub fn certificates(dir: &Path, name: &str) -> bool {
         "ec_paramgen_curve:P-256",
         "-nodes",
         "-keyout",
-        "ca.key",
+        &format!("{ca}.key"),
         "-out",
-        "ca.pem",
+        &format!("{ca}.pem"),
         "-days",
         "2",
         "-subj",
-        "/CN=dnsfence test CA",
+        &format!("/CN=dnsfence test {ca}"),
         "-addext",
         "basicConstraints=critical,CA:TRUE",
         "-addext",
         "keyUsage=critical,keyCertSign",
-    ]) && run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        &format!("/CN={name}"),
-    ]) && run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ])
+    ]);
+    certs.iter().fold(made_ca, |made, (file, name)| {
+        let san = if name.parse::<std::net::IpAddr>().is_ok() {
+            format!("IP:{name}")
+        } else {
+            format!("DNS:{name}")
+        };
+        std::fs::write(
+            dir.join(format!("{file}.cnf")),
+            format!(
+                "subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n"
+            ),
+        )
+        .unwrap();
+        made && run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{file}.key"),
+            "-out",
+            &format!("{file}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]) && run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{file}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{file}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{file}.cnf"),
+        ])
+    })
 }
 
 /// Runs `ip ARGS`; panics with its error output on failure.

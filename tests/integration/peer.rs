@@ -82,92 +82,10 @@ fn until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA (`{ca}.pem`) and, signed by it, `{name}.pem`/`.key` for each name, usable by both ends
-/// of a TLS link.
+/// The CA and the gateways' certificates (see [`crate::harness::signed_certificates`]); the
+/// test checked that openssl is here.
 fn certificates(dir: &Path, ca: &str, names: &[(&str, &str)]) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{ca}.key"),
-            "-out",
-            &format!("{ca}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={ca}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    );
-    for (file, name) in names {
-        std::fs::write(
-            dir.join(format!("{file}.cnf")),
-            format!(
-                "subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n"
-            ),
-        )
-        .unwrap();
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{file}.key"),
-                "-out",
-                &format!("{file}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{file}.csr"),
-                "-CA",
-                &format!("{ca}.pem"),
-                "-CAkey",
-                &format!("{ca}.key"),
-                "-CAcreateserial",
-                "-out",
-                &format!("{file}.pem"),
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{file}.cnf"),
-            ],
-        );
-    }
+    assert!(crate::harness::signed_certificates(dir, ca, names));
 }
 
 /// The config of gateway `me` (a or b) syncing with `peer`; gateway A also has a view `lab`
