@@ -172,6 +172,7 @@ impl App {
             clock: crate::clock::Clock::default(),
         });
         engine.apply(&config)?;
+        report_readiness(&engine, &engine.policy.load());
         if config.server.warm_restart {
             let answers = warm.restore_answers(&engine.cache, engine.clock.now());
             let elements = engine.fence.as_ref().map_or(0, |f| f.snapshot().len());
@@ -344,11 +345,40 @@ impl App {
     }
 }
 
+/// Puts a newly compiled policy in force and reports its readiness: a stage that stops being
+/// ready on a reload is logged, and its gauge drops to 0.
+fn install(engine: &Engine, policy: Policy) {
+    report_readiness(engine, &policy);
+    engine.policy.store(Arc::new(policy));
+}
+
+/// Logs each device family a view no longer lets through and sets `dnsfence_family_ready`.
+fn report_readiness(engine: &Engine, policy: &Policy) {
+    let report = crate::readiness::report(policy, None);
+    for v in &report.views {
+        for f in v.families.iter().filter(|f| !f.ready) {
+            let stages: Vec<&str> = f
+                .stages
+                .iter()
+                .filter(|s| !s.ready)
+                .map(|s| s.stage)
+                .collect();
+            tracing::warn!(
+                view = %v.view,
+                family = %f.family,
+                stages = %stages.join(", "),
+                "device family not ready: the view denies what these stages need (dnsfence readiness)"
+            );
+        }
+    }
+    engine.metrics.set_readiness(&report);
+}
+
 /// A followed source wrote a new overlay: the policy is compiled again with it.
 fn apply_overlay(config: &Config, engine: &Engine) {
     match compile(config) {
         Ok(policy) => {
-            engine.policy.store(Arc::new(policy));
+            install(engine, policy);
             tracing::info!("catalog source: policy recompiled with the new overlay");
         }
         Err(e) => tracing::error!(
@@ -541,7 +571,7 @@ pub fn reload(config: &mut Config, engine: &Engine) -> Result<(), String> {
     let outcome = match result {
         Ok((new, policy, applied)) => match engine.apply(&new) {
             Ok(()) => {
-                engine.policy.store(Arc::new(policy));
+                install(engine, policy);
                 *config = new;
                 tracing::info!(
                     path = %config.path.display(),

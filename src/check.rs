@@ -15,11 +15,12 @@ pub fn report(config: &Config, policy: &Policy) -> String {
     let _ = writeln!(out, "{}: ok", config.path.display());
     let _ = writeln!(
         out,
-        "zones: {} endpoint sets, {} name patterns, {} networks, {} profiles",
+        "zones: {} endpoint sets, {} name patterns, {} networks, {} profiles, {} device families",
         catalog.sets.len(),
         catalog.name_count(),
         catalog.network_count(),
-        catalog.profiles().len()
+        catalog.profiles().len(),
+        catalog.families.len()
     );
     // Where each set comes from: the shipped catalog, then each local directory file by file.
     for (i, dir) in config.zones.dirs.iter().enumerate() {
@@ -111,10 +112,25 @@ pub fn report(config: &Config, policy: &Policy) -> String {
                 .join(", ")
         );
     }
-    for view in &policy.views {
+    let readiness = crate::readiness::report(policy, None);
+    for (view, ready) in policy.views.iter().zip(&readiness.views) {
+        let families = if view.families.is_empty() {
+            String::new()
+        } else {
+            let not_ready = ready.families.iter().filter(|f| !f.ready).count();
+            format!(
+                "; families {}{}",
+                view.families.join(", "),
+                if not_ready == 0 {
+                    String::new()
+                } else {
+                    format!(" ({not_ready} not ready: dnsfence readiness says why)")
+                }
+            )
+        };
         let _ = writeln!(
             out,
-            "view {}: networks {}; {} endpoint sets, {} name patterns; mode {}; denied names get {}",
+            "view {}: networks {}{families}; {} endpoint sets, {} name patterns; mode {}; denied names get {}",
             view.name,
             view.networks
                 .iter()

@@ -8,12 +8,9 @@
 use std::fmt::Write as _;
 
 use crate::config::ViewMode;
-use crate::matcher::{MAX_NAME_LEN, Pattern};
+use crate::matcher::{MAX_NAME_LEN, PROBE_LABEL, Pattern};
 use crate::policy::{Policy, View};
 use crate::zones::EndpointSet;
-
-/// The label a wildcard entry is tried with: `*.x` is asked as `dnsfence-probe.x`.
-pub const PROBE_LABEL: &str = "dnsfence-probe";
 
 /// A name as an admin wrote it, and the name asked for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +19,8 @@ pub struct Asked {
     pub entry: String,
     /// The name looked up: the entry, or one label below a `*.` entry.
     pub name: String,
+    /// The entry as a pattern (`*.x` a wildcard, anything else exact).
+    pub pattern: Pattern,
 }
 
 /// Reads one entry of a list: a name, `*.name`, or a URL (its host); quotes and backticks around
@@ -50,9 +49,14 @@ pub fn asked(entry: &str) -> Result<Asked, String> {
         ));
     }
     Pattern::parse(trimmed).map_err(|e| e.reason.to_string())?;
+    let pattern = match host.strip_prefix("*.") {
+        Some(parent) => Pattern::Subdomains(parent.trim_end_matches('.').to_ascii_lowercase()),
+        None => Pattern::Exact(trimmed.to_ascii_lowercase()),
+    };
     Ok(Asked {
         entry: entry.to_string(),
         name: trimmed.to_ascii_lowercase(),
+        pattern,
     })
 }
 
@@ -270,6 +274,123 @@ pub fn list(policy: &Policy, views: &[&View], list: &str) -> ListReport {
         }
     }
     r
+}
+
+/// `catalog diff --names FILE --profile P`: a vendor's list without a machine-readable form
+/// (Apple's and Google's pages, pasted as one host per line) against a profile of the catalog.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct NamesDiff {
+    /// The profile compared.
+    pub profile: String,
+    /// Its endpoint sets.
+    pub sets: Vec<String>,
+    /// Entries of the list the profile does not allow.
+    pub adds: Vec<String>,
+    /// Patterns of the profile no entry of the list covers.
+    pub lacks: Vec<String>,
+    /// Entries of the list allowed by the profile.
+    pub common: usize,
+    /// Lines that are not a name, with why.
+    pub invalid: Vec<(String, String)>,
+}
+
+/// Compares the list `text` (one entry a line: the first word of each, so a pasted table's host
+/// column is enough; `#` comments and blank lines skipped; `*.x` a wildcard; a URL its host) with
+/// the sets of `profile`. A wildcard of either side covers the names below it on the other; the
+/// matching is the query path's ([`crate::matcher`]).
+pub fn names_diff(
+    catalog: &crate::zones::Catalog,
+    profile: &str,
+    text: &str,
+) -> Result<NamesDiff, String> {
+    use crate::matcher::MatcherBuilder;
+    let sets: Vec<&EndpointSet> = catalog
+        .sets
+        .iter()
+        .filter(|s| s.profile == profile)
+        .collect();
+    if sets.is_empty() {
+        let known: Vec<&str> = catalog.profiles().into_iter().collect();
+        return Err(format!(
+            "no such profile '{profile}' in the zones (known: {})",
+            known.join(", ")
+        ));
+    }
+    let mut diff = NamesDiff {
+        profile: profile.to_string(),
+        sets: sets.iter().map(|s| s.id.clone()).collect(),
+        ..NamesDiff::default()
+    };
+    let mut of_profile = MatcherBuilder::new();
+    for set in &sets {
+        for n in &set.names {
+            of_profile.add(n.clone(), 0);
+        }
+    }
+    let of_profile = of_profile.build().map_err(|e| e.to_string())?;
+    let mut of_list = MatcherBuilder::new();
+    for line in text.lines() {
+        let Some(word) = line.split_whitespace().next() else {
+            continue;
+        };
+        if word.starts_with('#') {
+            continue;
+        }
+        match asked(word) {
+            Ok(a) => {
+                if of_profile.lookup_normalized(&a.name).is_some() {
+                    diff.common += 1;
+                } else if !diff.adds.contains(&a.pattern.to_string()) {
+                    diff.adds.push(a.pattern.to_string());
+                }
+                of_list.add(a.pattern, 0);
+            }
+            Err(why) => diff.invalid.push((word.to_string(), why)),
+        }
+    }
+    let of_list = of_list.build().map_err(|e| e.to_string())?;
+    for set in &sets {
+        for n in &set.names {
+            let shown = n.to_string();
+            if of_list.lookup_normalized(&n.example()).is_none() && !diff.lacks.contains(&shown) {
+                diff.lacks.push(shown);
+            }
+        }
+    }
+    Ok(diff)
+}
+
+impl NamesDiff {
+    /// Whether the list and the profile differ (the command's exit 1).
+    pub fn differs(&self) -> bool {
+        !self.adds.is_empty() || !self.lacks.is_empty() || !self.invalid.is_empty()
+    }
+
+    /// One line per difference, then a summary.
+    pub fn text(&self, list: &str) -> String {
+        let mut out = format!(
+            "profile {} (endpoint sets {}) against {list}:\n",
+            self.profile,
+            self.sets.join(", ")
+        );
+        for a in &self.adds {
+            let _ = writeln!(out, "+ {a}: in the list, not allowed by the profile");
+        }
+        for l in &self.lacks {
+            let _ = writeln!(out, "- {l}: in the profile, not in the list");
+        }
+        for (entry, why) in &self.invalid {
+            let _ = writeln!(out, "! {entry}: invalid name: {why}");
+        }
+        let _ = writeln!(
+            out,
+            "{} of the list allowed by the profile, {} added by the list, {} only in the profile",
+            self.common,
+            self.adds.len(),
+            self.lacks.len()
+        );
+        out
+    }
 }
 
 #[cfg(test)]

@@ -322,6 +322,16 @@ fn route(target: &str, engine: &Engine, status: &Status) -> Response {
         "/v1/sets" => sets_json(engine),
         "/v1/denied" => denied(engine, query),
         "/v1/catalog" => catalog_json(engine, status),
+        "/v1/readiness" => {
+            let policy = engine.policy.load();
+            let view = query_param(query, "view");
+            if let Some(v) = view
+                && policy.view(v).is_none()
+            {
+                return Response::text(404, "no such view\n");
+            }
+            Response::json(&crate::readiness::report(&policy, view))
+        }
         _ => match path
             .strip_prefix("/v1/sets/")
             .and_then(|p| p.strip_suffix(".txt"))

@@ -17,8 +17,11 @@
 //! - [`config`]: the TOML configuration, one file per section: serde type, defaults, validation
 //!   with the key's line, reload sorting.
 //! - [`matcher`]: the compiled name matcher (exact, `*.suffix`, in-label globs).
-//! - [`zones`]: the endpoint-set catalog: `zones/*.toml`, local zone files, the sources' overlays.
+//! - [`zones`]: the endpoint-set catalog: `zones/*.toml` (the vendors' documents, one file per
+//!   source and area, and the device families), local zone files, the sources' overlays.
 //! - [`policy`]: views (client networks) and their compiled allowlists.
+//! - [`readiness`]: per view, device family and stage, whether the policy lets it through, and
+//!   what it denies of it (`dnsfence readiness`, `/v1/readiness`, `dnsfence_family_ready`).
 //! - [`source`]: Microsoft's catalog sources (the Intune endpoints page, the MEM feed): parsed,
 //!   compared with the catalog, turned into overlays, fetched and followed.
 //!
@@ -83,6 +86,7 @@ pub mod preflight;
 pub mod query;
 pub mod querylog;
 pub mod ratelimit;
+pub mod readiness;
 pub mod server;
 pub mod signal;
 pub mod slots;

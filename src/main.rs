@@ -45,8 +45,9 @@ enum CatalogCommand {
     /// Per endpoint-set id: the names, networks and ports the source has that the catalog lacks
     /// (+) and those the catalog has that the source lacks (-); ids only the source has, with
     /// everything they would allow; names and subnets of the page's lists no set covers; ids only
-    /// the catalog has; entries rejected. Exit 0: nothing to add; 1: the source adds something;
-    /// 2: error.
+    /// the catalog has; entries rejected. With --names and --profile: a pasted vendor list
+    /// against a profile. Exit 0: nothing to add (with --names: no difference); 1: the source
+    /// adds something (with --names: any difference); 2: error.
     Diff {
         #[command(flatten)]
         source: SourceArgs,
@@ -78,7 +79,11 @@ struct SourceArgs {
     /// Microsoft's Intune endpoints page (recommended): a saved copy of its Markdown, or its URL
     /// (e.g. https://raw.githubusercontent.com/MicrosoftDocs/memdocs/main/intune/fundamentals/endpoints.md),
     /// fetched through the config's upstream.
-    #[arg(long, required_unless_present = "feed", conflicts_with = "feed")]
+    #[arg(
+        long,
+        required_unless_present_any = ["feed", "names"],
+        conflicts_with_all = ["feed", "names"]
+    )]
     page: Option<String>,
     /// The endpoint web service: a saved feed (the JSON of
     /// /endpoints/<instance>?ServiceAreas=MEM), or its base URL (https://endpoints.office.com, or
@@ -88,6 +93,20 @@ struct SourceArgs {
     /// The service instance, for --feed (Worldwide, USGovDoD, USGovGCCHigh, China).
     #[arg(long, default_value = "Worldwide")]
     instance: String,
+    /// For diff only: a vendor's list without a machine-readable form (Apple's, Google's pages),
+    /// pasted one host per line (the first word of each line; `#` comments skipped; `-`: standard
+    /// input), compared with --profile: what the list adds (+) and what the profile has that the
+    /// list lacks (-).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "feed",
+        requires = "profile"
+    )]
+    names: Option<PathBuf>,
+    /// The profile --names is compared with.
+    #[arg(long, requires = "names")]
+    profile: Option<String>,
     /// CA certificates (PEM) for the source's certificate; default: the system trust store.
     #[arg(long)]
     ca_file: Option<PathBuf>,
@@ -106,7 +125,9 @@ impl SourceArgs {
                 at: f.clone(),
                 instance: self.instance.clone(),
             },
-            (None, None) => anyhow::bail!("give --page or --feed"),
+            (None, None) => anyhow::bail!(
+                "give --page or --feed (--names compares a list with a profile: diff only)"
+            ),
         };
         Ok(read(&location, config, self.ca_file.as_deref())?)
     }
@@ -213,6 +234,20 @@ enum Command {
         /// Output directory (created if missing).
         dir: PathBuf,
     },
+    /// For each view and each device family it selects, whether each stage of a device's life
+    /// (setup, enrollment, check-in, push, apps, updates, certificates, diagnostics, remote help)
+    /// gets through, with the names it denies and the endpoint sets and documents they come
+    /// from. Exit 0 when every family of the views shown is ready, 1 otherwise.
+    Readiness {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this view.
+        #[arg(long)]
+        view: Option<String>,
+        /// Print JSON (what /v1/readiness serves) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Say whether a name would be answered, for which view, and which endpoint set allows it;
     /// or, with --names, the verdict of every name of a list (exit 1 when any is denied).
     Explain {
@@ -266,6 +301,7 @@ fn main() -> ExitCode {
                     config,
                 },
         } => catalog_pull(config.path, &source, &out),
+        Command::Readiness { config, view, json } => readiness(config.path, view, json),
         Command::Explain {
             name,
             names,
@@ -363,6 +399,26 @@ fn assets(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn readiness(path: PathBuf, view: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let (_, policy) = app::load(&path)?;
+    if let Some(v) = &view
+        && policy.view(v).is_none()
+    {
+        anyhow::bail!("{}: no view named '{v}'", path.display());
+    }
+    let report = dnsfence::readiness::report(&policy, view.as_deref());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.ready() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     let (config, policy) = app::load(&path)?;
     // What `run` would refuse at start, refused here with the same words.
@@ -453,6 +509,22 @@ fn nft_rules(
 fn catalog_diff(path: PathBuf, source: &SourceArgs, json: bool) -> anyhow::Result<ExitCode> {
     let run = || -> anyhow::Result<bool> {
         let (config, policy) = app::load(&path)?;
+        if let (Some(list), Some(profile)) = (&source.names, &source.profile) {
+            let text = if list == std::path::Path::new("-") {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(list)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", list.display()))?
+            };
+            let diff = dnsfence::explain::names_diff(&policy.catalog, profile, &text)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&diff)?);
+            } else {
+                print!("{}", diff.text(&list.display().to_string()));
+            }
+            return Ok(diff.differs());
+        }
         let (source, _) = source.read(&config)?;
         let diff = dnsfence::source::diff(&policy.catalog, &source);
         if json {

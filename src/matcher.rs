@@ -57,7 +57,21 @@ pub enum Pattern {
     },
 }
 
+/// The label a wildcard is tried with where a name it matches is needed (`explain`, readiness):
+/// `*.x` is asked as `dnsfence-probe.x`.
+pub const PROBE_LABEL: &str = "dnsfence-probe";
+
 impl Pattern {
+    /// A name the pattern matches: the name itself, `dnsfence-probe.parent` for `*.parent`, and
+    /// the label with `x` for its `*` for an in-label glob.
+    pub fn example(&self) -> String {
+        match self {
+            Pattern::Exact(name) => name.clone(),
+            Pattern::Subdomains(parent) => format!("{PROBE_LABEL}.{parent}"),
+            Pattern::LabelGlob { label, parent } => format!("{}.{parent}", label.replace('*', "x")),
+        }
+    }
+
     /// Validates and normalises a pattern as written in a zone file.
     pub fn parse(text: &str) -> Result<Pattern, PatternError> {
         let err = |reason| PatternError {

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use crate::config::{CnameTargets, Config, DenyRcode, Located, ViewMode};
 use crate::fileerror::FileError;
 use crate::matcher::{Entry, MatcherBuilder, PatternError};
-use crate::zones::{Catalog, EndpointSet, PortSpec};
+use crate::zones::{Catalog, EndpointSet, PortSpec, TenantRegion};
 
 /// A config entry that does not fit the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,10 @@ pub struct View {
     pub deny_ttl: u32,
     /// What to do with CNAME chains that leave the allowlist.
     pub cname_targets: CnameTargets,
+    /// Device families the view selects (names of the catalog's families), in config order.
+    pub families: Vec<String>,
+    /// Profiles whose sets the view selects: its families', its own, less those it excludes.
+    pub profiles: Vec<String>,
     /// Catalog indices of the endpoint sets this view allows, sorted.
     pub sets: Vec<u32>,
     /// Names of those sets, compiled; values are catalog indices.
@@ -73,6 +77,8 @@ pub struct Policy {
     pub catalog: Arc<Catalog>,
     /// Views in config order.
     pub views: Vec<View>,
+    /// The tenant locations whose per-location sets apply (`[zones] tenant_regions`).
+    pub tenant_regions: Vec<TenantRegion>,
     /// (network, view index), longest prefix first, for client lookup.
     by_prefix: Vec<(IpNet, usize)>,
 }
@@ -92,23 +98,46 @@ impl Policy {
         let in_region = |s: &EndpointSet| s.tenant_region.is_none_or(|r| regions.contains(&r));
         let mut views = Vec::with_capacity(config.views.len());
         let mut by_prefix = Vec::new();
+        let known_profiles = catalog.profiles();
+        let unknown_profile = |p: &Located<String>| {
+            let known: Vec<&str> = known_profiles.iter().copied().collect();
+            err(
+                p,
+                format!("no such profile in the zones (known: {})", known.join(", ")),
+            )
+        };
         for vc in &config.views {
-            let mut chosen = vec![false; catalog.sets.len()];
-            for p in &vc.profiles {
-                let mut found = false;
-                for (i, s) in catalog.sets.iter().enumerate() {
-                    if s.profile == p.value {
-                        found = true;
-                        chosen[i] |= in_region(s);
-                    }
-                }
-                if !found {
-                    let known: Vec<&str> = catalog.profiles().into_iter().collect();
+            let mut profiles: Vec<String> = Vec::new();
+            let mut families = Vec::new();
+            for f in &vc.families {
+                let Some(family) = catalog.family(&f.value) else {
+                    let known: Vec<&str> =
+                        catalog.families.iter().map(|f| f.name.as_str()).collect();
                     return Err(err(
-                        p,
-                        format!("no such profile in the zones (known: {})", known.join(", ")),
+                        f,
+                        format!("no such family in the zones (known: {})", known.join(", ")),
                     ));
+                };
+                families.push(family.name.clone());
+                profiles.extend(family.profiles.iter().cloned());
+            }
+            for p in &vc.profiles {
+                if !known_profiles.contains(p.value.as_str()) {
+                    return Err(unknown_profile(p));
                 }
+                profiles.push(p.value.clone());
+            }
+            for p in &vc.exclude_profiles {
+                if !known_profiles.contains(p.value.as_str()) {
+                    return Err(unknown_profile(p));
+                }
+                profiles.retain(|q| *q != p.value);
+            }
+            let mut seen = std::collections::HashSet::new();
+            profiles.retain(|p| seen.insert(p.clone()));
+            let mut chosen = vec![false; catalog.sets.len()];
+            for (i, s) in catalog.sets.iter().enumerate() {
+                chosen[i] = profiles.contains(&s.profile) && in_region(s);
             }
             for (list, on) in [(&vc.sets, true), (&vc.exclude_sets, false)] {
                 for id in list {
@@ -149,6 +178,8 @@ impl Policy {
                 index: views.len(),
                 name: vc.name.clone(),
                 networks: vc.networks.clone(),
+                families,
+                profiles,
                 mode: vc.mode,
                 deny_rcode: vc.deny_rcode,
                 deny_ttl: vc.deny_ttl,
@@ -161,6 +192,7 @@ impl Policy {
         Ok(Policy {
             catalog,
             views,
+            tenant_regions: regions.clone(),
             by_prefix,
         })
     }
@@ -176,6 +208,13 @@ impl Policy {
             .iter()
             .find(|(net, _)| net.contains(&client))
             .map(|&(_, i)| &self.views[i])
+    }
+
+    /// Whether a set applies under the configured tenant locations (sets of no location always
+    /// do).
+    pub fn in_region(&self, set: &EndpointSet) -> bool {
+        set.tenant_region
+            .is_none_or(|r| self.tenant_regions.contains(&r))
     }
 
     /// A view by name.

@@ -1,9 +1,14 @@
 //! The endpoint-set catalog: parsing `zones/*.toml` into [`Catalog`].
 //!
-//! Each zone file lists endpoint sets taken from Microsoft's Intune network-endpoints document
-//! (id, description, category, required flag, ExpressRoute flag, ports, names, networks, profile and,
-//! for tenant-specific rows, the tenant region). Everything is validated here, right after parsing,
-//! so that a bad entry fails start-up with `file:line: 'entry': reason` rather than at query time.
+//! Each zone file lists endpoint sets taken from one vendor document — Microsoft's Intune
+//! network-endpoints page, the Microsoft 365 endpoint web service, the Windows Autopilot
+//! requirements, Apple's and Google's network requirements — named once in the file's `[source]`
+//! (document and version); each set keeps the document's id or dnsfence's, section, description,
+//! category, required flag, ExpressRoute flag, ports, names, networks, profile, the stage of a
+//! device's life it serves and, for tenant-specific rows, the tenant region. Zone files also
+//! define the device families (`[[family]]`: named groups of profiles a view selects in one
+//! line). Everything is validated here, right after parsing, so that a bad entry fails start-up
+//! with `file:line: 'entry': reason` rather than at query time.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -124,6 +129,34 @@ impl fmt::Display for PortSpec {
     }
 }
 
+/// The most ports one range of a zone file may hold: a firewall element is made per port.
+pub const MAX_PORT_RANGE: u16 = 64;
+
+/// A port (`tcp/443`) or a range of ports (`tcp/5228-5230`, as Google writes FCM's), at most
+/// [`MAX_PORT_RANGE`] ports.
+pub fn parse_port_range(s: &str) -> Result<Vec<PortSpec>, &'static str> {
+    let Some((proto, ports)) = s.split_once('/') else {
+        return Err("a port is written proto/number, e.g. tcp/443");
+    };
+    let Some((lo, hi)) = ports.split_once('-') else {
+        return Ok(vec![s.parse()?]);
+    };
+    let lo: PortSpec = format!("{proto}/{lo}").parse()?;
+    let hi: PortSpec = format!("{proto}/{hi}").parse()?;
+    if hi.port < lo.port {
+        return Err("a port range goes from the lower port to the higher (tcp/5228-5230)");
+    }
+    if hi.port - lo.port >= MAX_PORT_RANGE {
+        return Err("a port range holds at most 64 ports");
+    }
+    Ok((lo.port..=hi.port)
+        .map(|port| PortSpec {
+            proto: lo.proto,
+            port,
+        })
+        .collect())
+}
+
 /// A tenant location for rows the document distinguishes by Azure scale unit region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -134,6 +167,96 @@ pub enum TenantRegion {
     Eu,
     /// Asia Pacific.
     Ap,
+}
+
+/// The stage of a device's life an endpoint set serves: what readiness is reported by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// First boot: activation, time, connectivity checks, TPM attestation.
+    Setup,
+    /// Joining the tenant and the MDM: sign-in, device registration, enrolment profiles.
+    Enrollment,
+    /// Talking to the MDM afterwards: policies, compliance, attestation.
+    CheckIn,
+    /// Push channels that wake a device for an MDM action (WNS, APNs, FCM).
+    Push,
+    /// App stores, app content, scripts.
+    Apps,
+    /// OS and component updates.
+    Updates,
+    /// Certificate revocation and validation (CRL, OCSP).
+    Certificates,
+    /// Diagnostics and logs uploads.
+    Diagnostics,
+    /// Remote Help sessions.
+    RemoteHelp,
+}
+
+impl Stage {
+    /// Every stage, in a device's order.
+    pub const ALL: [Stage; 9] = [
+        Stage::Setup,
+        Stage::Enrollment,
+        Stage::CheckIn,
+        Stage::Push,
+        Stage::Apps,
+        Stage::Updates,
+        Stage::Certificates,
+        Stage::Diagnostics,
+        Stage::RemoteHelp,
+    ];
+
+    /// The name, as written in zone files and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Setup => "setup",
+            Stage::Enrollment => "enrollment",
+            Stage::CheckIn => "check-in",
+            Stage::Push => "push",
+            Stage::Apps => "apps",
+            Stage::Updates => "updates",
+            Stage::Certificates => "certificates",
+            Stage::Diagnostics => "diagnostics",
+            Stage::RemoteHelp => "remote-help",
+        }
+    }
+}
+
+/// The vendor document a zone file's sets come from (its `[source]` table).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    /// The document's title, and where it is published.
+    pub name: String,
+    /// The version or date followed (a commit, an ms.date, a feed snapshot's date).
+    pub version: String,
+    /// What keeps the file current when it is not the Intune page: `feed` (the web service),
+    /// `common-feed`, `autopilot-page`, `pasted-list` (Apple's, Google's HTML pages, compared
+    /// with `catalog diff --names`). `catalog diff --page|--feed` reports what it lacks of a set
+    /// only for the sets it follows (absent: the Intune page and the MEM feed both).
+    #[serde(default)]
+    pub follows: Option<String>,
+}
+
+/// A device family: the profiles every device of one platform needs, and the profiles of
+/// features a view may add to it.
+#[derive(Debug, Clone)]
+pub struct Family {
+    /// `windows`, `apple-mobile`, …: what a view's `families` names.
+    pub name: String,
+    /// What devices it stands for.
+    pub description: String,
+    /// The profiles a view selecting the family gets; their required sets are what readiness
+    /// checks.
+    pub profiles: Vec<String>,
+    /// Profiles of features (Remote Help, iCloud…) the family's devices may use: a view adds
+    /// them by listing them in `profiles`, and readiness then checks their required sets too.
+    pub optional_profiles: Vec<String>,
+    /// The zone file, and the line of its `[[family]]`.
+    pub source: PathBuf,
+    /// 1-based line of the `[[family]]` header.
+    pub line: usize,
 }
 
 /// One endpoint set, validated.
@@ -155,6 +278,12 @@ pub struct EndpointSet {
     pub profile: String,
     /// Set only for tenant-specific rows.
     pub tenant_region: Option<TenantRegion>,
+    /// The stage of a device's life it serves (every shipped set has one; an admin's may not).
+    pub stage: Option<Stage>,
+    /// The document's section (table or heading) the set comes from.
+    pub section: Option<String>,
+    /// The vendor document, from the file's `[source]`.
+    pub document: Option<Document>,
     /// Name patterns, validated.
     pub names: Vec<Pattern>,
     /// Static address ranges.
@@ -200,6 +329,8 @@ impl EndpointSet {
 pub struct Catalog {
     /// Endpoint sets in file-name order, then file order.
     pub sets: Vec<EndpointSet>,
+    /// Device families, in file-name order, then file order.
+    pub families: Vec<Family>,
     /// What `check` reports and start-up logs without refusing.
     pub warnings: Vec<ZoneWarning>,
 }
@@ -207,6 +338,10 @@ pub struct Catalog {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ZoneFile {
+    #[serde(default)]
+    source: Option<Document>,
+    #[serde(default)]
+    family: Vec<Spanned<RawFamily>>,
     #[serde(default)]
     endpoint_set: Vec<Spanned<RawSet>>,
     #[serde(default)]
@@ -227,6 +362,16 @@ struct RawExtend {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawFamily {
+    name: Spanned<String>,
+    description: Spanned<String>,
+    profiles: Vec<Spanned<String>>,
+    #[serde(default)]
+    optional_profiles: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawSet {
     id: Spanned<String>,
     description: Spanned<String>,
@@ -237,6 +382,10 @@ struct RawSet {
     profile: Spanned<String>,
     #[serde(default)]
     tenant_region: Option<TenantRegion>,
+    #[serde(default)]
+    stage: Option<Stage>,
+    #[serde(default)]
+    section: Option<Spanned<String>>,
     #[serde(default)]
     names: Vec<Spanned<String>>,
     #[serde(default)]
@@ -353,6 +502,7 @@ impl Catalog {
             let text = fs::read_to_string(&path).map_err(|source| FileError::io(&path, source))?;
             let contents = parse_zone(&path, &text, &mut catalog.warnings)?;
             extensions.extend(contents.extensions);
+            catalog.families.extend(contents.families);
             for (set, line) in contents.sets {
                 if let Some((first, first_line)) = seen.get(&set.id) {
                     return Err(FileError::Entry {
@@ -386,7 +536,67 @@ impl Catalog {
         for overlay in overlays {
             catalog.add_overlay(overlay)?;
         }
+        catalog.check_families()?;
         Ok(catalog)
+    }
+
+    /// Every family's name is unique and its profiles exist; an optional profile no set has is
+    /// a warning (a feature an admin's catalog left out), a family's own one an error (its
+    /// readiness would be computed without it).
+    fn check_families(&mut self) -> Result<(), ZoneError> {
+        let profiles = self.profiles();
+        let mut warnings = Vec::new();
+        for (i, family) in self.families.iter().enumerate() {
+            let at = |entry: &str, reason: String| FileError::Entry {
+                path: family.source.clone(),
+                line: family.line,
+                entry: entry.to_string(),
+                reason,
+            };
+            if let Some(first) = self.families[..i].iter().find(|f| f.name == family.name) {
+                return Err(at(
+                    &family.name,
+                    format!(
+                        "duplicate family name (first defined at {}:{})",
+                        first.source.display(),
+                        first.line
+                    ),
+                )
+                .into());
+            }
+            for p in &family.profiles {
+                if !profiles.contains(p.as_str()) {
+                    return Err(at(
+                        p,
+                        format!(
+                            "family '{}' names a profile no endpoint set has",
+                            family.name
+                        ),
+                    )
+                    .into());
+                }
+            }
+            for p in &family.optional_profiles {
+                if !profiles.contains(p.as_str()) {
+                    warnings.push(ZoneWarning {
+                        path: family.source.clone(),
+                        line: family.line,
+                        entry: p.clone(),
+                        reason: format!(
+                            "optional profile of family '{}' that no endpoint set has",
+                            family.name
+                        ),
+                    });
+                }
+            }
+        }
+        self.warnings.extend(warnings);
+        Ok(())
+    }
+
+    /// The family of this name.
+    pub fn family(&self, name: &str) -> Option<&Family> {
+        self.families.iter().find(|f| f.name == name)
     }
 
     /// Adds a generated overlay: its sets are new or extend the set of their id; its extensions
@@ -469,6 +679,8 @@ pub struct ZoneContents {
     pub sets: Vec<(EndpointSet, usize)>,
     /// Extensions of sets defined elsewhere, with their lines.
     pub extensions: Vec<(Extension, usize)>,
+    /// Device families.
+    pub families: Vec<Family>,
 }
 
 /// Parses one zone file's text; `path` is only used in errors and warnings, which are added to
@@ -492,15 +704,14 @@ impl Fields<'_> {
         FileError::entry(self.path, self.text, s, reason).into()
     }
 
+    /// Ports, and ranges (`tcp/5228-5230`) as the ports they hold.
     fn ports(&self, raw: &[Spanned<String>]) -> Result<Vec<PortSpec>, ZoneError> {
         let mut ports = Vec::with_capacity(raw.len());
         for p in raw {
-            let spec = p
-                .get_ref()
-                .parse::<PortSpec>()
-                .map_err(|r| self.err(p, r.into()))?;
-            if !ports.contains(&spec) {
-                ports.push(spec);
+            for spec in parse_port_range(p.get_ref()).map_err(|r| self.err(p, r.into()))? {
+                if !ports.contains(&spec) {
+                    ports.push(spec);
+                }
             }
         }
         Ok(ports)
@@ -569,6 +780,59 @@ impl Fields<'_> {
         Ok(networks)
     }
 
+    /// A profile or family name: lower-case letters, digits and '-'.
+    fn profile_name(&self, raw: &Spanned<String>, what: &str) -> Result<String, ZoneError> {
+        let name = raw.get_ref();
+        if name.is_empty()
+            || name.len() > MAX_ID
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(self.err(
+                raw,
+                format!(
+                    "a {what} name is lower-case letters, digits and '-', at most {MAX_ID} \
+                     characters"
+                ),
+            ));
+        }
+        Ok(name.clone())
+    }
+
+    fn family(&self, raw: Spanned<RawFamily>) -> Result<Family, ZoneError> {
+        let line = line_of(self.text, raw.span().start);
+        let raw = raw.into_inner();
+        let name = self.profile_name(&raw.name, "family")?;
+        if raw.description.get_ref().chars().count() > MAX_DESCRIPTION {
+            return Err(self.err(
+                &raw.description,
+                format!("a description is at most {MAX_DESCRIPTION} characters"),
+            ));
+        }
+        let mut profiles = Vec::new();
+        let mut optional = Vec::new();
+        for (list, out) in [
+            (&raw.profiles, &mut profiles),
+            (&raw.optional_profiles, &mut optional),
+        ] {
+            for p in list {
+                out.push(self.profile_name(p, "profile")?);
+            }
+        }
+        if profiles.is_empty() {
+            return Err(self.err(&raw.name, "a family needs at least one profile".into()));
+        }
+        Ok(Family {
+            name,
+            description: raw.description.into_inner(),
+            profiles,
+            optional_profiles: optional,
+            source: self.path.to_path_buf(),
+            line,
+        })
+    }
+
     fn id<'s>(&self, raw: &'s Spanned<String>) -> Result<&'s str, ZoneError> {
         let id = raw.get_ref().trim();
         if id.is_empty()
@@ -596,25 +860,14 @@ pub fn parse_zone(
     crate::fileerror::bounded_strings(path, text)?;
     let f = Fields { path, text };
     let mut out = ZoneContents::default();
+    for raw in file.family {
+        out.families.push(f.family(raw)?);
+    }
     for raw in file.endpoint_set {
         let line = line_of(text, raw.span().start);
         let raw = raw.into_inner();
         let id = f.id(&raw.id)?;
-        let profile = raw.profile.get_ref();
-        if profile.is_empty()
-            || profile.len() > MAX_ID
-            || !profile
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(f.err(
-                &raw.profile,
-                format!(
-                    "a profile name is lower-case letters, digits and '-', at most {MAX_ID} \
-                     characters"
-                ),
-            ));
-        }
+        let profile = f.profile_name(&raw.profile, "profile")?;
         if raw.description.get_ref().chars().count() > MAX_DESCRIPTION {
             return Err(f.err(
                 &raw.description,
@@ -630,6 +883,14 @@ pub fn parse_zone(
         if names.is_empty() && networks.is_empty() {
             return Err(f.err(&raw.id, "an endpoint set needs names or networks".into()));
         }
+        if let Some(section) = &raw.section
+            && section.get_ref().chars().count() > MAX_DESCRIPTION
+        {
+            return Err(f.err(
+                section,
+                format!("a section is at most {MAX_DESCRIPTION} characters"),
+            ));
+        }
         out.sets.push((
             EndpointSet {
                 id: id.to_string(),
@@ -638,8 +899,11 @@ pub fn parse_zone(
                 required: raw.required,
                 express_route: raw.express_route,
                 ports,
-                profile: profile.clone(),
+                profile,
                 tenant_region: raw.tenant_region,
+                stage: raw.stage,
+                section: raw.section.map(Spanned::into_inner),
+                document: file.source.clone(),
                 names,
                 networks,
                 multi_tenant: raw.multi_tenant,
@@ -832,6 +1096,94 @@ networks = ["17.0.0.0/8"]
             e.contains("extends an endpoint set that no zone file defines"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn port_ranges_stages_and_sources() {
+        let text = format!(
+            "[source]\nname = \"Google\"\nversion = \"2026-03\"\n{}",
+            GOOD.replace("\"TCP/5223\"", "\"tcp/5228-5230\"").replace(
+                "profile = \"apple\"",
+                "profile = \"apple\"\nstage = \"push\"\nsection = \"FCM\""
+            )
+        );
+        let sets = parse_file(Path::new("z.toml"), &text, &mut Vec::new()).unwrap();
+        let set = &sets[0].0;
+        assert_eq!(
+            set.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            ["tcp/443", "tcp/5228", "tcp/5229", "tcp/5230"]
+        );
+        assert_eq!(set.stage, Some(Stage::Push));
+        assert_eq!(set.section.as_deref(), Some("FCM"));
+        assert_eq!(set.document.as_ref().unwrap().version, "2026-03");
+        for (range, why) in [
+            ("tcp/5230-5228", "from the lower port"),
+            ("tcp/1-100", "at most 64 ports"),
+            ("tcp/0-3", "from 1 to 65535"),
+            ("tcp/5-x", "from 1 to 65535"),
+        ] {
+            let e = err(&GOOD.replace("TCP/5223", range));
+            assert!(
+                e.starts_with(&format!("zones/apple.toml:8: '{range}'")),
+                "{e}"
+            );
+            assert!(e.contains(why), "{range}: {e}");
+        }
+        let e = err(&GOOD.replace(
+            "profile = \"apple\"",
+            "profile = \"apple\"\nstage = \"boot\"",
+        ));
+        assert!(e.contains("unknown variant `boot`"), "{e}");
+    }
+
+    #[test]
+    fn families_name_profiles_that_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let zones = dir.path().join("zones");
+        std::fs::create_dir(&zones).unwrap();
+        std::fs::write(zones.join("apple.toml"), GOOD).unwrap();
+        let family = |profiles: &str, optional: &str| {
+            format!(
+                "[[family]]\nname = \"apple-mobile\"\ndescription = \"iPad\"\nprofiles = [{profiles}]\n\
+                 optional_profiles = [{optional}]\n"
+            )
+        };
+        std::fs::write(
+            zones.join("families.toml"),
+            family("\"apple\"", "\"icloud\""),
+        )
+        .unwrap();
+        let c = Catalog::load_dir(&zones).unwrap();
+        assert_eq!(c.family("apple-mobile").unwrap().profiles, ["apple"]);
+        assert_eq!(c.warnings.len(), 1);
+        assert!(
+            c.warnings[0]
+                .to_string()
+                .ends_with("families.toml:1: 'icloud': optional profile of family 'apple-mobile' that no endpoint set has"),
+            "{}",
+            c.warnings[0]
+        );
+        std::fs::write(zones.join("families.toml"), family("\"aple\"", "")).unwrap();
+        let e = Catalog::load_dir(&zones).unwrap_err().to_string();
+        assert!(
+            e.ends_with(
+                "families.toml:1: 'aple': family 'apple-mobile' names a profile no endpoint set has"
+            ),
+            "{e}"
+        );
+        std::fs::write(
+            zones.join("families.toml"),
+            format!("{}\n{}", family("\"apple\"", ""), family("\"apple\"", "")),
+        )
+        .unwrap();
+        let e = Catalog::load_dir(&zones).unwrap_err().to_string();
+        assert!(
+            e.contains("families.toml:7: 'apple-mobile': duplicate family name (first defined at"),
+            "{e}"
+        );
+        std::fs::write(zones.join("families.toml"), family("", "")).unwrap();
+        let e = Catalog::load_dir(&zones).unwrap_err().to_string();
+        assert!(e.contains("a family needs at least one profile"), "{e}");
     }
 
     #[test]

@@ -22,7 +22,11 @@ pub(super) struct RawView {
     name: Spanned<String>,
     networks: Vec<Spanned<String>>,
     #[serde(default)]
+    families: Vec<Spanned<String>>,
+    #[serde(default)]
     profiles: Vec<Spanned<String>>,
+    #[serde(default)]
+    exclude_profiles: Vec<Spanned<String>>,
     #[serde(default)]
     sets: Vec<Spanned<String>>,
     #[serde(default)]
@@ -112,8 +116,13 @@ pub struct ViewConfig {
     pub name: String,
     /// Client networks of this view.
     pub networks: Vec<IpNet>,
-    /// Profiles whose endpoint sets are allowed.
+    /// Device families (named groups of profiles in the zones) whose profiles are allowed, and
+    /// whose readiness is reported.
+    pub families: Vec<Located<String>>,
+    /// Profiles whose endpoint sets are allowed, beyond the families'.
     pub profiles: Vec<Located<String>>,
+    /// Profiles removed from the families' and the list above.
+    pub exclude_profiles: Vec<Located<String>>,
     /// Extra endpoint set ids allowed beyond the profiles.
     pub sets: Vec<Located<String>>,
     /// Endpoint set ids removed from the profiles.
@@ -173,10 +182,10 @@ impl RawView {
         if networks.is_empty() {
             return Err(ctx.entry(&self.name, "a view needs at least one network"));
         }
-        if self.profiles.is_empty() && self.sets.is_empty() {
+        if self.families.is_empty() && self.profiles.is_empty() && self.sets.is_empty() {
             return Err(ctx.entry(
                 &self.name,
-                "a view needs profiles or sets: it would deny everything",
+                "a view needs families, profiles or sets: it would deny everything",
             ));
         }
         let deny_ttl = *self.deny_ttl_secs.get_ref();
@@ -190,7 +199,13 @@ impl RawView {
         Ok(ViewConfig {
             name: name.to_string(),
             networks,
+            families: self.families.iter().map(|s| ctx.located(s)).collect(),
             profiles: self.profiles.iter().map(|s| ctx.located(s)).collect(),
+            exclude_profiles: self
+                .exclude_profiles
+                .iter()
+                .map(|s| ctx.located(s))
+                .collect(),
             sets: self.sets.iter().map(|s| ctx.located(s)).collect(),
             exclude_sets: self.exclude_sets.iter().map(|s| ctx.located(s)).collect(),
             fence: view_fence(&self.name, &self.fence, backend, ctx)?,
@@ -210,7 +225,9 @@ impl ViewConfig {
         let ViewConfig {
             name,
             networks,
+            families,
             profiles,
+            exclude_profiles,
             sets,
             exclude_sets,
             fence: _,
@@ -224,7 +241,7 @@ impl ViewConfig {
         (
             name,
             networks,
-            values(profiles),
+            (values(families), values(profiles), values(exclude_profiles)),
             values(sets),
             values(exclude_sets),
             (*deny_rcode, *deny_ttl, *cname_targets, *mode),

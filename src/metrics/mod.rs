@@ -91,6 +91,9 @@ pub const CATALOG_REJECTED: &str = "dnsfence_catalog_rejected_entries";
 pub const WARM_RESTART: &str = "dnsfence_warm_restart_total";
 /// What the last start read back from the warm-restart state (`what`: answers, elements).
 pub const WARM_RESTORED: &str = "dnsfence_warm_restart_restored";
+/// Per view, device family and stage: 1 when the policy lets every required set through, 0 when
+/// it denies something of it (set at start and at each reload or overlay).
+pub const FAMILY_READY: &str = "dnsfence_family_ready";
 
 /// Whether each peer gateway's sync link is up (`peer`).
 pub const SYNC_PEER_UP: &str = "dnsfence_sync_peer_up";
@@ -378,6 +381,8 @@ pub struct Metrics {
     pub warm_restart: IntCounterVec,
     /// What the start read back from the warm-restart state.
     pub warm_restored: IntGaugeVec,
+    /// Readiness per view, family and stage.
+    pub family_ready: IntGaugeVec,
     /// Peer sync: links, elements, refusals, lag.
     pub sync: SyncMetrics,
 
@@ -388,6 +393,23 @@ pub struct Metrics {
     views: RwLock<HashMap<String, Arc<ViewCounters>>>,
     /// Response latency per verdict, resolved once.
     response_by_verdict: [Histogram; VERDICTS.len()],
+}
+
+impl Metrics {
+    /// Sets `dnsfence_family_ready` from a readiness report of the policy in force: series of
+    /// views, families or stages it no longer has are removed.
+    pub fn set_readiness(&self, report: &crate::readiness::Report) {
+        self.family_ready.reset();
+        for v in &report.views {
+            for f in &v.families {
+                for s in &f.stages {
+                    self.family_ready
+                        .with_label_values(&[&v.view, &f.family, s.stage])
+                        .set(i64::from(s.ready));
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -559,6 +581,12 @@ impl Metrics {
                 WARM_RESTORED,
                 "What this start read back: answers into the cache and elements into the fence's ledger from the warm-restart state, and elements adopted from the kernel's sets.",
                 &["what"],
+            ),
+            family_ready: gauge_vec(
+                &r,
+                FAMILY_READY,
+                "1 when the view lets every required endpoint set of this device family's stage through, 0 when it denies something of it (dnsfence readiness says what).",
+                &["view", "family", "stage"],
             ),
             sync: SyncMetrics::new(&r),
             build_info,

@@ -140,25 +140,17 @@ impl Source {
 /// Ports as the sources write the numbers: `"80,443"`, `"80, 443"`, ranges `"5228-5230"` (at most
 /// 64 ports).
 pub fn parse_ports(text: &str, proto: Proto) -> Result<Vec<PortSpec>, String> {
+    let proto_name = match proto {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+    };
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (a.trim(), b.trim()),
-            None => (part, part),
-        };
-        let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) else {
-            return Err(format!(
-                "'{}' is not a port or a range of ports",
-                excerpt(part)
-            ));
-        };
-        if lo == 0 || hi < lo || hi - lo >= 64 {
-            return Err(format!(
-                "'{}': ports are 1 to 65535, ranges at most 64 wide",
-                excerpt(part)
-            ));
-        }
-        out.extend((lo..=hi).map(|port| PortSpec { proto, port }));
+        // The zone files' one rule for ports and ranges.
+        let written = format!("{proto_name}/{}", part.replace(' ', ""));
+        let ports = crate::zones::parse_port_range(&written)
+            .map_err(|why| format!("'{}': {why}", excerpt(part)))?;
+        out.extend(ports);
     }
     Ok(out)
 }
@@ -458,6 +450,15 @@ fn uncovered(catalog: &Catalog, list: &SourceList) -> Option<Uncovered> {
     })
 }
 
+/// Whether the catalog's set is this source's to compare whole: yes unless its zone file's
+/// `[source] follows` names another source (Apple's table, the web service's Common area…).
+fn compared_with(set: &EndpointSet, kind: SourceKind) -> bool {
+    set.document
+        .as_ref()
+        .and_then(|d| d.follows.as_deref())
+        .is_none_or(|f| f == kind.as_str())
+}
+
 /// How `source` differs from `catalog`.
 pub fn diff(catalog: &Catalog, source: &Source) -> Diff {
     let mut d = Diff {
@@ -487,7 +488,14 @@ pub fn diff(catalog: &Catalog, source: &Source) -> Diff {
             .filter(|r| r.at == at)
             .map(|r| r.entry.to_ascii_lowercase())
             .collect();
-        let sd = set_diff(c, s, &rejected);
+        let mut sd = set_diff(c, s, &rejected);
+        if !compared_with(c, source.kind) {
+            // Another document keeps this set current (the web service's full id 56 against the
+            // page's two names): what the source lacks of it is not the source's to remove.
+            sd.names_missing.clear();
+            sd.networks_missing.clear();
+            sd.ports_missing.clear();
+        }
         if !sd.is_empty() {
             d.changed.push(sd);
         }
@@ -496,7 +504,9 @@ pub fn diff(catalog: &Catalog, source: &Source) -> Diff {
         .sets
         .iter()
         .filter(|c| {
-            c.id.bytes().all(|b| b.is_ascii_digit()) && !source.sets.iter().any(|s| s.id == c.id)
+            c.id.bytes().all(|b| b.is_ascii_digit())
+                && compared_with(c, source.kind)
+                && !source.sets.iter().any(|s| s.id == c.id)
         })
         .map(|c| c.id.clone())
         .collect();

@@ -38,19 +38,33 @@ fn shipped_configs_and_zones_load() {
     assert!(policy.view_for("::1".parse().unwrap()).is_some());
     assert!(policy.view_for("10.0.0.1".parse().unwrap()).is_none());
     // Every endpoint set of the catalog but those of the other clouds (GCC Remote Help, the US
-    // Government and China pages).
-    let all = policy.catalog.sets.len();
-    let other_clouds = policy
-        .catalog
-        .sets
-        .iter()
-        .filter(|s| {
-            ["remote-help-gcc", "intune-us-government", "intune-china"]
-                .contains(&s.profile.as_str())
-        })
-        .count();
-    assert_eq!(other_clouds, 8);
-    assert_eq!(view.sets.len(), all - other_clouds);
+    // Government and China pages) and of the optional feature profiles (Microsoft 365 apps,
+    // Apple's feature sections).
+    let off = [
+        "remote-help-gcc",
+        "intune-us-government",
+        "intune-china",
+        "m365-apps",
+        "apple-account",
+        "apple-associated-domains",
+        "apple-icloud",
+        "apple-business-manager",
+        "apple-business-essentials",
+        "apple-classroom",
+        "apple-additional-content",
+        "apple-content-caching",
+        "apple-beta",
+        "apple-diagnostics",
+        "apple-siri",
+        "apple-tap-to-pay",
+        "apple-id-verifier",
+        "apple-doh",
+    ];
+    let on: Vec<u32> = (0..policy.catalog.sets.len() as u32)
+        .filter(|&i| !off.contains(&policy.catalog.sets[i as usize].profile.as_str()))
+        .collect();
+    assert_eq!(view.sets, on);
+    assert_eq!(policy.catalog.sets.len() - on.len(), 46);
     for name in [
         "gcc.remotehelp.microsoft.com",
         "x.manage.microsoft.us",
@@ -123,17 +137,27 @@ fn shipped_configs_and_zones_load() {
 
     let kiosk = dnsfence::app::load(&repo().join("config/examples/kiosk.toml"));
     let (config, policy) = kiosk.unwrap();
-    assert_eq!(config.views.len(), 2);
+    assert_eq!(config.views.len(), 3);
     let win = policy.view("windows-kiosk").unwrap();
     assert!(win.lookup("euprodimedatapri.azureedge.net").is_some());
     assert!(
         win.lookup("naprodimedatapri.azureedge.net").is_none(),
         "tenant region eu only"
     );
-    assert!(win.lookup("login.live.com").is_none(), "set 97 excluded");
-    let mobile = policy.view_for("2001:db8:30::5".parse().unwrap()).unwrap();
-    assert_eq!(mobile.name, "shared-mobile");
-    assert!(mobile.lookup("itunes.apple.com").is_some());
+    assert!(
+        win.lookup("login.live.com").is_some(),
+        "set 97: Autopilot's deployment service needs it"
+    );
+    let ipad = policy.view_for("2001:db8:30::5".parse().unwrap()).unwrap();
+    assert_eq!(ipad.name, "shared-ipad");
+    assert!(ipad.lookup("itunes.apple.com").is_some());
+    assert!(
+        ipad.lookup("account.apple.com").is_some(),
+        "Apple Account added"
+    );
+    assert!(ipad.lookup("www.icloud.com").is_none(), "iCloud not added");
+    let android = policy.view("android-dedicated").unwrap();
+    assert!(android.lookup("mtalk.google.com").is_some());
 }
 
 /// Every config and zone file the project ships, found by glob, loads and compiles: a shipped
@@ -170,13 +194,17 @@ fn every_shipped_config_and_zone_file_loads() {
     }
     let mut zones = Vec::new();
     toml_files(&repo().join("zones"), &mut zones);
-    assert!(zones.len() >= 16, "{zones:?}");
+    assert!(zones.len() >= 23, "{zones:?}");
     for path in &zones {
         let text = std::fs::read_to_string(path).unwrap();
         let mut warnings = Vec::new();
-        let sets = dnsfence::zones::parse_file(path, &text, &mut warnings)
+        let zone = dnsfence::zones::parse_zone(path, &text, &mut warnings)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(!sets.is_empty(), "{}", path.display());
+        assert!(
+            !zone.sets.is_empty() || !zone.families.is_empty(),
+            "{}",
+            path.display()
+        );
         // Only the multi-tenant wildcards the files declare; nothing else to look at.
         assert!(warnings.is_empty(), "{}: {warnings:?}", path.display());
     }
@@ -247,7 +275,15 @@ fn zone_catalog_keeps_the_pages_fields() {
     ] {
         assert!(catalog.set(id).is_some(), "endpoint set {id} missing");
     }
-    assert_eq!(catalog.sets.len(), 46);
+    // The Intune pages' sets (56 and 59 are the web service's now: one set per id), then the
+    // other documents'.
+    let of_pages = catalog
+        .sets
+        .iter()
+        .filter(|s| s.document.as_ref().is_some_and(|d| d.follows.is_none()))
+        .count();
+    assert_eq!(of_pages, 44);
+    assert_eq!(catalog.sets.len(), 113);
 }
 
 #[test]
@@ -266,13 +302,24 @@ fn check_prints_counts_and_explain_names_the_endpoint_set() {
     std::fs::write(&cfg, kiosk).unwrap();
     let (code, out, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("46 endpoint sets"), "{out}");
+    assert!(out.contains("113 endpoint sets"), "{out}");
+    assert!(out.contains("4 device families"), "{out}");
     assert!(
-        out.contains("view windows-kiosk: networks 10.20.0.0/22"),
+        out.contains("view windows-kiosk: networks 10.20.0.0/22; families windows;"),
         "{out}"
     );
     assert!(
-        out.contains("mode report; denied names get REFUSED"),
+        out.contains(
+            "view shared-ipad: networks 10.30.0.0/22, 2001:db8:30::/64; families apple-mobile;"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("mode enforce; denied names get REFUSED"),
+        "{out}"
+    );
+    assert!(
+        out.contains("mode report; denied names get NXDOMAIN"),
         "{out}"
     );
 
@@ -454,13 +501,14 @@ fn the_readmes_local_zone_example_loads_without_warnings() {
     let block = &section[start..start + section[start..].find("```").unwrap()];
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("zones.d")).unwrap();
-    std::fs::write(dir.path().join("zones.d/google-android.toml"), block).unwrap();
+    std::fs::write(dir.path().join("zones.d/local.toml"), block).unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
         format!(
             "[zones]\ndirs = [\"{}\", \"zones.d\"]\n[upstream]\nservers = [\"127.0.0.1:5300\"]\n\
-             [[view]]\nname = \"v\"\nnetworks = [\"10.0.0.0/8\"]\nprofiles = [\"android\", \"android-google\"]\n",
+             [[view]]\nname = \"v\"\nnetworks = [\"10.0.0.0/8\"]\nfamilies = [\"android-enterprise\"]\n\
+             profiles = [\"local-kiosk\"]\n",
             repo().join("zones").display()
         ),
     )
@@ -468,17 +516,22 @@ fn the_readmes_local_zone_example_loads_without_warnings() {
     let (code, out, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("warning"), "{out}");
-    assert!(out.contains("local-android-enterprise"), "{out}");
+    assert!(out.contains("zones.d: 2 endpoint sets"), "{out}");
     let (_, policy) = dnsfence::app::load(&cfg).unwrap();
     let view = policy.view("v").unwrap();
     for name in [
+        "accounts.google.co.uk",
+        "kiosk.contoso.com",
+        "eu.api.contoso.com",
         "play.google.com",
-        "fcm.googleapis.com",
-        "r3---sn-x.gvt1.com",
     ] {
         assert!(view.lookup(name).is_some(), "{name}");
     }
-    assert!(view.lookup("evil.googleapis.com").is_none());
+    for name in ["www.contoso.com", "accounts.google.de", "api.contoso.com"] {
+        assert!(view.lookup(name).is_none(), "{name}");
+    }
+    let set = policy.catalog.set("local-kiosk-app").unwrap();
+    assert_eq!(set.document.as_ref().unwrap().version, "2026-12");
 }
 
 /// The first answer of a dnsfence just started on 127.0.0.1:`port` to `manage.microsoft.com A`

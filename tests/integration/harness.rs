@@ -210,6 +210,21 @@ fn test_zones() -> Vec<(Name, Vec<Record>)> {
             RData::A(A::new(192, 0, 2, 68)),
         ),
     ];
+    // Names of the device families' vendor sets (Apple, Google).
+    let apple = vec![
+        soa("apple.com."),
+        rec("albert.apple.com.", 60, RData::A(A::new(192, 0, 2, 60))),
+        rec(
+            "17-courier.push.apple.com.",
+            60,
+            RData::A(A::new(192, 0, 2, 61)),
+        ),
+    ];
+    let google = vec![
+        soa("google.com."),
+        rec("play.google.com.", 60, RData::A(A::new(192, 0, 2, 70))),
+        rec("mtalk.google.com.", 60, RData::A(A::new(192, 0, 2, 71))),
+    ];
     // The catalog feed's host in the tests (the feed service the test plays listens there).
     let feed = vec![
         soa("feed.test."),
@@ -221,6 +236,8 @@ fn test_zones() -> Vec<(Name, Vec<Record>)> {
         (n("windows.com."), windows),
         (n("evil.example."), example),
         (n("feed.test."), feed),
+        (n("apple.com."), apple),
+        (n("google.com."), google),
     ]
 }
 

@@ -9,6 +9,7 @@ mod clients;
 mod container;
 mod deny;
 mod dot;
+mod families;
 mod fence;
 mod harness;
 mod http;

@@ -243,10 +243,10 @@ fn pull_list_holds_exactly_the_live_elements_and_static_ranges() {
             nets.iter().map(|n| n.to_string()).collect()
         };
         // ID 163's subnets: 84 IPv4 (with the Azure Front Door ranges) and 3 IPv6 ones, and the
-        // consolidated list's one more.
-        assert_eq!(statics.len(), 91);
+        // consolidated list's one more; ID 56's (Entra ID sign-in): 4 IPv4 and 12 IPv6.
+        assert_eq!(statics.len(), 91 + 16);
         let v6_statics: Vec<&String> = statics.iter().filter(|n| n.contains(':')).collect();
-        assert_eq!(v6_statics.len(), 3);
+        assert_eq!(v6_statics.len(), 3 + 12);
         let (status, body) = http_get(f.http.unwrap(), "/v1/sets/loopback.txt").await;
         assert_eq!(status, 200);
         let mut want = vec!["192.0.2.20".to_string(), "192.0.2.31".to_string()];
