@@ -86,7 +86,7 @@ struct SourceArgs {
     )]
     page: Option<String>,
     /// The endpoint web service: a saved feed (the JSON of
-    /// /endpoints/<instance>?ServiceAreas=MEM), or its base URL (https://endpoints.office.com, or
+    /// /endpoints/<instance>?ServiceAreas=MEM,Common), or its base URL (https://endpoints.office.com, or
     /// a mirror), fetched through the config's upstream.
     #[arg(long)]
     feed: Option<String>,
@@ -213,7 +213,7 @@ enum Command {
         log: Option<PathBuf>,
     },
     /// Compare the catalog with Microsoft's Intune endpoints page or its endpoint web service
-    /// (ServiceAreas=MEM), or turn either into an overlay zone file.
+    /// (ServiceAreas=MEM,Common), or turn either into an overlay zone file.
     Catalog {
         #[command(subcommand)]
         action: CatalogCommand,

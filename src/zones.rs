@@ -231,10 +231,11 @@ pub struct Document {
     pub name: String,
     /// The version or date followed (a commit, an ms.date, a feed snapshot's date).
     pub version: String,
-    /// What keeps the file current when it is not the Intune page: `feed` (the web service),
-    /// `common-feed`, `autopilot-page`, `pasted-list` (Apple's, Google's HTML pages, compared
-    /// with `catalog diff --names`). `catalog diff --page|--feed` reports what it lacks of a set
-    /// only for the sets it follows (absent: the Intune page and the MEM feed both).
+    /// What keeps the file current when it is not the Intune page: `common-feed` (the web
+    /// service's Common area, read with `--feed`), `autopilot-page`, `pasted-list` (Apple's,
+    /// Google's HTML pages, compared with `catalog diff --names`), or `page` / `feed`. `catalog
+    /// diff` reports what a source lacks of a set only for the sets it follows (absent: the
+    /// Intune page and the MEM feed both).
     #[serde(default)]
     pub follows: Option<String>,
 }

@@ -1,7 +1,9 @@
-//! The Microsoft 365 endpoint web service's JSON (`/endpoints/<instance>?ServiceAreas=MEM`) read
-//! into a [`Source`]. Microsoft's Intune page now says this service no longer returns accurate
-//! data for Intune; it is kept for the ids it still serves (README, "Keeping the catalog
-//! current"). An unknown field rejects the whole feed: the service changed shape and nobody has
+//! The Microsoft 365 endpoint web service's JSON (`/endpoints/<instance>?ServiceAreas=MEM,Common`)
+//! read into a [`Source`]. Microsoft's Intune page now says this service no longer returns
+//! accurate data for Intune; it is kept for the ids it still serves (README, "Keeping the catalog
+//! current") and for the Common area's sets the catalog holds (Entra sign-in 56 and 59,
+//! certificate revocation 84 and 125, activation 83, the Microsoft 365 apps' sets), which
+//! devices depend on and which nothing else publishes. An unknown field rejects the whole feed: the service changed shape and nobody has
 //! looked at it yet.
 
 use std::collections::BTreeSet;
@@ -104,6 +106,7 @@ pub fn parse(text: &str) -> Result<Source, FeedError> {
             networks: BTreeSet::new(),
             ports: BTreeSet::new(),
             profile: SourceKind::Feed.as_str().to_string(),
+            area: Some(r.service_area.clone()),
         };
         for url in &r.urls {
             match validate_name(url) {

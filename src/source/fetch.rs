@@ -1,5 +1,5 @@
 //! Fetching a source over HTTPS: the page (one `GET` of its Markdown), or the feed
-//! (`GET <base>/version/<instance>` to poll, `GET <base>/endpoints/<instance>?ServiceAreas=MEM`
+//! (`GET <base>/version/<instance>` to poll, `GET <base>/endpoints/<instance>?ServiceAreas=MEM,Common`
 //! when the version moved, each with a fresh `clientrequestid`). Every error names the URL
 //! requested.
 //!
@@ -218,7 +218,7 @@ impl FeedService {
         Ok(v.latest)
     }
 
-    /// The instance's MEM endpoint sets, as JSON text.
+    /// The instance's MEM and Common endpoint sets, as JSON text.
     pub fn endpoints(&self) -> Result<String, FetchError> {
         self.fetcher.get(&format!(
             "{}&clientrequestid={}",
@@ -230,7 +230,7 @@ impl FeedService {
     /// The endpoints URL without its request id, for logs and headers.
     pub fn source(&self) -> String {
         format!(
-            "{}/endpoints/{}?ServiceAreas=MEM",
+            "{}/endpoints/{}?ServiceAreas=MEM,Common",
             self.base.trim_end_matches('/'),
             self.instance
         )

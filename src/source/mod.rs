@@ -1,5 +1,5 @@
 //! Microsoft's two catalog sources — the Intune endpoints page ([`page`], Microsoft's recommended
-//! one) and the Microsoft 365 endpoint web service ([`feed`], `ServiceAreas=MEM`) — read into one
+//! one) and the Microsoft 365 endpoint web service ([`feed`], `ServiceAreas=MEM,Common`) — read into one
 //! [`Source`], compared with the loaded catalog ([`diff`]) and turned into an overlay zone file
 //! ([`overlay`]) the same way, whichever it came from.
 //!
@@ -66,7 +66,15 @@ pub struct SourceSet {
     /// of the Autopilot table is Autopilot's), else the source's own (`feed`, `page`), which a
     /// view must list.
     pub profile: String,
+    /// The web service's service area (`MEM`, `Common`); `None` for the page. Of the Common
+    /// area dnsfence follows only the ids the catalog holds (sign-in, certificate revocation,
+    /// activation, and the Microsoft 365 apps' sets): another Common id is listed by `catalog
+    /// diff` as not followed, never added.
+    pub area: Option<String>,
 }
+
+/// The web service's area whose sets dnsfence follows only for the ids the catalog holds.
+pub const COMMON_AREA: &str = "Common";
 
 /// Names and networks a source lists outside its numbered sets: the page's consolidated list,
 /// and its lists per tenant location (MAA tabs, the Win32 and macOS CDN tables).
@@ -301,6 +309,9 @@ pub struct Diff {
     pub new: Vec<NewSet>,
     /// Numeric ids only the catalog has (dnsfence's own ids are not the source's business).
     pub catalog_only: Vec<String>,
+    /// Ids of the web service's Common area the catalog does not hold: not followed, never
+    /// added (the rest of Common is Exchange's, SharePoint's and Teams' clients' business).
+    pub unfollowed: Vec<String>,
     /// What the source's lists have that no set covers.
     pub uncovered: Vec<Uncovered>,
     /// Entries left out.
@@ -340,6 +351,13 @@ impl Diff {
         }
         for id in &self.catalog_only {
             let _ = writeln!(out, "endpoint set {id}: only in the catalog");
+        }
+        if !self.unfollowed.is_empty() {
+            let _ = writeln!(
+                out,
+                "Common area, not followed (no endpoint set of the catalog has these ids): {}",
+                self.unfollowed.join(", ")
+            );
         }
         for u in &self.uncovered {
             let region = u
@@ -451,12 +469,21 @@ fn uncovered(catalog: &Catalog, list: &SourceList) -> Option<Uncovered> {
 }
 
 /// Whether the catalog's set is this source's to compare whole: yes unless its zone file's
-/// `[source] follows` names another source (Apple's table, the web service's Common area…).
-fn compared_with(set: &EndpointSet, kind: SourceKind) -> bool {
-    set.document
-        .as_ref()
-        .and_then(|d| d.follows.as_deref())
-        .is_none_or(|f| f == kind.as_str())
+/// `[source] follows` names another source (Apple's table, the Autopilot page…); a set that
+/// follows the web service's Common area (`common-feed`) is compared with a feed that has that
+/// area.
+fn compared_with(set: &EndpointSet, source: &Source) -> bool {
+    match set.document.as_ref().and_then(|d| d.follows.as_deref()) {
+        None => true,
+        Some("common-feed") => {
+            source.kind == SourceKind::Feed
+                && source
+                    .sets
+                    .iter()
+                    .any(|s| s.area.as_deref() == Some(COMMON_AREA))
+        }
+        Some(follows) => follows == source.kind.as_str(),
+    }
 }
 
 /// How `source` differs from `catalog`.
@@ -466,11 +493,16 @@ pub fn diff(catalog: &Catalog, source: &Source) -> Diff {
         changed: Vec::new(),
         new: Vec::new(),
         catalog_only: Vec::new(),
+        unfollowed: Vec::new(),
         uncovered: Vec::new(),
         rejected: source.rejected.clone(),
     };
     for s in &source.sets {
         let Some(c) = catalog.set(&s.id) else {
+            if s.area.as_deref() == Some(COMMON_AREA) {
+                d.unfollowed.push(s.id.clone());
+                continue;
+            }
             d.new.push(NewSet {
                 id: s.id.clone(),
                 description: s.description.clone(),
@@ -489,7 +521,7 @@ pub fn diff(catalog: &Catalog, source: &Source) -> Diff {
             .map(|r| r.entry.to_ascii_lowercase())
             .collect();
         let mut sd = set_diff(c, s, &rejected);
-        if !compared_with(c, source.kind) {
+        if !compared_with(c, source) {
             // Another document keeps this set current (the web service's full id 56 against the
             // page's two names): what the source lacks of it is not the source's to remove.
             sd.names_missing.clear();
@@ -505,7 +537,7 @@ pub fn diff(catalog: &Catalog, source: &Source) -> Diff {
         .iter()
         .filter(|c| {
             c.id.bytes().all(|b| b.is_ascii_digit())
-                && compared_with(c, source.kind)
+                && compared_with(c, source)
                 && !source.sets.iter().any(|s| s.id == c.id)
         })
         .map(|c| c.id.clone())

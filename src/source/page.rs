@@ -476,6 +476,7 @@ impl<'t> Reader<'t> {
             networks: e.networks,
             ports,
             profile: profile_for(&self.section).to_string(),
+            area: None,
         });
         Ok(())
     }

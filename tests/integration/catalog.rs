@@ -466,7 +466,7 @@ fn diff_and_pull_fetch_the_live_service_over_https() {
         "{paths:?}"
     );
     assert!(
-        paths[1].starts_with("/endpoints/Worldwide?ServiceAreas=MEM&clientrequestid="),
+        paths[1].starts_with("/endpoints/Worldwide?ServiceAreas=MEM,Common&clientrequestid="),
         "{paths:?}"
     );
 
@@ -503,7 +503,7 @@ fn diff_and_pull_fetch_the_live_service_over_https() {
     assert!(err.contains("HTTP 500"), "{err}");
     assert!(
         err.contains(&format!(
-            "{url}/endpoints/Worldwide?ServiceAreas=MEM&clientrequestid="
+            "{url}/endpoints/Worldwide?ServiceAreas=MEM,Common&clientrequestid="
         )),
         "the URL requested is named: {err}"
     );
@@ -762,4 +762,110 @@ fn a_certificate_the_daemon_does_not_trust_keeps_the_overlay_it_has() {
         );
         f.stop().await;
     });
+}
+
+/// The feed as the service serves it for `ServiceAreas=MEM,Common`: the seed-era MEM sets, then
+/// the Common area (`tests/fixtures/feed-common-worldwide.json`, written from the service's
+/// Common sets the catalog holds, and one optional set it does not).
+fn mem_and_common() -> serde_json::Value {
+    let mut sets: Vec<serde_json::Value> = fixture()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["serviceArea"] == "MEM")
+        .cloned()
+        .collect();
+    let common: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/fixtures/feed-common-worldwide.json")).unwrap(),
+    )
+    .unwrap();
+    sets.extend(common.as_array().unwrap().iter().cloned());
+    serde_json::Value::Array(sets)
+}
+
+#[test]
+fn the_common_area_is_followed_for_the_ids_the_catalog_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (before, after) = (dir.path().join("before.json"), dir.path().join("feed.json"));
+    std::fs::write(&before, mem_and_common().to_string()).unwrap();
+    let (_, was, err) = diff(&before, &[]);
+    // Of Common, the catalog agrees with the service but for the page's addition to id 59, and
+    // the optional set it does not hold is not followed.
+    let common: Vec<&str> = was
+        .lines()
+        .skip_while(|l| !l.starts_with("endpoint set 59:"))
+        .take(2)
+        .collect();
+    assert_eq!(
+        common,
+        [
+            "endpoint set 59:",
+            "  - name certauth.enterpriseregistration.windows.net"
+        ],
+        "{was}{err}"
+    );
+    assert!(
+        was.contains(
+            "Common area, not followed (no endpoint set of the catalog has these ids): 78\n"
+        ),
+        "{was}"
+    );
+    for id in ["46", "56", "83", "84", "125", "184"] {
+        assert!(
+            !was.contains(&format!("endpoint set {id}:")),
+            "{id} agrees with the service: {was}"
+        );
+    }
+    // An id added to Common, a name added to 125 and one removed from 56.
+    let mut feed = mem_and_common();
+    set_mut(&mut feed, 125)["urls"]
+        .as_array_mut()
+        .unwrap()
+        .push("ocsp.example-ca.net".into());
+    let urls = set_mut(&mut feed, 56)["urls"].as_array_mut().unwrap();
+    urls.retain(|u| u != "login.windows.net");
+    feed.as_array_mut().unwrap().push(serde_json::json!({
+        "id": 200, "serviceArea": "Common", "urls": ["new-signin.microsoftonline.com"],
+        "tcpPorts": "443", "expressRoute": false, "category": "Default", "required": true
+    }));
+    std::fs::write(&after, feed.to_string()).unwrap();
+    let (code, out, err) = diff(&after, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    let (added, removed) = line_changes(&was, &out);
+    assert_eq!(
+        added,
+        [
+            "endpoint set 56:",
+            "  - name login.windows.net",
+            "endpoint set 125:",
+            "  + name ocsp.example-ca.net",
+            "Common area, not followed (no endpoint set of the catalog has these ids): 78, 200",
+        ]
+    );
+    assert_eq!(
+        removed,
+        ["Common area, not followed (no endpoint set of the catalog has these ids): 78"]
+    );
+    // The overlay a pull writes adds the name to 125 and leaves 200 and 78 out.
+    let overlay = dir.path().join("feed-overlay.toml");
+    let (code, out, err) = dnsfence(&[
+        "catalog",
+        "pull",
+        "--feed",
+        after.to_str().unwrap(),
+        "--out",
+        overlay.to_str().unwrap(),
+        "-c",
+        "config/dnsfence.toml",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let text = std::fs::read_to_string(&overlay).unwrap();
+    assert!(
+        text.contains("[[extend]]\nid = \"125\"\nnames = [\n  \"ocsp.example-ca.net\",\n]"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("\"200\"") && !text.contains("\"78\""),
+        "{text}"
+    );
 }
