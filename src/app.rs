@@ -529,6 +529,9 @@ fn follower(
     };
     let origin = match (status.kind, &c.page, &c.feed) {
         (SourceKind::Page, Some(url), _) => Origin::Page(url.clone()),
+        (SourceKind::AutopilotPage, _, _) if c.autopilot_page.is_some() => {
+            Origin::AutopilotPage(c.autopilot_page.clone().unwrap_or_default())
+        }
         (SourceKind::Feed, _, Some(base)) => Origin::Feed(FeedService {
             fetcher: fetcher()?,
             base: base.clone(),

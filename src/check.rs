@@ -57,6 +57,10 @@ pub fn report(config: &Config, policy: &Policy) -> String {
     }
     for (what, overlay) in [
         ("catalog page", config.catalog.page_overlay()),
+        (
+            "catalog Autopilot page",
+            config.catalog.autopilot_page_overlay(),
+        ),
         ("catalog feed", config.catalog.feed_overlay()),
     ] {
         let Some(overlay) = overlay else { continue };

@@ -352,7 +352,7 @@ fn last_success(f: &crate::source::follow::SourceStatus) -> Option<String> {
     })
 }
 
-/// `/v1/catalog`: per source file (shipped, local, page, feed) its endpoint sets, the sets it
+/// `/v1/catalog`: per source file (shipped, local, page, autopilot-page, feed) its endpoint sets, the sets it
 /// extends, and for a followed source its version, last fetch and last error.
 fn catalog_json(engine: &Engine, status: &Status) -> Response {
     #[derive(serde::Serialize)]

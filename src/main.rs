@@ -81,10 +81,15 @@ struct SourceArgs {
     /// fetched through the config's upstream.
     #[arg(
         long,
-        required_unless_present_any = ["feed", "names"],
-        conflicts_with_all = ["feed", "names"]
+        required_unless_present_any = ["feed", "names", "autopilot_page"],
+        conflicts_with_all = ["feed", "names", "autopilot_page"]
     )]
     page: Option<String>,
+    /// Microsoft's Windows Autopilot requirements page: a saved copy of its Markdown, or its URL
+    /// (e.g. https://raw.githubusercontent.com/MicrosoftDocs/memdocs/main/autopilot/requirements.md):
+    /// the hosts its Networking tab names, per service heading, against the catalog.
+    #[arg(long, value_name = "FILE|URL", conflicts_with_all = ["feed", "names"])]
+    autopilot_page: Option<String>,
     /// The endpoint web service: a saved feed (the JSON of
     /// /endpoints/<instance>?ServiceAreas=MEM,Common), or its base URL (https://endpoints.office.com, or
     /// a mirror), fetched through the config's upstream.
@@ -121,12 +126,16 @@ impl SourceArgs {
         use dnsfence::source::read::{Location, read};
         let location = match (&self.page, &self.feed) {
             (Some(p), _) => Location::Page(p.clone()),
+            (None, None) if self.autopilot_page.is_some() => {
+                Location::AutopilotPage(self.autopilot_page.clone().unwrap_or_default())
+            }
             (None, Some(f)) => Location::Feed {
                 at: f.clone(),
                 instance: self.instance.clone(),
             },
             (None, None) => anyhow::bail!(
-                "give --page or --feed (--names compares a list with a profile: diff only)"
+                "give --page, --autopilot-page or --feed (--names compares a list with a \
+                 profile: diff only)"
             ),
         };
         Ok(read(&location, config, self.ca_file.as_deref())?)

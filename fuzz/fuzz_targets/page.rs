@@ -1,5 +1,5 @@
-//! The Intune endpoints page's Markdown, read as a catalog source, and the overlay made of it
-//! against the shipped catalog: any text in, no panic.
+//! The Intune endpoints page's and the Autopilot requirements page's Markdown, read as catalog
+//! sources, and the overlay made of each against the shipped catalog: any text in, no panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,9 +8,17 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(page) = dnsfence::source::page::parse(text) else {
-        return;
-    };
+    // The Intune page's parser, and the Autopilot requirements page's on the same text.
+    let pages = [
+        dnsfence::source::page::parse(text).ok(),
+        dnsfence::source::autopilot::parse(text).ok(),
+    ];
+    for page in pages.into_iter().flatten() {
+        check(&page);
+    }
+});
+
+fn check(page: &dnsfence::source::Source) {
     static CATALOG: std::sync::OnceLock<dnsfence::zones::Catalog> = std::sync::OnceLock::new();
     let catalog = CATALOG.get_or_init(|| {
         let zones = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../zones");
@@ -21,8 +29,8 @@ fuzz_target!(|data: &[u8]| {
         instance: None,
         version: page.version.clone(),
     };
-    let overlay = dnsfence::source::overlay(catalog, &page, &from);
+    let overlay = dnsfence::source::overlay(catalog, page, &from);
     // What the parser accepted must make an overlay that loads as a zone file.
     dnsfence::zones::parse_zone(std::path::Path::new("overlay.toml"), &overlay, &mut Vec::new())
         .expect("an overlay of an accepted page parses");
-});
+}

@@ -1,5 +1,5 @@
-//! `[catalog]`: following Microsoft's sources — the Intune endpoints page and the endpoint web
-//! service — into overlays in the state directory.
+//! `[catalog]`: following Microsoft's sources — the Intune endpoints page, the Windows Autopilot
+//! requirements page and the endpoint web service — into overlays in the state directory.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use super::section::{Ctx, Reload, ReloadPlan, default};
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawCatalog {
     page: Option<Spanned<String>>,
+    autopilot_page: Option<Spanned<String>>,
     feed: Option<Spanned<String>>,
     instance: Spanned<String>,
     refresh_hours: Spanned<u64>,
@@ -27,6 +28,7 @@ impl Default for RawCatalog {
     fn default() -> Self {
         RawCatalog {
             page: None,
+            autopilot_page: None,
             feed: None,
             instance: default("Worldwide".to_string()),
             refresh_hours: default(24),
@@ -42,6 +44,8 @@ pub struct CatalogConfig {
     /// The Intune endpoints page's Markdown (Microsoft's recommended source); `None`: not
     /// followed.
     pub page: Option<String>,
+    /// The Windows Autopilot requirements page's Markdown; `None`: not followed.
+    pub autopilot_page: Option<String>,
     /// The service's base URL (`https://endpoints.office.com`, or a mirror); `None`: not followed.
     pub feed: Option<String>,
     /// The service instance (`Worldwide`, `USGovDoD`, `USGovGCCHigh`, `China`).
@@ -60,6 +64,13 @@ impl CatalogConfig {
         self.page.as_ref().map(|_| self.state_dir.join("page.toml"))
     }
 
+    /// The overlay the daemon writes for the Autopilot page, when it is followed.
+    pub fn autopilot_page_overlay(&self) -> Option<PathBuf> {
+        self.autopilot_page
+            .as_ref()
+            .map(|_| self.state_dir.join("autopilot-page.toml"))
+    }
+
     /// The overlay the daemon writes for the feed, when it is followed.
     pub fn feed_overlay(&self) -> Option<PathBuf> {
         self.feed.as_ref().map(|_| {
@@ -68,11 +79,12 @@ impl CatalogConfig {
         })
     }
 
-    /// The overlays the catalog loads after the zone directories, in that order: the page's, then
-    /// the feed's.
+    /// The overlays the catalog loads after the zone directories, in that order: the page's, the
+    /// Autopilot page's, then the feed's.
     pub fn overlays(&self) -> Vec<PathBuf> {
         self.page_overlay()
             .into_iter()
+            .chain(self.autopilot_page_overlay())
             .chain(self.feed_overlay())
             .collect()
     }
@@ -94,6 +106,10 @@ impl RawCatalog {
                 &self.page,
                 "the page is the URL of its Markdown, e.g. https://raw.githubusercontent.com/MicrosoftDocs/memdocs/main/intune/fundamentals/endpoints.md",
             ),
+            (
+                &self.autopilot_page,
+                "the Autopilot page is the URL of its Markdown, e.g. https://raw.githubusercontent.com/MicrosoftDocs/memdocs/main/autopilot/requirements.md",
+            ),
         ] {
             let Some(url) = url else { continue };
             let host = url
@@ -114,6 +130,10 @@ impl RawCatalog {
         }
         Ok(CatalogConfig {
             page: self.page.as_ref().map(|p| p.get_ref().to_string()),
+            autopilot_page: self
+                .autopilot_page
+                .as_ref()
+                .map(|p| p.get_ref().to_string()),
             feed: self
                 .feed
                 .as_ref()
@@ -132,6 +152,7 @@ impl Reload for CatalogConfig {
     fn reload(&self, new: &Self, plan: &mut ReloadPlan) {
         let CatalogConfig {
             page,
+            autopilot_page,
             feed,
             instance,
             refresh,
@@ -141,6 +162,11 @@ impl Reload for CatalogConfig {
         let c = new;
         // The followers are started with their settings: changing them needs a restart.
         plan.check("catalog.page", *page != c.page, false);
+        plan.check(
+            "catalog.autopilot_page",
+            *autopilot_page != c.autopilot_page,
+            false,
+        );
         plan.check("catalog.feed", *feed != c.feed, false);
         plan.check("catalog.instance", *instance != c.instance, false);
         plan.check("catalog.refresh_hours", *refresh != c.refresh, false);

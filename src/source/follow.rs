@@ -110,6 +110,8 @@ fn jitter(d: Duration) -> Duration {
 pub enum Origin {
     /// The page's Markdown at this URL.
     Page(String),
+    /// The Autopilot requirements page's Markdown at this URL.
+    AutopilotPage(String),
     /// An instance of the endpoint web service.
     Feed(FeedService),
 }
@@ -119,6 +121,7 @@ impl Origin {
     pub fn kind(&self) -> SourceKind {
         match self {
             Origin::Page(_) => SourceKind::Page,
+            Origin::AutopilotPage(_) => SourceKind::AutopilotPage,
             Origin::Feed(_) => SourceKind::Feed,
         }
     }
@@ -165,6 +168,17 @@ impl Follower {
                 let text = self.fetcher.get(url).map_err(fail)?;
                 let page =
                     super::page::parse(&text).map_err(|e| ("invalid", format!("{url}: {e}")))?;
+                let from = Provenance {
+                    source: url.clone(),
+                    instance: None,
+                    version: page.version.clone(),
+                };
+                Ok(Some((page, from)))
+            }
+            Origin::AutopilotPage(url) => {
+                let text = self.fetcher.get(url).map_err(fail)?;
+                let page = super::autopilot::parse(&text)
+                    .map_err(|e| ("invalid", format!("{url}: {e}")))?;
                 let from = Provenance {
                     source: url.clone(),
                     instance: None,
@@ -294,6 +308,7 @@ impl Sources {
         let c = &config.catalog;
         let followed = [
             (SourceKind::Page, c.page_overlay()),
+            (SourceKind::AutopilotPage, c.autopilot_page_overlay()),
             (SourceKind::Feed, c.feed_overlay()),
         ]
         .into_iter()

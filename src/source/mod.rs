@@ -1,13 +1,15 @@
-//! Microsoft's two catalog sources — the Intune endpoints page ([`page`], Microsoft's recommended
-//! one) and the Microsoft 365 endpoint web service ([`feed`], `ServiceAreas=MEM,Common`) — read into one
-//! [`Source`], compared with the loaded catalog ([`diff`]) and turned into an overlay zone file
-//! ([`overlay`]) the same way, whichever it came from.
+//! Microsoft's catalog sources — the Intune endpoints page ([`page`], Microsoft's recommended
+//! one), the Microsoft 365 endpoint web service ([`feed`], `ServiceAreas=MEM,Common`) and the
+//! Windows Autopilot requirements page ([`autopilot`]) — read into one [`Source`], compared with
+//! the loaded catalog ([`diff`]) and turned into an overlay zone file ([`overlay`]) the same way,
+//! whichever it came from.
 //!
 //! A source is read, never trusted: every name passes the zone files' validation (one wildcard,
 //! the public-suffix rule), every network parses, every port is a number; an entry that fails is
 //! reported and left out, the rest applies. A source whose shape changed (an unknown JSON field,
 //! a page without its endpoint tables or consolidated list) is refused whole.
 
+pub mod autopilot;
 pub mod feed;
 pub mod fetch;
 pub mod follow;
@@ -31,14 +33,18 @@ pub enum SourceKind {
     Feed,
     /// The Intune endpoints page's Markdown.
     Page,
+    /// The Windows Autopilot requirements page's Markdown.
+    AutopilotPage,
 }
 
 impl SourceKind {
-    /// `feed` or `page`: the metric label, the `/v1/catalog` source and the text of `catalog diff`.
+    /// `feed`, `page` or `autopilot-page`: the metric label, the `/v1/catalog` source and the
+    /// text of `catalog diff`.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Feed => "feed",
             SourceKind::Page => "page",
+            SourceKind::AutopilotPage => "autopilot-page",
         }
     }
 }
@@ -536,7 +542,9 @@ pub fn diff(catalog: &Catalog, source: &Source) -> Diff {
         .sets
         .iter()
         .filter(|c| {
-            c.id.bytes().all(|b| b.is_ascii_digit())
+            // The Autopilot page has no ids: it says nothing of the catalog's.
+            source.kind != SourceKind::AutopilotPage
+                && c.id.bytes().all(|b| b.is_ascii_digit())
                 && compared_with(c, source)
                 && !source.sets.iter().any(|s| s.id == c.id)
         })

@@ -291,7 +291,7 @@ fn region_slug(r: TenantRegion) -> &'static str {
 }
 
 /// The page's text with HTML comments blanked (their newlines kept, so line numbers stay).
-fn without_comments(text: &str) -> String {
+pub(super) fn without_comments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("<!--") {
@@ -306,7 +306,7 @@ fn without_comments(text: &str) -> String {
 }
 
 /// `ms.date: 03/24/2026` of the front matter, as `2026-03-24`.
-fn version(text: &str) -> Option<String> {
+pub(super) fn version(text: &str) -> Option<String> {
     let front = text.strip_prefix("---")?;
     let end = front.find("\n---")?;
     let date = front[..end]

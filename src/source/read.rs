@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use super::autopilot::AutopilotError;
 use super::feed::FeedError;
 use super::fetch::{FeedService, FetchError, Fetcher, ViaUpstream};
 use super::page::PageError;
-use super::{Provenance, Source, feed, page};
+use super::{Provenance, Source, autopilot, feed, page};
 use crate::config::Config;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -20,6 +21,8 @@ use crate::upstream::{Upstream, UpstreamError};
 pub enum Location {
     /// The Intune endpoints page: a saved copy of its Markdown, or its URL.
     Page(String),
+    /// The Windows Autopilot requirements page: a saved copy of its Markdown, or its URL.
+    AutopilotPage(String),
     /// The endpoint web service: a saved feed (its JSON), or its base URL, and the instance.
     Feed {
         /// The file or base URL.
@@ -53,6 +56,9 @@ pub enum ReadError {
     /// The feed, unreadable as the feed.
     #[error(transparent)]
     Feed(#[from] FeedError),
+    /// The Autopilot page, unreadable as that page.
+    #[error(transparent)]
+    Autopilot(#[from] AutopilotError),
 }
 
 fn is_url(s: &str) -> bool {
@@ -95,6 +101,13 @@ pub fn read(
         Location::Page(url) => {
             let (_runtime, fetcher) = fetcher(config, ca_file)?;
             (page::parse(&fetcher.get(url)?)?, url.clone(), None)
+        }
+        Location::AutopilotPage(at) if !is_url(at) => {
+            (autopilot::parse(&file(at)?)?, at.clone(), None)
+        }
+        Location::AutopilotPage(url) => {
+            let (_runtime, fetcher) = fetcher(config, ca_file)?;
+            (autopilot::parse(&fetcher.get(url)?)?, url.clone(), None)
         }
         Location::Feed { at, instance } if !is_url(at) => {
             (feed::parse(&file(at)?)?, at.clone(), Some(instance.clone()))

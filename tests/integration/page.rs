@@ -535,3 +535,169 @@ fn a_running_server_follows_the_page_and_keeps_the_last_good_overlay() {
         f.stop().await;
     });
 }
+
+/// The Autopilot requirements fixture (`tests/fixtures/autopilot-requirements.md`: the page's
+/// structure and the hosts of its Networking tab).
+fn autopilot_fixture() -> String {
+    std::fs::read_to_string(repo().join("tests/fixtures/autopilot-requirements.md")).unwrap()
+}
+
+/// The fixture with one more Deployment Service host.
+fn autopilot_with_new_host() -> String {
+    autopilot_fixture().replacen(
+        "- `https://login.live.com`",
+        "- `https://login.live.com`\n- `https://new.dds.microsoft.com`",
+        1,
+    )
+}
+
+#[test]
+fn the_autopilot_page_is_covered_and_a_new_host_is_pulled_into_the_autopilot_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = dir.path().join("requirements.md");
+    std::fs::write(&fixture, autopilot_fixture()).unwrap();
+    let (code, out, err) = catalog_diff("--autopilot-page", &fixture, &[]);
+    assert_eq!((code, out.as_str()), (0, "no differences\n"), "{err}");
+    std::fs::write(&fixture, autopilot_with_new_host()).unwrap();
+    let (code, out, _) = catalog_diff("--autopilot-page", &fixture, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "section \"Windows Autopilot Deployment Service\": not covered by any endpoint set \
+             (profile \"autopilot\")",
+            "  + name new.dds.microsoft.com",
+        ]
+    );
+    // Pulled into a local zone directory, the host is answered for the Windows family.
+    let zones_d = dir.path().join("zones.d");
+    std::fs::create_dir(&zones_d).unwrap();
+    let overlay = zones_d.join("autopilot-page.toml");
+    let (code, out, err) = dnsfence(&[
+        "catalog",
+        "pull",
+        "--autopilot-page",
+        fixture.to_str().unwrap(),
+        "--out",
+        overlay.to_str().unwrap(),
+        "-c",
+        "config/dnsfence.toml",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let text = std::fs::read_to_string(&overlay).unwrap();
+    assert!(text.contains("# version: 2025-07-08"), "{text}");
+    assert!(
+        text.contains("id = \"autopilot-page-windows-autopilot-deployment-service\""),
+        "{text}"
+    );
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[zones]\ndirs = [\"{}\", \"zones.d\"]\n[upstream]\nservers = [\"127.0.0.1:5300\"]\n\
+             [[view]]\nname = \"kiosk\"\nnetworks = [\"10.0.0.0/8\"]\nfamilies = [\"windows\"]\n",
+            repo().join("zones").display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = dnsfence(&[
+        "explain",
+        "new.dds.microsoft.com",
+        "-c",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("endpoint set autopilot-page-windows-autopilot-deployment-service (autopilot"),
+        "{out}"
+    );
+    // A page without its Networking tab or its Deployment Service section is refused whole.
+    for (from, to, why) in [
+        ("(#tab/networking)", "(#tab/network)", "no Networking tab"),
+        (
+            "##### Windows Autopilot Deployment Service",
+            "##### Deployment",
+            "no 'Deployment Service' section",
+        ),
+    ] {
+        std::fs::write(&fixture, autopilot_fixture().replace(from, to)).unwrap();
+        let (code, _, err) = catalog_diff("--autopilot-page", &fixture, &[]);
+        assert_eq!(code, 2, "{why}");
+        assert!(err.contains(why), "{err}");
+    }
+}
+
+#[test]
+fn a_running_server_follows_the_autopilot_page() {
+    crate::harness::run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut served = Served::fixture("unused");
+        served.page = autopilot_fixture();
+        let Some(server) = FeedServer::start_as(dir.path(), "endpoints.feed.test", served) else {
+            return;
+        };
+        let upstream = crate::harness::Authority::start().await;
+        let state = dir.path().join("state");
+        let extra = format!(
+            "[catalog]\nautopilot_page = \"https://endpoints.feed.test:{}/page/requirements.md\"\n\
+             ca_file = \"{}\"\nstate_dir = \"{}\"\n",
+            server.addr.port(),
+            dir.path().join("ca.pem").display(),
+            state.display()
+        );
+        let f = start_with(dir.path(), upstream, &extra).await;
+        let overlay = state.join("autopilot-page.toml");
+        assert!(
+            crate::harness::eventually(Duration::from_secs(5), || overlay.exists()).await,
+            "overlay written"
+        );
+        assert_eq!(fetches(&f, "autopilot-page", "ok").await, 1.0);
+        let allowed = || {
+            f.engine
+                .policy
+                .load()
+                .view("loopback")
+                .unwrap()
+                .lookup("new.dds.microsoft.com")
+                .is_some()
+        };
+        assert!(!allowed());
+        // The page names a new host: allowed after one refresh, without a restart.
+        server.served.lock().unwrap().page = autopilot_with_new_host();
+        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        assert!(
+            crate::harness::eventually(Duration::from_secs(5), allowed).await,
+            "the page's new host is allowed without a restart"
+        );
+        let m = f
+            .client()
+            .ask("new.dds.microsoft.com.", RecordType::A)
+            .await;
+        assert_eq!(crate::harness::ede(&m), None, "not a denial");
+        assert_eq!(f.upstream.seen.count("new.dds.microsoft.com."), 1);
+        let (_, catalog) = crate::harness::http_get(f.http.unwrap(), "/v1/catalog").await;
+        let catalog: serde_json::Value = serde_json::from_str(&catalog).unwrap();
+        let source = catalog["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["source"] == "autopilot-page")
+            .expect("an autopilot-page source");
+        assert_eq!(source["version"], "2025-07-08");
+        // A restructured page keeps the last good overlay.
+        let good = std::fs::read_to_string(&overlay).unwrap();
+        let before = fetches(&f, "autopilot-page", "invalid").await;
+        server.served.lock().unwrap().page =
+            autopilot_with_new_host().replace("(#tab/networking)", "(#tab/net)");
+        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        assert!(
+            crate::harness::eventually_async(Duration::from_secs(5), || async {
+                fetches(&f, "autopilot-page", "invalid").await > before
+            })
+            .await
+        );
+        assert_eq!(std::fs::read_to_string(&overlay).unwrap(), good);
+        assert!(allowed(), "kept");
+        f.stop().await;
+    });
+}

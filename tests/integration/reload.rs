@@ -238,6 +238,12 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
                 "\"https://127.0.0.1:9/endpoints.md\"",
                 Refused,
             ),
+            (
+                "catalog",
+                "autopilot_page",
+                "\"https://127.0.0.1:9/requirements.md\"",
+                Refused,
+            ),
             ("catalog", "feed", "\"https://127.0.0.1:9\"", Refused),
             ("catalog", "instance", "\"China\"", Refused),
             ("catalog", "refresh_hours", "6", Refused),
