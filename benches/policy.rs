@@ -1,4 +1,5 @@
-//! One policy decision: the shipped catalog, then synthetic catalogs of 10k, 100k and 1M patterns.
+//! One policy decision: the shipped catalog (and, in one run, the Intune pages' sets alone against
+//! every document's), then synthetic catalogs of 10k, 100k and 1M patterns.
 //! Target (issue "resolver core"): ≤ 100 ns per decision, flat as the pattern count grows.
 //!
 //! The decision measured is the server's call (query/mod.rs): the question's wire name written as
@@ -98,6 +99,52 @@ fn synthetic(n: usize) -> dnsfence::matcher::Matcher {
     b.build().unwrap()
 }
 
+/// The matcher of every name of the catalog's sets that `keep` picks.
+fn catalog_matcher(
+    catalog: &Catalog,
+    keep: impl Fn(&dnsfence::zones::EndpointSet) -> bool,
+) -> (dnsfence::matcher::Matcher, usize) {
+    let mut b = MatcherBuilder::new();
+    for (i, set) in catalog.sets.iter().enumerate().filter(|(_, s)| keep(s)) {
+        for p in &set.names {
+            b.add(p.clone(), i as u32);
+        }
+    }
+    let m = b.build().unwrap();
+    let n = m.len();
+    (m, n)
+}
+
+/// Before and after the vendors' documents joined the catalog, in one run: the Intune pages' sets
+/// alone (what the catalog held before), then every set (the Microsoft 365 Common area, the
+/// Autopilot page, Apple's and Google's tables). The cost must not grow with the catalog.
+fn bench_catalog(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("zones");
+    let catalog = Catalog::load_dir(&root).unwrap();
+    let intune_only =
+        |s: &dnsfence::zones::EndpointSet| s.document.as_ref().is_none_or(|d| d.follows.is_none());
+    let mut group = c.benchmark_group("decision/catalog");
+    for (label, (m, patterns)) in [
+        ("intune_pages", catalog_matcher(&catalog, intune_only)),
+        ("all_documents", catalog_matcher(&catalog, |_| true)),
+    ] {
+        eprintln!("decision/catalog/{label}: {patterns} patterns");
+        for (kind, name) in [
+            ("exact", "enterpriseenrollment.manage.microsoft.com"),
+            ("wildcard_deep", "fef.msua06.manage.microsoft.com"),
+            ("apns_wildcard", "17-courier.push.apple.com"),
+            ("fcm_exact", "mtalk.google.com"),
+            ("denied_trap", "evilmanage.microsoft.com"),
+            ("denied_long", "a.b.c.d.e.f.tracker.ads.example.net"),
+        ] {
+            group.bench_function(format!("{label}/{kind}"), |b| {
+                b.iter(|| m.lookup_normalized(black_box(name)).is_some())
+            });
+        }
+    }
+    group.finish();
+}
+
 fn bench_scaling(c: &mut Criterion) {
     let mut group = c.benchmark_group("decision/synthetic");
     for n in [10_000usize, 100_000, 1_000_000] {
@@ -130,6 +177,6 @@ criterion_group! {
         .sample_size(50)
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = bench_shipped, bench_scaling
+    targets = bench_shipped, bench_catalog, bench_scaling
 }
 criterion_main!(benches);

@@ -319,6 +319,61 @@ fn addr_port_elements_carry_the_endpoint_sets_ports() {
 }
 
 #[test]
+fn apns_and_fcm_elements_carry_their_ports_in_the_kernel() {
+    let Some(ns) = netns_or_skip("apns_and_fcm_elements_carry_their_ports_in_the_kernel") else {
+        return;
+    };
+    run(async {
+        let f = start(
+            &ns,
+            "families = [\"apple-mobile\", \"android-enterprise\"]\n[view.fence]\nmode = \"addr_port\"",
+            "",
+            "",
+        )
+        .await;
+        let c = f.client();
+        // Any APNs courier (Apple's *.push.apple.com), and FCM's device host.
+        c.ask("17-courier.push.apple.com.", RecordType::A).await;
+        c.ask("mtalk.google.com.", RecordType::A).await;
+        let elements = values(&ns.elements("loopback_v4"));
+        for want in [
+            "192.0.2.61 . tcp . 2197",
+            "192.0.2.61 . tcp . 443",
+            "192.0.2.61 . tcp . 5223",
+            "192.0.2.61 . tcp . 80",
+            "192.0.2.71 . tcp . 443",
+            "192.0.2.71 . tcp . 5228",
+            "192.0.2.71 . tcp . 5229",
+            "192.0.2.71 . tcp . 5230",
+        ] {
+            assert!(elements.iter().any(|e| e == want), "{want}: {elements:?}");
+        }
+        assert!(
+            !elements.iter().any(|e| e == "192.0.2.71 . tcp . 5223"),
+            "FCM's host is not open on APNs' port: {elements:?}"
+        );
+        // Apple's 17.0.0.0/8 is static, on the APNs ports only.
+        let statics = values(&ns.elements("loopback_net_v4"));
+        for port in ["443", "2197", "5223"] {
+            let want = format!("17.0.0.0/8 . tcp . {port}");
+            assert!(statics.contains(&want), "{want}");
+        }
+        assert!(!statics.iter().any(|e| e == "17.0.0.0/8 . tcp . 80"));
+        f.stop().await;
+    });
+    // The ruleset an admin loads carries the same static elements.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnsfence"))
+        .args(["nft-rules", "-c"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/kiosk.toml"))
+        .output()
+        .unwrap();
+    let rules = String::from_utf8(out.stdout).unwrap();
+    for want in ["17.0.0.0/8 . tcp . 5223", "17.0.0.0/8 . tcp . 2197"] {
+        assert!(rules.contains(want), "{want}");
+    }
+}
+
+#[test]
 fn admit_failure_answers_or_servfails_as_configured() {
     let Some(ns) = netns_or_skip("admit_failure_answers_or_servfails_as_configured") else {
         return;
