@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::config::TenantRegion;
 use crate::config::{CnameTargets, Config, DenyRcode, Located, ViewMode};
 use crate::fileerror::FileError;
 use crate::matcher::{Entry, MatcherBuilder, PatternError};
-use crate::zones::{Catalog, EndpointSet, PortSpec, TenantRegion};
+use crate::zones::{Catalog, EndpointSet, PortSpec};
 
 /// A config entry that does not fit the catalog.
 #[derive(Debug, thiserror::Error)]

@@ -20,6 +20,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::config::TenantRegion;
 use crate::fileerror::{FileError, line_of};
 use crate::matcher::Pattern;
 
@@ -155,18 +156,6 @@ pub fn parse_port_range(s: &str) -> Result<Vec<PortSpec>, &'static str> {
             port,
         })
         .collect())
-}
-
-/// A tenant location for rows the document distinguishes by Azure scale unit region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TenantRegion {
-    /// North America.
-    Na,
-    /// Europe.
-    Eu,
-    /// Asia Pacific.
-    Ap,
 }
 
 /// The stage of a device's life an endpoint set serves: what readiness is reported by.

@@ -37,7 +37,7 @@ pub use section::{Reload, ReloadPlan};
 pub use server::{MAX_UDP_PAYLOAD, ServerConfig};
 pub use upstream::{PoolSettings, UpstreamConfig, UpstreamServer, UpstreamTransport};
 pub use view::{CnameTargets, DenyRcode, MAX_VIEW_NAME, ViewConfig, ViewMode};
-pub use zones::ZonesConfig;
+pub use zones::{TenantRegion, ZonesConfig};
 
 use section::Ctx;
 

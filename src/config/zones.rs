@@ -8,7 +8,31 @@ use toml::Spanned;
 
 use super::ConfigError;
 use super::section::{Ctx, Reload, ReloadPlan};
-use crate::zones::TenantRegion;
+
+/// A tenant location, for the catalog's rows that Microsoft splits by Azure scale-unit region
+/// (Win32 and macOS CDNs, MAA attestation): what `tenant_regions` selects. Defined with the
+/// configuration that selects it; zone files name it in `tenant_region`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantRegion {
+    /// North America.
+    Na,
+    /// Europe.
+    Eu,
+    /// Asia Pacific.
+    Ap,
+}
+
+impl TenantRegion {
+    /// `na`, `eu` or `ap`, as zone files and ids write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantRegion::Na => "na",
+            TenantRegion::Eu => "eu",
+            TenantRegion::Ap => "ap",
+        }
+    }
+}
 
 /// `[zones]` as written.
 #[derive(Deserialize)]

@@ -22,9 +22,10 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 use serde::Serialize;
 
+use crate::config::TenantRegion;
 use crate::fileerror::excerpt;
 use crate::matcher::Pattern;
-use crate::zones::{Catalog, Category, EndpointSet, PortSpec, Proto, TenantRegion};
+use crate::zones::{Catalog, Category, EndpointSet, PortSpec, Proto};
 
 /// Which source a [`Source`] was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -400,14 +401,6 @@ fn entries(out: &mut String, sign: char, what: &str, items: &[String]) {
     }
 }
 
-fn region_name(r: TenantRegion) -> &'static str {
-    match r {
-        TenantRegion::Na => "na",
-        TenantRegion::Eu => "eu",
-        TenantRegion::Ap => "ap",
-    }
-}
-
 fn strings<T: ToString>(items: impl IntoIterator<Item = T>) -> Vec<String> {
     items.into_iter().map(|i| i.to_string()).collect()
 }
@@ -468,7 +461,7 @@ fn uncovered(catalog: &Catalog, list: &SourceList) -> Option<Uncovered> {
     (!names.is_empty() || !networks.is_empty()).then(|| Uncovered {
         list: list.name.clone(),
         profile: list.profile.clone(),
-        region: list.region.map(region_name),
+        region: list.region.map(TenantRegion::as_str),
         names,
         networks,
     })

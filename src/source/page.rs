@@ -21,8 +21,9 @@ use std::collections::BTreeSet;
 use super::{
     Source, SourceKind, SourceList, SourceSet, parse_ports, validate_name, validate_network,
 };
+use crate::config::TenantRegion;
 use crate::fileerror::{excerpt, excerpt_to};
-use crate::zones::{Category, PortSpec, Proto, TenantRegion};
+use crate::zones::{Category, PortSpec, Proto};
 
 /// Why a page cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -282,14 +283,6 @@ fn region_for(label: &str) -> Option<TenantRegion> {
     }
 }
 
-fn region_slug(r: TenantRegion) -> &'static str {
-    match r {
-        TenantRegion::Na => "na",
-        TenantRegion::Eu => "eu",
-        TenantRegion::Ap => "ap",
-    }
-}
-
 /// The page's text with HTML comments blanked (their newlines kept, so line numbers stay).
 pub(super) fn without_comments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -337,14 +330,14 @@ struct Reader<'t> {
 impl<'t> Reader<'t> {
     /// The list of `(section, region)`, created on first use.
     fn list(&mut self, region: TenantRegion) -> &mut SourceList {
-        let name = format!("{} ({})", self.section, region_slug(region));
+        let name = format!("{} ({})", self.section, region.as_str());
         if let Some(i) = self.source.lists.iter().position(|l| l.name == name) {
             return &mut self.source.lists[i];
         }
         let profile = profile_for(&self.section);
         self.source.lists.push(SourceList {
             name,
-            slug: format!("{profile}-{}", region_slug(region)),
+            slug: format!("{profile}-{}", region.as_str()),
             profile: profile.to_string(),
             region: Some(region),
             names: BTreeSet::new(),
@@ -398,7 +391,7 @@ impl<'t> Reader<'t> {
                 };
                 let mut e = Entries::default();
                 e.cell(cell(cdn));
-                let at = format!("{} ({})", self.section, region_slug(r));
+                let at = format!("{} ({})", self.section, r.as_str());
                 self.entries_into_list(&at, r, e);
                 if let Ok(p) = ports_cell(cell(port)) {
                     self.list(r).ports.extend(p);

@@ -313,7 +313,7 @@ fn pull_from_the_page_writes_an_overlay_that_check_accepts() {
             .set("page-attestation-eu")
             .unwrap()
             .tenant_region,
-        Some(dnsfence::zones::TenantRegion::Eu)
+        Some(dnsfence::config::TenantRegion::Eu)
     );
     // A North American tenant does not get the EU host.
     let cfg = config_in(dir.path(), profiles, "\"na\"");
