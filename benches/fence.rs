@@ -11,10 +11,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dnsfence::answer::AnswerAddr;
 use dnsfence::config::{AdmitFailure, FenceBackend, FenceConfig, FenceMode, TableRef, ViewFence};
 use dnsfence::fence::ViewPlan;
 use dnsfence::fence::{Admission, Fence};
+use dnsfence::resolve::answer::AnswerAddr;
 
 /// Why the benchmark's elements are admitted.
 fn bench_admission() -> Admission {

@@ -11,10 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use dnsfence::base::matcher::{MatcherBuilder, Pattern};
+use dnsfence::catalog::policy::Policy;
+use dnsfence::catalog::zones::Catalog;
 use dnsfence::config::Config;
-use dnsfence::matcher::{MatcherBuilder, Pattern};
-use dnsfence::policy::Policy;
-use dnsfence::zones::Catalog;
 use hickory_proto::rr::Name;
 
 fn shipped_policy() -> Policy {
@@ -55,7 +55,7 @@ fn bench_shipped(c: &mut Criterion) {
         group.bench_function(kind, |b| {
             b.iter(|| {
                 let mut buf = [0u8; 256];
-                dnsfence::wire::name_text(black_box(&wire), &mut buf)
+                dnsfence::base::wire::name_text(black_box(&wire), &mut buf)
                     .and_then(|t| view.lookup_normalized(t))
                     .is_some()
             })
@@ -63,7 +63,7 @@ fn bench_shipped(c: &mut Criterion) {
         group.bench_function(format!("wire_to_text_only_{kind}"), |b| {
             b.iter(|| {
                 let mut buf = [0u8; 256];
-                dnsfence::wire::name_text(black_box(&wire), &mut buf).map(|t| t.len())
+                dnsfence::base::wire::name_text(black_box(&wire), &mut buf).map(|t| t.len())
             })
         });
     }
@@ -77,7 +77,7 @@ fn bench_shipped(c: &mut Criterion) {
 /// `n` synthetic patterns: 60 % exact names, 39.9 % `*.` wildcards, 0.1 % in-label globs, spread
 /// over many parents, plus the shipped catalog's names so the measured names behave as in
 /// production.
-fn synthetic(n: usize) -> dnsfence::matcher::Matcher {
+fn synthetic(n: usize) -> dnsfence::base::matcher::Matcher {
     let mut b = MatcherBuilder::new();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("zones");
     let catalog = Catalog::load_dir(&root).unwrap();
@@ -102,8 +102,8 @@ fn synthetic(n: usize) -> dnsfence::matcher::Matcher {
 /// The matcher of every name of the catalog's sets that `keep` picks.
 fn catalog_matcher(
     catalog: &Catalog,
-    keep: impl Fn(&dnsfence::zones::EndpointSet) -> bool,
-) -> (dnsfence::matcher::Matcher, usize) {
+    keep: impl Fn(&dnsfence::catalog::zones::EndpointSet) -> bool,
+) -> (dnsfence::base::matcher::Matcher, usize) {
     let mut b = MatcherBuilder::new();
     for (i, set) in catalog.sets.iter().enumerate().filter(|(_, s)| keep(s)) {
         for p in &set.names {
@@ -121,8 +121,9 @@ fn catalog_matcher(
 fn bench_catalog(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("zones");
     let catalog = Catalog::load_dir(&root).unwrap();
-    let intune_only =
-        |s: &dnsfence::zones::EndpointSet| s.document.as_ref().is_none_or(|d| d.follows.is_none());
+    let intune_only = |s: &dnsfence::catalog::zones::EndpointSet| {
+        s.document.as_ref().is_none_or(|d| d.follows.is_none())
+    };
     let mut group = c.benchmark_group("decision/catalog");
     for (label, (m, patterns)) in [
         ("intune_pages", catalog_matcher(&catalog, intune_only)),

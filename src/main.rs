@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dnsfence::app::{self, App};
-use dnsfence::policy::Policy;
+use dnsfence::catalog::policy::Policy;
+use dnsfence::daemon::app::{self, App};
 
 /// An allowlist DNS resolver for Intune-managed kiosk and shared-device networks.
 #[derive(Parser)]
@@ -122,8 +122,11 @@ impl SourceArgs {
     fn read(
         &self,
         config: &dnsfence::config::Config,
-    ) -> anyhow::Result<(dnsfence::source::Source, dnsfence::source::Provenance)> {
-        use dnsfence::source::read::{Location, read};
+    ) -> anyhow::Result<(
+        dnsfence::catalog::source::Source,
+        dnsfence::catalog::source::Provenance,
+    )> {
+        use dnsfence::catalog::source::read::{Location, read};
         let location = match (&self.page, &self.feed) {
             (Some(p), _) => Location::Page(p.clone()),
             (None, None) if self.autopilot_page.is_some() => {
@@ -348,7 +351,7 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         logs.init();
     }
     // Before any thread: the programs the fence runs (nft, ipset) get its two capabilities.
-    match dnsfence::caps::share_with_children() {
+    match dnsfence::daemon::caps::share_with_children() {
         Ok(raised) if !raised.is_empty() => {
             tracing::info!(?raised, "capabilities made ambient for nft and ipset");
         }
@@ -365,8 +368,8 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         }
         let app = App::build(config).await?;
         let bound = app.bind().await?;
-        let (tx, rx) = dnsfence::signal::channel();
-        tokio::spawn(dnsfence::signal::forward_os_signals(tx));
+        let (tx, rx) = dnsfence::daemon::signal::channel();
+        tokio::spawn(dnsfence::daemon::signal::forward_os_signals(tx));
         app.run(bound, rx).await?;
         Ok(ExitCode::SUCCESS)
     });
@@ -415,7 +418,7 @@ fn readiness(path: PathBuf, view: Option<String>, json: bool) -> anyhow::Result<
     {
         anyhow::bail!("{}: no view named '{v}'", path.display());
     }
-    let report = dnsfence::readiness::report(&policy, view.as_deref());
+    let report = dnsfence::catalog::readiness::report(&policy, view.as_deref());
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -431,13 +434,13 @@ fn readiness(path: PathBuf, view: Option<String>, json: bool) -> anyhow::Result<
 fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     let (config, policy) = app::load(&path)?;
     // What `run` would refuse at start, refused here with the same words.
-    dnsfence::preflight::check(&config)?;
-    print!("{}", dnsfence::check::report(&config, &policy));
+    dnsfence::daemon::preflight::check(&config)?;
+    print!("{}", dnsfence::cli::check::report(&config, &policy));
     Ok(ExitCode::SUCCESS)
 }
 
 fn suggest(path: PathBuf, view: Option<String>, log: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    use dnsfence::suggest;
+    use dnsfence::cli::suggest;
     let config = dnsfence::config::Config::load(&path)?;
     if let Some(v) = &view
         && !config.views.iter().any(|c| &c.name == v)
@@ -486,9 +489,12 @@ fn health(path: PathBuf, ready: bool) -> anyhow::Result<ExitCode> {
         });
     }
     let url = format!("http://{addr}/{}", if ready { "readyz" } else { "healthz" });
-    let fetcher =
-        dnsfence::source::fetch::Fetcher::new(None, None, std::time::Duration::from_secs(3))
-            .map_err(anyhow::Error::msg)?;
+    let fetcher = dnsfence::catalog::source::fetch::Fetcher::new(
+        None,
+        None,
+        std::time::Duration::from_secs(3),
+    )
+    .map_err(anyhow::Error::msg)?;
     match fetcher.get(&url) {
         Ok(body) => {
             print!("{body}");
@@ -525,7 +531,7 @@ fn catalog_diff(path: PathBuf, source: &SourceArgs, json: bool) -> anyhow::Resul
                 std::fs::read_to_string(list)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", list.display()))?
             };
-            let diff = dnsfence::explain::names_diff(&policy.catalog, profile, &text)
+            let diff = dnsfence::cli::explain::names_diff(&policy.catalog, profile, &text)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&diff)?);
@@ -535,7 +541,7 @@ fn catalog_diff(path: PathBuf, source: &SourceArgs, json: bool) -> anyhow::Resul
             return Ok(diff.differs());
         }
         let (source, _) = source.read(&config)?;
-        let diff = dnsfence::source::diff(&policy.catalog, &source);
+        let diff = dnsfence::catalog::source::diff(&policy.catalog, &source);
         if json {
             println!("{}", serde_json::to_string_pretty(&diff)?);
         } else {
@@ -558,12 +564,12 @@ fn catalog_pull(
     out: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     let config = dnsfence::config::Config::load(&path)?;
-    let catalog = dnsfence::zones::Catalog::load_dirs_except(&config.zones.dirs, out)?;
+    let catalog = dnsfence::catalog::zones::Catalog::load_dirs_except(&config.zones.dirs, out)?;
     let (source, from) = source.read(&config)?;
-    let overlay = dnsfence::source::overlay(&catalog, &source, &from);
-    dnsfence::source::write_atomically(out, &overlay)
+    let overlay = dnsfence::catalog::source::overlay(&catalog, &source, &from);
+    dnsfence::catalog::source::write_atomically(out, &overlay)
         .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
-    let diff = dnsfence::source::diff(&catalog, &source);
+    let diff = dnsfence::catalog::source::diff(&catalog, &source);
     println!(
         "{}: {} endpoint sets extended, {} new, {} lists beyond the catalog, {} entries rejected",
         out.display(),
@@ -597,7 +603,10 @@ fn iptables_rules(
 }
 
 /// The views `explain` looks at: the client's, or every one. `None`: the client is in no view.
-fn explain_views(policy: &Policy, client: Option<IpAddr>) -> Option<Vec<&dnsfence::policy::View>> {
+fn explain_views(
+    policy: &Policy,
+    client: Option<IpAddr>,
+) -> Option<Vec<&dnsfence::catalog::policy::View>> {
     match client {
         Some(ip) => policy.view_for(ip).map(|v| vec![v]),
         None => Some(policy.views.iter().collect()),
@@ -606,7 +615,7 @@ fn explain_views(policy: &Policy, client: Option<IpAddr>) -> Option<Vec<&dnsfenc
 
 fn explain(path: PathBuf, name: &str, client: Option<IpAddr>) -> anyhow::Result<ExitCode> {
     let (_, policy) = app::load(&path)?;
-    let asked = match dnsfence::explain::asked(name) {
+    let asked = match dnsfence::cli::explain::asked(name) {
         Ok(a) => a,
         Err(reason) => {
             eprintln!("dnsfence: '{name}' is not a valid name: {reason}");
@@ -621,7 +630,10 @@ fn explain(path: PathBuf, name: &str, client: Option<IpAddr>) -> anyhow::Result<
         return Ok(ExitCode::SUCCESS);
     };
     for view in views {
-        print!("{}", dnsfence::explain::describe(&policy, view, &asked));
+        print!(
+            "{}",
+            dnsfence::cli::explain::describe(&policy, view, &asked)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -645,7 +657,7 @@ fn explain_list(
         );
         return Ok(ExitCode::FAILURE);
     };
-    let report = dnsfence::explain::list(&policy, &views, &text);
+    let report = dnsfence::cli::explain::list(&policy, &views, &text);
     print!("{}", report.text);
     println!("{}", report.summary());
     Ok(if report.all_allowed() {

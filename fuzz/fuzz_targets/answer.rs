@@ -32,7 +32,7 @@ fn engine() -> &'static Arc<Engine> {
             .build()
             .expect("a runtime");
         let app = rt
-            .block_on(dnsfence::app::App::build(config))
+            .block_on(dnsfence::daemon::app::App::build(config))
             .expect("the engine builds");
         (rt, app.engine)
     })

@@ -10,22 +10,22 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if which % 2 == 0 {
-        let _ = dnsfence::peer::frame::decode(rest);
-        if let Ok(hello) = <&[u8; dnsfence::peer::frame::HELLO_LEN]>::try_from(rest) {
-            let _ = dnsfence::peer::frame::parse_hello(hello);
+        let _ = dnsfence::state::peer::frame::decode(rest);
+        if let Ok(hello) = <&[u8; dnsfence::state::peer::frame::HELLO_LEN]>::try_from(rest) {
+            let _ = dnsfence::state::peer::frame::parse_hello(hello);
         }
         return;
     }
-    static CATALOG: std::sync::OnceLock<dnsfence::zones::Catalog> = std::sync::OnceLock::new();
+    static CATALOG: std::sync::OnceLock<dnsfence::catalog::zones::Catalog> = std::sync::OnceLock::new();
     let catalog = CATALOG.get_or_init(|| {
         let zones = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../zones");
-        dnsfence::zones::Catalog::load_dir(&zones).expect("the shipped catalog loads")
+        dnsfence::catalog::zones::Catalog::load_dir(&zones).expect("the shipped catalog loads")
     });
-    if let Ok(mut loaded) = dnsfence::warm::parse(rest, catalog, std::time::SystemTime::now()) {
+    if let Ok(mut loaded) = dnsfence::state::warm::parse(rest, catalog, std::time::SystemTime::now()) {
         // What a start does with it: the answers into a cache (their chains proven again).
-        let cache = dnsfence::cache::AnswerCache::new(
+        let cache = dnsfence::resolve::cache::AnswerCache::new(
             64,
-            dnsfence::cache::TtlBounds::default(),
+            dnsfence::resolve::cache::TtlBounds::default(),
             std::time::Duration::ZERO,
         );
         loaded.restore_answers(&cache, std::time::Instant::now());

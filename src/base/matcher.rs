@@ -25,7 +25,7 @@ use std::fmt;
 use globset::{GlobBuilder, GlobMatcher};
 use rustc_hash::FxHashMap;
 
-use crate::wire::same;
+use crate::base::wire::same;
 
 /// Longest name we accept, in presentation form without the trailing dot (RFC 1035: 255 octets on
 /// the wire, which is 253 characters written out).

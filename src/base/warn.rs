@@ -61,12 +61,12 @@ impl Default for Gate {
     }
 }
 
-/// `tracing::warn!`, at most once per [`warn::INTERVAL`](crate::warn::INTERVAL) per call site,
+/// `tracing::warn!`, at most once per [`warn::INTERVAL`](crate::base::warn::INTERVAL) per call site,
 /// with `suppressed = N` counting the lines left out since the last.
 #[macro_export]
 macro_rules! warn_limited {
     ($($arg:tt)+) => {{
-        static GATE: $crate::warn::Gate = $crate::warn::Gate::new();
+        static GATE: $crate::base::warn::Gate = $crate::base::warn::Gate::new();
         if let Some(suppressed) = GATE.pass() {
             tracing::warn!(suppressed, $($arg)+);
         }

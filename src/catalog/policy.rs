@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::base::fileerror::FileError;
+use crate::base::matcher::{Entry, MatcherBuilder, PatternError};
+use crate::catalog::zones::{Catalog, EndpointSet, PortSpec};
 use crate::config::TenantRegion;
 use crate::config::{CnameTargets, Config, DenyRcode, Located, ViewMode};
-use crate::fileerror::FileError;
-use crate::matcher::{Entry, MatcherBuilder, PatternError};
-use crate::zones::{Catalog, EndpointSet, PortSpec};
 
 /// A config entry that does not fit the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,7 @@ pub struct View {
     /// Catalog indices of the endpoint sets this view allows, sorted.
     pub sets: Vec<u32>,
     /// Names of those sets, compiled; values are catalog indices.
-    matcher: crate::matcher::Matcher,
+    matcher: crate::base::matcher::Matcher,
 }
 
 impl View {
@@ -317,7 +317,8 @@ profiles = ["wns"]
         let v = p.view("a").unwrap();
         let lookup = |wire: &[u8]| {
             let mut buf = [0u8; 256];
-            crate::wire::name_text(wire, &mut buf).and_then(|t| v.lookup_normalized(t).map(|_| ()))
+            crate::base::wire::name_text(wire, &mut buf)
+                .and_then(|t| v.lookup_normalized(t).map(|_| ()))
         };
         let wire = |s: &str| {
             let mut out = Vec::new();

@@ -13,8 +13,8 @@
 
 use serde::Serialize;
 
-use crate::policy::{Policy, View};
-use crate::zones::{EndpointSet, Family, Stage};
+use crate::catalog::policy::{Policy, View};
+use crate::catalog::zones::{EndpointSet, Family, Stage};
 
 /// Readiness of every view (or of one).
 #[derive(Debug, Serialize)]

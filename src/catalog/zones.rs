@@ -20,9 +20,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::base::fileerror::{FileError, line_of};
+use crate::base::matcher::Pattern;
 use crate::config::TenantRegion;
-use crate::fileerror::{FileError, line_of};
-use crate::matcher::Pattern;
 
 /// An error in a zone file or the zone directory, naming the file, the line and the entry.
 #[derive(Debug, thiserror::Error)]
@@ -847,7 +847,7 @@ pub fn parse_zone(
     warnings: &mut Vec<ZoneWarning>,
 ) -> Result<ZoneContents, ZoneError> {
     let file: ZoneFile = toml::from_str(text).map_err(|e| FileError::syntax(path, text, &e))?;
-    crate::fileerror::bounded_strings(path, text)?;
+    crate::base::fileerror::bounded_strings(path, text)?;
     let f = Fields { path, text };
     let mut out = ZoneContents::default();
     for raw in file.family {

@@ -1,12 +1,12 @@
 //! `dnsfence check`: what a config and its zones hold, as the report the command prints — the
 //! catalog's counts, where each endpoint set comes from (the shipped catalog, each local file,
 //! the followed sources' overlays), the warnings, the upstream servers and each view. `main`
-//! prints it; refusing what `run` would refuse is [`crate::preflight`]'s.
+//! prints it; refusing what `run` would refuse is [`crate::daemon::preflight`]'s.
 
 use std::fmt::Write as _;
 
+use crate::catalog::policy::Policy;
 use crate::config::Config;
-use crate::policy::Policy;
 
 /// The report of a config that loaded.
 pub fn report(config: &Config, policy: &Policy) -> String {
@@ -116,7 +116,7 @@ pub fn report(config: &Config, policy: &Policy) -> String {
                 .join(", ")
         );
     }
-    let readiness = crate::readiness::report(policy, None);
+    let readiness = crate::catalog::readiness::report(policy, None);
     for (view, ready) in policy.views.iter().zip(&readiness.views) {
         let families = if view.families.is_empty() {
             String::new()

@@ -7,10 +7,10 @@
 
 use std::fmt::Write as _;
 
+use crate::base::matcher::{MAX_NAME_LEN, PROBE_LABEL, Pattern};
+use crate::catalog::policy::{Policy, View};
+use crate::catalog::zones::EndpointSet;
 use crate::config::ViewMode;
-use crate::matcher::{MAX_NAME_LEN, PROBE_LABEL, Pattern};
-use crate::policy::{Policy, View};
-use crate::zones::EndpointSet;
 
 /// A name as an admin wrote it, and the name asked for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +95,7 @@ pub fn verdict<'p>(policy: &'p Policy, view: &View, name: &str) -> Verdict<'p> {
                 .sets
                 .iter()
                 .filter(|s| {
-                    let mut b = crate::matcher::MatcherBuilder::new();
+                    let mut b = crate::base::matcher::MatcherBuilder::new();
                     for n in &s.names {
                         b.add(n.clone(), 0);
                     }
@@ -297,13 +297,13 @@ pub struct NamesDiff {
 /// Compares the list `text` (one entry a line: the first word of each, so a pasted table's host
 /// column is enough; `#` comments and blank lines skipped; `*.x` a wildcard; a URL its host) with
 /// the sets of `profile`. A wildcard of either side covers the names below it on the other; the
-/// matching is the query path's ([`crate::matcher`]).
+/// matching is the query path's ([`crate::base::matcher`]).
 pub fn names_diff(
-    catalog: &crate::zones::Catalog,
+    catalog: &crate::catalog::zones::Catalog,
     profile: &str,
     text: &str,
 ) -> Result<NamesDiff, String> {
-    use crate::matcher::MatcherBuilder;
+    use crate::base::matcher::MatcherBuilder;
     let sets: Vec<&EndpointSet> = catalog
         .sets
         .iter()

@@ -66,11 +66,11 @@ pub fn from_log(reader: impl BufRead, view: Option<&str>) -> std::io::Result<Vec
 pub fn from_http(addr: SocketAddr, view: &str) -> Result<Vec<Seen>, SuggestError> {
     let err = |e: String| SuggestError::Http(addr, e);
     // The one HTTP client dnsfence has (the catalog sources'), on loopback plain HTTP here.
-    let fetcher =
-        crate::source::fetch::Fetcher::new(None, None, Duration::from_secs(10)).map_err(err)?;
+    let fetcher = crate::catalog::source::fetch::Fetcher::new(None, None, Duration::from_secs(10))
+        .map_err(err)?;
     let url = format!(
         "http://{addr}/v1/denied?view={view}&limit={}",
-        crate::metrics::TOP_K
+        crate::query::metrics::TOP_K
     );
     let body = fetcher.get(&url).map_err(|e| err(e.to_string()))?;
     let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| err(e.to_string()))?;
@@ -259,9 +259,12 @@ not json
         let text = render(&p, "q.jsonl");
         assert!(text.contains("#    1  example.com"), "{text}");
         // The blocks are a zone file the catalog accepts.
-        let sets =
-            crate::zones::parse_file(std::path::Path::new("local.toml"), &text, &mut Vec::new())
-                .unwrap();
+        let sets = crate::catalog::zones::parse_file(
+            std::path::Path::new("local.toml"),
+            &text,
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(sets.len(), 2);
         assert_eq!(sets[0].0.id, "local-example-com");
         assert_eq!(sets[0].0.names.len(), 2);

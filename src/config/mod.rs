@@ -42,7 +42,7 @@ pub use zones::{TenantRegion, ZonesConfig};
 use section::Ctx;
 
 /// An error in the config file: the file, the line and the entry.
-pub type ConfigError = crate::fileerror::FileError;
+pub type ConfigError = crate::base::fileerror::FileError;
 
 /// A value with the config line it was written on, for errors found after parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +117,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str, resolv_conf: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::syntax(path, text, &e))?;
-        crate::fileerror::bounded_strings(path, text)?;
+        crate::base::fileerror::bounded_strings(path, text)?;
         let ctx = Ctx {
             path,
             text,

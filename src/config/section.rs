@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::{ConfigError, Located};
-use crate::fileerror::line_of;
+use crate::base::fileerror::line_of;
 
 /// The config file being validated.
 pub(crate) struct Ctx<'a> {

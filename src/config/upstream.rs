@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::ConfigError;
 use super::section::{Ctx, Reload, ReloadPlan, default};
-use crate::matcher::Pattern;
+use crate::base::matcher::Pattern;
 
 const YEAR_SECS: u64 = 365 * 86_400;
 

@@ -14,22 +14,22 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::cache::{AnswerCache, TtlBounds};
+use crate::catalog::policy::{Policy, PolicyError};
+use crate::catalog::zones::{Catalog, ZoneError};
 use crate::config::{Config, ConfigError};
+use crate::daemon::signal::Signal;
 use crate::fence::ViewPlan;
 use crate::fence::{Fence, FenceError};
-use crate::http;
-use crate::metrics::Metrics;
-use crate::policy::{Policy, PolicyError};
+use crate::net::http;
+use crate::net::server::{Listeners, serve};
+use crate::net::status::Status;
+use crate::net::tcp::TcpOptions;
+use crate::net::udp::UdpOptions;
 use crate::query::Engine;
-use crate::querylog::QueryLog;
-use crate::server::{Listeners, serve};
-use crate::signal::Signal;
-use crate::status::Status;
-use crate::tcp::TcpOptions;
-use crate::udp::UdpOptions;
-use crate::upstream::{Upstream, UpstreamError};
-use crate::zones::{Catalog, ZoneError};
+use crate::query::log::QueryLog;
+use crate::query::metrics::Metrics;
+use crate::resolve::cache::{AnswerCache, TtlBounds};
+use crate::resolve::upstream::{Upstream, UpstreamError};
 
 /// Anything that stops dnsfence from starting.
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +43,9 @@ pub enum StartError {
     /// The config does not fit the zones.
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    /// What `check` refuses too (crate::preflight).
+    /// What `check` refuses too (crate::daemon::preflight).
     #[error(transparent)]
-    Preflight(#[from] crate::preflight::PreflightError),
+    Preflight(#[from] crate::daemon::preflight::PreflightError),
     /// The upstream resolver could not be built.
     #[error("upstream: {0}")]
     Upstream(#[from] UpstreamError),
@@ -102,7 +102,7 @@ impl Bound {
 impl App {
     /// Builds everything but the sockets. Must run inside a tokio runtime (the log writer task).
     pub async fn build(config: Config) -> Result<App, StartError> {
-        crate::preflight::check(&config)?;
+        crate::daemon::preflight::check(&config)?;
         let policy = compile(&config)?;
         for w in &config.warnings {
             tracing::warn!(warning = %w, "config");
@@ -116,14 +116,14 @@ impl App {
         // The warm-restart state is read before the fence starts: its elements go back into the
         // kernel before anything is served.
         let mut warm = if config.server.warm_restart {
-            crate::warm::read_at_start(
+            crate::state::warm::read_at_start(
                 &config.server.state_dir,
                 &policy,
                 config.upstream.cache_size as usize,
                 &metrics,
             )
         } else {
-            crate::warm::Loaded::default()
+            crate::state::warm::Loaded::default()
         };
         let fence = if config.fence.enabled {
             let plans = ViewPlan::for_views(&config, &policy);
@@ -139,7 +139,7 @@ impl App {
         } else {
             None
         };
-        let sources = Arc::new(crate::source::follow::Sources::new(&config));
+        let sources = Arc::new(crate::catalog::source::follow::Sources::new(&config));
         let upstream = Arc::new(ArcSwap::from_pointee(upstream));
         let upstream_fresh = config.upstream.probe_interval * 3;
         let cache = Arc::new(AnswerCache::new(
@@ -147,7 +147,7 @@ impl App {
             TtlBounds::default(),
             std::time::Duration::ZERO,
         ));
-        metrics.watch(crate::metrics::live::Watched {
+        metrics.watch(crate::query::metrics::live::Watched {
             log: log.clone(),
             fence: fence.clone(),
             upstream: upstream.clone(),
@@ -169,7 +169,7 @@ impl App {
             waiting: AtomicUsize::new(0),
             max_waiting: AtomicUsize::new(0),
             sync_answers: AtomicBool::new(true),
-            clock: crate::clock::Clock::default(),
+            clock: crate::base::clock::Clock::default(),
         });
         engine.apply(&config)?;
         report_readiness(&engine, &engine.policy.load());
@@ -190,7 +190,7 @@ impl App {
             .warm_restored
             .with_label_values(&["adopted"])
             .set(adopted as i64);
-        let peers = crate::peer::Peers::new(&config.sync).map_err(io::Error::other)?;
+        let peers = crate::state::peer::Peers::new(&config.sync).map_err(io::Error::other)?;
         let status = Arc::new(Status {
             listening: AtomicBool::new(false),
             upstream_fresh,
@@ -249,7 +249,7 @@ impl App {
             );
         }
         let (dns_stop, dns_stopped) = oneshot::channel::<()>();
-        let heartbeat = crate::notify::Heartbeat::new(bound.dns.udp_sockets());
+        let heartbeat = crate::base::notify::Heartbeat::new(bound.dns.udp_sockets());
         let (udp, tcp) = transport_options(&config, &heartbeat);
         let dns = tokio::spawn(serve(engine.clone(), bound.dns, udp, tcp, async {
             let _ = dns_stopped.await;
@@ -273,9 +273,9 @@ impl App {
             bound_addrs,
             engine.policy.load().catalog.sets.len()
         );
-        crate::notify::ready(&ready);
-        let watchdog = crate::notify::watchdog_interval()
-            .map(|every| tokio::spawn(crate::notify::watchdog(heartbeat, every)));
+        crate::base::notify::ready(&ready);
+        let watchdog = crate::base::notify::watchdog_interval()
+            .map(|every| tokio::spawn(crate::base::notify::watchdog(heartbeat, every)));
         let probe = tokio::spawn(probe(engine.clone(), config.upstream.probe_interval));
         // The catalog sources' followers: they write the overlays; the policy is recompiled here.
         let (applied_tx, mut applied_rx) = tokio::sync::mpsc::channel::<()>(1);
@@ -306,7 +306,7 @@ impl App {
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
             }
         }
-        crate::notify::stopping();
+        crate::base::notify::stopping();
         // What runs outside the DNS path is cancelled at once: a catalog fetch that trickles
         // must not hold the stop (its blocking thread is left to the runtime's shutdown).
         if let Some(w) = watchdog {
@@ -354,7 +354,7 @@ fn install(engine: &Engine, policy: Policy) {
 
 /// Logs each device family a view no longer lets through and sets `dnsfence_family_ready`.
 fn report_readiness(engine: &Engine, policy: &Policy) {
-    let report = crate::readiness::report(policy, None);
+    let report = crate::catalog::readiness::report(policy, None);
     for v in &report.views {
         for f in v.families.iter().filter(|f| !f.ready) {
             let stages: Vec<&str> = f
@@ -391,9 +391,9 @@ fn apply_overlay(config: &Config, engine: &Engine) {
 /// SIGHUP: the config and zones read again, systemd told how it went, the outcome kept for
 /// `/readyz`.
 fn on_reload(config: &mut Config, engine: &Engine, status: &Status) {
-    crate::notify::reloading();
+    crate::base::notify::reloading();
     let outcome = reload(config, engine);
-    crate::notify::ready(&match &outcome {
+    crate::base::notify::ready(&match &outcome {
         Ok(()) => format!(
             "reloaded; {} endpoint sets",
             engine.policy.load().catalog.sets.len()
@@ -401,20 +401,20 @@ fn on_reload(config: &mut Config, engine: &Engine, status: &Status) {
         Err(e) => format!("reload refused, old config kept: {e}"),
     });
     status.sources.set_shipped(&config.zones.dirs[0]);
-    *crate::sync::lock(&status.last_reload) = Some(outcome);
+    *crate::base::sync::lock(&status.last_reload) = Some(outcome);
 }
 
 /// At the stop, once no query is answered any more: the cache and the ledger into the state
 /// directory for the next start. A failure is logged and counted; the stop goes on.
 fn save_state(config: &Config, engine: &Engine) {
-    let file = crate::warm::path(&config.server.state_dir);
+    let file = crate::state::warm::path(&config.server.state_dir);
     let elements = engine
         .fence
         .as_ref()
         .map(|f| f.snapshot())
         .unwrap_or_default();
     let policy = engine.policy.load();
-    let saved = crate::warm::save(
+    let saved = crate::state::warm::save(
         &file,
         &engine.cache,
         engine.clock.now(),
@@ -442,13 +442,13 @@ fn save_state(config: &Config, engine: &Engine) {
 /// The UDP workers' and the TCP listeners' settings of `[server]`.
 fn transport_options(
     config: &Config,
-    heartbeat: &Arc<crate::notify::Heartbeat>,
+    heartbeat: &Arc<crate::base::notify::Heartbeat>,
 ) -> (UdpOptions, TcpOptions) {
     let sv = &config.server;
     let udp = UdpOptions {
         heartbeat: Some(heartbeat.clone()),
         busy_poll: sv.busy_poll,
-        rate_limit: crate::ratelimit::RateLimiter::new(sv.rate_limit_qps, sv.rate_limit_burst),
+        rate_limit: crate::net::ratelimit::RateLimiter::new(sv.rate_limit_qps, sv.rate_limit_burst),
     };
     let tcp = TcpOptions {
         idle_timeout: sv.tcp_idle_timeout,
@@ -491,7 +491,7 @@ fn start_followers(
             Ok(f) => {
                 let (wake_tx, wake_rx) = tokio::sync::mpsc::channel::<()>(1);
                 wakes.push(wake_tx);
-                followers.push(tokio::spawn(crate::source::follow::follow(
+                followers.push(tokio::spawn(crate::catalog::source::follow::follow(
                     f,
                     config.catalog.refresh,
                     applied.clone(),
@@ -510,11 +510,11 @@ fn start_followers(
 fn follower(
     config: &Config,
     engine: &Engine,
-    status: Arc<crate::source::follow::SourceStatus>,
-) -> Result<crate::source::follow::Follower, String> {
-    use crate::source::SourceKind;
-    use crate::source::fetch::{FeedService, Fetcher, ViaUpstream};
-    use crate::source::follow::{Follower, Origin};
+    status: Arc<crate::catalog::source::follow::SourceStatus>,
+) -> Result<crate::catalog::source::follow::Follower, String> {
+    use crate::catalog::source::SourceKind;
+    use crate::catalog::source::fetch::{FeedService, Fetcher, ViaUpstream};
+    use crate::catalog::source::follow::{Follower, Origin};
     let c = &config.catalog;
     let fetcher = || {
         let resolver = ViaUpstream {

@@ -21,7 +21,7 @@ pub fn check(config: &Config) -> Result<(), PreflightError> {
     if let Some(ca) = &config.upstream.tls_ca_file
         && config.upstream.servers.iter().any(|s| s.transport.is_tls())
     {
-        crate::tls::client_config(Some(ca))
+        crate::resolve::tls::client_config(Some(ca))
             .map(drop)
             .map_err(|e| PreflightError(format!("upstream tls_ca_file: {e}")))?;
     }
@@ -29,9 +29,13 @@ pub fn check(config: &Config) -> Result<(), PreflightError> {
     if (c.page.is_some() || c.feed.is_some())
         && let Some(ca) = &c.ca_file
     {
-        crate::source::fetch::Fetcher::new(Some(ca), None, std::time::Duration::from_secs(1))
-            .map(drop)
-            .map_err(|e| PreflightError(format!("catalog ca_file: {e}")))?;
+        crate::catalog::source::fetch::Fetcher::new(
+            Some(ca),
+            None,
+            std::time::Duration::from_secs(1),
+        )
+        .map(drop)
+        .map_err(|e| PreflightError(format!("catalog ca_file: {e}")))?;
     }
     let s = &config.server;
     if s.warm_restart || c.page.is_some() || c.feed.is_some() {
@@ -40,7 +44,7 @@ pub fn check(config: &Config) -> Result<(), PreflightError> {
         })?;
     }
     if let Some(tls) = config.sync.tls.as_ref().filter(|_| config.sync.enabled()) {
-        crate::peer::tls::configs(tls).map_err(|e| PreflightError(format!("sync: {e}")))?;
+        crate::state::peer::tls::configs(tls).map_err(|e| PreflightError(format!("sync: {e}")))?;
     }
     let f = &config.fence;
     if f.enabled && f.backend != FenceBackend::List {

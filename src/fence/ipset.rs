@@ -25,8 +25,8 @@ use super::netlink::{
     attributes, msg_end, nest_begin, nest_end, subsys_msg_begin,
 };
 use super::nft::{RulesetOptions, proto_name};
+use crate::catalog::zones::{PortSpec, Proto};
 use crate::config::FenceMode;
-use crate::zones::{PortSpec, Proto};
 use ipnet::IpNet;
 
 const NFNL_SUBSYS_IPSET: u16 = 6;

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::catalog::zones::{PortSpec, Proto};
 use crate::config::FenceMode;
-use crate::zones::{PortSpec, Proto};
 
 /// Admissions remembered per element: enough to explain it, bounded so a CDN address shared by
 /// thousands of names cannot grow the ledger.
@@ -50,7 +50,7 @@ impl LedgerEntry {
     }
 
     /// Where it comes from: "answer" (an answer of this gateway, before a warm restart or
-    /// since), "peer:<name>" (only answers of that peer gateway), or "restored" (found in the
+    /// since), "`peer:<name>`" (only answers of that peer gateway), or "restored" (found in the
     /// kernel's set at start, no answer known).
     pub fn provenance(&self) -> String {
         match self.admissions.last() {

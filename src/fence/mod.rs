@@ -23,10 +23,10 @@ use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::answer::AnswerAddr;
+use crate::base::sync::lock;
+use crate::catalog::zones::PortSpec;
 use crate::config::{FenceBackend, FenceConfig, FenceMode};
-use crate::sync::lock;
-use crate::zones::PortSpec;
+use crate::resolve::answer::AnswerAddr;
 pub use ledger::ElementKey;
 pub use ledger::{Admission, Ledger, LedgerEntry, Restored};
 use ledger::{Confirmed, Freshness, decode_key};

@@ -14,7 +14,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crate::sockopt;
+use crate::base::sockopt;
 
 const NETLINK_NETFILTER: libc::c_int = 12;
 const NLMSG_HDRLEN: usize = 16;

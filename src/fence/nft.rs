@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use ipnet::IpNet;
 
 use super::ViewPlan;
+use crate::catalog::zones::Proto;
 use crate::config::FenceMode;
-use crate::zones::Proto;
 
 fn set_type(mode: FenceMode, v6: bool) -> &'static str {
     match (mode, v6) {

@@ -3,9 +3,9 @@
 
 use ipnet::IpNet;
 
+use crate::catalog::policy::Policy;
+use crate::catalog::zones::PortSpec;
 use crate::config::{Config, FenceMode, ViewFence};
-use crate::policy::Policy;
-use crate::zones::PortSpec;
 
 /// One view's firewall: its sets, its clients and its static ranges.
 #[derive(Debug, Clone)]

@@ -22,9 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::HttpConfig;
 use crate::fence::DynSet;
+use crate::net::slots::{Limits, Refused, Slots};
+use crate::net::status::Status;
 use crate::query::Engine;
-use crate::slots::{Limits, Refused, Slots};
-use crate::status::Status;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8192;
@@ -80,7 +80,7 @@ pub async fn serve(
                 Err(e) => {
                     // Out of descriptors, usually: back off rather than spin on it.
                     crate::warn_limited!(error = %e, "http accept failed");
-                    tokio::time::sleep(crate::tcp::accept_backoff(&e)).await;
+                    tokio::time::sleep(crate::net::tcp::accept_backoff(&e)).await;
                 }
             },
             () = &mut shutdown => return,
@@ -330,7 +330,7 @@ fn route(target: &str, engine: &Engine, status: &Status) -> Response {
             {
                 return Response::text(404, "no such view\n");
             }
-            Response::json(&crate::readiness::report(&policy, view))
+            Response::json(&crate::catalog::readiness::report(&policy, view))
         }
         _ => match path
             .strip_prefix("/v1/sets/")
@@ -343,10 +343,10 @@ fn route(target: &str, engine: &Engine, status: &Status) -> Response {
 }
 
 /// When a followed source last answered usefully, in RFC 3339.
-fn last_success(f: &crate::source::follow::SourceStatus) -> Option<String> {
+fn last_success(f: &crate::catalog::source::follow::SourceStatus) -> Option<String> {
     let at = f.last_success.load(std::sync::atomic::Ordering::Relaxed);
     (at > 0).then(|| {
-        crate::clock::rfc3339(
+        crate::base::clock::rfc3339(
             std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(at),
         )
     })
@@ -378,7 +378,7 @@ fn catalog_json(engine: &Engine, status: &Status) -> Response {
             }
         }
     }
-    let ids = |pick: &dyn Fn(&crate::zones::EndpointSet) -> bool| {
+    let ids = |pick: &dyn Fn(&crate::catalog::zones::EndpointSet) -> bool| {
         policy
             .catalog
             .sets
@@ -567,8 +567,8 @@ fn sets_json(engine: &Engine) -> Response {
                 .map(|(ip, port, e)| ElementJson {
                     addr: ip.to_string(),
                     proto: port.map(|p| match p.proto {
-                        crate::zones::Proto::Tcp => "tcp",
-                        crate::zones::Proto::Udp => "udp",
+                        crate::catalog::zones::Proto::Tcp => "tcp",
+                        crate::catalog::zones::Proto::Udp => "udp",
                     }),
                     port: port.map(|p| p.port),
                     expires_in_secs: e.expires.saturating_duration_since(now).as_secs(),
@@ -614,7 +614,7 @@ fn sets_json(engine: &Engine) -> Response {
 }
 
 /// Endpoint-set ids of catalog indices.
-fn ids_of(policy: &crate::policy::Policy, sets: &[u32]) -> Vec<String> {
+fn ids_of(policy: &crate::catalog::policy::Policy, sets: &[u32]) -> Vec<String> {
     sets.iter()
         .filter_map(|&s| policy.catalog.sets.get(s as usize).map(|s| s.id.clone()))
         .collect()
@@ -689,7 +689,7 @@ fn denied(engine: &Engine, query: &str) -> Response {
     };
     let limit = match query_param(query, "limit").map(str::parse::<usize>) {
         None => 50,
-        Some(Ok(n)) => n.min(crate::metrics::TOP_K),
+        Some(Ok(n)) => n.min(crate::query::metrics::TOP_K),
         Some(Err(_)) => return Response::text(400, "limit is a number\n"),
     };
     let known = engine.policy.load().view(view).is_some();

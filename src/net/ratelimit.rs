@@ -48,7 +48,7 @@ impl RateLimiter {
             IpAddr::V4(a) => u32::from(a) as usize,
             IpAddr::V6(a) => (u128::from(a) >> 64) as usize ^ (u128::from(a) as usize),
         } % SHARDS;
-        let mut map = crate::sync::lock(&self.shards[shard]);
+        let mut map = crate::base::sync::lock(&self.shards[shard]);
         if map.len() >= MAX_PER_SHARD && !map.contains_key(&client) {
             // Forget clients whose bucket has refilled: they carry no state worth keeping.
             let full = self.burst / self.qps;

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
+use crate::net::tcp::{Connections, TcpOptions};
+use crate::net::udp::{UdpOptions, Workers};
 use crate::query::Engine;
-use crate::tcp::{Connections, TcpOptions};
-use crate::udp::{UdpOptions, Workers};
 
 /// Pending TCP connections the kernel queues before accept.
 const TCP_BACKLOG: i32 = 1024;
@@ -50,7 +50,7 @@ impl Listeners {
             let only = v6only(*addr, addrs);
             let mut attempt = 0;
             loop {
-                let sockets = crate::udp::bind_reuseport(*addr, workers, only)
+                let sockets = crate::net::udp::bind_reuseport(*addr, workers, only)
                     .map_err(|e| bind_err(addr, "udp", e))?;
                 let bound = sockets[0].local_addr()?;
                 match tcp_listener(bound, only) {
@@ -134,7 +134,7 @@ pub async fn serve(
     let connections = Connections::new(tcp);
     for listener in listeners.tcp {
         let mut stopped = stopped.clone();
-        tasks.spawn(crate::tcp::serve(
+        tasks.spawn(crate::net::tcp::serve(
             engine.clone(),
             listener,
             connections.clone(),

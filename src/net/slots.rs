@@ -65,7 +65,7 @@ impl Slots {
     }
 
     fn lock(&self) -> MutexGuard<'_, (usize, HashMap<IpAddr, usize>)> {
-        crate::sync::lock(&self.open)
+        crate::base::sync::lock(&self.open)
     }
 
     /// A slot for a new connection from `client`, or why not. Every client is held to its

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::source::follow::Sources;
+use crate::catalog::source::follow::Sources;
 
 /// The process's own state, as `/readyz` and `/v1/catalog` report it.
 #[derive(Debug)]
@@ -24,5 +24,5 @@ pub struct Status {
     /// sources apart in `/v1/catalog`.
     pub sources: Arc<Sources>,
     /// The peer gateways' links (`[sync]`), when sync is on.
-    pub peers: Option<Arc<crate::peer::Peers>>,
+    pub peers: Option<Arc<crate::state::peer::Peers>>,
 }

@@ -26,9 +26,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::net::slots::{Limits, Refused, Slot, Slots};
 use crate::query::event::Transport;
 use crate::query::{Engine, canonical};
-use crate::slots::{Limits, Refused, Slot, Slots};
 
 /// The TCP settings of `[server]`.
 #[derive(Debug, Clone, Copy)]

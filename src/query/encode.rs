@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::answer::Answer;
 use crate::query::parse::Parsed;
+use crate::resolve::answer::Answer;
 
 /// RFC 8914 extended DNS error codes dnsfence sends.
 pub mod ede {
@@ -39,7 +39,7 @@ pub mod ede {
 }
 
 /// Response codes dnsfence sends (the extended ones need an OPT to carry their upper bits).
-pub use crate::wire::rcode;
+pub use crate::base::wire::rcode;
 
 /// An RFC 8914 extended error: the info code and a text for humans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,8 +275,8 @@ fn write_opt(out: &mut [u8], reply: &Reply, q: &Parsed, advertise: u16) -> usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::answer::Resolution;
     use crate::query::parse::{parse, tests::query};
+    use crate::resolve::answer::Resolution;
     use hickory_proto::op::{Message, ResponseCode};
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};

@@ -5,13 +5,13 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::metrics::{self, Metrics};
-pub use crate::outcome::{Reason, Verdict};
-use crate::policy::Policy;
-use crate::policy::View;
+pub use crate::base::outcome::{Reason, Verdict};
+use crate::catalog::policy::Policy;
+use crate::catalog::policy::View;
 use crate::query::encode::Reply;
+use crate::query::log::{Entry, QueryLog};
+use crate::query::metrics::{self, Metrics};
 use crate::query::parse::Parsed;
-use crate::querylog::{Entry, QueryLog};
 use std::sync::Arc;
 
 /// The transport a query came over.
@@ -170,7 +170,7 @@ impl<'p> QueryEvent<'p> {
         if logging || denied {
             // The name as text and its registrable domain, once for the metrics and the log.
             let mut buf = [0u8; 256];
-            let text = q.and_then(|q| crate::wire::name_text(q.name(pkt), &mut buf));
+            let text = q.and_then(|q| crate::base::wire::name_text(q.name(pkt), &mut buf));
             let domain = text.map_or("", |t| psl::domain_str(t).unwrap_or(t));
             if denied && let Some(name) = text {
                 counters.denied_name(m, name, domain);
@@ -194,7 +194,10 @@ impl<'p> QueryEvent<'p> {
             m.upstream_requests.with_label_values(&[result]).inc();
             m.upstream_duration.observe(t.as_secs_f64());
         }
-        for (why, n) in crate::answer::Dropped::ALL.iter().zip(self.dropped) {
+        for (why, n) in crate::resolve::answer::Dropped::ALL
+            .iter()
+            .zip(self.dropped)
+        {
             if n > 0 {
                 m.records_dropped(*why, n);
             }

@@ -25,10 +25,10 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::answer::Answer;
+use crate::base::outcome::{Reason, Verdict};
+use crate::catalog::policy::Policy;
 use crate::config::{LogLevel, QueryLogConfig};
-use crate::outcome::{Reason, Verdict};
-use crate::policy::Policy;
+use crate::resolve::answer::Answer;
 
 /// Lines buffered before new ones are dropped (and counted).
 const QUEUE: usize = 8192;
@@ -449,10 +449,10 @@ fn format_entry(buf: &mut Vec<u8>, scratch: &mut Scratch, e: &Entry) {
         qtype,
     } = scratch;
     time.clear();
-    crate::clock::rfc3339_into(time, e.time);
+    crate::base::clock::rfc3339_into(time, e.time);
     name_text.clear();
     if !name.is_empty() {
-        let _ = write!(name_text, "{}", crate::wire::WireName(name));
+        let _ = write!(name_text, "{}", crate::base::wire::WireName(name));
     }
     qtype.clear();
     if e.qtype != 0 || !name.is_empty() {
@@ -476,7 +476,7 @@ fn format_entry(buf: &mut Vec<u8>, scratch: &mut Scratch, e: &Entry) {
                 .and_then(|(p, s)| p.catalog.sets.get(s as usize))
                 .map(|s| s.id.as_str()),
             reason: e.reason.map(|r| r.as_str()),
-            rcode: crate::wire::rcode::name(e.rcode),
+            rcode: crate::base::wire::rcode::name(e.rcode),
             duration_us: e.duration_us,
             cache_hit: e.cache_hit,
             stale: e.stale,
@@ -495,7 +495,7 @@ fn format_summary(
     sampled_out: u64,
 ) {
     scratch.time.clear();
-    crate::clock::rfc3339_into(&mut scratch.time, time);
+    crate::base::clock::rfc3339_into(&mut scratch.time, time);
     json_line(
         buf,
         &Summary {

@@ -8,9 +8,15 @@
 //! kernel confirming the firewall elements — continues on the runtime from there
 //! ([`Engine::resume`], with the worker's parse and decision) through the same encoder; TCP
 //! takes that way from the start ([`Engine::answer`]). Nothing else builds an answer.
+//!
+//! The layer: the query path with what it alone feeds — the Prometheus registry and collectors
+//! ([`metrics`]) and the query log's writer ([`log`]). It uses every layer below (`base/`,
+//! `config/`, `resolve/`, `catalog/`, `fence/`); `state/`, `net/`, `daemon/` and `cli/` use it.
 
 pub mod encode;
 pub mod event;
+pub mod log;
+pub mod metrics;
 pub mod parse;
 
 use std::net::IpAddr;
@@ -23,16 +29,16 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::answer::{Answer, AnswerAddr, Resolution};
-use crate::cache::AnswerCache;
+use crate::base::wire::name_text;
+use crate::catalog::policy::{Policy, View};
+use crate::catalog::zones::PortSpec;
 use crate::config::{AdmitFailure, CnameTargets, Config, DenyRcode, ViewMode};
 use crate::fence::{Admission, Admitted, Fence};
-use crate::metrics::Metrics;
-use crate::policy::{Policy, View};
-use crate::querylog::QueryLog;
-use crate::upstream::{Resolved, Upstream, UpstreamError};
-use crate::wire::name_text;
-use crate::zones::PortSpec;
+use crate::query::log::QueryLog;
+use crate::query::metrics::Metrics;
+use crate::resolve::answer::{Answer, AnswerAddr, Resolution};
+use crate::resolve::cache::AnswerCache;
+use crate::resolve::upstream::{Resolved, Upstream, UpstreamError};
 use encode::{Ede, Reply, Soa, ede, rcode};
 use event::{QueryEvent, Reason, Transport, Verdict};
 use parse::{Parsed, Problem, parse};
@@ -76,7 +82,7 @@ pub struct Engine {
     /// the same bytes.
     pub sync_answers: AtomicBool,
     /// The clock cached answers age on (a test advances it instead of sleeping).
-    pub clock: crate::clock::Clock,
+    pub clock: crate::base::clock::Clock,
 }
 
 impl std::fmt::Debug for Engine {
@@ -172,7 +178,7 @@ impl Engine {
         }
         self.cache.set_limits(
             usize::try_from(u.cache_size).unwrap_or(usize::MAX),
-            crate::cache::TtlBounds::of(u),
+            crate::resolve::cache::TtlBounds::of(u),
             u.stale_max,
         );
         self.stale_answer_after_ms
@@ -446,7 +452,7 @@ impl Engine {
         }
         let mut lower = [0u8; 256];
         lower[..wire.len()].copy_from_slice(wire);
-        crate::wire::lowercase_name(&mut lower[..wire.len()]);
+        crate::base::wire::lowercase_name(&mut lower[..wire.len()]);
         let Some(cached) = self.cache.get(&lower[..wire.len()], q.qtype, now) else {
             return Decision::Resolve(Work {
                 view,
@@ -580,7 +586,7 @@ impl Engine {
     ) -> Result<(Arc<Answer>, bool), Reply> {
         let mut lower = [0u8; 256];
         lower[..wire.len()].copy_from_slice(wire);
-        crate::wire::lowercase_name(&mut lower[..wire.len()]);
+        crate::base::wire::lowercase_name(&mut lower[..wire.len()]);
         let stale = self
             .cache
             .get_stale(&lower[..wire.len()], qtype.into(), self.clock.now());

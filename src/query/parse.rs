@@ -138,7 +138,7 @@ fn records(
     let mut bad_opt = false;
     for i in 0..total {
         let owner = pos;
-        pos = crate::wire::skip_name(pkt, pos)?;
+        pos = crate::base::wire::skip_name(pkt, pos)?;
         let rtype = u16_at(pkt, pos)?;
         let class = u16_at(pkt, pos + 2)?;
         let ttl = pkt.get(pos + 4..pos + 8)?;

@@ -296,9 +296,9 @@ impl Answer {
         m.add_answers(r.answers.iter().map(lower));
         m.add_authorities(r.authorities.iter().map(lower));
         let mut bytes = m.to_vec().ok()?;
-        let offsets = crate::wire::ttl_offsets(&bytes)?;
+        let offsets = crate::base::wire::ttl_offsets(&bytes)?;
         let len = u16::try_from(bytes.len()).ok()?;
-        let question_end = u16::try_from(crate::wire::skip_name(&bytes, 12)? + 4).ok()?;
+        let question_end = u16::try_from(crate::base::wire::skip_name(&bytes, 12)? + 4).ok()?;
         for (off, _) in offsets {
             bytes.extend_from_slice(&off.to_be_bytes());
         }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, RecordType};
 
-use crate::answer::{Answer, Checked, Resolution};
-use crate::sync::lock;
+use crate::base::sync::lock;
+use crate::resolve::answer::{Answer, Checked, Resolution};
 
 /// TTL bounds applied when caching (the default: all zero, until a config applies its own).
 #[derive(Debug, Clone, Copy, Default)]
@@ -163,7 +163,7 @@ impl AnswerCache {
         let k = key(name, qtype);
         let e = lock(self.shard(k)).get(&k).cloned()?;
         let stored = e.message().get(12..12 + name.len())?;
-        (e.qtype() == qtype && crate::wire::same(stored, name)).then_some(e)
+        (e.qtype() == qtype && crate::base::wire::same(stored, name)).then_some(e)
     }
 
     /// Makes the wire answer to (`qname`, `qtype`) from a chain-checked resolution: TTLs clamped

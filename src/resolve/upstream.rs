@@ -38,9 +38,9 @@ use hickory_resolver::{NameServerPool, PoolContext};
 
 use tokio::sync::watch;
 
-use crate::answer::{ChainError, Checked, Resolution};
+use crate::base::sync::lock;
 use crate::config::{PoolSettings, UpstreamConfig, UpstreamServer, UpstreamTransport};
-use crate::sync::lock;
+use crate::resolve::answer::{ChainError, Checked, Resolution};
 
 /// The UDP payload size dnsfence advertises upstream (RFC 9715, DNS flag day 2020).
 const UPSTREAM_PAYLOAD: u16 = 1232;
@@ -165,7 +165,7 @@ struct Server {
     health: Health,
     /// For DoT and DoH: what a diagnostic handshake needs (hickory's pool reports a failed
     /// TLS connection only as "no connections available").
-    tls: Option<crate::tls::Endpoint>,
+    tls: Option<crate::resolve::tls::Endpoint>,
 }
 
 /// One question at one server. The resolution's deadline can drop it before the server's own
@@ -263,10 +263,10 @@ impl Upstream {
             .iter()
             .any(|s| !matches!(s.transport, UpstreamTransport::Plain));
         let tls = if encrypted {
-            crate::tls::client_config(config.tls_ca_file.as_deref())
+            crate::resolve::tls::client_config(config.tls_ca_file.as_deref())
                 .map_err(UpstreamError::Failed)?
         } else {
-            crate::tls::unused_config()
+            crate::resolve::tls::unused_config()
         };
         let servers = config
             .servers
@@ -275,11 +275,13 @@ impl Upstream {
                 let endpoint = match &s.transport {
                     UpstreamTransport::Plain => None,
                     UpstreamTransport::Tls { server_name }
-                    | UpstreamTransport::Https { server_name, .. } => Some(crate::tls::Endpoint {
-                        addr: s.addr,
-                        server_name: server_name.clone(),
-                        config: Arc::new(tls.config.clone()),
-                    }),
+                    | UpstreamTransport::Https { server_name, .. } => {
+                        Some(crate::resolve::tls::Endpoint {
+                            addr: s.addr,
+                            server_name: server_name.clone(),
+                            config: Arc::new(tls.config.clone()),
+                        })
+                    }
                 };
                 let tls = hickory_resolver::TlsConfig {
                     config: tls.config.clone(),
@@ -474,7 +476,7 @@ impl Upstream {
                 }
                 Err(e) => {
                     self.failed(s);
-                    static GATE: crate::warn::Gate = crate::warn::Gate::new();
+                    static GATE: crate::base::warn::Gate = crate::base::warn::Gate::new();
                     if let Some(suppressed) = GATE.pass() {
                         report_failure(s, &e, suppressed);
                     }
@@ -607,7 +609,7 @@ fn report_failure(s: &Server, e: &NetError, suppressed: u64) {
         (Some(endpoint), NetError::NoConnections | NetError::Io(_) | NetError::Timeout) => {
             let endpoint = endpoint.clone();
             tokio::task::spawn_blocking(move || {
-                let why = crate::tls::diagnose(&endpoint);
+                let why = crate::resolve::tls::diagnose(&endpoint);
                 tracing::warn!(suppressed, server = %label, %error, tls = %why, "upstream server failed; trying the next");
             });
         }

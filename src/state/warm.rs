@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::answer::Answer;
-use crate::cache::AnswerCache;
-use crate::codec::{CodecError, Reader, Writer};
+use crate::base::codec::{CodecError, Reader, Writer};
+use crate::catalog::policy::Policy;
+use crate::catalog::zones::Catalog;
 use crate::fence::{Admission, Restored};
-use crate::metrics::Metrics;
-use crate::policy::Policy;
-use crate::zones::Catalog;
+use crate::query::metrics::Metrics;
+use crate::resolve::answer::Answer;
+use crate::resolve::cache::AnswerCache;
 
 /// The file in the state directory.
 pub const FILE: &str = "warm-restart.state";
@@ -368,7 +368,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// `path`: a stop interrupted half-way leaves the old file or the new one, never a mix.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = crate::source::temporary_beside(path);
+    let tmp = crate::catalog::source::temporary_beside(path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -385,8 +385,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::answer::Resolution;
-    use crate::cache::TtlBounds;
+    use crate::resolve::answer::Resolution;
+    use crate::resolve::cache::TtlBounds;
     use hickory_proto::op::ResponseCode;
     use hickory_proto::rr::rdata::{A, CNAME};
     use hickory_proto::rr::{Name, RData, Record, RecordType};

@@ -268,7 +268,7 @@ fn pull_writes_an_overlay_that_check_accepts_and_that_only_adds() {
     let (code, out, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("feed.toml: 999"), "{out}");
-    let (_, policy) = dnsfence::app::load(&cfg).unwrap();
+    let (_, policy) = dnsfence::daemon::app::load(&cfg).unwrap();
     let set = policy.catalog.set("163").unwrap();
     assert!(
         set.networks.contains(&"13.67.13.176/28".parse().unwrap()),
@@ -544,7 +544,9 @@ pub async fn reload_keeps_overlay(
     use hickory_proto::op::ResponseCode;
     use hickory_proto::rr::RecordType;
     let before = fetches(f, source, result).await;
-    f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+    f.signals
+        .send(dnsfence::daemon::signal::Signal::Reload)
+        .unwrap();
     let counted = crate::harness::eventually_async(std::time::Duration::from_secs(5), || async {
         fetches(f, source, result).await > before
     })
@@ -638,7 +640,9 @@ fn a_running_server_follows_the_feed_and_keeps_the_last_good_overlay() {
             served.version = "2026112500".into();
             served.body = feed.to_string();
         }
-        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        f.signals
+            .send(dnsfence::daemon::signal::Signal::Reload)
+            .unwrap();
         let allowed = crate::harness::eventually_async(Duration::from_secs(5), || async {
             let a = c.ask("evilmanage.microsoft.com.", RecordType::A).await;
             crate::harness::rcode(&a) == ResponseCode::NoError

@@ -33,7 +33,7 @@ fn shipped_configs_and_zones_load() {
     let config = Config::parse(&path, &text, &rc).unwrap();
     assert_eq!(config.server.listen, ["127.0.0.1:5353".parse().unwrap()]);
     assert!(config.upstream.from_resolv_conf);
-    let policy = dnsfence::app::compile(&config).unwrap();
+    let policy = dnsfence::daemon::app::compile(&config).unwrap();
     let view = policy.view_for("127.0.0.1".parse().unwrap()).unwrap();
     assert!(policy.view_for("::1".parse().unwrap()).is_some());
     assert!(policy.view_for("10.0.0.1".parse().unwrap()).is_none());
@@ -125,7 +125,7 @@ fn shipped_configs_and_zones_load() {
     assert!(config.server.listen.iter().all(|a| a.ip().is_loopback()));
     assert!(config.fence.enabled);
     assert_eq!(config.zones.dirs[1], Path::new("/etc/dnsfence/zones.d"));
-    let policy = dnsfence::app::compile(&config).unwrap();
+    let policy = dnsfence::daemon::app::compile(&config).unwrap();
     for view in &policy.views {
         assert!(
             view.networks.iter().all(|n| n.addr().is_loopback()),
@@ -135,7 +135,7 @@ fn shipped_configs_and_zones_load() {
     }
     assert!(policy.view_for("10.0.0.1".parse().unwrap()).is_none());
 
-    let kiosk = dnsfence::app::load(&repo().join("config/examples/kiosk.toml"));
+    let kiosk = dnsfence::daemon::app::load(&repo().join("config/examples/kiosk.toml"));
     let (config, policy) = kiosk.unwrap();
     assert_eq!(config.views.len(), 3);
     let win = policy.view("windows-kiosk").unwrap();
@@ -190,7 +190,8 @@ fn every_shipped_config_and_zone_file_loads() {
         );
         let config =
             Config::parse(path, &text, &rc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        dnsfence::app::compile(&config).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        dnsfence::daemon::app::compile(&config)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
     let mut zones = Vec::new();
     toml_files(&repo().join("zones"), &mut zones);
@@ -198,7 +199,7 @@ fn every_shipped_config_and_zone_file_loads() {
     for path in &zones {
         let text = std::fs::read_to_string(path).unwrap();
         let mut warnings = Vec::new();
-        let zone = dnsfence::zones::parse_zone(path, &text, &mut warnings)
+        let zone = dnsfence::catalog::zones::parse_zone(path, &text, &mut warnings)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(
             !zone.sets.is_empty() || !zone.families.is_empty(),
@@ -212,7 +213,7 @@ fn every_shipped_config_and_zone_file_loads() {
 
 #[test]
 fn zone_catalog_keeps_the_pages_fields() {
-    let catalog = dnsfence::zones::Catalog::load_dir(&repo().join("zones")).unwrap();
+    let catalog = dnsfence::catalog::zones::Catalog::load_dir(&repo().join("zones")).unwrap();
     let s163 = catalog.set("163").unwrap();
     // The page's row (83 subnets, one listed twice, and 7 Azure Front Door ranges) and the one
     // subnet only its consolidated list has.
@@ -450,7 +451,7 @@ fn local_zone_dirs_add_sets_and_a_duplicate_id_names_both_files() {
         out.contains("missing.d: 0 endpoint sets (missing: nothing added)"),
         "{out}"
     );
-    let (config_, policy) = dnsfence::app::load(&cfg).unwrap();
+    let (config_, policy) = dnsfence::daemon::app::load(&cfg).unwrap();
     assert_eq!(config_.zones.dirs.len(), 3);
     let view = policy.view("v").unwrap();
     assert!(view.lookup("portal.example.org").is_some());
@@ -517,7 +518,7 @@ fn the_readmes_local_zone_example_loads_without_warnings() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("warning"), "{out}");
     assert!(out.contains("zones.d: 2 endpoint sets"), "{out}");
-    let (_, policy) = dnsfence::app::load(&cfg).unwrap();
+    let (_, policy) = dnsfence::daemon::app::load(&cfg).unwrap();
     let view = policy.view("v").unwrap();
     for name in [
         "accounts.google.co.uk",

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dnsfence::catalog::policy::{Policy, View};
+use dnsfence::catalog::zones::{PortSpec, parse_port_range};
 use dnsfence::config::Config;
-use dnsfence::policy::{Policy, View};
-use dnsfence::zones::{PortSpec, parse_port_range};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -30,7 +30,7 @@ fn default_policy() -> Policy {
     let path = repo().join("config/dnsfence.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     let config = Config::parse(&path, &text, &rc).unwrap();
-    dnsfence::app::compile(&config).unwrap()
+    dnsfence::daemon::app::compile(&config).unwrap()
 }
 
 /// A fixture's rows: (host or CIDR, ports), `#` comments and blank lines skipped.
@@ -64,7 +64,9 @@ fn served(policy: &Policy, view: &View, host: &str, ports: &[PortSpec]) -> Optio
             .filter(|&i| policy.catalog.sets[i as usize].networks.contains(&net))
             .collect()
     } else {
-        let name = dnsfence::matcher::Pattern::parse(host).unwrap().example();
+        let name = dnsfence::base::matcher::Pattern::parse(host)
+            .unwrap()
+            .example();
         match view.lookup(&name) {
             Some(entry) => entry.values.clone(),
             None => Vec::new(),
@@ -136,7 +138,7 @@ fn every_required_vendor_row_is_allowed_by_the_default_config_on_its_ports() {
         assert!(view.lookup(name).is_some(), "{name}: a named host");
     }
     // Every family the default view selects is ready at every stage.
-    let report = dnsfence::readiness::report(&policy, None);
+    let report = dnsfence::catalog::readiness::report(&policy, None);
     let families: Vec<&str> = report.views[0]
         .families
         .iter()
@@ -436,7 +438,9 @@ fn a_reload_that_removes_a_stage_flips_family_ready() {
             kiosk_on_loopback(f.upstream.addr, "exclude_profiles = [\"apple-setup\"]"),
         )
         .unwrap();
-        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        f.signals
+            .send(dnsfence::daemon::signal::Signal::Reload)
+            .unwrap();
         let flipped = eventually_async(Duration::from_secs(5), || async {
             sample(&scrape(&f).await, "dnsfence_family_ready", &setup) == Some(0.0)
         })

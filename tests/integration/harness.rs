@@ -7,9 +7,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dnsfence::app::App;
 use dnsfence::config::Config;
-use dnsfence::server::Listeners;
+use dnsfence::daemon::app::App;
+use dnsfence::net::server::Listeners;
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::svcb::{IpHint, SVCB, SvcParamKey, SvcParamValue};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, HTTPS, MX, SOA, TXT};
@@ -603,11 +603,11 @@ pub struct Server {
     /// What the server's query path reads (policy, cache, fence, counters).
     pub engine: std::sync::Arc<dnsfence::query::Engine>,
     /// What it reports about itself (listening, last reload, catalog sources).
-    pub status: std::sync::Arc<dnsfence::status::Status>,
+    pub status: std::sync::Arc<dnsfence::net::status::Status>,
     /// The HTTP endpoints' address.
     pub http: Option<SocketAddr>,
     /// Control signals (reload, shutdown).
-    pub signals: dnsfence::signal::SignalSender,
+    pub signals: dnsfence::daemon::signal::SignalSender,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -661,7 +661,7 @@ impl Builder {
     }
 
     /// Starts it, or the start-up error.
-    pub async fn try_start(self) -> Result<Server, dnsfence::app::StartError> {
+    pub async fn try_start(self) -> Result<Server, dnsfence::daemon::app::StartError> {
         let upstream = match self.upstream {
             Some(u) => u,
             None => Authority::start().await,
@@ -685,13 +685,13 @@ impl Server {
     pub async fn from_config(
         config: Config,
         upstream: Authority,
-    ) -> Result<Server, dnsfence::app::StartError> {
+    ) -> Result<Server, dnsfence::daemon::app::StartError> {
         let app = App::build(config).await?;
         let (engine, status) = (app.engine.clone(), app.status.clone());
         let bound = app.bind().await.expect("dnsfence binds");
         let addr = bound.dns.local_addrs()[0];
         let http = bound.http_addr();
-        let (tx, rx) = dnsfence::signal::channel();
+        let (tx, rx) = dnsfence::daemon::signal::channel();
         let task = tokio::spawn(async move {
             app.run(bound, rx).await.expect("dnsfence serves");
         });
@@ -719,7 +719,9 @@ impl Server {
     /// Stops dnsfence gracefully, waits for it, and hands back its upstream (a restart test
     /// starts the next dnsfence on the same one, which remembers what it was asked).
     pub async fn stop_keeping_upstream(mut self) -> Authority {
-        let _ = self.signals.send(dnsfence::signal::Signal::Shutdown);
+        let _ = self
+            .signals
+            .send(dnsfence::daemon::signal::Signal::Shutdown);
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(5), task)
                 .await

@@ -276,7 +276,7 @@ fn many_addresses_cannot_take_the_share_kept_for_trusted_scrapers() {
         .unwrap();
         let http = dnsfence::config::Config::load(&cfg).unwrap().http;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(dnsfence::http::serve(
+        let server = tokio::spawn(dnsfence::net::http::serve(
             listener,
             f.engine.clone(),
             f.status.clone(),

@@ -1,9 +1,18 @@
-//! The shape of `src/`, checked: no import cycle between its top-level modules, and the bottom
-//! layer (wire, clock, sync, fileerror) reaches into nothing else of dnsfence. A change that
-//! adds a cycle fails here, with the cycle named.
+//! The shape of `src/`, checked: the folders are the layers, in one order ([`LAYERS`]); a module
+//! may import (`crate::…`) from its own layer and those below it, never from a layer above, and
+//! no two modules import each other round a cycle. A change that breaks either fails here, naming
+//! the file and the import, or the cycle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// The layers, bottom first: each `src/<layer>/` may use its own and the ones before it.
+const LAYERS: [&str; 10] = [
+    "base", "config", "resolve", "catalog", "fence", "query", "state", "net", "daemon", "cli",
+];
+
+/// Names at the crate root that are no layer: the macros `base::warn` exports.
+const ROOT_MACROS: [&str; 1] = ["warn_limited"];
 
 fn src() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")
@@ -21,38 +30,103 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Top-level module → the top-level modules it names as `crate::X`.
-fn graph() -> BTreeMap<String, BTreeSet<String>> {
+/// One `crate::…` path of a file: the file (relative to `src/`), its 1-based line, and the path's
+/// names (`["catalog", "zones", "Catalog"]`).
+struct Import {
+    file: String,
+    line: usize,
+    path: Vec<String>,
+}
+
+/// Every `crate::` path of every file of `src/` but `lib.rs` and `main.rs` (the binary uses the
+/// library by its crate name), comments included: a doc link is a dependency too.
+fn imports() -> Vec<Import> {
     let root = src();
     let mut all = Vec::new();
     files(&root, &mut all);
-    let module = |p: &Path| {
-        let rel = p.strip_prefix(&root).unwrap();
-        let first = rel
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy();
-        first.trim_end_matches(".rs").to_string()
-    };
-    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut out = Vec::new();
     for p in &all {
-        let from = module(p);
-        if from == "main" || from == "lib" {
+        let file = p.strip_prefix(&root).unwrap().display().to_string();
+        if file == "lib.rs" || file == "main.rs" {
             continue;
         }
         let text = std::fs::read_to_string(p).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for (i, _) in line.match_indices("crate::") {
+                let path: Vec<String> = line[i + 7..]
+                    .split("::")
+                    .map(|seg| {
+                        seg.chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect::<String>()
+                    })
+                    .take_while(|seg| !seg.is_empty())
+                    .take(2)
+                    .collect();
+                if !path.is_empty() {
+                    out.push(Import {
+                        file: file.clone(),
+                        line: n + 1,
+                        path,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The layer and module a file of `src/` is in: `catalog/source/page.rs` → (`catalog`,
+/// `source`); a layer's own `mod.rs` is module `mod`.
+fn place(file: &str) -> (String, String) {
+    let mut parts = file.split('/');
+    let layer = parts.next().unwrap_or_default().trim_end_matches(".rs");
+    let module = parts.next().unwrap_or("mod").trim_end_matches(".rs");
+    (layer.to_string(), module.to_string())
+}
+
+/// What breaks the layering: an import from a layer above, or of a name that is in no layer.
+fn violations(imports: &[Import]) -> Vec<String> {
+    let rank = |l: &str| LAYERS.iter().position(|x| *x == l);
+    let mut out = Vec::new();
+    for i in imports {
+        let (own, _) = place(&i.file);
+        let Some(own_rank) = rank(&own) else {
+            out.push(format!("{}: in no layer ({})", i.file, LAYERS.join(", ")));
+            continue;
+        };
+        let target = &i.path[0];
+        match rank(target) {
+            Some(r) if r > own_rank => out.push(format!(
+                "{}:{}: imports crate::{} from layer '{target}', above its own '{own}'",
+                i.file,
+                i.line,
+                i.path.join("::")
+            )),
+            Some(_) => {}
+            None if ROOT_MACROS.contains(&target.as_str()) => {}
+            None => out.push(format!(
+                "{}:{}: imports crate::{}, which is in no layer",
+                i.file,
+                i.line,
+                i.path.join("::")
+            )),
+        }
+    }
+    out
+}
+
+/// Module (`layer::module`) → the modules it imports.
+fn graph(imports: &[Import]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for i in imports {
+        let (layer, module) = place(&i.file);
+        let from = format!("{layer}::{module}");
         let deps = g.entry(from.clone()).or_default();
-        for (i, _) in text.match_indices("crate::") {
-            // Not `dnsfence::crate::`…; the name after `crate::` up to the next `::` or symbol.
-            let rest = &text[i + 7..];
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() && name != from {
-                deps.insert(name);
+        if i.path.len() == 2 && LAYERS.contains(&i.path[0].as_str()) {
+            let to = i.path.join("::");
+            if to != from {
+                deps.insert(to);
             }
         }
     }
@@ -66,6 +140,7 @@ fn cycles(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
         node: &str,
         path: &mut Vec<String>,
         found: &mut BTreeSet<Vec<String>>,
+        done: &mut BTreeSet<String>,
     ) {
         if let Some(at) = path.iter().position(|p| p == node) {
             let mut cycle = path[at..].to_vec();
@@ -80,27 +155,52 @@ fn cycles(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
             found.insert(cycle);
             return;
         }
-        if path.len() > 32 {
+        if done.contains(node) {
             return;
         }
         path.push(node.to_string());
         for next in g.get(node).into_iter().flatten() {
-            visit(g, next, path, found);
+            visit(g, next, path, found, done);
         }
         path.pop();
+        done.insert(node.to_string());
     }
     let mut found = BTreeSet::new();
+    let mut done = BTreeSet::new();
     for node in g.keys() {
-        visit(g, node, &mut Vec::new(), &mut found);
+        visit(g, node, &mut Vec::new(), &mut found, &mut done);
     }
     found.into_iter().collect()
 }
 
 #[test]
-fn src_modules_import_no_cycle() {
-    let g = graph();
+fn every_module_imports_only_from_its_layer_and_below() {
+    let imports = imports();
     assert!(
-        g.len() > 20,
+        imports.len() > 200,
+        "src/ was read: {} imports",
+        imports.len()
+    );
+    // Every folder of src/ is a layer of the table, and every layer is a folder.
+    let mut folders: Vec<String> = std::fs::read_dir(src())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    folders.sort();
+    let mut layers: Vec<String> = LAYERS.iter().map(|l| l.to_string()).collect();
+    layers.sort();
+    assert_eq!(folders, layers, "src/'s folders are the layers");
+    let v = violations(&imports);
+    assert!(v.is_empty(), "layering broken:\n{}", v.join("\n"));
+}
+
+#[test]
+fn src_modules_import_no_cycle() {
+    let g = graph(&imports());
+    assert!(
+        g.len() > 30,
         "the modules of src/ were found: {:?}",
         g.keys()
     );
@@ -116,23 +216,30 @@ fn src_modules_import_no_cycle() {
 }
 
 #[test]
-fn the_bottom_layer_reaches_up_into_nothing() {
-    let g = graph();
-    for bottom in ["wire", "clock", "sync", "fileerror", "codec", "caps"] {
-        assert_eq!(
-            g.get(bottom).cloned().unwrap_or_default(),
-            BTreeSet::new(),
-            "{bottom} must not depend on other modules of dnsfence"
-        );
-    }
-}
-
-#[test]
-fn the_cycle_finder_finds_cycles() {
+fn the_checks_find_what_they_look_for() {
+    let import = |file: &str, path: &str| Import {
+        file: file.into(),
+        line: 7,
+        path: path.split("::").map(str::to_string).collect(),
+    };
+    let v = violations(&[
+        import("catalog/zones.rs", "base::matcher"),
+        import("catalog/zones.rs", "catalog::policy"),
+        import("base/wire.rs", "catalog::zones"),
+        import("resolve/cache.rs", "zones"),
+        import("net/tcp.rs", "warn_limited"),
+    ]);
+    assert_eq!(
+        v,
+        [
+            "base/wire.rs:7: imports crate::catalog::zones from layer 'catalog', above its own 'base'",
+            "resolve/cache.rs:7: imports crate::zones, which is in no layer",
+        ]
+    );
     let mut g = BTreeMap::new();
-    g.insert("a".to_string(), BTreeSet::from(["b".to_string()]));
-    g.insert("b".to_string(), BTreeSet::from(["c".to_string()]));
-    g.insert("c".to_string(), BTreeSet::from(["a".to_string()]));
-    g.insert("d".to_string(), BTreeSet::from(["a".to_string()]));
-    assert_eq!(cycles(&g), [vec!["a", "b", "c"]]);
+    g.insert("a::x".to_string(), BTreeSet::from(["a::y".to_string()]));
+    g.insert("a::y".to_string(), BTreeSet::from(["b::z".to_string()]));
+    g.insert("b::z".to_string(), BTreeSet::from(["a::x".to_string()]));
+    g.insert("c::w".to_string(), BTreeSet::from(["a::x".to_string()]));
+    assert_eq!(cycles(&g), [vec!["a::x", "a::y", "b::z"]]);
 }

@@ -135,7 +135,9 @@ fn sighup_reopens_the_log_file_and_applies_the_level() {
         std::fs::rename(&log, &rotated).unwrap();
         // Reload with level "all": the allowed query is now logged too.
         std::fs::write(&path, text.replace("level = \"denied\"", "level = \"all\"")).unwrap();
-        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        f.signals
+            .send(dnsfence::daemon::signal::Signal::Reload)
+            .unwrap();
         assert!(
             eventually(Duration::from_secs(3), || log.exists()).await,
             "reopened"
@@ -152,7 +154,9 @@ fn sighup_reopens_the_log_file_and_applies_the_level() {
         // reload must not leave dnsfence writing to the moved file.
         std::fs::rename(&log, &rotated).unwrap();
         std::fs::write(&path, "[server\n").unwrap();
-        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        f.signals
+            .send(dnsfence::daemon::signal::Signal::Reload)
+            .unwrap();
         assert!(
             eventually(Duration::from_secs(3), || log.exists()).await,
             "reopened after a refused reload"

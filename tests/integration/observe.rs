@@ -371,7 +371,9 @@ fn sighup_reload_swaps_the_policy_or_keeps_the_old_one() {
             text.replace("\"win32-apps\"]", "\"win32-apps\", \"remote-help\"]"),
         )
         .unwrap();
-        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        f.signals
+            .send(dnsfence::daemon::signal::Signal::Reload)
+            .unwrap();
         let allowed = eventually_async(Duration::from_secs(3), || async {
             !blocked(&c.udp(&remote).await)
         })
@@ -379,7 +381,9 @@ fn sighup_reload_swaps_the_policy_or_keeps_the_old_one() {
         assert!(allowed, "the new policy serves");
         // A broken file: the reload fails and the last good policy keeps serving.
         std::fs::write(&path, "this is not toml = = =").unwrap();
-        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        f.signals
+            .send(dnsfence::daemon::signal::Signal::Reload)
+            .unwrap();
         let failed = eventually_async(Duration::from_secs(3), || async {
             let s = scrape(&f).await;
             sample(&s, "dnsfence_config_reloads_total", &[("result", "error")]) == Some(1.0)
@@ -516,7 +520,7 @@ fn suggest_proposes_zone_blocks_from_the_log_and_the_running_instance() {
             from_log.contains("  \"evilmanage.microsoft.com\","),
             "{from_log}"
         );
-        let sets = dnsfence::zones::parse_file(
+        let sets = dnsfence::catalog::zones::parse_file(
             std::path::Path::new("suggested.toml"),
             &from_log,
             &mut Vec::new(),

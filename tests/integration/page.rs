@@ -237,7 +237,7 @@ fn a_heading_longer_than_a_description_still_makes_an_overlay_that_loads() {
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
-    let (_, policy) = dnsfence::app::load(&cfg).unwrap();
+    let (_, policy) = dnsfence::daemon::app::load(&cfg).unwrap();
     let set = policy.catalog.set("page-attestation-eu").unwrap();
     assert!(
         set.description.chars().count() <= 256,
@@ -289,7 +289,7 @@ fn pull_from_the_page_writes_an_overlay_that_check_accepts() {
         out.contains("page.toml: 193, page-consolidated, page-attestation-eu"),
         "{out}"
     );
-    let (_, policy) = dnsfence::app::load(&cfg).unwrap();
+    let (_, policy) = dnsfence::daemon::app::load(&cfg).unwrap();
     assert!(
         policy
             .catalog
@@ -317,7 +317,7 @@ fn pull_from_the_page_writes_an_overlay_that_check_accepts() {
     );
     // A North American tenant does not get the EU host.
     let cfg = config_in(dir.path(), profiles, "\"na\"");
-    let (_, policy) = dnsfence::app::load(&cfg).unwrap();
+    let (_, policy) = dnsfence::daemon::app::load(&cfg).unwrap();
     let view = policy.view("v").unwrap();
     assert!(view.lookup("intunemaape20.neu.attest.azure.net").is_none());
     assert!(view.lookup("new-autopilot.microsoft.com").is_some());
@@ -325,7 +325,7 @@ fn pull_from_the_page_writes_an_overlay_that_check_accepts() {
 
 #[test]
 fn every_name_and_subnet_of_the_consolidated_list_is_allowed_by_the_default_config() {
-    let page = dnsfence::source::page::parse(&page_fixture()).unwrap();
+    let page = dnsfence::catalog::source::page::parse(&page_fixture()).unwrap();
     let list = &page.lists[0];
     assert_eq!(list.name, "consolidated list");
     // 94 lines of FQDNs (one twice, one rejected: 92 names) and 88 subnets.
@@ -336,14 +336,14 @@ fn every_name_and_subnet_of_the_consolidated_list_is_allowed_by_the_default_conf
     let path = repo().join("config/dnsfence.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     let config = dnsfence::config::Config::parse(&path, &text, &rc).unwrap();
-    let policy = dnsfence::app::compile(&config).unwrap();
+    let policy = dnsfence::daemon::app::compile(&config).unwrap();
     let view = policy.view("local").unwrap();
     // The names of the US Government cloud are left to its profile (off by default).
     // The multi-tenant wildcard the parser rejects is in the consolidated list too.
     let rejected = ["*.webpubsub.azure.com".to_string()];
     let mut other_cloud = Vec::new();
     for name in list.names.iter().chain(rejected.iter()) {
-        let asked = dnsfence::explain::asked(name).unwrap();
+        let asked = dnsfence::cli::explain::asked(name).unwrap();
         if view.lookup(&asked.name).is_some() {
             continue;
         }
@@ -476,7 +476,9 @@ fn a_running_server_follows_the_page_and_keeps_the_last_good_overlay() {
         assert_eq!(crate::harness::rcode(&denied), ResponseCode::NXDomain);
 
         // A SIGHUP polls again: the same page is "unchanged".
-        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        f.signals
+            .send(dnsfence::daemon::signal::Signal::Reload)
+            .unwrap();
         assert!(
             crate::harness::eventually_async(Duration::from_secs(5), || async {
                 fetches(&f, "page", "unchanged").await >= 1.0
@@ -491,7 +493,9 @@ fn a_running_server_follows_the_page_and_keeps_the_last_good_overlay() {
             1,
         );
         server.served.lock().unwrap().page = changed.clone();
-        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        f.signals
+            .send(dnsfence::daemon::signal::Signal::Reload)
+            .unwrap();
         let allowed = crate::harness::eventually_async(Duration::from_secs(5), || async {
             let a = c.ask("evilmanage.microsoft.com.", RecordType::A).await;
             crate::harness::rcode(&a) == ResponseCode::NoError
@@ -664,7 +668,9 @@ fn a_running_server_follows_the_autopilot_page() {
         assert!(!allowed());
         // The page names a new host: allowed after one refresh, without a restart.
         server.served.lock().unwrap().page = autopilot_with_new_host();
-        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        f.signals
+            .send(dnsfence::daemon::signal::Signal::Reload)
+            .unwrap();
         assert!(
             crate::harness::eventually(Duration::from_secs(5), allowed).await,
             "the page's new host is allowed without a restart"
@@ -689,7 +695,9 @@ fn a_running_server_follows_the_autopilot_page() {
         let before = fetches(&f, "autopilot-page", "invalid").await;
         server.served.lock().unwrap().page =
             autopilot_with_new_host().replace("(#tab/networking)", "(#tab/net)");
-        f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+        f.signals
+            .send(dnsfence::daemon::signal::Signal::Reload)
+            .unwrap();
         assert!(
             crate::harness::eventually_async(Duration::from_secs(5), || async {
                 fetches(&f, "autopilot-page", "invalid").await > before

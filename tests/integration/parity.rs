@@ -183,7 +183,8 @@ fn table() -> Vec<Case> {
 
 /// A reply with every TTL set to 0.
 fn ttl_aside(mut reply: Vec<u8>) -> Vec<u8> {
-    let offsets = dnsfence::wire::ttl_offsets(&reply).expect("a reply that parses to its end");
+    let offsets =
+        dnsfence::base::wire::ttl_offsets(&reply).expect("a reply that parses to its end");
     for (off, _) in offsets {
         let off = off as usize;
         reply[off..off + 4].fill(0);

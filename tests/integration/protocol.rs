@@ -185,9 +185,9 @@ fn busy_polling_workers_answer_a_burst_whole_then_sleep_and_wake() {
         // a reader thread drains it while the burst goes out.
         const BURST: u16 = 400;
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        dnsfence::sockopt::grow_buffer(
+        dnsfence::base::sockopt::grow_buffer(
             std::os::fd::AsRawFd::as_raw_fd(&sock),
-            dnsfence::sockopt::Buffer::Receive,
+            dnsfence::base::sockopt::Buffer::Receive,
             1 << 20,
         );
         sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use dnsfence::base::outcome::Verdict;
 use dnsfence::config::DenyRcode;
-use dnsfence::outcome::Verdict;
 use dnsfence::query::Engine;
 
 use crate::harness::{Authority, Server, config_text, run};
@@ -330,7 +330,9 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
             };
             std::fs::write(&path, &text).unwrap();
             *f.status.last_reload.lock().unwrap() = None;
-            f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+            f.signals
+                .send(dnsfence::daemon::signal::Signal::Reload)
+                .unwrap();
             let outcome = loop {
                 if let Some(o) = f.status.last_reload.lock().unwrap().clone() {
                     break o;
@@ -363,7 +365,9 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
             // Back to the base configuration for the next key.
             std::fs::write(&path, &base).unwrap();
             *f.status.last_reload.lock().unwrap() = None;
-            f.signals.send(dnsfence::signal::Signal::Reload).unwrap();
+            f.signals
+                .send(dnsfence::daemon::signal::Signal::Reload)
+                .unwrap();
             loop {
                 if let Some(o) = f.status.last_reload.lock().unwrap().clone() {
                     assert_eq!(o, Ok(()), "{name}: back to base");

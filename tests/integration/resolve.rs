@@ -74,7 +74,7 @@ fn cname_chain_is_returned_whole() {
             ["192.0.2.20".parse::<std::net::Ipv4Addr>().unwrap()]
         );
         // The same chain's addresses are what the firewall will admit.
-        let addrs: Vec<String> = dnsfence::answer::addresses(&a.answers)
+        let addrs: Vec<String> = dnsfence::resolve::answer::addresses(&a.answers)
             .iter()
             .map(|x| x.ip.to_string())
             .collect();
@@ -100,7 +100,7 @@ fn https_hints_are_answer_addresses() {
             answer_types(&a),
             [("graph.microsoft.com.".into(), RecordType::HTTPS)]
         );
-        let addrs: Vec<String> = dnsfence::answer::addresses(&a.answers)
+        let addrs: Vec<String> = dnsfence::resolve::answer::addresses(&a.answers)
             .iter()
             .map(|x| x.ip.to_string())
             .collect();

@@ -336,7 +336,7 @@ fn the_package_runs_with_only_the_units_two_capabilities() {
             "stops on SIGTERM"
         );
         assert!(
-            state.join(dnsfence::warm::FILE).exists(),
+            state.join(dnsfence::state::warm::FILE).exists(),
             "the stop wrote the warm-restart state: {}",
             std::fs::read_to_string(&stderr).unwrap_or_default()
         );

@@ -67,7 +67,7 @@ async fn restart_keeps_cache_and_ledger(ns: Option<&Netns>) {
     assert_eq!(asked, usize::from(NAMES), "each name asked once");
     let upstream = first.stop_keeping_upstream().await;
     assert!(
-        dir.path().join(dnsfence::warm::FILE).exists(),
+        dir.path().join(dnsfence::state::warm::FILE).exists(),
         "the stop wrote the state"
     );
     if let Some(ns) = ns {
@@ -178,7 +178,7 @@ fn a_damaged_state_file_is_ignored_with_a_warning() {
             1,
         );
         std::fs::write(&cfg, text).unwrap();
-        let state = dir.path().join(dnsfence::warm::FILE);
+        let state = dir.path().join(dnsfence::state::warm::FILE);
         // A real state file first, then damaged three ways.
         let q = crate::harness::query("manage.microsoft.com.", RecordType::A, Some(1232))
             .to_vec()

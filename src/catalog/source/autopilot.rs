@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 
 use super::{Source, SourceKind, SourceList, validate_name};
-use crate::zones::{PortSpec, Proto};
+use crate::catalog::zones::{PortSpec, Proto};
 
 /// Why the Autopilot page cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use super::{Source, SourceKind, SourceSet, parse_ports, validate_name, validate_network};
-use crate::zones::{Category, Proto};
+use crate::catalog::zones::{Category, Proto};
 
 /// One endpoint set as the service returns it.
 #[derive(Debug, Clone, Deserialize)]
@@ -92,7 +92,7 @@ pub fn parse(text: &str) -> Result<Source, FeedError> {
         let mut set = SourceSet {
             id,
             // Bounded as a zone file's description is, so that the overlay loads.
-            description: crate::fileerror::excerpt_to(
+            description: crate::base::fileerror::excerpt_to(
                 r.notes
                     .as_deref()
                     .or(r.service_area_display_name.as_deref())

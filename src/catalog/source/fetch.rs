@@ -22,8 +22,8 @@ use hickory_proto::rr::{Name, RecordType};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
-use crate::answer::AnswerAddr;
-use crate::upstream::Upstream;
+use crate::resolve::answer::AnswerAddr;
+use crate::resolve::upstream::Upstream;
 
 /// The largest body read (the MEM feed and the page are tens of KiB).
 const MAX_BODY: u64 = 8 << 20;
@@ -88,7 +88,7 @@ impl Resolver for ViaUpstream {
         for qtype in [RecordType::A, RecordType::AAAA] {
             let resolved = self.runtime.block_on(upstream.resolve(&name, qtype));
             if let Ok(res) = resolved.result {
-                for a in crate::answer::addresses(&res.resolution.answers) {
+                for a in crate::resolve::answer::addresses(&res.resolution.answers) {
                     let AnswerAddr { ip, .. } = a;
                     out.push(SocketAddr::new(ip, port));
                 }

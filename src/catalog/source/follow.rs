@@ -11,13 +11,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::sync::lock;
+use crate::base::sync::lock;
 
 use tokio::sync::mpsc;
 
 use super::fetch::{FeedService, FetchError, Fetcher};
 use super::{Provenance, Source, SourceKind, overlay, same_overlay, temporary_beside};
-use crate::zones::Catalog;
+use crate::catalog::zones::Catalog;
 
 /// The results a fetch can have: `dnsfence_catalog_fetches_total{source,result}`.
 pub const RESULTS: [&str; 7] = [
@@ -267,7 +267,7 @@ pub async fn follow(
                 status.count(if changed { "ok" } else { "unchanged" });
                 status
                     .last_success
-                    .store(crate::clock::unix_now(), Ordering::Relaxed);
+                    .store(crate::base::clock::unix_now(), Ordering::Relaxed);
                 *lock(&status.last_error) = None;
                 if changed {
                     tracing::info!(

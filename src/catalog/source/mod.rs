@@ -22,10 +22,10 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 use serde::Serialize;
 
+use crate::base::fileerror::excerpt;
+use crate::base::matcher::Pattern;
+use crate::catalog::zones::{Catalog, Category, EndpointSet, PortSpec, Proto};
 use crate::config::TenantRegion;
-use crate::fileerror::excerpt;
-use crate::matcher::Pattern;
-use crate::zones::{Catalog, Category, EndpointSet, PortSpec, Proto};
 
 /// Which source a [`Source`] was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -163,7 +163,7 @@ pub fn parse_ports(text: &str, proto: Proto) -> Result<Vec<PortSpec>, String> {
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         // The zone files' one rule for ports and ranges.
         let written = format!("{proto_name}/{}", part.replace(' ', ""));
-        let ports = crate::zones::parse_port_range(&written)
+        let ports = crate::catalog::zones::parse_port_range(&written)
             .map_err(|why| format!("'{}': {why}", excerpt(part)))?;
         out.extend(ports);
     }
@@ -175,7 +175,7 @@ pub fn parse_ports(text: &str, proto: Proto) -> Result<Vec<PortSpec>, String> {
 /// since a source cannot say `multi_tenant = true`).
 pub fn validate_name(text: &str) -> Result<String, String> {
     let pattern = Pattern::parse(text).map_err(|e| e.reason.to_string())?;
-    if let Some((kind, suffix)) = crate::zones::wildcard_scope(&pattern) {
+    if let Some((kind, suffix)) = crate::catalog::zones::wildcard_scope(&pattern) {
         return Err(match kind {
             psl::Type::Icann => format!(
                 "a wildcard directly under the public suffix '{suffix}' would allow whole \
@@ -602,7 +602,7 @@ pub fn overlay(catalog: &Catalog, source: &Source, from: &Provenance) -> String 
          # What the {kind} adds to the catalog. New ids join the profile named in them; \"{kind}\"\n\
          # is one a view must list to use them.",
         from.version.as_deref().unwrap_or("unknown"),
-        crate::clock::rfc3339(std::time::SystemTime::now())
+        crate::base::clock::rfc3339(std::time::SystemTime::now())
     );
     for r in &source.rejected {
         // Excerpts: a comment is one line of printable text, whatever the source wrote (the
@@ -668,10 +668,10 @@ pub fn overlay(catalog: &Catalog, source: &Source, from: &Provenance) -> String 
 }
 
 /// A description as a zone file may hold it: a longer one (a page heading can be any length) is
-/// cut at [`crate::zones::MAX_DESCRIPTION`] characters, the last one an ellipsis, so that the
+/// cut at [`crate::catalog::zones::MAX_DESCRIPTION`] characters, the last one an ellipsis, so that the
 /// overlay still loads.
 fn bounded_description(d: &str) -> std::borrow::Cow<'_, str> {
-    let max = crate::zones::MAX_DESCRIPTION;
+    let max = crate::catalog::zones::MAX_DESCRIPTION;
     if d.chars().count() <= max {
         return d.into();
     }

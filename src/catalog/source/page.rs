@@ -21,9 +21,9 @@ use std::collections::BTreeSet;
 use super::{
     Source, SourceKind, SourceList, SourceSet, parse_ports, validate_name, validate_network,
 };
+use crate::base::fileerror::{excerpt, excerpt_to};
+use crate::catalog::zones::{Category, PortSpec, Proto};
 use crate::config::TenantRegion;
-use crate::fileerror::{excerpt, excerpt_to};
-use crate::zones::{Category, PortSpec, Proto};
 
 /// Why a page cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -14,7 +14,7 @@ use super::fetch::{FeedService, FetchError, Fetcher, ViaUpstream};
 use super::page::PageError;
 use super::{Provenance, Source, autopilot, feed, page};
 use crate::config::Config;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::resolve::upstream::{Upstream, UpstreamError};
 
 /// Where a source is.
 #[derive(Debug, Clone)]

@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::notify::Heartbeat;
+use crate::base::notify::Heartbeat;
+use crate::net::ratelimit::RateLimiter;
 use crate::query::event::Transport;
 use crate::query::{Engine, Now, canonical};
-use crate::ratelimit::RateLimiter;
 use socket::{BATCH, Batch, Wait};
 
 /// What the UDP workers do besides answering.
@@ -187,7 +187,7 @@ mod tests {
             sockets[0].local_addr().unwrap(),
             sockets[1].local_addr().unwrap()
         );
-        let granted = crate::sockopt::receive_buffer(sockets[0].as_raw_fd()).unwrap();
+        let granted = crate::base::sockopt::receive_buffer(sockets[0].as_raw_fd()).unwrap();
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             // The kernel reports twice what was asked (its bookkeeping share).
@@ -198,7 +198,7 @@ mod tests {
             );
         } else {
             let default = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            let default = crate::sockopt::receive_buffer(default.as_raw_fd()).unwrap();
+            let default = crate::base::sockopt::receive_buffer(default.as_raw_fd()).unwrap();
             eprintln!("not root: the buffer is capped by net.core.rmem_max ({granted} bytes)");
             assert!(granted >= default, "{granted} < default {default}");
         }

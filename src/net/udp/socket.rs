@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::sockopt;
+use crate::base::sockopt;
 
 /// Largest datagram read; larger ones are truncated by the kernel and fail to parse. Also the
 /// size of each answer buffer (`max_udp_payload` is at most this).

@@ -10,11 +10,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::{Kind, Metrics};
-use crate::cache::AnswerCache;
+use crate::catalog::source::follow;
 use crate::fence::Fence;
-use crate::querylog::QueryLog;
-use crate::source::follow;
-use crate::upstream::Upstream;
+use crate::query::log::QueryLog;
+use crate::resolve::cache::AnswerCache;
+use crate::resolve::upstream::Upstream;
 
 /// The state the live metrics read.
 pub struct Watched {
@@ -95,7 +95,7 @@ impl Metrics {
     /// Per upstream server, labelled as configured (a bounded set); resolutions in flight.
     fn watch_upstream(&self, w: &Watched) {
         let fresh = w.upstream_fresh;
-        type Pick = fn(&crate::upstream::ServerHealth) -> f64;
+        type Pick = fn(&crate::resolve::upstream::ServerHealth) -> f64;
         let per_server: [(Kind, &str, &str, Pick); 4] = [
             (
                 Kind::Counter,

@@ -13,9 +13,9 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use crate::answer::Dropped;
-use crate::outcome::{Reason, Verdict};
-use crate::sync::lock;
+use crate::base::outcome::{Reason, Verdict};
+use crate::base::sync::lock;
+use crate::resolve::answer::Dropped;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
@@ -398,7 +398,7 @@ pub struct Metrics {
 impl Metrics {
     /// Sets `dnsfence_family_ready` from a readiness report of the policy in force: series of
     /// views, families or stages it no longer has are removed.
-    pub fn set_readiness(&self, report: &crate::readiness::Report) {
+    pub fn set_readiness(&self, report: &crate::catalog::readiness::Report) {
         self.family_ready.reset();
         for v in &report.views {
             for f in &v.families {
@@ -600,7 +600,7 @@ impl Metrics {
 
     /// The most denied exact names of a view, most first.
     pub fn top_denied(&self, view: &str, limit: usize) -> Vec<(String, u64)> {
-        let views = crate::sync::read(&self.views);
+        let views = crate::base::sync::read(&self.views);
         views
             .get(view)
             .and_then(|v| lock(&v.names).top.as_ref().map(|t| t.top(limit)))
@@ -658,10 +658,10 @@ impl Metrics {
 
     /// The counter handles of a view (created on first use).
     pub fn view(&self, view: &str) -> Arc<ViewCounters> {
-        if let Some(v) = crate::sync::read(&self.views).get(view) {
+        if let Some(v) = crate::base::sync::read(&self.views).get(view) {
             return v.clone();
         }
-        let mut views = crate::sync::write(&self.views);
+        let mut views = crate::base::sync::write(&self.views);
         views
             .entry(view.to_string())
             .or_insert_with(|| Arc::new(ViewCounters::new(view)))

@@ -1,10 +1,10 @@
 //! What a sync link carries, after the TLS handshake: a hello (magic and version; who sent it
-//! is what its certificate says), then frames — each a 4-byte length and a body (`crate::codec` layout) of one type:
+//! is what its certificate says), then frames — each a 4-byte length and a body (`crate::base::codec` layout) of one type:
 //! elements (a batch), the end of a snapshot, or a keep-alive ping. Elements go from the
 //! connecting side to the listening one, pings both ways; elements only grow or extend their expiry on the receiving side, so order and
 //! duplicates do not matter.
 
-use crate::codec::{CodecError, Reader, Writer};
+use crate::base::codec::{CodecError, Reader, Writer};
 
 /// The hello's first bytes.
 pub const MAGIC: &[u8; 8] = b"dnsfsync";

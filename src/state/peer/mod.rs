@@ -29,10 +29,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use crate::base::sync::lock;
 use crate::config::SyncConfig;
 use crate::fence::{Admission, Fence, Shared};
-use crate::metrics::SyncMetrics;
-use crate::sync::lock;
+use crate::query::metrics::SyncMetrics;
 use frame::{Element, Frame};
 
 /// A link with no frame for this long is dead (pings go every [`PING`]).
