@@ -24,6 +24,20 @@ fn diff(feed: &Path, extra: &[&str]) -> (i32, String, String) {
     catalog_diff("--feed", feed, extra)
 }
 
+/// `dnsfence catalog pull SOURCE FILE --out OUT -c CONFIG`: (exit, stdout, stderr).
+pub fn catalog_pull(source: &str, file: &Path, out: &Path, config: &Path) -> (i32, String, String) {
+    dnsfence(&[
+        "catalog",
+        "pull",
+        source,
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-c",
+        config.to_str().unwrap(),
+    ])
+}
+
 /// `dnsfence catalog diff SOURCE FILE -c config/dnsfence.toml [extra]`.
 pub fn catalog_diff(source: &str, file: &Path, extra: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dnsfence"))
@@ -242,16 +256,7 @@ fn pull_writes_an_overlay_that_check_accepts_and_that_only_adds() {
     for round in 0..2 {
         // Twice: the second pull leaves the first overlay out of the comparison, so the result
         // is the same (an overlay never diffs against itself into nothing).
-        let (code, out, err) = dnsfence(&[
-            "catalog",
-            "pull",
-            "--feed",
-            feed_path.to_str().unwrap(),
-            "--out",
-            overlay.to_str().unwrap(),
-            "-c",
-            cfg.to_str().unwrap(),
-        ]);
+        let (code, out, err) = catalog_pull("--feed", &feed_path, &overlay, &cfg);
         assert_eq!(code, 0, "round {round}: {out}{err}");
         // 163, 169 and 170 (what the seed-era feed brings back, 163's new name among it).
         assert!(out.contains("3 endpoint sets extended, 1 new"), "{out}");
@@ -852,16 +857,12 @@ fn the_common_area_is_followed_for_the_ids_the_catalog_holds() {
     );
     // The overlay a pull writes adds the name to 125 and leaves 200 and 78 out.
     let overlay = dir.path().join("feed-overlay.toml");
-    let (code, out, err) = dnsfence(&[
-        "catalog",
-        "pull",
+    let (code, out, err) = catalog_pull(
         "--feed",
-        after.to_str().unwrap(),
-        "--out",
-        overlay.to_str().unwrap(),
-        "-c",
-        "config/dnsfence.toml",
-    ]);
+        &after,
+        &overlay,
+        Path::new("config/dnsfence.toml"),
+    );
     assert_eq!(code, 0, "{out}{err}");
     let text = std::fs::read_to_string(&overlay).unwrap();
     assert!(

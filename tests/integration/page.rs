@@ -10,7 +10,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::catalog::{
-    FeedServer, Served, catalog_diff, dnsfence, fetches, line_changes, page_fixture,
+    FeedServer, Served, catalog_diff, catalog_pull, dnsfence, fetches, line_changes, page_fixture,
     reload_keeps_overlay, repo, start_with,
 };
 
@@ -172,16 +172,7 @@ fn a_restructured_page_is_a_named_failure_and_pull_writes_nothing() {
         assert_eq!(code, 2, "{name}: {out}");
         assert!(err.contains(&want), "{name}: {err}");
         let overlay = dir.path().join("page.toml");
-        let (code, _, err) = dnsfence(&[
-            "catalog",
-            "pull",
-            "--page",
-            path.to_str().unwrap(),
-            "--out",
-            overlay.to_str().unwrap(),
-            "-c",
-            "config/dnsfence.toml",
-        ]);
+        let (code, _, err) = catalog_pull("--page", &path, &overlay, Path::new("config/dnsfence.toml"));
         assert_ne!(code, 0, "{name}");
         assert!(err.contains(&want), "{name}: {err}");
         assert!(!overlay.exists(), "{name}: no overlay written");
@@ -224,16 +215,7 @@ fn a_heading_longer_than_a_description_still_makes_an_overlay_that_loads() {
     std::fs::write(&page, text).unwrap();
     let cfg = config_in(dir.path(), "\"attestation\"", "\"eu\"");
     let overlay = dir.path().join("zones.d/page.toml");
-    let (code, out, err) = dnsfence(&[
-        "catalog",
-        "pull",
-        "--page",
-        page.to_str().unwrap(),
-        "--out",
-        overlay.to_str().unwrap(),
-        "-c",
-        cfg.to_str().unwrap(),
-    ]);
+    let (code, out, err) = catalog_pull("--page", &page, &overlay, &cfg);
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = dnsfence(&["check", "-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
@@ -264,16 +246,7 @@ fn pull_from_the_page_writes_an_overlay_that_check_accepts() {
     let cfg = config_in(dir.path(), profiles, "\"eu\"");
     let overlay = dir.path().join("zones.d/page.toml");
     for round in 0..2 {
-        let (code, out, err) = dnsfence(&[
-            "catalog",
-            "pull",
-            "--page",
-            page.to_str().unwrap(),
-            "--out",
-            overlay.to_str().unwrap(),
-            "-c",
-            cfg.to_str().unwrap(),
-        ]);
+        let (code, out, err) = catalog_pull("--page", &page, &overlay, &cfg);
         assert_eq!(code, 0, "round {round}: {out}{err}");
         assert!(
             out.contains("0 endpoint sets extended, 1 new, 2 lists beyond the catalog"),
@@ -577,16 +550,12 @@ fn the_autopilot_page_is_covered_and_a_new_host_is_pulled_into_the_autopilot_pro
     let zones_d = dir.path().join("zones.d");
     std::fs::create_dir(&zones_d).unwrap();
     let overlay = zones_d.join("autopilot-page.toml");
-    let (code, out, err) = dnsfence(&[
-        "catalog",
-        "pull",
+    let (code, out, err) = catalog_pull(
         "--autopilot-page",
-        fixture.to_str().unwrap(),
-        "--out",
-        overlay.to_str().unwrap(),
-        "-c",
-        "config/dnsfence.toml",
-    ]);
+        &fixture,
+        &overlay,
+        Path::new("config/dnsfence.toml"),
+    );
     assert_eq!(code, 0, "{out}{err}");
     let text = std::fs::read_to_string(&overlay).unwrap();
     assert!(text.contains("# version: 2025-07-08"), "{text}");
