@@ -30,6 +30,9 @@ pub(super) struct RawUpstream {
     max_inflight: Spanned<u64>,
     stale_answer_after_ms: Spanned<u64>,
     stale_max_secs: Spanned<u64>,
+    udp_sockets: Spanned<u64>,
+    udp_socket_queries: Spanned<u64>,
+    udp_socket_secs: Spanned<u64>,
 }
 
 impl Default for RawUpstream {
@@ -48,6 +51,11 @@ impl Default for RawUpstream {
             // RFC 8767 section 4 suggests 1.8 s, and 1 to 3 days.
             stale_answer_after_ms: default(1800),
             stale_max_secs: default(86_400),
+            // Unbound's outgoing ports are the model: a few sockets, many queries each, a new
+            // random port now and then.
+            udp_sockets: default(8),
+            udp_socket_queries: default(2_000),
+            udp_socket_secs: default(60),
         }
     }
 }
@@ -133,6 +141,12 @@ pub struct UpstreamConfig {
     pub stale_answer_after: Duration,
     /// How long past its expiry an answer may still be served stale (zero: never).
     pub stale_max: Duration,
+    /// Plain UDP: sockets per server, each carrying many queries (`resolve::outgoing`).
+    pub udp_sockets: usize,
+    /// Plain UDP: a socket is replaced by one on a new random port after this many queries…
+    pub udp_socket_queries: u64,
+    /// …or this long.
+    pub udp_socket_age: Duration,
 }
 
 impl UpstreamConfig {
@@ -143,6 +157,9 @@ impl UpstreamConfig {
             tls_ca_file: self.tls_ca_file.clone(),
             timeout: self.timeout,
             max_inflight: self.max_inflight,
+            udp_sockets: self.udp_sockets,
+            udp_socket_queries: self.udp_socket_queries,
+            udp_socket_age: self.udp_socket_age,
         }
     }
 }
@@ -158,6 +175,12 @@ pub struct PoolSettings {
     pub timeout: Duration,
     /// Distinct resolutions in flight at most.
     pub max_inflight: usize,
+    /// Plain UDP sockets per server.
+    pub udp_sockets: usize,
+    /// Queries a UDP socket carries before a new port replaces it.
+    pub udp_socket_queries: u64,
+    /// How long a UDP socket is used before a new port replaces it.
+    pub udp_socket_age: Duration,
 }
 
 impl RawUpstream {
@@ -260,6 +283,14 @@ impl RawUpstream {
                 0,
                 30 * 86_400,
             )?),
+            udp_sockets: b(&self.udp_sockets, "udp_sockets", 1, 256)? as usize,
+            udp_socket_queries: b(&self.udp_socket_queries, "udp_socket_queries", 1, 1_000_000)?,
+            udp_socket_age: Duration::from_secs(b(
+                &self.udp_socket_secs,
+                "udp_socket_secs",
+                1,
+                3_600,
+            )?),
         })
     }
 }
@@ -280,6 +311,9 @@ impl Reload for UpstreamConfig {
             max_inflight,
             stale_answer_after,
             stale_max,
+            udp_sockets,
+            udp_socket_queries,
+            udp_socket_age,
         } = self;
         let u = new;
         // A new upstream pool is built for these; the cache takes its new limits in place.
@@ -289,6 +323,17 @@ impl Reload for UpstreamConfig {
         plan.check(
             "upstream.max_inflight",
             *max_inflight != u.max_inflight,
+            true,
+        );
+        plan.check("upstream.udp_sockets", *udp_sockets != u.udp_sockets, true);
+        plan.check(
+            "upstream.udp_socket_queries",
+            *udp_socket_queries != u.udp_socket_queries,
+            true,
+        );
+        plan.check(
+            "upstream.udp_socket_secs",
+            *udp_socket_age != u.udp_socket_age,
             true,
         );
         plan.check("upstream.cache_size", *cache_size != u.cache_size, true);

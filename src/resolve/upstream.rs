@@ -1,4 +1,12 @@
-//! Upstream resolution of allowed names through hickory-resolver's name-server pool.
+//! Upstream resolution of allowed names: plain UDP through dnsfence's own pool of rotating
+//! sockets (`outgoing.rs`: many queries a socket, not a socket a query), TCP (on truncation), DoT
+//! and DoH through hickory-resolver's name-server pool.
+//!
+//! Why not hickory's UDP client for plain DNS: it opens, registers with the runtime and closes a
+//! socket for every query (for a fresh random port), which was about half of a cache miss's CPU
+//! time (`perf`: the kernel's socket setup and epoll registration); `outgoing.rs` keeps the
+//! spoofing resistance (random port, random ID, 0x20 case) with sockets that carry many queries
+//! and rotate to new ports, and says what a forged reply must guess.
 //!
 //! Why the pool and not `Resolver::lookup`: the resolver's lookup chases CNAMEs itself and turns
 //! NODATA and NXDOMAIN into errors, so a CNAME chain that ends in NODATA lost its CNAMEs, and it
@@ -161,6 +169,9 @@ impl Inflight {
 /// its health.
 struct Server {
     label: String,
+    /// Plain DNS: the UDP sockets queries go out on first; `pool` is then TCP only, for
+    /// truncated answers.
+    udp: Option<crate::resolve::outgoing::Outgoing>,
     pool: NameServerPool<TokioRuntimeProvider>,
     health: Health,
     /// For DoT and DoH: what a diagnostic handshake needs (hickory's pool reports a failed
@@ -217,6 +228,10 @@ pub struct ServerHealth {
     pub failures: u64,
     /// Since its last answer, if any.
     pub since_last_answer: Option<Duration>,
+    /// Plain UDP: replies dropped, by reason label (`outgoing::Dropped`).
+    pub replies_dropped: Vec<(&'static str, u64)>,
+    /// Plain UDP: sockets opened (the first ones, then one per rotation).
+    pub udp_sockets_opened: u64,
 }
 
 /// The upstream servers.
@@ -287,8 +302,17 @@ impl Upstream {
                     config: tls.config.clone(),
                 };
                 let cx = Arc::new(PoolContext::new(opts.clone(), tls));
+                let udp = matches!(s.transport, UpstreamTransport::Plain).then(|| {
+                    crate::resolve::outgoing::Outgoing::new(
+                        s.addr,
+                        config.udp_sockets,
+                        config.udp_socket_queries,
+                        config.udp_socket_age,
+                    )
+                });
                 Server {
                     label: s.label.clone(),
+                    udp,
                     pool: NameServerPool::from_config(
                         [name_server(s)],
                         cx,
@@ -364,6 +388,15 @@ impl Upstream {
                     failures: h.failures.load(Ordering::Relaxed),
                     since_last_answer: (ok != 0)
                         .then(|| Duration::from_millis(self.now_ms().saturating_sub(ok))),
+                    replies_dropped: s.udp.as_ref().map_or_else(Vec::new, |u| {
+                        crate::resolve::outgoing::Dropped::ALL
+                            .iter()
+                            .map(|d| (d.as_str(), u.stats().dropped(*d)))
+                            .collect()
+                    }),
+                    udp_sockets_opened: s.udp.as_ref().map_or(0, |u| {
+                        u.stats().opened.load(std::sync::atomic::Ordering::Relaxed)
+                    }),
                 }
             })
             .collect()
@@ -404,7 +437,8 @@ impl Upstream {
         }
     }
 
-    /// One question to one server, within `budget`.
+    /// One question to one server, within `budget`: over its UDP sockets for plain DNS (TCP
+    /// when the answer is truncated), else through its hickory pool (DoT, DoH).
     async fn ask(
         &self,
         s: &Server,
@@ -412,6 +446,33 @@ impl Upstream {
         qtype: RecordType,
         budget: Duration,
     ) -> Result<Resolution, NetError> {
+        let started = Instant::now();
+        if let Some(udp) = &s.udp {
+            use crate::resolve::outgoing::UdpError;
+            match udp.query(name, qtype, UPSTREAM_PAYLOAD, budget).await {
+                Ok(message) => {
+                    let rcode = message.metadata.response_code;
+                    // As hickory's pool: any rcode but NOERROR and NXDOMAIN means the server
+                    // cannot or will not answer; the next server is tried (a probe counts it
+                    // as alive).
+                    if !matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
+                        return Err(NetError::Dns(DnsError::ResponseCode(rcode)));
+                    }
+                    return Ok(Resolution {
+                        rcode,
+                        answers: message.answers,
+                        authorities: message.authorities,
+                    });
+                }
+                // Truncated, or a reply to our ID and name in another case: TCP, where an
+                // off-path forger cannot answer.
+                Err(UdpError::Truncated | UdpError::CaseChanged) => {}
+                Err(UdpError::Timeout) => return Err(NetError::Timeout),
+                Err(UdpError::Busy) => return Err(NetError::Busy),
+                Err(UdpError::Io(e)) => return Err(NetError::Io(Arc::new(e))),
+            }
+        }
+        let budget = budget.saturating_sub(started.elapsed());
         let mut options = DnsRequestOptions::default();
         options.recursion_desired = true;
         options.use_edns = true;
@@ -626,7 +687,8 @@ fn name_server(s: &UpstreamServer) -> NameServerConfig {
         c
     };
     let connections = match &s.transport {
-        UpstreamTransport::Plain => vec![conn(ProtocolConfig::Udp), conn(ProtocolConfig::Tcp)],
+        // UDP goes out on dnsfence's own sockets (`outgoing.rs`); the pool is for truncation.
+        UpstreamTransport::Plain => vec![conn(ProtocolConfig::Tcp)],
         UpstreamTransport::Tls { server_name } => vec![conn(ProtocolConfig::Tls {
             server_name: server_name.as_str().into(),
         })],

@@ -192,6 +192,24 @@ fn every_setting_is_applied_or_the_reload_is_refused_naming_it() {
             ),
             (
                 "upstream",
+                "udp_sockets",
+                "3",
+                Applied(|e| e.upstream.load().settings().udp_sockets == 3),
+            ),
+            (
+                "upstream",
+                "udp_socket_queries",
+                "77",
+                Applied(|e| e.upstream.load().settings().udp_socket_queries == 77),
+            ),
+            (
+                "upstream",
+                "udp_socket_secs",
+                "30",
+                Applied(|e| e.upstream.load().settings().udp_socket_age.as_secs() == 30),
+            ),
+            (
+                "upstream",
                 "stale_answer_after_ms",
                 "250",
                 Applied(|e| e.stale_answer_after_ms.load(Ordering::Relaxed) == 250),

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::A;
@@ -211,8 +212,9 @@ fn spoofed_replies_are_not_used() {
     });
 }
 
-/// What an off-path spoofer must guess: every upstream query has its own source port and a random
-/// ID (hickory's UDP client binds a random port per query), and its name in random case (0x20).
+/// What an off-path spoofer must guess: a random source port (the first queries each open one of
+/// the pool's sockets, on a port the kernel picks at random), a random ID, and the name in random
+/// case (0x20).
 #[test]
 fn upstream_queries_use_random_ports_ids_and_case() {
     run(async {
@@ -231,10 +233,16 @@ fn upstream_queries_use_random_ports_ids_and_case() {
         assert_eq!(wire.len(), WITH_A.len(), "{wire:?}");
         let ports: HashSet<u16> = wire.iter().map(|q| q.0).collect();
         let ids: HashSet<u16> = wire.iter().map(|q| q.1).collect();
-        assert_eq!(
-            ports.len(),
-            WITH_A.len(),
-            "a source port per query: {wire:?}"
+        // Spread over the pool's 8 sockets (one of them also carried the start-up probe).
+        assert!(
+            ports.len() >= WITH_A.len() - 1,
+            "the pool's sockets, each on its own port: {wire:?}"
+        );
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let low: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(
+            ports.iter().all(|&p| p >= low),
+            "ports the kernel picked from its ephemeral range: {ports:?}"
         );
         assert!(ids.len() >= WITH_A.len() - 1, "random IDs: {wire:?}");
         let mixed = wire
@@ -387,6 +395,175 @@ fn report_mode_admits_would_be_denials_tagged() {
                 &[("view", "loopback"), ("set", "loopback_v4")]
             ),
             Some(2.0)
+        );
+        f.stop().await;
+    });
+}
+
+/// A forger in front of the real upstream, on UDP only: for each query it relays to the real
+/// upstream, then sends the client (dnsfence's socket) the real reply with the wrong ID, from
+/// another port, from another address, and for another name — and only then the real reply
+/// (after `delay`, past the query's deadline, when the name's first label is `late`).
+async fn forger(real: SocketAddr) -> SocketAddr {
+    let udp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = udp.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, client)) = udp.recv_from(&mut buf).await else {
+                return;
+            };
+            let query = buf[..n].to_vec();
+            let udp = udp.clone();
+            tokio::spawn(async move {
+                let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                relay.send_to(&query, real).await.unwrap();
+                let mut b = vec![0u8; 4096];
+                let Ok(Ok((n, _))) =
+                    tokio::time::timeout(Duration::from_secs(2), relay.recv_from(&mut b)).await
+                else {
+                    return;
+                };
+                let real_reply = b[..n].to_vec();
+                let mut wrong_id = real_reply.clone();
+                wrong_id[0] ^= 0xff;
+                let _ = udp.send_to(&wrong_id, client).await;
+                let other_port = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let _ = other_port.send_to(&real_reply, client).await;
+                let other_addr = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+                let _ = other_addr.send_to(&real_reply, client).await;
+                let mut other_name = Message::from_vec(&real_reply).unwrap();
+                let mut q = other_name.queries[0].clone();
+                q.set_name(Name::from_ascii("evil.example.").unwrap());
+                other_name.queries = vec![q];
+                let _ = udp.send_to(&other_name.to_vec().unwrap(), client).await;
+                let asked = Message::from_vec(&query).unwrap();
+                if asked.queries[0]
+                    .name()
+                    .to_ascii()
+                    .to_ascii_lowercase()
+                    .starts_with("late.")
+                {
+                    tokio::time::sleep(Duration::from_millis(1200)).await;
+                }
+                let _ = udp.send_to(&real_reply, client).await;
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn forged_replies_are_dropped_and_counted_and_the_real_one_answered() {
+    run(async {
+        let upstream = Authority::start().await;
+        let real = upstream.addr;
+        let spoof = forger(real).await;
+        let f = start_behind(spoof, upstream).await;
+        let c = f.client();
+        for name in WITH_A {
+            let a = c.ask(name, RecordType::A).await;
+            assert_eq!(rcode(&a), ResponseCode::NoError, "{name}");
+            assert!(!ips(&a).0.is_empty(), "{name}: the real answer");
+        }
+        let server = spoof.to_string();
+        let dropped = |s: &prometheus_parse::Scrape, reason: &str| {
+            sample(
+                s,
+                "dnsfence_upstream_replies_dropped_total",
+                &[("server", &server), ("reason", reason)],
+            )
+            .unwrap_or(0.0)
+        };
+        let s = scrape(&f).await;
+        let asked = WITH_A.len() as f64;
+        // Each forgery sent before the real reply of every query (some names take two
+        // questions, through a CNAME into another zone).
+        assert!(dropped(&s, "id") >= asked, "wrong ID");
+        assert!(
+            dropped(&s, "source") >= 2.0 * asked,
+            "other port and address"
+        );
+        assert!(dropped(&s, "question") >= asked, "another name");
+        assert_eq!(dropped(&s, "late"), 0.0);
+        // A real reply after the deadline: SERVFAIL within it, the reply counted as late.
+        let started = std::time::Instant::now();
+        let a = c.ask("late.manage.microsoft.com.", RecordType::A).await;
+        assert_eq!(rcode(&a), ResponseCode::ServFail);
+        assert!(
+            started.elapsed() < Duration::from_millis(1100),
+            "within the deadline"
+        );
+        let late = crate::harness::eventually_async(Duration::from_secs(3), || async {
+            dropped(&scrape(&f).await, "late") >= 1.0
+        })
+        .await;
+        assert!(late, "the late reply is counted");
+        f.stop().await;
+    });
+}
+
+#[test]
+fn the_pools_ports_rotate_and_a_burst_larger_than_the_pool_is_answered() {
+    run(async {
+        let f = Server::builder()
+            .config("[upstream]\ntimeout_ms = 2000\nudp_sockets = 2\nudp_socket_queries = 3\n")
+            .start()
+            .await;
+        let c = f.client();
+        for n in 0..12u16 {
+            let (name, _) = crate::harness::bulk_name(n);
+            let a = c.ask(&name, RecordType::A).await;
+            assert_eq!(rcode(&a), ResponseCode::NoError, "{name}");
+        }
+        let wire: Vec<_> = f
+            .upstream
+            .seen
+            .wire()
+            .into_iter()
+            .filter(|q| q.2 != ".")
+            .collect();
+        let mut per_port: std::collections::HashMap<u16, usize> = Default::default();
+        for q in &wire {
+            *per_port.entry(q.0).or_default() += 1;
+        }
+        assert!(per_port.len() >= 4, "new ports as queries go: {per_port:?}");
+        assert!(
+            per_port.values().all(|&n| n <= 3),
+            "at most udp_socket_queries a port: {per_port:?}"
+        );
+        // A burst of 300 distinct questions over 2 sockets: every one answered, sockets bounded
+        // by the pool (and its rotations), not one per query.
+        let opened_before = sample(
+            &scrape(&f).await,
+            "dnsfence_upstream_udp_sockets_opened_total",
+            &[("server", &f.upstream.addr.to_string())],
+        )
+        .unwrap_or(0.0);
+        let mut burst = tokio::task::JoinSet::new();
+        for n in 1000..1300u16 {
+            let c = crate::harness::Client { server: f.addr };
+            burst.spawn(async move {
+                let (name, ip) = crate::harness::bulk_name(n);
+                let a = c.ask(&name, RecordType::A).await;
+                (rcode(&a), ips(&a).0, ip)
+            });
+        }
+        while let Some(r) = burst.join_next().await {
+            let (code, got, want) = r.unwrap();
+            assert_eq!(code, ResponseCode::NoError);
+            assert_eq!(got, [want]);
+        }
+        let opened = sample(
+            &scrape(&f).await,
+            "dnsfence_upstream_udp_sockets_opened_total",
+            &[("server", &f.upstream.addr.to_string())],
+        )
+        .unwrap_or(0.0)
+            - opened_before;
+        assert!(
+            opened <= 300.0 / 3.0 + 2.0,
+            "sockets rotate every 3 queries, never one per query: {opened}"
         );
         f.stop().await;
     });

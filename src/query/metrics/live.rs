@@ -132,6 +132,40 @@ impl Metrics {
                     .collect()
             });
         }
+        let u = w.upstream.clone();
+        self.register_live(
+            Kind::Counter,
+            super::UDP_SOCKETS_OPENED,
+            "Plain-UDP sockets opened to each upstream server: the first ones, then one per rotation to a new random port.",
+            &["server"],
+            move || {
+                u.load()
+                    .health(fresh)
+                    .iter()
+                    .filter(|h| h.udp_sockets_opened > 0)
+                    .map(|h| (vec![h.label.clone()], h.udp_sockets_opened as f64))
+                    .collect()
+            },
+        );
+        let u = w.upstream.clone();
+        self.register_live(
+            Kind::Counter,
+            super::REPLIES_DROPPED,
+            "Plain-UDP replies dropped: from another address or port (source), with an ID no query waits for (id) or one that gave up (late), another question or the name in another case (question), not a DNS response (malformed).",
+            &["server", "reason"],
+            move || {
+                u.load()
+                    .health(fresh)
+                    .iter()
+                    .flat_map(|h| {
+                        h.replies_dropped
+                            .iter()
+                            .map(|(reason, n)| (vec![h.label.clone(), reason.to_string()], *n as f64))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            },
+        );
     }
 
     /// The cache's entries, and the fence's elements per set.

@@ -74,6 +74,10 @@ pub const SERVER_FAILURES: &str = "dnsfence_upstream_server_failures_total";
 pub const SERVER_UP: &str = "dnsfence_upstream_server_up";
 /// `dnsfence_upstream_server_srtt_seconds{server}`.
 pub const SERVER_SRTT: &str = "dnsfence_upstream_server_srtt_seconds";
+/// Plain-UDP replies dropped per server and reason (source, id, late, question, malformed).
+pub const REPLIES_DROPPED: &str = "dnsfence_upstream_replies_dropped_total";
+/// Plain-UDP sockets opened per server (the first ones, then one per rotation).
+pub const UDP_SOCKETS_OPENED: &str = "dnsfence_upstream_udp_sockets_opened_total";
 /// `dnsfence_querylog_sampled_total`.
 pub const QUERYLOG_SAMPLED: &str = "dnsfence_querylog_sampled_total";
 /// `dnsfence_build_info{version}`.
