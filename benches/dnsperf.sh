@@ -314,9 +314,16 @@ for n in $NAMES; do
   [ -n "${PID[$n]:-}" ] && kill "${PID[$n]}" 2>/dev/null || true
 done
 sleep 0.5
-miss_servers() { # upstream-ip:port -> starts dnsfence 5330, dnsmasq 5331, unbound 5332
+miss_servers() { # upstream-ip:port -> starts dnsfence 5330, dnsmasq 5331, unbound 5332 (and BASE_BIN 5333)
   local up=$1 ip=${1%:*} port=${1##*:}
   dnsfence_config 5330 5339 0 "$netns-cold" denied "$up" > "$W/cold-dnsfence.toml"
+  if [ -n "${BASE_BIN:-}" ]; then
+    # The older build, its own firewall namespace, its own zones if given.
+    dnsfence_config 5333 5338 0 "$netns-base" denied "$up" > "$W/cold-base.toml"
+    [ -n "${BASE_ZONES:-}" ] && sed -i "s#^dirs = .*#dirs = [\"$BASE_ZONES\"]#" "$W/cold-base.toml"
+    taskset -c 0 "$BASE_BIN" run -c "$W/cold-base.toml" 2> "$W/cold-base.log" &
+    PID[cold-base]=$!; pids+=($!)
+  fi
   sed -e "s/127.0.0.1@5312/127.0.0.1@5332/; s/port: 5312/port: 5332/; s/forward-addr: .*/forward-addr: $ip@$port/" \
     "$W/unbound.conf" > "$W/cold-unbound.conf"
   taskset -c 0 "$BIN" run -c "$W/cold-dnsfence.toml" 2> "$W/cold-dnsfence.log" &
@@ -330,8 +337,9 @@ miss_servers() { # upstream-ip:port -> starts dnsfence 5330, dnsmasq 5331, unbou
   sleep 1.5
 }
 stop_miss_servers() {
-  for n in cold-dnsfence cold-dnsmasq cold-unbound; do kill "${PID[$n]}" 2>/dev/null || true; done
-  wait "${PID[cold-dnsfence]}" "${PID[cold-dnsmasq]}" "${PID[cold-unbound]}" 2>/dev/null || true
+  for n in cold-dnsfence cold-dnsmasq cold-unbound cold-base; do [ -n "${PID[$n]:-}" ] && kill "${PID[$n]}" 2>/dev/null || true; done
+  wait "${PID[cold-dnsfence]}" "${PID[cold-dnsmasq]}" "${PID[cold-unbound]}" ${PID[cold-base]:-} 2>/dev/null || true
+  PID[cold-base]=
   sleep 0.5
 }
 [ -n "$netns" ] && ip netns add "$netns-cold"
@@ -339,7 +347,7 @@ MISSES=${MISSES:-60000}
 declare -A M
 # 1. Cold cache, upstream on loopback: MISSES distinct allowed names, each asked once.
 miss_servers 127.0.0.1:5300
-for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332; do
+for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332 ${BASE_BIN:+cold-base:5333}; do
   name=${s%%:*}; port=${s##*:}
   seq 1 "$MISSES" | sed "s/^/m/; s/\$/-$name.manage.microsoft.com A/" > "$W/$name.q"
   read -r qps done_ lost < <(taskset -c 1 chrt --batch 0 dnsperf -s 127.0.0.1 -p "$port" -d "$W/$name.q" -n 1 -c 8 -q 500 -T 1 2>/dev/null \
@@ -380,7 +388,7 @@ if [ -n "$netns" ] && command -v tc >/dev/null; then
     sleep 1
   fi
   miss_servers "$far"
-  for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332; do
+  for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332 ${BASE_BIN:+cold-base:5333}; do
     name=${s%%:*}; port=${s##*:}
     seq 1 20000 | sed "s/^/w/; s/\$/-$name.manage.microsoft.com A/" > "$W/$name-10.q"
     read -r qps _ _ < <(taskset -c 1 chrt --batch 0 dnsperf -s 127.0.0.1 -p "$port" -d "$W/$name-10.q" -n 1 -c 8 -q 2000 -T 1 2>/dev/null \
@@ -396,7 +404,7 @@ if [ -n "$netns" ] && command -v tc >/dev/null; then
   # 3. Overload: 15,000 qps of random allowed names for 10 s with the upstream black-holed.
   miss_servers 10.99.0.2:5399
   od -An -tx8 -N 1600000 /dev/urandom | tr -s ' ' '\n' | grep . | sed 's/$/.manage.microsoft.com A/' > "$W/overload.q"
-  for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332; do
+  for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332 ${BASE_BIN:+cold-base:5333}; do
     name=${s%%:*}; port=${s##*:}
     read -r sent done_ < <(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/overload.q" -l 10 -Q 15000 -c 8 -q 20000 -t 2 -T 1 2>/dev/null \
       | awk '/Queries sent:/ {s=$3} /Queries completed:/ {c=$3} END {print s, c}')
@@ -411,11 +419,11 @@ fi
 echo
 echo "miss path: cold cache ($MISSES distinct names, each once), upstream 10 ms away (20k names; p99 at 1k qps), overload (15k qps random allowed names, upstream black-holed, 10 s)"
 printf "%-12s %14s %14s %14s %16s %14s\n" server "cold qps" "10ms qps" "10ms p99 ms" "overload answered" "overload RSS MiB"
-for n in dnsfence dnsmasq unbound; do
+for n in dnsfence dnsmasq unbound ${BASE_BIN:+base}; do
   printf "%-12s %14s %14s %14s %16s %14s\n" "$n" "${M[cold-$n.cold]:--}" "${M[cold-$n.far]:--}" "${M[cold-$n.far.p99]:--}" \
     "${M[cold-$n.over]:--}" "${M[cold-$n.over.rss]:--}"
 done
-for peer in dnsmasq unbound; do
+for peer in dnsmasq unbound ${BASE_BIN:+base}; do
   echo "dnsfence / $peer: cold-cache qps $(ratio "${M[cold-dnsfence.cold]}" "${M[cold-$peer.cold]}")x," \
     "10 ms qps $(ratio "${M[cold-dnsfence.far]:-0}" "${M[cold-$peer.far]:-0}")x," \
     "10 ms p99 $(ratio "${M[cold-dnsfence.far.p99]:-0}" "${M[cold-$peer.far.p99]:-0}")x"
