@@ -5,6 +5,7 @@ away where the kernel has no netem. Usage: delay_proxy.py LISTEN_PORT UPSTREAM_P
 the way out. Stops when killed."""
 import asyncio
 import itertools
+import socket
 import sys
 
 LISTEN, UPSTREAM, HALF = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 2000.0
@@ -47,12 +48,27 @@ class Back(asyncio.DatagramProtocol):
             self.front.answer(data)
 
 
+def roomy(transport):
+    # A burst of queries (or answers) must not overflow the kernel's default buffer of a few
+    # hundred datagrams: the proxy would then lose what the servers under test sent it, and
+    # measure its own buffer instead of them. SO_RCVBUFFORCE passes the rmem_max cap as root.
+    sock = transport.get_extra_info("socket")
+    for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, 8 << 20)
+            break
+        except OSError:
+            continue
+
+
 async def main():
     loop = asyncio.get_running_loop()
-    _, front = await loop.create_datagram_endpoint(Front, local_addr=("127.0.0.1", LISTEN))
+    front_t, front = await loop.create_datagram_endpoint(Front, local_addr=("127.0.0.1", LISTEN))
     back, _ = await loop.create_datagram_endpoint(
         lambda: Back(front), remote_addr=("127.0.0.1", UPSTREAM)
     )
+    roomy(front_t)
+    roomy(back)
     front.back = back
     await asyncio.Event().wait()
 

@@ -4,7 +4,8 @@
 #   bash benches/dnsperf.sh            # about 8 minutes; run as root for the nftables fence
 #   SECONDS_PER_RUN=10 ROUNDS=5 LAT_ROUNDS=7 bash benches/dnsperf.sh
 #   MAIN=0 bash benches/dnsperf.sh     # only the miss path (cold cache, 10 ms upstream, overload)
-#   BASE_BIN=/path/to/older/dnsfence bash benches/dnsperf.sh   # adds a "dnsfence-base" row
+#   BASE_BIN=/path/to/older/dnsfence bash benches/dnsperf.sh   # adds a "dnsfence-base" row (and "base" to the miss path)
+#   METRICS_OUT=FILE: dnsfence's /metrics after the 10 ms scenario, for its upstream counters
 #     (BASE_ZONES=/path/to/its/zones when the older build cannot read today's zone files)
 #
 # An NSD authoritative server on 127.0.0.1:5300 serves every catalog name (a root zone, so one
@@ -399,6 +400,7 @@ if [ -n "$netns" ] && command -v tc >/dev/null; then
     M[$name.far.p99]=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/$name-p.q" -n 1 -Q 1000 -c 8 -T 1 -v 2>/dev/null \
       | awk '/^> / {print $NF}' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else printf "%.1f", a[int(NR*0.99)]*1000}')
   done
+  [ -n "${METRICS_OUT:-}" ] && curl -s 127.0.0.1:5339/metrics > "$METRICS_OUT" || true
   stop_miss_servers
 
   # 3. Overload: 15,000 qps of random allowed names for 10 s with the upstream black-holed.

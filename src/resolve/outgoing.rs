@@ -121,6 +121,9 @@ const REMEMBERED_LATE: usize = 256;
 /// The largest UDP reply read (the payload dnsfence advertises is 1232).
 const MAX_REPLY: usize = 4096;
 
+/// Each socket's receive buffer, as the listening sockets get.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
 /// A query waiting for its reply.
 struct Waiter {
     /// The question as sent: the name in its 0x20 case (wire form), type and class.
@@ -258,6 +261,13 @@ impl Outgoing {
             "[::]:0".parse().unwrap_or(self.server)
         };
         let socket = UdpSocket::bind(bind).await.map_err(UdpError::Io)?;
+        // A socket carries up to MAX_WAITING queries whose replies can land at once: the kernel's
+        // default receive buffer (about 200 KiB, some 250 datagrams) would drop a burst.
+        crate::base::sockopt::grow_buffer(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            crate::base::sockopt::Buffer::Receive,
+            RECEIVE_BUFFER,
+        );
         let port = Arc::new(Port {
             socket,
             waiting: Mutex::new(HashMap::new()),
