@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::catalog::policy::Policy;
+use crate::catalog::policy::{Policy, View};
 use crate::config::Config;
 
 /// The report of a config that loaded.
@@ -118,34 +118,38 @@ pub fn report(config: &Config, policy: &Policy) -> String {
     }
     let readiness = crate::catalog::readiness::report(policy, None);
     for (view, ready) in policy.views.iter().zip(&readiness.views) {
-        let families = if view.families.is_empty() {
-            String::new()
-        } else {
-            let not_ready = ready.families.iter().filter(|f| !f.ready).count();
-            format!(
-                "; families {}{}",
-                view.families.join(", "),
-                if not_ready == 0 {
-                    String::new()
-                } else {
-                    format!(" ({not_ready} not ready: dnsfence readiness says why)")
-                }
-            )
-        };
-        let _ = writeln!(
-            out,
-            "view {}: networks {}{families}; {} endpoint sets, {} name patterns; mode {}; denied names get {}",
-            view.name,
-            view.networks
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            view.sets.len(),
-            view.pattern_count(),
-            view.mode.as_str(),
-            view.deny_rcode.as_str(),
-        );
+        let _ = writeln!(out, "{}", view_line(view, ready));
     }
     out
+}
+
+/// One view's line: its networks, families (and how many are not ready), sets, mode, denial.
+fn view_line(view: &View, ready: &crate::catalog::readiness::ViewReport) -> String {
+    let families = if view.families.is_empty() {
+        String::new()
+    } else {
+        let not_ready = ready.families.iter().filter(|f| !f.ready).count();
+        format!(
+            "; families {}{}",
+            view.families.join(", "),
+            if not_ready == 0 {
+                String::new()
+            } else {
+                format!(" ({not_ready} not ready: dnsfence readiness says why)")
+            }
+        )
+    };
+    format!(
+        "view {}: networks {}{families}; {} endpoint sets, {} name patterns; mode {}; denied names get {}",
+        view.name,
+        view.networks
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        view.sets.len(),
+        view.pattern_count(),
+        view.mode.as_str(),
+        view.deny_rcode.as_str(),
+    )
 }

@@ -161,21 +161,17 @@ impl std::fmt::Debug for Outgoing {
     }
 }
 
-/// Writes `name` with each ASCII letter's case chosen at random (0x20, draft-vixie-dnsext-dns0x20).
-fn random_case(name: &Name) -> Result<Name, UdpError> {
+/// Gives each ASCII letter of an encoded question's name a random case, in place (0x20,
+/// draft-vixie-dnsext-dns0x20): the name's length bytes (at most 63) are never letters, and its
+/// type and class, after it, are left alone.
+fn randomize_case(question: &mut [u8]) {
+    let name = question.len().saturating_sub(4);
     let mut rng = rand::rng();
-    let text: String = name
-        .to_ascii()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphabetic() && rng.random::<bool>() {
-                c.to_ascii_uppercase()
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect();
-    Name::from_ascii(&text).map_err(|e| UdpError::Io(std::io::Error::other(e.to_string())))
+    for b in &mut question[..name] {
+        if b.is_ascii_alphabetic() && rng.random::<bool>() {
+            *b ^= 0x20;
+        }
+    }
 }
 
 /// The question section of a message in wire form (the first one): its name's bytes as written,
@@ -299,7 +295,7 @@ impl Outgoing {
         let port = self.port().await?;
         let mut message = Message::new(0, MessageType::Query, OpCode::Query);
         message.metadata.recursion_desired = true;
-        message.add_query(Query::query(random_case(name)?, qtype));
+        message.add_query(Query::query(name.clone(), qtype));
         let mut edns = Edns::new();
         edns.set_max_payload(payload);
         message.set_edns(edns);
@@ -317,10 +313,12 @@ impl Outgoing {
                 id = rng.random();
             }
             message.metadata.id = id;
-            let bytes = message
+            let mut bytes = message
                 .to_vec()
                 .map_err(|e| UdpError::Io(std::io::Error::other(e.to_string())))?;
-            let question = question_of(&bytes).map(<[u8]>::to_vec).unwrap_or_default();
+            let question = question_of(&bytes).map_or(0, <[u8]>::len);
+            randomize_case(&mut bytes[12..12 + question]);
+            let question = bytes[12..12 + question].to_vec();
             waiting.insert(
                 id,
                 Waiter {
@@ -435,15 +433,36 @@ mod tests {
 
     #[test]
     fn the_case_is_random_and_the_name_the_same() {
-        let name = Name::from_ascii("enterpriseenrollment.manage.microsoft.com.").unwrap();
-        let cases: std::collections::HashSet<String> = (0..16)
-            .map(|_| random_case(&name).unwrap().to_ascii())
+        let mut m = Message::query();
+        m.add_query(Query::query(
+            Name::from_ascii("enterpriseenrollment.manage.microsoft.com.").unwrap(),
+            RecordType::A,
+        ));
+        let bytes = m.to_vec().unwrap();
+        let sent = question_of(&bytes).unwrap().to_vec();
+        let cases: std::collections::HashSet<Vec<u8>> = (0..16)
+            .map(|_| {
+                let mut q = sent.clone();
+                randomize_case(&mut q);
+                q
+            })
             .collect();
         assert!(cases.len() > 8, "{cases:?}");
+        assert!(cases.iter().all(|c| c.eq_ignore_ascii_case(&sent)));
         assert!(
             cases
                 .iter()
-                .all(|c| c.eq_ignore_ascii_case("enterpriseenrollment.manage.microsoft.com."))
+                .all(|c| c[c.len() - 4..] == sent[sent.len() - 4..])
+        );
+        let mut header = m.to_vec().unwrap();
+        let len = question_of(&header).unwrap().len();
+        randomize_case(&mut header[12..12 + len]);
+        let decoded = Message::from_vec(&header).unwrap();
+        assert!(
+            decoded.queries[0]
+                .name()
+                .to_ascii()
+                .eq_ignore_ascii_case("enterpriseenrollment.manage.microsoft.com.")
         );
     }
 }
