@@ -4,7 +4,10 @@
 //! case of the question, and each rotated to a new random port after `udp_socket_queries`
 //! queries or `udp_socket_secs` seconds (Unbound's outgoing ports are the model; hickory's UDP
 //! client opens, registers and closes a socket for every query, which was half of a cache miss's
-//! CPU). One task per socket reads the replies and hands each to the query waiting for it.
+//! CPU). One task per socket reads the replies (all the socket holds at each wake-up) and hands
+//! each to the query waiting for it. Queries leave through the socket's send queue
+//! (`base::sendq`): those encoded in one pass of the runtime go out with one `sendmmsg`, and one
+//! the kernel refuses fails at once (`UdpError::Io`), as a direct send would.
 //!
 //! What a forged reply must guess, against hickory's socket per query: the 16-bit ID, the case of
 //! every letter of the question (one bit per letter: `manage.microsoft.com` has 18) and the
@@ -34,6 +37,7 @@ use rand::RngExt as _;
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
+use crate::base::sendq::SendQueue;
 use crate::base::sync::lock;
 
 /// Why a reply was dropped (the label of `dnsfence_upstream_replies_dropped_total`).
@@ -124,18 +128,31 @@ const MAX_REPLY: usize = 4096;
 /// Each socket's receive buffer, as the listening sockets get.
 const RECEIVE_BUFFER: usize = 4 << 20;
 
+/// What a waiting query is told.
+enum Reply {
+    /// The reply's bytes.
+    Bytes(Vec<u8>),
+    /// A reply came back with the name in another case.
+    CaseChanged,
+    /// The query could not be sent.
+    NotSent(std::io::Error),
+}
+
 /// A query waiting for its reply.
 struct Waiter {
     /// The question as sent: the name in its 0x20 case (wire form), type and class.
     question: Vec<u8>,
-    /// The reply's bytes, or `None` when one came back with the name in another case.
-    reply: oneshot::Sender<Option<Vec<u8>>>,
+    reply: oneshot::Sender<Reply>,
 }
 
-/// One socket and the queries waiting on it.
+/// The queries waiting on one socket, by ID.
+type Waiting = Arc<Mutex<HashMap<u16, Waiter>>>;
+
+/// One socket and the queries waiting on it. Queries go out through the socket's send queue,
+/// the queries of one pass of the runtime in one `sendmmsg` (`base::sendq`).
 struct Port {
-    socket: UdpSocket,
-    waiting: Mutex<HashMap<u16, Waiter>>,
+    out: Arc<SendQueue<UdpSocket, u16>>,
+    waiting: Waiting,
     late: Mutex<VecDeque<u16>>,
     sent: AtomicU64,
     born: Instant,
@@ -232,7 +249,7 @@ impl Outgoing {
     pub fn ports(&self) -> Vec<u16> {
         self.slots
             .iter()
-            .filter_map(|s| lock(s).as_ref().map(|p| p.socket.local_addr().ok()))
+            .filter_map(|s| lock(s).as_ref().map(|p| p.out.socket().local_addr().ok()))
             .flatten()
             .map(|a| a.port())
             .collect()
@@ -264,9 +281,19 @@ impl Outgoing {
             crate::base::sockopt::Buffer::Receive,
             RECEIVE_BUFFER,
         );
-        let port = Arc::new(Port {
+        let waiting: Waiting = Arc::default();
+        let refused = waiting.clone();
+        let out = SendQueue::new(
             socket,
-            waiting: Mutex::new(HashMap::new()),
+            Box::new(move |id: u16, e| {
+                if let Some(waiter) = lock(&refused).remove(&id) {
+                    let _ = waiter.reply.send(Reply::NotSent(e));
+                }
+            }),
+        );
+        let port = Arc::new(Port {
+            out,
+            waiting,
             late: Mutex::new(VecDeque::new()),
             sent: AtomicU64::new(0),
             born: Instant::now(),
@@ -329,13 +356,11 @@ impl Outgoing {
             (id, bytes)
         };
         port.sent.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = port.socket.send_to(&bytes, self.server).await {
-            lock(&port.waiting).remove(&id);
-            return Err(UdpError::Io(e));
-        }
+        port.out.push(bytes, self.server, id);
         let reply = match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(Some(bytes))) => bytes,
-            Ok(Ok(None)) => return Err(UdpError::CaseChanged),
+            Ok(Ok(Reply::Bytes(bytes))) => bytes,
+            Ok(Ok(Reply::CaseChanged)) => return Err(UdpError::CaseChanged),
+            Ok(Ok(Reply::NotSent(e))) => return Err(UdpError::Io(e)),
             // The reader ended (the socket failed): as a timeout, the caller moves on.
             Ok(Err(_)) | Err(_) => {
                 lock(&port.waiting).remove(&id);
@@ -357,56 +382,66 @@ impl Outgoing {
 }
 
 /// Reads one socket's replies and hands each to its waiting query, until the socket is retired
-/// and nothing waits on it any more.
+/// and nothing waits on it any more. Each wake-up drains what the socket holds: the queries it
+/// wakes run together, and their answers leave together.
 async fn read_replies(port: Arc<Port>, server: SocketAddr, stats: Arc<OutgoingStats>) {
     let mut buf = vec![0u8; MAX_REPLY];
+    let socket = port.out.socket();
     loop {
         if port.retired.load(Ordering::Relaxed) && lock(&port.waiting).is_empty() {
             return;
         }
         // A retired socket's last queries are given up by their own deadlines; this bounds the
         // reader's wait so it sees that and ends.
-        let received =
-            tokio::time::timeout(Duration::from_secs(1), port.socket.recv_from(&mut buf)).await;
-        let (n, from) = match received {
+        match tokio::time::timeout(Duration::from_secs(1), socket.readable()).await {
             Err(_) => continue,
             Ok(Err(_)) => {
-                // ICMP errors and the like: the waiting queries time out on their own.
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
-            Ok(Ok(r)) => r,
-        };
-        if from != server {
-            stats.drop_reply(Dropped::Source);
-            continue;
+            Ok(Ok(())) => {}
         }
-        let reply = &buf[..n];
-        if n < 12 || reply[2] & 0x80 == 0 {
-            stats.drop_reply(Dropped::Malformed);
-            continue;
-        }
-        let id = u16::from_be_bytes([reply[0], reply[1]]);
-        let mut waiting = lock(&port.waiting);
-        let Some(waiter) = waiting.get(&id) else {
-            drop(waiting);
-            let late = lock(&port.late).contains(&id);
-            stats.drop_reply(if late { Dropped::Late } else { Dropped::Id });
-            continue;
-        };
-        let question = question_of(reply);
-        if question == Some(waiter.question.as_slice()) {
-            if let Some(waiter) = waiting.remove(&id) {
-                let _ = waiter.reply.send(Some(reply.to_vec()));
+        loop {
+            match socket.try_recv_from(&mut buf) {
+                Ok((n, from)) => deliver(&port, &buf[..n], from == server, &stats),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // ICMP errors and the like: the waiting queries time out on their own.
+                Err(_) => break,
             }
-            continue;
         }
-        stats.drop_reply(Dropped::Question);
-        if question.is_some_and(|q| same_but_case(q, &waiter.question))
-            && let Some(waiter) = waiting.remove(&id)
-        {
-            let _ = waiter.reply.send(None);
+    }
+}
+
+/// Hands one datagram to the query waiting for it, or drops and counts it.
+fn deliver(port: &Port, reply: &[u8], from_server: bool, stats: &OutgoingStats) {
+    if !from_server {
+        stats.drop_reply(Dropped::Source);
+        return;
+    }
+    if reply.len() < 12 || reply[2] & 0x80 == 0 {
+        stats.drop_reply(Dropped::Malformed);
+        return;
+    }
+    let id = u16::from_be_bytes([reply[0], reply[1]]);
+    let mut waiting = lock(&port.waiting);
+    let Some(waiter) = waiting.get(&id) else {
+        drop(waiting);
+        let late = lock(&port.late).contains(&id);
+        stats.drop_reply(if late { Dropped::Late } else { Dropped::Id });
+        return;
+    };
+    let question = question_of(reply);
+    if question == Some(waiter.question.as_slice()) {
+        if let Some(waiter) = waiting.remove(&id) {
+            let _ = waiter.reply.send(Reply::Bytes(reply.to_vec()));
         }
+        return;
+    }
+    stats.drop_reply(Dropped::Question);
+    if question.is_some_and(|q| same_but_case(q, &waiter.question))
+        && let Some(waiter) = waiting.remove(&id)
+    {
+        let _ = waiter.reply.send(Reply::CaseChanged);
     }
 }
 

@@ -568,3 +568,29 @@ fn the_pools_ports_rotate_and_a_burst_larger_than_the_pool_is_answered() {
         f.stop().await;
     });
 }
+
+#[test]
+fn a_query_the_kernel_refuses_to_send_fails_at_once() {
+    run(async {
+        // Port 0: the kernel refuses the datagram (EINVAL) and no packet leaves. The queued
+        // query is told so by the send queue and fails at once (SERVFAIL, the server counted as
+        // failing), as a direct send did, not at the end of its 2 s deadline.
+        let f = Server::builder()
+            .config("[upstream]\nservers = [\"127.0.0.3:0\"]\ntimeout_ms = 2000\n")
+            .start()
+            .await;
+        let c = f.client();
+        for n in 0..3u16 {
+            let (name, _) = crate::harness::bulk_name(n);
+            let started = std::time::Instant::now();
+            let a = c.ask(&name, RecordType::A).await;
+            assert_eq!(rcode(&a), ResponseCode::ServFail, "{name}");
+            assert!(
+                started.elapsed() < Duration::from_millis(1000),
+                "{name}: failed without waiting for the deadline ({:?})",
+                started.elapsed()
+            );
+        }
+        f.stop().await;
+    });
+}

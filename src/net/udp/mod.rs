@@ -7,14 +7,15 @@
 //! SO_REUSEPORT (the kernel spreads clients across workers), reads a batch of datagrams with one
 //! `recvmmsg`, answers each with [`Engine::answer_now`] into the batch's answer buffers and sends
 //! them with one `sendmmsg`. A query that must wait (upstream, firewall) is copied and continues
-//! on the runtime with [`Engine::answer`]; its reply is sent from there.
+//! on the runtime with [`Engine::answer`]; its reply is queued on the socket's send queue, which
+//! sends the replies finished in one pass of the runtime with one `sendmmsg`.
 
 mod socket;
 
 pub use socket::{MAX_DATAGRAM, bind_reuseport};
 
 use std::io;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::base::notify::Heartbeat;
+use crate::base::sendq::SendQueue;
 use crate::net::ratelimit::RateLimiter;
 use crate::query::event::Transport;
 use crate::query::{Engine, Now, canonical};
@@ -92,6 +94,11 @@ fn worker(
     stop: Arc<AtomicBool>,
 ) {
     let fd = socket.as_raw_fd();
+    // Answers finished on the runtime leave together, one `sendmmsg` a pass (`base::sendq`).
+    let replies = SendQueue::new(
+        socket,
+        Box::new(|src: SocketAddr, e| tracing::debug!(error = %e, %src, "udp send failed")),
+    );
     let mut b = Batch::new();
     let mut ready = Vec::with_capacity(BATCH);
     let busy_poll = options.busy_poll;
@@ -158,14 +165,12 @@ fn worker(
                         continue;
                     };
                     let packet = input.to_vec();
-                    let (engine, socket) = (engine.clone(), socket.clone());
+                    let (engine, replies) = (engine.clone(), replies.clone());
                     // The runtime continues from the worker's parse and decision.
                     runtime.spawn(async move {
                         let _waiting = waiting;
                         let reply = engine.resume(pending, &packet).await;
-                        if let Err(e) = socket.send_to(&reply, src) {
-                            tracing::debug!(error = %e, %src, "udp send failed");
-                        }
+                        replies.push(reply, src, src);
                     });
                 }
             }
