@@ -458,11 +458,15 @@ fn a_flood_of_random_allowed_names_with_a_dead_upstream_stays_bounded() {
             peak / 1024
         );
         assert!(checks >= 15, "{checks}");
-        assert!(sent >= 250_000, "{sent}");
+        // The generator asks for 15k queries a second; on two shared cores under a parallel
+        // test run it reaches 11k-14k. 200k in 20 s (10k a second sustained) is still the flood
+        // this test is about.
+        assert!(sent >= 200_000, "the flood was a flood: {sent} queries");
         assert!(peak < 128 * 1024, "peak RSS {} KiB", peak);
-        // The caps: 1024 TCP + 64 HTTP + 1024 upstream resolutions of up to three sockets each
-        // (hickory sends each retransmission from a new port) + sockets and margin.
-        assert!(max_fds < 1024 + 64 + 3 * 1024 + 80, "{max_fds} descriptors");
+        // A UDP flood opens no TCP or HTTP connections: the descriptors are the listeners, the
+        // runtime's, the state files and the upstream's pool (`udp_sockets`, 8), not one per
+        // query in flight (hickory's UDP client held up to 3 per resolution: 3,000 and more).
+        assert!(max_fds < 64, "{max_fds} descriptors");
         assert!(
             replies > sent / 2,
             "most of the flood got an answer: {replies} of {sent}"
