@@ -4,14 +4,16 @@
 #   bash benches/dnsperf.sh            # about 8 minutes; run as root for the nftables fence
 #   SECONDS_PER_RUN=10 ROUNDS=5 LAT_ROUNDS=7 bash benches/dnsperf.sh
 #   MAIN=0 bash benches/dnsperf.sh     # only the miss path (cold cache, 10 ms upstream, overload)
+#   MISS_ROUNDS=3: rounds of the cold-cache scenario (default 2; the best of them is reported)
 #   BASE_BIN=/path/to/older/dnsfence bash benches/dnsperf.sh   # adds a "dnsfence-base" row (and "base" to the miss path)
 #   METRICS_OUT=FILE: dnsfence's /metrics after the 10 ms scenario, for its upstream counters
 #     (BASE_ZONES=/path/to/its/zones when the older build cannot read today's zone files)
 #
 # An NSD authoritative server on 127.0.0.1:5300 serves every catalog name (a root zone, so one
 # zone covers them all, response-rate limiting off). dnsfence (as shipped, and with
-# busy_poll_us = 200: "dnsfence-bp"), dnsmasq and Unbound run as caching forwarders to it, each
-# pinned to CPU 0; dnsperf runs pinned to CPU 1. Each cache is warmed, then measured with three
+# busy_poll_us = 200: "dnsfence-bp"), dnsmasq, Unbound and "hickory" (examples/hickory_peer.rs:
+# hickory-server with its forwarder, behind the same allowlist) run as caching forwarders to it,
+# each pinned to CPU 0; dnsperf runs pinned to CPU 1. Each cache is warmed, then measured with three
 # query files: 100 cached allowed names, 100 denied names, and an 80/20 mix, in interleaved
 # rounds (median reported: this shared machine is noisy); then fixed-rate runs (20k qps, -v,
 # interleaved rounds, median) give p50/p99. Server CPU per 100k answers comes from
@@ -29,8 +31,9 @@ for tool in dnsperf nsd dnsmasq unbound taskset chrt; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install dnsperf nsd dnsmasq unbound util-linux"; exit 1; }
 done
 
-cargo build --release --quiet
+cargo build --release --quiet --bin dnsfence --example hickory_peer
 BIN=$PWD/target/release/dnsfence
+HICKORY=$PWD/target/release/examples/hickory_peer
 W=$(mktemp -d)
 pids=()
 netns=
@@ -45,6 +48,7 @@ cleanup() {
     ip netns del "$netns-cold" 2>/dev/null || true
     ip netns del dnsfence-up10 2>/dev/null || true
   fi
+  [ -n "${nftset_table:-}" ] && nft delete table inet "$nftset_table" 2>/dev/null || true
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -125,7 +129,7 @@ level = "$5"
 path = "$W/queries-$1.jsonl"
 [http]
 listen = "127.0.0.1:$2"
-${fence_section/$netns/$4}
+$(if [ "$4" = off ]; then printf '[fence]\nenabled = false'; else echo "${fence_section/$netns/$4}"; fi)
 [[view]]
 name = "bench"
 networks = ["127.0.0.0/8"]
@@ -177,6 +181,7 @@ start() { # name port -> sets SERVER_PID
                --no-resolv --no-hosts --server=127.0.0.1#5300 --cache-size=10000 --user=root \
                --pid-file="$W/dnsmasq.pid" 2> "$W/dnsmasq.log" & ;;
     unbound) taskset -c 0 unbound -d -c "$W/unbound.conf" 2> "$W/unbound.log" & ;;
+    hickory) taskset -c 0 "$HICKORY" "$W/dnsfence-nolog.toml" 127.0.0.1:5320 2> "$W/hickory.log" & ;;
   esac
   SERVER_PID=$!
   pids+=("$SERVER_PID")
@@ -186,8 +191,8 @@ start() { # name port -> sets SERVER_PID
   done
   echo "$1 did not come up"; cat "$W/$1.log"; exit 1
 }
-SERVERS="dnsfence:5310 dnsfence-bp:5313 dnsfence-nolog:5315 dnsmasq:5311 unbound:5312"
-NAMES="dnsfence dnsfence-bp dnsfence-nolog dnsmasq unbound"
+SERVERS="dnsfence:5310 dnsfence-bp:5313 dnsfence-nolog:5315 dnsmasq:5311 unbound:5312 hickory:5320"
+NAMES="dnsfence dnsfence-bp dnsfence-nolog dnsmasq unbound hickory"
 if [ -n "${BASE_BIN:-}" ]; then
   SERVERS="$SERVERS dnsfence-base:5314"
   NAMES="$NAMES dnsfence-base"
@@ -296,7 +301,7 @@ if [ -n "${BASE_BIN:-}" ]; then
     "p99 $(ratio "${R[dnsfence.p99]}" "${R[dnsfence-base.p99]}")x"
 fi
 for d in dnsfence dnsfence-bp; do
-  for peer in dnsmasq unbound; do
+  for peer in dnsmasq unbound hickory; do
     echo "$d / $peer: cached allowed qps $(ratio "${R[$d.allowed.qps]}" "${R[$peer.allowed.qps]}")x," \
       "denied vs $peer cached $(ratio "${R[$d.denied.qps]}" "${R[$peer.allowed.qps]}")x," \
       "CPU per answer $(ratio "${R[$d.allowed.cpu]}" "${R[$peer.allowed.cpu]}")x," \
@@ -307,55 +312,102 @@ done
 fi
 
 # ---- the miss path ------------------------------------------------------------------------
-# Fresh servers (dnsfence as shipped, dnsmasq, Unbound) for each scenario, so that every cache
-# starts cold. MISS=0 skips this part.
+# Fresh servers for each scenario, so that every cache starts cold: dnsfence as shipped (with
+# its nftables fence when root), "nofence" (the same with the fence off), dnsmasq, "nftset"
+# (dnsmasq filling nftables sets with --nftset, as dnsfence's fence does), Unbound, "hickory"
+# (examples/hickory_peer.rs) and, with BASE_BIN, "base". MISS=0 skips this part.
 [ "${MISS:-1}" = 1 ] || exit 0
 # Stop the servers measured above; NSD stays, it serves the miss path too.
 for n in $NAMES; do
   [ -n "${PID[$n]:-}" ] && kill "${PID[$n]}" 2>/dev/null || true
 done
 sleep 0.5
-miss_servers() { # upstream-ip:port -> starts dnsfence 5330, dnsmasq 5331, unbound 5332 (and BASE_BIN 5333)
+MISS_NAMES="dnsfence nofence dnsmasq unbound hickory"
+declare -A MPORT=([dnsfence]=5330 [dnsmasq]=5331 [unbound]=5332 [base]=5333 [hickory]=5334 [nofence]=5335 [nftset]=5336)
+# dnsmasq's --nftset needs its sets in this namespace's nftables: a table of our own, with the
+# two sets and no chain (it filters nothing), deleted on exit.
+if [ -n "$netns" ] && dnsmasq --version | grep -q ' nftset'; then
+  nftset_table="dnsfence_bench_$$"
+  nft add table inet "$nftset_table"
+  nft add set inet "$nftset_table" a4 '{ type ipv4_addr; flags timeout; }'
+  nft add set inet "$nftset_table" a6 '{ type ipv6_addr; flags timeout; }'
+  MISS_NAMES="dnsfence nofence dnsmasq nftset unbound hickory"
+fi
+[ -n "${BASE_BIN:-}" ] && MISS_NAMES="$MISS_NAMES base"
+dnsmasq_to() { # port upstream-ip upstream-port extra-args...
+  local port=$1 ip=$2 upstream=$3; shift 3
+  taskset -c 0 dnsmasq -k -C /dev/null -p "$port" --listen-address=127.0.0.1 --bind-interfaces \
+    --no-resolv --no-hosts --server="$ip#$upstream" --cache-size=10000 --user=root \
+    --dns-forward-max=1024 --pid-file="$W/dnsmasq-$port.pid" "$@" 2> "$W/dnsmasq-$port.log" &
+}
+miss_servers() { # upstream-ip:port -> starts every server of MISS_NAMES on its MPORT
   local up=$1 ip=${1%:*} port=${1##*:}
   dnsfence_config 5330 5339 0 "$netns-cold" denied "$up" > "$W/cold-dnsfence.toml"
-  if [ -n "${BASE_BIN:-}" ]; then
-    # The older build, its own firewall namespace, its own zones if given.
-    dnsfence_config 5333 5338 0 "$netns-base" denied "$up" > "$W/cold-base.toml"
-    [ -n "${BASE_ZONES:-}" ] && sed -i "s#^dirs = .*#dirs = [\"$BASE_ZONES\"]#" "$W/cold-base.toml"
-    taskset -c 0 "$BASE_BIN" run -c "$W/cold-base.toml" 2> "$W/cold-base.log" &
-    PID[cold-base]=$!; pids+=($!)
-  fi
+  dnsfence_config 5335 5337 0 off denied "$up" > "$W/cold-nofence.toml"
+  dnsfence_config 5334 5327 0 off none "$up" > "$W/cold-hickory.toml"
   sed -e "s/127.0.0.1@5312/127.0.0.1@5332/; s/port: 5312/port: 5332/; s/forward-addr: .*/forward-addr: $ip@$port/" \
     "$W/unbound.conf" > "$W/cold-unbound.conf"
-  taskset -c 0 "$BIN" run -c "$W/cold-dnsfence.toml" 2> "$W/cold-dnsfence.log" &
-  PID[cold-dnsfence]=$!; pids+=($!)
-  taskset -c 0 dnsmasq -k -C /dev/null -p 5331 --listen-address=127.0.0.1 --bind-interfaces \
-    --no-resolv --no-hosts --server="$ip#$port" --cache-size=10000 --user=root \
-    --dns-forward-max=1024 --pid-file="$W/cold-dnsmasq.pid" 2> "$W/cold-dnsmasq.log" &
-  PID[cold-dnsmasq]=$!; pids+=($!)
-  taskset -c 0 unbound -d -c "$W/cold-unbound.conf" 2> "$W/cold-unbound.log" &
-  PID[cold-unbound]=$!; pids+=($!)
+  for n in $MISS_NAMES; do
+    case $n in
+      dnsfence|nofence) taskset -c 0 "$BIN" run -c "$W/cold-$n.toml" 2> "$W/cold-$n.log" & ;;
+      base)
+        # The older build, its own firewall namespace, its own zones if given.
+        dnsfence_config 5333 5338 0 "$netns-base" denied "$up" > "$W/cold-base.toml"
+        [ -n "${BASE_ZONES:-}" ] && sed -i "s#^dir = .*#dir = \"$BASE_ZONES\"#" "$W/cold-base.toml"
+        taskset -c 0 "$BASE_BIN" run -c "$W/cold-base.toml" 2> "$W/cold-base.log" & ;;
+      dnsmasq) dnsmasq_to 5331 "$ip" "$port" ;;
+      nftset) dnsmasq_to 5336 "$ip" "$port" "--nftset=/microsoft.com/4#inet#$nftset_table#a4,6#inet#$nftset_table#a6" ;;
+      unbound) taskset -c 0 unbound -d -c "$W/cold-unbound.conf" 2> "$W/cold-unbound.log" & ;;
+      hickory) taskset -c 0 "$HICKORY" "$W/cold-hickory.toml" 127.0.0.1:5334 2> "$W/cold-hickory.log" & ;;
+    esac
+    PID[cold-$n]=$!; pids+=($!)
+  done
   sleep 1.5
 }
 stop_miss_servers() {
-  for n in cold-dnsfence cold-dnsmasq cold-unbound cold-base; do [ -n "${PID[$n]:-}" ] && kill "${PID[$n]}" 2>/dev/null || true; done
-  wait "${PID[cold-dnsfence]}" "${PID[cold-dnsmasq]}" "${PID[cold-unbound]}" ${PID[cold-base]:-} 2>/dev/null || true
-  PID[cold-base]=
+  for n in $MISS_NAMES; do kill "${PID[cold-$n]}" 2>/dev/null || true; done
+  for n in $MISS_NAMES; do wait "${PID[cold-$n]}" 2>/dev/null || true; done
   sleep 0.5
+}
+best() { # max|min values...
+  local how=$1; shift
+  printf '%s\n' "$@" | grep -v '^-*$' | sort -g | { [ "$how" = max ] && tail -1 || head -1; }
 }
 [ -n "$netns" ] && ip netns add "$netns-cold"
 MISSES=${MISSES:-60000}
+MISS_ROUNDS=${MISS_ROUNDS:-2}
 declare -A M
-# 1. Cold cache, upstream on loopback: MISSES distinct allowed names, each asked once.
-miss_servers 127.0.0.1:5300
-for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332 ${BASE_BIN:+cold-base:5333}; do
-  name=${s%%:*}; port=${s##*:}
-  seq 1 "$MISSES" | sed "s/^/m/; s/\$/-$name.manage.microsoft.com A/" > "$W/$name.q"
-  read -r qps done_ lost < <(taskset -c 1 chrt --batch 0 dnsperf -s 127.0.0.1 -p "$port" -d "$W/$name.q" -n 1 -c 8 -q 500 -T 1 2>/dev/null \
-    | awk '/Queries completed:/ {c=$3} /Queries lost:/ {l=$3} /Queries per second:/ {q=$4} END {print q, c, l}')
-  M[$name.cold]=$qps; M[$name.cold.lost]=$lost
+# 1. Cold cache, upstream on loopback. First misses at a fixed 2,000 qps (every server keeps up),
+#    10k fresh names: the average latency of one miss, measured on servers that have not just run
+#    a burst (right after its own burst a server's latency here was 2-5 times its fresh one, the
+#    host still settling); then MISSES distinct allowed names, each asked once, as fast as dnsperf
+#    can (500 outstanding: qps, and dnsperf's average latency, which is queueing at that load).
+#    MISS_ROUNDS rounds, each with fresh servers, the order reversed every other round; the best
+#    round counts.
+for round in $(seq 1 "$MISS_ROUNDS"); do
+  miss_servers 127.0.0.1:5300
+  order=$MISS_NAMES
+  [ $((round % 2)) = 0 ] && order=$(printf '%s\n' $MISS_NAMES | tac | tr '\n' ' ')
+  for n in $order; do
+    seq 1 10000 | sed "s/^/f$round-/; s/\$/-$n.manage.microsoft.com A/" > "$W/fixed-$n.q"
+    M[$n.fixed.$round]=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "${MPORT[$n]}" -d "$W/fixed-$n.q" -n 1 -Q 2000 -c 8 -T 1 2>/dev/null \
+      | awk '/Average Latency/ {printf "%.3f", $4 * 1000}')
+  done
+  for n in $order; do
+    seq 1 "$MISSES" | sed "s/^/m$round-/; s/\$/-$n.manage.microsoft.com A/" > "$W/cold-$n.q"
+    read -r qps lost lat < <(taskset -c 1 chrt --batch 0 dnsperf -s 127.0.0.1 -p "${MPORT[$n]}" -d "$W/cold-$n.q" -n 1 -c 8 -q 500 -T 1 2>/dev/null \
+      | awk '/Queries lost:/ {l=$3} /Queries per second:/ {q=$4} /Average Latency/ {a=$4} END {print q, l, a * 1000}')
+    M[$n.cold.$round]=$qps; M[$n.cold.lat.$round]=$lat; M[$n.cold.lost]=$(( ${M[$n.cold.lost]:-0} + ${lost:-0} ))
+  done
+  stop_miss_servers
 done
-stop_miss_servers
+for n in $MISS_NAMES; do
+  vals=(); lats=(); fixed=()
+  for round in $(seq 1 "$MISS_ROUNDS"); do
+    vals+=("${M[$n.cold.$round]:--}"); lats+=("${M[$n.cold.lat.$round]:--}"); fixed+=("${M[$n.fixed.$round]:--}")
+  done
+  M[$n.cold]=$(best max "${vals[@]}"); M[$n.cold.lat]=$(best min "${lats[@]}"); M[$n.fixed]=$(best min "${fixed[@]}")
+done
 
 # 2. Cold cache, upstream 10 ms away: NSD in a namespace of its own behind a veth with netem.
 if [ -n "$netns" ] && command -v tc >/dev/null; then
@@ -389,29 +441,31 @@ if [ -n "$netns" ] && command -v tc >/dev/null; then
     sleep 1
   fi
   miss_servers "$far"
-  for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332 ${BASE_BIN:+cold-base:5333}; do
-    name=${s%%:*}; port=${s##*:}
-    seq 1 20000 | sed "s/^/w/; s/\$/-$name.manage.microsoft.com A/" > "$W/$name-10.q"
-    read -r qps _ _ < <(taskset -c 1 chrt --batch 0 dnsperf -s 127.0.0.1 -p "$port" -d "$W/$name-10.q" -n 1 -c 8 -q 2000 -T 1 2>/dev/null \
+  for n in $MISS_NAMES; do
+    port=${MPORT[$n]}
+    seq 1 20000 | sed "s/^/w/; s/\$/-$n.manage.microsoft.com A/" > "$W/$n-10.q"
+    read -r qps _ _ < <(taskset -c 1 chrt --batch 0 dnsperf -s 127.0.0.1 -p "$port" -d "$W/$n-10.q" -n 1 -c 8 -q 2000 -T 1 2>/dev/null \
       | awk '/Queries completed:/ {c=$3} /Queries lost:/ {l=$3} /Queries per second:/ {q=$4} END {print q, c, l}')
-    M[$name.far]=$qps
+    M[$n.far]=$qps
     # p99 of misses at a fixed 1,000 qps (fresh names).
-    seq 1 10000 | sed "s/^/p/; s/\$/-$name.manage.microsoft.com A/" > "$W/$name-p.q"
-    M[$name.far.p99]=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/$name-p.q" -n 1 -Q 1000 -c 8 -T 1 -v 2>/dev/null \
+    seq 1 10000 | sed "s/^/p/; s/\$/-$n.manage.microsoft.com A/" > "$W/$n-p.q"
+    M[$n.far.p99]=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/$n-p.q" -n 1 -Q 1000 -c 8 -T 1 -v 2>/dev/null \
       | awk '/^> / {print $NF}' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else printf "%.1f", a[int(NR*0.99)]*1000}')
   done
   [ -n "${METRICS_OUT:-}" ] && curl -s 127.0.0.1:5339/metrics > "$METRICS_OUT" || true
   stop_miss_servers
 
-  # 3. Overload: 15,000 qps of random allowed names for 10 s with the upstream black-holed.
+  # 3. Overload: 15,000 qps of random allowed names for 10 s with the upstream black-holed:
+  #    the share answered (SERVFAIL within the deadline counts), peak RSS, open descriptors.
   miss_servers 10.99.0.2:5399
   od -An -tx8 -N 1600000 /dev/urandom | tr -s ' ' '\n' | grep . | sed 's/$/.manage.microsoft.com A/' > "$W/overload.q"
-  for s in cold-dnsfence:5330 cold-dnsmasq:5331 cold-unbound:5332 ${BASE_BIN:+cold-base:5333}; do
-    name=${s%%:*}; port=${s##*:}
+  for n in $MISS_NAMES; do
+    port=${MPORT[$n]}
     read -r sent done_ < <(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$W/overload.q" -l 10 -Q 15000 -c 8 -q 20000 -t 2 -T 1 2>/dev/null \
       | awk '/Queries sent:/ {s=$3} /Queries completed:/ {c=$3} END {print s, c}')
-    M[$name.over]=$(awk -v c="$done_" -v s="$sent" 'BEGIN {if (s > 0) printf "%.3f", c / s; else print "-"}')
-    M[$name.over.rss]=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/${PID[$name]}/status")
+    M[$n.over]=$(awk -v c="$done_" -v s="$sent" 'BEGIN {if (s > 0) printf "%.3f", c / s; else print "-"}')
+    M[$n.over.rss]=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/${PID[cold-$n]}/status")
+    M[$n.over.fds]=$(ls "/proc/${PID[cold-$n]}/fd" | wc -l)
   done
   stop_miss_servers
 else
@@ -419,14 +473,18 @@ else
 fi
 
 echo
-echo "miss path: cold cache ($MISSES distinct names, each once), upstream 10 ms away (20k names; p99 at 1k qps), overload (15k qps random allowed names, upstream black-holed, 10 s)"
-printf "%-12s %14s %14s %14s %16s %14s\n" server "cold qps" "10ms qps" "10ms p99 ms" "overload answered" "overload RSS MiB"
-for n in dnsfence dnsmasq unbound ${BASE_BIN:+base}; do
-  printf "%-12s %14s %14s %14s %16s %14s\n" "$n" "${M[cold-$n.cold]:--}" "${M[cold-$n.far]:--}" "${M[cold-$n.far.p99]:--}" \
-    "${M[cold-$n.over]:--}" "${M[cold-$n.over.rss]:--}"
+echo "miss path: cold cache ($MISSES distinct names, each once, 500 outstanding; best of $MISS_ROUNDS rounds), one miss's latency at 2k qps,"
+echo "  upstream 10 ms away (20k names; p99 at 1k qps), overload (15k qps random allowed names, upstream black-holed, 10 s)"
+echo "  fence: dnsfence $([ -n "$netns" ] && echo "nftables in netns $netns-cold" || echo "list backend (not root)"), nofence off; nftset = dnsmasq --nftset"
+printf "%-9s %9s %9s %9s %8s %9s %10s %9s %9s %6s\n" server "cold qps" "avg ms" "2k avg ms" "lost" "10ms qps" "10ms p99" "overload" "RSS MiB" "fds"
+for n in $MISS_NAMES; do
+  printf "%-9s %9.0f %9s %9s %8s %9.0f %10s %9s %9s %6s\n" "$n" "${M[$n.cold]:-0}" "${M[$n.cold.lat]:--}" "${M[$n.fixed]:--}" \
+    "${M[$n.cold.lost]:--}" "${M[$n.far]:-0}" "${M[$n.far.p99]:--}" "${M[$n.over]:--}" "${M[$n.over.rss]:--}" "${M[$n.over.fds]:--}"
 done
-for peer in dnsmasq unbound ${BASE_BIN:+base}; do
-  echo "dnsfence / $peer: cold-cache qps $(ratio "${M[cold-dnsfence.cold]}" "${M[cold-$peer.cold]}")x," \
-    "10 ms qps $(ratio "${M[cold-dnsfence.far]:-0}" "${M[cold-$peer.far]:-0}")x," \
-    "10 ms p99 $(ratio "${M[cold-dnsfence.far.p99]:-0}" "${M[cold-$peer.far.p99]:-0}")x"
+for pair in dnsfence/dnsmasq dnsfence/unbound dnsfence/hickory dnsfence/nftset nofence/dnsmasq nofence/unbound dnsfence/nofence ${BASE_BIN:+dnsfence/base}; do
+  a=${pair%/*}; b=${pair#*/}
+  [ -n "${M[$b.cold]:-}" ] || continue
+  echo "$a / $b: cold-cache qps $(ratio "${M[$a.cold]}" "${M[$b.cold]}")x," \
+    "one miss's latency $(ratio "${M[$a.fixed]:-0}" "${M[$b.fixed]:-0}")x," \
+    "10 ms qps $(ratio "${M[$a.far]:-0}" "${M[$b.far]:-0}")x"
 done
