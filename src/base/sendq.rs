@@ -6,10 +6,13 @@
 //! for the delivery, and waking the peer (an IPI in a virtual machine) was a tenth of a miss's
 //! CPU (`perf record -e cpu-clock` of a cold run).
 //!
-//! Outside a runtime a push is sent at once. A datagram the kernel refuses is handed back to the
+//! A thread that is not one of the runtime's (a UDP worker) can hold the flushes back instead
+//! ([`held`]): the queues pushed to while it runs go out when it returns, from that thread, with
+//! no task to spawn and no runtime worker to wake. Outside a runtime a push is sent at once. A datagram the kernel refuses is handed back to the
 //! queue's owner with its tag and the error (an upstream query that could not go out fails at
 //! once, as a direct send would, instead of waiting for its deadline).
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -22,6 +25,40 @@ const CHUNK: usize = 64;
 
 /// How long a flush waits for room in a full send buffer before it drops what is left.
 const FULL_WAIT_MS: libc::c_int = 10;
+
+/// Flushes held back by [`held`], each a queue's.
+type Flushes = Vec<Box<dyn FnOnce()>>;
+
+thread_local! {
+    /// The flushes held back on this thread by [`held`], while it runs.
+    static HELD: RefCell<Option<Flushes>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`; the flushes its pushes schedule are held back and made, in order, when it returns.
+/// Within a `held` already, the outer one makes them.
+pub fn held<R>(f: impl FnOnce() -> R) -> R {
+    let outer = HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        let outer = h.is_some();
+        h.get_or_insert_with(Vec::new);
+        outer
+    });
+    if outer {
+        return f();
+    }
+    // Made even if `f` panics: the tags' owners wait on them.
+    struct Flush;
+    impl Drop for Flush {
+        fn drop(&mut self) {
+            let flushes = HELD.with(|h| h.borrow_mut().take()).unwrap_or_default();
+            for flush in flushes {
+                flush();
+            }
+        }
+    }
+    let _flush = Flush;
+    f()
+}
 
 /// What is told of a datagram that could not be sent: its tag and why.
 pub type OnFail<T> = Box<dyn Fn(T, io::Error) + Send + Sync>;
@@ -75,15 +112,24 @@ where
         if !schedule {
             return;
         }
+        let queue = self.clone();
+        let Err(queue) = HELD.with(move |h| match h.borrow_mut().as_mut() {
+            Some(flushes) => {
+                flushes.push(Box::new(move || queue.flush()));
+                Ok(())
+            }
+            None => Err(queue),
+        }) else {
+            return;
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                let queue = self.clone();
                 runtime.spawn(async move {
                     tokio::task::yield_now().await;
                     queue.flush();
                 });
             }
-            Err(_) => self.flush(),
+            Err(_) => queue.flush(),
         }
     }
 
@@ -218,5 +264,41 @@ mod tests {
         q.push(b"now".to_vec(), to, 1);
         let n = rx.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"now");
+    }
+
+    #[test]
+    fn held_flushes_go_out_when_the_outermost_held_returns() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let to = rx.local_addr().unwrap();
+        let q: Arc<SendQueue<_, ()>> = SendQueue::new(
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            Box::new(|_, _| {}),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // A thread in the runtime's context that is not one of its workers, as a UDP worker is.
+        let _in_runtime = runtime.enter();
+        let mut buf = [0u8; 16];
+        held(|| {
+            q.push(b"one".to_vec(), to, ());
+            held(|| q.push(b"two".to_vec(), to, ()));
+            assert!(
+                rx.recv(&mut buf).is_err(),
+                "held back within the outer held"
+            );
+        });
+        // Sent by the thread itself as `held` returned: no task, nothing for the runtime to run.
+        rx.set_nonblocking(false).unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"one");
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"two");
+        assert!(lock(&q.pending).datagrams.is_empty());
+        assert!(!lock(&q.pending).scheduled);
     }
 }

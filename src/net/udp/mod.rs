@@ -6,9 +6,11 @@
 //! the same few names, answered from the cache, or denials. Each worker owns a socket bound with
 //! SO_REUSEPORT (the kernel spreads clients across workers), reads a batch of datagrams with one
 //! `recvmmsg`, answers each with [`Engine::answer_now`] into the batch's answer buffers and sends
-//! them with one `sendmmsg`. A query that must wait (upstream, firewall) is copied and continues
-//! on the runtime with [`Engine::answer`]; its reply is queued on the socket's send queue, which
-//! sends the replies finished in one pass of the runtime with one `sendmmsg`.
+//! them with one `sendmmsg`. A query that must wait (upstream, firewall) is copied and taken as
+//! far as it goes on the worker (its upstream query queued, to leave with the batch's other
+//! upstream queries as the batch ends), then continues on the runtime; its reply is queued on the
+//! socket's send queue, which sends the replies finished in one pass of the runtime with one
+//! `sendmmsg`.
 
 mod socket;
 
@@ -23,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::base::notify::Heartbeat;
-use crate::base::sendq::SendQueue;
+use crate::base::sendq::{self, SendQueue};
 use crate::net::ratelimit::RateLimiter;
 use crate::query::event::Transport;
 use crate::query::{Engine, Now, canonical};
@@ -94,6 +96,8 @@ fn worker(
     stop: Arc<AtomicBool>,
 ) {
     let fd = socket.as_raw_fd();
+    // Queries continue on the runtime from this thread: its timers, sockets and spawns.
+    let _runtime = runtime.enter();
     // Answers finished on the runtime leave together, one `sendmmsg` a pass (`base::sendq`).
     let replies = SendQueue::new(
         socket,
@@ -139,45 +143,74 @@ fn worker(
             }
         };
         ready.clear();
-        for i in 0..n {
-            let Some(src) = b.peer(i).filter(|s| s.port() != 0) else {
-                continue;
-            };
-            let started = Instant::now();
-            let client = canonical(src.ip());
-            let (input, output) = b.slot(i);
-            if let Some(limit) = &options.rate_limit
-                && !limit.allow(client, started)
-            {
-                engine.rate_limited(input, client, started);
-                continue;
+        // The upstream queries and replies this batch queues leave as it ends (`held`), then
+        // its answers.
+        sendq::held(|| {
+            for i in 0..n {
+                answer(&mut b, i, &engine, options, &replies, &runtime, &mut ready);
             }
-            match engine.answer_now(input, client, Transport::Udp, started, output) {
-                Now::Reply(len) => {
-                    b.out_lens[i] = len;
-                    ready.push(i);
-                }
-                Now::Drop => {}
-                Now::Later(pending) => {
-                    let Some(waiting) = engine.begin_waiting() else {
-                        b.out_lens[i] = engine.answer_busy(&pending, input, output);
-                        ready.push(i);
-                        continue;
-                    };
-                    let packet = input.to_vec();
-                    let (engine, replies) = (engine.clone(), replies.clone());
-                    // The runtime continues from the worker's parse and decision.
-                    runtime.spawn(async move {
-                        let _waiting = waiting;
-                        let reply = engine.resume(pending, &packet).await;
-                        replies.push(reply, src, src);
-                    });
-                }
-            }
-        }
+        });
         if !ready.is_empty() {
             b.send(fd, &ready);
         }
+    }
+}
+
+/// Answers datagram `i` of the batch: into its answer buffer (and `ready`) when nothing needs
+/// waiting, else on the runtime, its reply through `replies`.
+fn answer(
+    b: &mut Batch,
+    i: usize,
+    engine: &Arc<Engine>,
+    options: &UdpOptions,
+    replies: &Arc<SendQueue<Arc<UdpSocket>, SocketAddr>>,
+    runtime: &tokio::runtime::Handle,
+    ready: &mut Vec<usize>,
+) {
+    let Some(src) = b.peer(i).filter(|s| s.port() != 0) else {
+        return;
+    };
+    let started = Instant::now();
+    let client = canonical(src.ip());
+    let (input, output) = b.slot(i);
+    if let Some(limit) = &options.rate_limit
+        && !limit.allow(client, started)
+    {
+        engine.rate_limited(input, client, started);
+        return;
+    }
+    match engine.answer_now(input, client, Transport::Udp, started, output) {
+        Now::Reply(len) => {
+            b.out_lens[i] = len;
+            ready.push(i);
+        }
+        Now::Drop => {}
+        Now::Later(pending) => {
+            let Some(waiting) = engine.begin_waiting() else {
+                b.out_lens[i] = engine.answer_busy(&pending, input, output);
+                ready.push(i);
+                return;
+            };
+            let packet = input.to_vec();
+            let (engine, replies) = (engine.clone(), replies.clone());
+            start_here(runtime, async move {
+                let _waiting = waiting;
+                let reply = engine.resume(pending, &packet).await;
+                replies.push(reply, src, src);
+            });
+        }
+    }
+}
+
+/// Takes `task` as far as it goes on this thread without waiting (for a miss: the cache, and
+/// the upstream query queued, to leave with the batch), then hands the rest to `runtime`. A
+/// spawn alone would wait for a runtime worker to wake up before the upstream query went out.
+/// The first poll's waker is a no-op: the runtime's first poll of the task registers its own.
+fn start_here(runtime: &tokio::runtime::Handle, task: impl Future<Output = ()> + Send + 'static) {
+    let mut task = Box::pin(task);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if task.as_mut().poll(&mut cx).is_pending() {
+        runtime.spawn(task);
     }
 }
 
