@@ -27,6 +27,8 @@ cd "$(dirname "$0")/.."
 RUN=${SECONDS_PER_RUN:-5}
 ROUNDS=${ROUNDS:-3}
 FIXED_QPS=${FIXED_QPS:-20000}
+MISSES=${MISSES:-60000}
+MISS_ROUNDS=${MISS_ROUNDS:-2}
 for tool in dnsperf nsd dnsmasq unbound taskset chrt; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install dnsperf nsd dnsmasq unbound util-linux"; exit 1; }
 done
@@ -56,7 +58,7 @@ trap cleanup EXIT
 # ---- query files -------------------------------------------------------------------------
 # Exact catalog names (no wildcard), plus one name under each "*." pattern, first 100.
 grep -ho '"[A-Za-z0-9*.-]*\.[a-z]*"' zones/*.toml | tr -d '"' | grep -v '^[0-9]' | tr 'A-Z' 'a-z' \
-  | sed -e 's/^\*\./bench./' -e 's/\*/x/' | sort -u | head -100 > "$W/allowed.names"
+  | sed -e 's/^\*\./bench./' -e 's/\*/x/' | sort -u | sed -n 1,100p > "$W/allowed.names"
 for i in $(seq 1 100); do echo "www.denied$i.example.net"; done > "$W/denied.names"
 sed 's/$/ A/' "$W/allowed.names" > "$W/allowed.q"
 sed 's/$/ A/' "$W/denied.names" > "$W/denied.q"
@@ -76,6 +78,13 @@ od -An -tx8 -N 2400000 /dev/urandom | tr -s ' ' '\n' | grep . | sed 's/$/.dga.ex
   i=0
   while read -r n; do i=$((i + 1)); echo "$n. IN A 198.18.$((i / 250)).$((i % 250 + 1))"; done < "$W/allowed.names"
   echo '*.manage.microsoft.com. IN A 198.19.0.1'
+  # The miss path's names, each with an address of its own, so that every miss of dnsfence
+  # (and of dnsmasq --nftset) writes a new element to the kernel; the 10 ms and overload
+  # scenarios' names fall to the wildcard.
+  awk -v rounds="$MISS_ROUNDS" -v misses="$MISSES" 'function a(name) {
+      i++; printf "%s.manage.microsoft.com. IN A 10.%d.%d.%d\n", name, int(i / 65536) % 256, int(i / 256) % 256, i % 256
+    }
+    BEGIN { for (r = 1; r <= rounds; r++) { for (k = 1; k <= misses; k++) a("m" r "-" k); for (k = 1; k <= 10000; k++) a("f" r "-" k) } }'
 } > "$W/root.zone"
 cat > "$W/nsd.conf" <<EOF
 server:
@@ -99,6 +108,11 @@ zone:
 EOF
 taskset -c 1 nsd -d -c "$W/nsd.conf" 2> "$W/nsd.log" &
 pids+=($!)
+echo "m1-1.manage.microsoft.com A" > "$W/nsd-up.q"
+for _ in $(seq 1 100); do
+  dnsperf -s 127.0.0.1 -p 5300 -d "$W/nsd-up.q" -n 1 -t 1 2>/dev/null | grep -q 'Queries completed: *1 ' && break
+  sleep 0.2
+done
 
 # ---- the servers under test --------------------------------------------------------------
 fence_section='[fence]
@@ -374,8 +388,6 @@ best() { # max|min values...
   printf '%s\n' "$@" | grep -v '^-*$' | sort -g | { [ "$how" = max ] && tail -1 || head -1; }
 }
 [ -n "$netns" ] && ip netns add "$netns-cold"
-MISSES=${MISSES:-60000}
-MISS_ROUNDS=${MISS_ROUNDS:-2}
 declare -A M
 # 1. Cold cache, upstream on loopback. First misses at a fixed 2,000 qps (every server keeps up),
 #    10k fresh names: the average latency of one miss, measured on servers that have not just run
@@ -388,14 +400,15 @@ for round in $(seq 1 "$MISS_ROUNDS"); do
   miss_servers 127.0.0.1:5300
   order=$MISS_NAMES
   [ $((round % 2)) = 0 ] && order=$(printf '%s\n' $MISS_NAMES | tac | tr '\n' ' ')
+  # The same names for every server (each has a cache of its own), new ones each round.
+  seq 1 10000 | sed "s/^/f$round-/; s/\$/.manage.microsoft.com A/" > "$W/fixed.q"
+  seq 1 "$MISSES" | sed "s/^/m$round-/; s/\$/.manage.microsoft.com A/" > "$W/cold.q"
   for n in $order; do
-    seq 1 10000 | sed "s/^/f$round-/; s/\$/-$n.manage.microsoft.com A/" > "$W/fixed-$n.q"
-    M[$n.fixed.$round]=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "${MPORT[$n]}" -d "$W/fixed-$n.q" -n 1 -Q 2000 -c 8 -T 1 2>/dev/null \
+    M[$n.fixed.$round]=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "${MPORT[$n]}" -d "$W/fixed.q" -n 1 -Q 2000 -c 8 -T 1 2>/dev/null \
       | awk '/Average Latency/ {printf "%.3f", $4 * 1000}')
   done
   for n in $order; do
-    seq 1 "$MISSES" | sed "s/^/m$round-/; s/\$/-$n.manage.microsoft.com A/" > "$W/cold-$n.q"
-    read -r qps lost lat < <(taskset -c 1 chrt --batch 0 dnsperf -s 127.0.0.1 -p "${MPORT[$n]}" -d "$W/cold-$n.q" -n 1 -c 8 -q 500 -T 1 2>/dev/null \
+    read -r qps lost lat < <(taskset -c 1 chrt --batch 0 dnsperf -s 127.0.0.1 -p "${MPORT[$n]}" -d "$W/cold.q" -n 1 -c 8 -q 500 -T 1 2>/dev/null \
       | awk '/Queries lost:/ {l=$3} /Queries per second:/ {q=$4} /Average Latency/ {a=$4} END {print q, l, a * 1000}')
     M[$n.cold.$round]=$qps; M[$n.cold.lat.$round]=$lat; M[$n.cold.lost]=$(( ${M[$n.cold.lost]:-0} + ${lost:-0} ))
   done
