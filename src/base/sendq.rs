@@ -60,6 +60,30 @@ pub fn held<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` once this pass is over: when [`held`] returns on this thread, else on the runtime
+/// after the tasks that are ready now (a spawned task that yields once), else (no runtime) now.
+/// What [`SendQueue`] sends its batches with, and the fence hands its admits over with.
+pub fn after_pass(f: impl FnOnce() + Send + 'static) {
+    let Err(f) = HELD.with(move |h| match h.borrow_mut().as_mut() {
+        Some(flushes) => {
+            flushes.push(Box::new(f));
+            Ok(())
+        }
+        None => Err(f),
+    }) else {
+        return;
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                tokio::task::yield_now().await;
+                f();
+            });
+        }
+        Err(_) => f(),
+    }
+}
+
 /// What is told of a datagram that could not be sent: its tag and why.
 pub type OnFail<T> = Box<dyn Fn(T, io::Error) + Send + Sync>;
 
@@ -113,24 +137,7 @@ where
             return;
         }
         let queue = self.clone();
-        let Err(queue) = HELD.with(move |h| match h.borrow_mut().as_mut() {
-            Some(flushes) => {
-                flushes.push(Box::new(move || queue.flush()));
-                Ok(())
-            }
-            None => Err(queue),
-        }) else {
-            return;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    tokio::task::yield_now().await;
-                    queue.flush();
-                });
-            }
-            Err(_) => queue.flush(),
-        }
+        after_pass(move || queue.flush());
     }
 
     /// Sends what is queued now; each datagram refused goes to `on_fail`.

@@ -4,10 +4,11 @@
 //!
 //! Shape: this module is the handle the query path holds ([`Fence`]): it asks the [`Ledger`]
 //! which of an answer's elements need writing, hands those to one dedicated thread
-//! (`worker.rs`) through a bounded channel, then awaits the kernel's verdict up to
+//! (`worker.rs`) through a bounded inbox (`inbox.rs`: one wake-up a pass of the runtime), then awaits the kernel's verdict up to
 //! `admit_deadline`. The thread owns the netlink socket, batches, and keeps the ledger — the
 //! source of truth a resync restores the kernel's sets from.
 
+mod inbox;
 pub mod ipset;
 pub mod ledger;
 pub mod netlink;
@@ -19,7 +20,7 @@ pub(crate) use worker::netns_path;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use crate::base::sync::lock;
 use crate::catalog::zones::PortSpec;
 use crate::config::{FenceBackend, FenceConfig, FenceMode};
 use crate::resolve::answer::AnswerAddr;
+use inbox::Inbox;
 pub use ledger::ElementKey;
 pub use ledger::{Admission, Ledger, LedgerEntry, Restored};
 use ledger::{Confirmed, Freshness, decode_key};
@@ -245,7 +247,15 @@ impl State {
 pub struct Fence {
     state: Arc<State>,
     /// The fence thread's queue; `None` for the list backend, which only keeps the ledger.
-    jobs: Option<SyncSender<AdmitJob>>,
+    jobs: Option<Arc<Inbox>>,
+}
+
+impl Drop for Fence {
+    fn drop(&mut self) {
+        if let Some(inbox) = &self.jobs {
+            inbox.close();
+        }
+    }
 }
 
 impl fmt::Debug for Fence {
@@ -269,9 +279,6 @@ pub(crate) fn has_net_admin() -> bool {
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .is_none_or(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
-
-/// Admits waiting for the thread before new ones are refused.
-const QUEUE: usize = 4096;
 
 impl Fence {
     /// Starts the fence thread: enters the network namespace, opens the netlink socket, creates the
@@ -343,7 +350,8 @@ impl Fence {
         if !has_net_admin() {
             return Err(FenceError::NoCapability);
         }
-        let (tx, rx) = mpsc::sync_channel::<AdmitJob>(QUEUE);
+        let inbox = Inbox::new();
+        let rx = inbox.clone();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), FenceError>>();
         let thread_state = state.clone();
         std::thread::Builder::new()
@@ -359,13 +367,13 @@ impl Fence {
                         return;
                     }
                 };
-                worker.run(rx);
+                worker.run(&rx);
             })
             .map_err(|e| FenceError::Thread(e.to_string()))?;
         match ready_rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Ok(())) => Ok(Fence {
                 state,
-                jobs: Some(tx),
+                jobs: Some(inbox),
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(FenceError::Thread("the fence thread did not start".into())),
@@ -432,11 +440,7 @@ impl Fence {
             elements,
             reply: Some(tx),
         };
-        match jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(AdmitError::QueueFull),
-            Err(TrySendError::Disconnected(_)) => return Err(AdmitError::Closed),
-        }
+        jobs.push(job)?;
         match tokio::time::timeout(state.cfg.admit_deadline, rx).await {
             Ok(Ok(Ok(()))) => Ok(Admitted::Written(written)),
             Ok(Ok(Err(e))) => Err(e),
@@ -512,11 +516,7 @@ impl Fence {
             elements: pending,
             reply: None,
         };
-        match jobs.try_send(job) {
-            Ok(()) => Ok(n),
-            Err(TrySendError::Full(_)) => Err(AdmitError::QueueFull),
-            Err(TrySendError::Disconnected(_)) => Err(AdmitError::Closed),
-        }
+        jobs.push(job).map(|()| n)
     }
 
     /// Whether the view's sets are keyed by port too (addr_port mode).

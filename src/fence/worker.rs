@@ -11,9 +11,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use super::inbox::{Inbox, Taken};
 use super::ipset::{self, Element};
 use super::netlink::{FAMILY_INET, NetfilterSocket, OpKind, OpResult, SetOp};
 use super::{AdmitError, AdmitJob, FenceError, Pending, State, lock, nft};
@@ -219,30 +219,31 @@ impl Worker {
         None
     }
 
-    pub(super) fn run(&mut self, rx: mpsc::Receiver<AdmitJob>) {
+    /// Takes every admit waiting, writes them in batches of at most [`MAX_BATCH_ELEMENTS`],
+    /// and checks the sets every `resync_interval`, until the fence handle is dropped.
+    pub(super) fn run(&mut self, inbox: &Inbox) {
         loop {
             let wait = self
                 .state
                 .cfg
                 .resync_interval
                 .saturating_sub(self.last_check.elapsed());
-            match rx.recv_timeout(wait) {
-                Ok(first) => {
-                    let mut size = first.elements.len();
-                    let mut jobs = vec![first];
-                    while size < MAX_BATCH_ELEMENTS {
-                        match rx.try_recv() {
-                            Ok(j) => {
-                                size += j.elements.len();
-                                jobs.push(j);
-                            }
-                            Err(_) => break,
+            match inbox.take(wait) {
+                Taken::Jobs(jobs) => {
+                    let mut batch = Vec::new();
+                    let mut size = 0;
+                    for job in jobs {
+                        if size > 0 && size + job.elements.len() > MAX_BATCH_ELEMENTS {
+                            self.process(std::mem::take(&mut batch));
+                            size = 0;
                         }
+                        size += job.elements.len();
+                        batch.push(job);
                     }
-                    self.process(jobs);
+                    self.process(batch);
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                Taken::Idle => {}
+                Taken::Closed => return,
             }
             if self.last_check.elapsed() >= self.state.cfg.resync_interval {
                 self.check();
@@ -250,9 +251,73 @@ impl Worker {
         }
     }
 
-    /// Writes the jobs' elements in one transaction, retrying the innocent when one job's update
-    /// is refused (the kernel then commits nothing), and answers each job.
-    fn process(&mut self, mut jobs: Vec<AdmitJob>) {
+    /// Writes the jobs' elements in one transaction and answers each job. The first try puts
+    /// every job's elements of a set in one message (the kernel's cost per message — parsing, the
+    /// set's look-up, an acknowledgement to read back — was as much as its cost per element);
+    /// if the kernel refuses it, one message a job and set tells whose update it was, and the
+    /// innocent are retried (the kernel committed nothing).
+    fn process(&mut self, jobs: Vec<AdmitJob>) {
+        if jobs.len() > 1 && self.write_merged(&jobs) {
+            for job in jobs {
+                self.finish(job, Ok(()));
+            }
+            return;
+        }
+        self.process_each(jobs);
+    }
+
+    /// One transaction with one message per set and kind for all of `jobs`' elements: an
+    /// element two jobs carry is written once, with the longer timeout, and refreshed if either
+    /// refreshes it. Whether the kernel committed it.
+    fn write_merged(&mut self, jobs: &[AdmitJob]) -> bool {
+        let mut all: Vec<(u16, &[u8], u64, bool)> = jobs
+            .iter()
+            .flat_map(|j| &j.elements)
+            .map(|p| {
+                let key = &p.element.key;
+                let ms = p.element.timeout.as_millis() as u64;
+                (key.set(), key.element(), ms, p.refresh)
+            })
+            .collect();
+        // Per set and element, the longest timeout first; the duplicates after it go, leaving
+        // it refreshed if any of them was.
+        all.sort_unstable_by(|a, b| (a.0, a.1, b.2).cmp(&(b.0, b.1, a.2)));
+        all.dedup_by(|later, kept| {
+            let same = (later.0, later.1) == (kept.0, kept.1);
+            kept.3 |= same && later.3;
+            same
+        });
+        let sets = &self.state.sets;
+        let mut ops: Vec<SetOp<'_>> = Vec::new();
+        for group in all.chunk_by(|a, b| a.0 == b.0) {
+            let s = &sets[group[0].0 as usize];
+            let op = |kind, elements| SetOp {
+                kind,
+                family: FAMILY_INET,
+                table: &s.table,
+                set: &s.name,
+                elements,
+            };
+            let refresh: Vec<(Vec<u8>, Option<u64>)> = group
+                .iter()
+                .filter(|e| e.3)
+                .map(|e| (e.1.to_vec(), None))
+                .collect();
+            if self.destroy_supported && !refresh.is_empty() {
+                ops.push(op(OpKind::Destroy, refresh));
+            }
+            let add = group.iter().map(|e| (e.1.to_vec(), Some(e.2))).collect();
+            ops.push(op(OpKind::Add, add));
+        }
+        self.state.stats.batches.fetch_add(1, Ordering::Relaxed);
+        matches!(self.kernel.write(&mut self.sock, &ops),
+            Ok(r) if r.iter().all(|r| *r == OpResult::Ok))
+    }
+
+    /// Writes the jobs' elements in one transaction, one message per job and set, retrying the
+    /// innocent when one job's update is refused (the kernel then commits nothing), and answers
+    /// each job.
+    fn process_each(&mut self, mut jobs: Vec<AdmitJob>) {
         let mut resynced = false;
         for _round in 0..4 {
             if jobs.is_empty() {

@@ -7,7 +7,8 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::harness::{
-    Netns, Server, eventually, fence_section, log_lines, netns_or_skip, query, rcode, run,
+    Netns, Server, bulk_name, eventually, fence_section, log_lines, netns_or_skip, query, rcode,
+    run,
 };
 
 async fn start(ns: &Netns, view_opts: &str, fence_extra: &str, extra: &str) -> Server {
@@ -427,6 +428,83 @@ fn admit_failure_answers_or_servfails_as_configured() {
             f.stop().await;
             ns.nft(&["delete", "table", "inet", "dnsfence"]);
         }
+    });
+}
+
+/// A burst of misses: their admits reach the kernel together (far fewer netlink batches than
+/// admits), and the one the kernel refuses fails alone: every other answer is in the set when it
+/// arrives.
+#[test]
+fn a_burst_of_admits_is_written_together_and_a_refused_one_fails_alone() {
+    let Some(ns) =
+        netns_or_skip("a_burst_of_admits_is_written_together_and_a_refused_one_fails_alone")
+    else {
+        return;
+    };
+    run(async {
+        const BURST: u16 = 300;
+        let f = start(
+            &ns,
+            "",
+            "on_admit_failure = \"servfail\"\nresync_interval_ms = 60000",
+            "",
+        )
+        .await;
+        // An admin replaces the IPv6 set with one of the wrong type: every AAAA admit is refused.
+        ns.nft(&["delete", "set", "inet", "dnsfence", "loopback_v6"]);
+        ns.nft(&[
+            "add",
+            "set",
+            "inet",
+            "dnsfence",
+            "loopback_v6",
+            "{ type ipv4_addr; flags timeout; }",
+        ]);
+        let mut burst = tokio::task::JoinSet::new();
+        for n in 0..BURST {
+            let c = f.client();
+            burst.spawn(async move {
+                let (name, ip) = bulk_name(n);
+                (c.ask(&name, RecordType::A).await, Some(ip))
+            });
+            if n == BURST / 2 {
+                let c = f.client();
+                burst.spawn(async move {
+                    (
+                        c.ask("fef.msua06.manage.microsoft.com.", RecordType::AAAA)
+                            .await,
+                        None,
+                    )
+                });
+            }
+        }
+        let mut want: Vec<String> = Vec::new();
+        while let Some(done) = burst.join_next().await {
+            let (answer, ip) = done.unwrap();
+            match ip {
+                Some(ip) => {
+                    assert_eq!(rcode(&answer), ResponseCode::NoError, "{ip}");
+                    want.push(ip.to_string());
+                }
+                None => assert_eq!(rcode(&answer), ResponseCode::ServFail, "the refused admit"),
+            }
+        }
+        want.sort();
+        let have: Vec<String> = values(&ns.elements("loopback_v4"))
+            .into_iter()
+            .filter(|v| v.starts_with("198.18."))
+            .collect();
+        assert_eq!(have, want, "every answered address is in the set");
+        let stats = f.engine.fence.as_ref().unwrap().stats();
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(stats.admits_ok.load(relaxed), u64::from(BURST));
+        assert_eq!(stats.admits_failed.load(relaxed), 1);
+        let batches = stats.batches.load(relaxed);
+        assert!(
+            batches <= u64::from(BURST) / 3,
+            "{batches} netlink batches for {BURST} admits: they were not written together"
+        );
+        f.stop().await;
     });
 }
 
