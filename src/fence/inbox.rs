@@ -1,15 +1,15 @@
-//! The fence thread's inbox: admits wait here until the thread takes them all at once into one
-//! netlink batch. Handing them over costs one wake-up a pass of the runtime, not one an admit:
-//! the first admit pushed while the thread sleeps schedules the wake for the end of the pass
-//! ([`after_pass`]); the admits the pass makes after it ride on it. While the thread is busy
-//! with a batch nothing wakes it: it looks again when the batch is done.
+//! Where admits wait for the kernel. Those of one pass of the runtime are gathered and, when the
+//! pass ends ([`after_pass`]), written together by the thread that ends it (the [`Direct`]
+//! writer: one netlink transaction, no other thread woken); what it cannot write goes to the
+//! fence thread, woken once for all of it, which takes everything waiting at once.
 //!
-//! Before, admits went through a std channel and each woke the thread; on the one core a gateway
-//! pins dnsfence to, the thread then ran batches of one, and its wake-ups and context switches
-//! were a quarter of its CPU (`perf record -e cpu-clock -g`, fenced cold run, one context switch
-//! a miss).
+//! Before, each admit went through a std channel to the fence thread and woke it: on the one
+//! core a gateway pins dnsfence to, the thread then ran batches of one, and its wake-ups,
+//! context switches and the wake-ups of the admits' tasks from outside the runtime cost more
+//! than the kernel's write (`perf record -e cpu-clock -g` of fenced cold runs: one context
+//! switch a miss).
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::{AdmitError, AdmitJob};
@@ -19,19 +19,25 @@ use crate::base::sync::lock;
 /// Admits waiting for the thread before new ones are refused.
 const QUEUE: usize = 4096;
 
-/// Admits waiting for the fence thread.
+/// Writes the admits of a pass, if it can, on the thread that ends the pass; returns those it
+/// could not write, for the fence thread.
+pub(super) type Direct = Box<dyn Fn(Vec<AdmitJob>) -> Vec<AdmitJob> + Send + Sync>;
+
+/// Admits waiting for the kernel.
 pub(super) struct Inbox {
     queue: Mutex<Queue>,
     ready: Condvar,
+    direct: OnceLock<Direct>,
 }
 
 #[derive(Default)]
 struct Queue {
+    /// This pass's admits, written when it ends.
+    pass: Vec<AdmitJob>,
+    /// The fence thread's.
     jobs: Vec<AdmitJob>,
     /// The thread waits on `ready`.
     sleeping: bool,
-    /// A wake is scheduled for the end of this pass: later admits ride on it.
-    waking: bool,
     /// The handle is gone: the thread ends once the queue is empty.
     closed: bool,
 }
@@ -51,30 +57,53 @@ impl Inbox {
         Arc::new(Inbox {
             queue: Mutex::default(),
             ready: Condvar::new(),
+            direct: OnceLock::new(),
         })
     }
 
-    /// Queues an admit; a full queue refuses it.
+    /// From now on the admits of a pass are first handed to `direct`.
+    pub(super) fn set_direct(&self, direct: Direct) {
+        let _ = self.direct.set(direct);
+    }
+
+    /// Queues an admit for the end of this pass; a full queue refuses it.
     pub(super) fn push(self: &Arc<Self>, job: AdmitJob) -> Result<(), AdmitError> {
-        let wake = {
+        let first = {
             let mut q = lock(&self.queue);
             if q.closed {
                 return Err(AdmitError::Closed);
             }
-            if q.jobs.len() >= QUEUE {
+            if q.pass.len() + q.jobs.len() >= QUEUE {
                 return Err(AdmitError::QueueFull);
             }
-            q.jobs.push(job);
-            q.sleeping && !std::mem::replace(&mut q.waking, true)
+            q.pass.push(job);
+            q.pass.len() == 1
         };
-        if wake {
+        if first {
             let inbox = self.clone();
-            after_pass(move || {
-                lock(&inbox.queue).waking = false;
-                inbox.ready.notify_one();
-            });
+            after_pass(move || inbox.end_pass());
         }
         Ok(())
+    }
+
+    /// The pass is over: its admits are written, or handed to the fence thread.
+    fn end_pass(&self) {
+        let pass = std::mem::take(&mut lock(&self.queue).pass);
+        let left = match self.direct.get() {
+            Some(direct) => direct(pass),
+            None => pass,
+        };
+        if left.is_empty() {
+            return;
+        }
+        let wake = {
+            let mut q = lock(&self.queue);
+            q.jobs.extend(left);
+            q.sleeping
+        };
+        if wake {
+            self.ready.notify_one();
+        }
     }
 
     /// Every admit waiting, after at most `wait` for the first.
@@ -150,10 +179,10 @@ mod tests {
             // The pass is not over: the thread still sleeps, the admits wait.
             std::thread::sleep(Duration::from_millis(50));
             assert!(sleeping(&inbox));
-            assert_eq!(lock(&inbox.queue).jobs.len(), 10);
-            // The pass ends: the wake goes out, the thread takes all ten at once.
+            assert_eq!(lock(&inbox.queue).pass.len(), 10);
+            // The pass ends: no direct writer, so the thread is woken and takes all ten at once.
             let woke = async {
-                while !lock(&inbox.queue).jobs.is_empty() {
+                while !lock(&inbox.queue).pass.is_empty() || !lock(&inbox.queue).jobs.is_empty() {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             };
@@ -163,6 +192,49 @@ mod tests {
         });
         inbox.close();
         assert_eq!(thread.join().unwrap(), [10]);
+    }
+
+    #[test]
+    fn a_pass_goes_to_the_direct_writer_and_only_what_it_leaves_wakes_the_thread() {
+        let inbox = Inbox::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        // Writes every pass but keeps back the last admit of a pass of three or more.
+        inbox.set_direct(Box::new(move |mut jobs: Vec<AdmitJob>| {
+            lock(&s).push(jobs.len());
+            if jobs.len() >= 3 {
+                jobs.split_off(jobs.len() - 1)
+            } else {
+                Vec::new()
+            }
+        }));
+        let thread = taker(&inbox);
+        while !sleeping(&inbox) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for pass in [2, 5] {
+                for _ in 0..pass {
+                    inbox.push(job()).unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        inbox.close();
+        assert_eq!(
+            *lock(&seen),
+            [2, 5],
+            "one call a pass, with all of its admits"
+        );
+        assert_eq!(
+            thread.join().unwrap(),
+            [1],
+            "the thread woke once, for the one left"
+        );
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! the answer leaves, with a timeout tied to the TTL.
 //!
 //! Shape: this module is the handle the query path holds ([`Fence`]): it asks the [`Ledger`]
-//! which of an answer's elements need writing, hands those to one dedicated thread
-//! (`worker.rs`) through a bounded inbox (`inbox.rs`: one wake-up a pass of the runtime), then awaits the kernel's verdict up to
-//! `admit_deadline`. The thread owns the netlink socket, batches, and keeps the ledger — the
-//! source of truth a resync restores the kernel's sets from.
+//! which of an answer's elements need writing and queues those in a bounded inbox (`inbox.rs`),
+//! then awaits the kernel's verdict up to `admit_deadline`. When the runtime's pass ends, the
+//! thread that ends it writes the pass's admits in one netlink transaction; what it cannot
+//! write goes to one dedicated thread (`worker.rs`), which owns the socket's setup in the
+//! network namespace, finds whose update the kernel refused, resyncs, and keeps the ledger —
+//! the source of truth a resync restores the kernel's sets from.
 
 mod inbox;
 pub mod ipset;
@@ -113,8 +115,10 @@ pub struct FenceStats {
     pub admits_failed: AtomicU64,
     /// Elements refreshed on a cache hit (written again before the answer).
     pub readmits_cache_hit: AtomicU64,
-    /// Netlink batches sent.
+    /// Netlink batches of admits the fence thread sent.
     pub batches: AtomicU64,
+    /// Netlink batches of admits written where a pass of the runtime ended.
+    pub batches_at_pass_end: AtomicU64,
     /// Resyncs after the table or a set was found missing by the periodic check.
     pub resyncs_missing: AtomicU64,
     /// Resyncs triggered by a write that failed on a missing table or set.
@@ -352,14 +356,14 @@ impl Fence {
         }
         let inbox = Inbox::new();
         let rx = inbox.clone();
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), FenceError>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Arc<worker::Writer>, FenceError>>();
         let thread_state = state.clone();
         std::thread::Builder::new()
             .name("dnsfence-fence".into())
             .spawn(move || {
                 let mut worker = match Worker::init(thread_state) {
                     Ok(w) => {
-                        let _ = ready_tx.send(Ok(()));
+                        let _ = ready_tx.send(Ok(w.writer()));
                         w
                     }
                     Err(e) => {
@@ -371,10 +375,14 @@ impl Fence {
             })
             .map_err(|e| FenceError::Thread(e.to_string()))?;
         match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(())) => Ok(Fence {
-                state,
-                jobs: Some(inbox),
-            }),
+            Ok(Ok(writer)) => {
+                let direct_state = state.clone();
+                inbox.set_direct(Box::new(move |jobs| writer.try_write(&direct_state, jobs)));
+                Ok(Fence {
+                    state,
+                    jobs: Some(inbox),
+                })
+            }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(FenceError::Thread("the fence thread did not start".into())),
         }

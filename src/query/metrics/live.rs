@@ -73,6 +73,20 @@ impl Metrics {
                     .map_or(0, |s| s.readmits_cache_hit.load(Ordering::Relaxed)))
             },
         );
+        let s = stats.clone();
+        self.register_live(
+            Kind::Counter,
+            super::FENCE_BATCHES,
+            "Netlink transactions of admitted elements, by who wrote them: the thread that ended a pass of the runtime (pass_end), or the fence thread (fence_thread: the socket was busy, or the kernel refused a batch and each admit is tried alone).",
+            &["by"],
+            move || {
+                let Some(s) = &s else { return Vec::new() };
+                [("pass_end", &s.batches_at_pass_end), ("fence_thread", &s.batches)]
+                    .into_iter()
+                    .map(|(by, v)| (vec![by.to_string()], v.load(Ordering::Relaxed) as f64))
+                    .collect()
+            },
+        );
         self.register_live(
             Kind::Counter,
             super::FENCE_RESYNCS,

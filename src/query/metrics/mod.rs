@@ -50,6 +50,8 @@ pub const FENCE_ADMITS: &str = "dnsfence_fence_admits_total";
 pub const FENCE_ADMIT_DURATION: &str = "dnsfence_fence_admit_duration_seconds";
 /// `dnsfence_fence_readmits_total`.
 pub const FENCE_READMITS: &str = "dnsfence_fence_readmits_total";
+/// `dnsfence_fence_batches_total{by}`.
+pub const FENCE_BATCHES: &str = "dnsfence_fence_batches_total";
 /// `dnsfence_fence_resyncs_total{reason}`.
 pub const FENCE_RESYNCS: &str = "dnsfence_fence_resyncs_total";
 /// `dnsfence_config_reloads_total{result}`.
