@@ -67,7 +67,7 @@ const KEY_MAX: usize = 2 + 16 + 4 + 4;
 
 /// An element's ledger key, built on the stack: the dynamic set's index (2 bytes, big-endian)
 /// then the element's key bytes as the kernel stores them.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ElementKey {
     bytes: [u8; KEY_MAX],
     len: u8,
@@ -134,11 +134,6 @@ impl ElementKey {
         let (ip, port) = decode_key(element)?;
         let key = ElementKey::new(set, ip, port);
         (key.element() == element).then_some(key)
-    }
-
-    /// Set index and element bytes: the ledger's map key.
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
     }
 }
 
@@ -236,7 +231,8 @@ pub struct Restored {
 /// What the kernel has confirmed, by set and key.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    map: HashMap<Box<[u8]>, LedgerEntry>,
+    /// Keyed by the key itself (27 bytes, no allocation of its own).
+    map: HashMap<ElementKey, LedgerEntry>,
 }
 
 impl Ledger {
@@ -250,7 +246,7 @@ impl Ledger {
         now: Instant,
         rule: Freshness,
     ) -> State {
-        match self.map.get(key.as_bytes()) {
+        match self.map.get(key) {
             Some(e)
                 if e.expires >= now + lifetime + rule.grace / 2
                     && now.duration_since(e.confirmed) < rule.recheck =>
@@ -267,14 +263,11 @@ impl Ledger {
     /// Records elements the kernel confirmed at `now`.
     pub fn record(&mut self, elements: impl IntoIterator<Item = Confirmed>, now: Instant) {
         for c in elements {
-            let e = self
-                .map
-                .entry(c.key.as_bytes().into())
-                .or_insert_with(|| LedgerEntry {
-                    expires: now,
-                    confirmed: now,
-                    admissions: Vec::new(),
-                });
+            let e = self.map.entry(c.key).or_insert_with(|| LedgerEntry {
+                expires: now,
+                confirmed: now,
+                admissions: Vec::new(),
+            });
             e.expires = now + c.timeout;
             e.confirmed = now;
             // The newest answer for a name replaces an older one (its chain may have changed).
@@ -289,7 +282,7 @@ impl Ledger {
     /// Live elements of set `set`: (element key bytes, entry).
     pub fn live(&self, set: u16, now: Instant) -> impl Iterator<Item = (&[u8], &LedgerEntry)> {
         self.map.iter().filter_map(move |(k, e)| {
-            (k[..2] == set.to_be_bytes() && e.expires > now).then_some((&k[2..], e))
+            (k.set() == set && e.expires > now).then_some((k.element(), e))
         })
     }
 
@@ -299,13 +292,7 @@ impl Ledger {
         self.map
             .iter()
             .filter(|(_, e)| e.expires > now + margin)
-            .map(|(k, e)| {
-                (
-                    u16::from_be_bytes([k[0], k[1]]),
-                    k[2..].into(),
-                    e.expires - now,
-                )
-            })
+            .map(|(k, e)| (k.set(), k.element().into(), e.expires - now))
             .collect()
     }
 
@@ -314,7 +301,7 @@ impl Ledger {
         self.map
             .iter()
             .filter(move |(_, e)| e.expires > now)
-            .map(|(k, e)| (u16::from_be_bytes([k[0], k[1]]), &k[2..], e))
+            .map(|(k, e)| (k.set(), k.element(), e))
     }
 
     /// Puts an element read back from the warm-restart state in, as confirmed at `now` (the
@@ -327,14 +314,11 @@ impl Ledger {
         admissions: Vec<Arc<Admission>>,
         now: Instant,
     ) {
-        let e = self
-            .map
-            .entry(key.as_bytes().into())
-            .or_insert_with(|| LedgerEntry {
-                expires,
-                confirmed: now,
-                admissions: Vec::new(),
-            });
+        let e = self.map.entry(key).or_insert_with(|| LedgerEntry {
+            expires,
+            confirmed: now,
+            admissions: Vec::new(),
+        });
         e.expires = e.expires.max(expires);
         for a in admissions {
             e.admissions.retain(|old| old.name != a.name);
@@ -349,7 +333,7 @@ impl Ledger {
     /// to the ledger (true), or extending what the ledger has (false).
     pub fn adopt(&mut self, key: ElementKey, expires: Instant, now: Instant) -> bool {
         let mut new = false;
-        let e = self.map.entry(key.as_bytes().into()).or_insert_with(|| {
+        let e = self.map.entry(key).or_insert_with(|| {
             new = true;
             LedgerEntry {
                 expires,
@@ -363,7 +347,7 @@ impl Ledger {
 
     /// When the kernel drops an element, if the ledger has it.
     pub fn expires(&self, key: &ElementKey) -> Option<Instant> {
-        self.map.get(key.as_bytes()).map(|e| e.expires)
+        self.map.get(key).map(|e| e.expires)
     }
 
     /// Whether it holds nothing.

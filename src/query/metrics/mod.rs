@@ -470,6 +470,18 @@ fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram
     h
 }
 
+/// `dnsfence_build_info{version}`, set to 1 for this build.
+fn build_info(r: &Registry) -> IntGaugeVec {
+    let g = gauge_vec(
+        r,
+        BUILD_INFO,
+        "dnsfence build information; always 1.",
+        &["version"],
+    );
+    g.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    g
+}
+
 impl Metrics {
     /// Registers every metric. `max_denied_domains` caps the domain label values per view.
     ///
@@ -483,15 +495,6 @@ impl Metrics {
             RESPONSE_BUCKETS,
             &["verdict"],
         );
-        let build_info = gauge_vec(
-            &r,
-            BUILD_INFO,
-            "dnsfence build information; always 1.",
-            &["version"],
-        );
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
         let response_by_verdict = VERDICTS.map(|v| response_duration.with_label_values(&[v]));
         Metrics {
             queries: counter_vec(
@@ -595,7 +598,7 @@ impl Metrics {
                 &["view", "family", "stage"],
             ),
             sync: SyncMetrics::new(&r),
-            build_info,
+            build_info: build_info(&r),
             response_by_verdict,
             response_duration,
             views: RwLock::new(HashMap::new()),
