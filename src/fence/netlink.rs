@@ -79,7 +79,7 @@ pub struct SetOp<'a> {
     /// Set name.
     pub set: &'a str,
     /// Element keys (network byte order, concatenations padded to 4 bytes) and timeouts in ms.
-    pub elements: Vec<(Vec<u8>, Option<u64>)>,
+    pub elements: Vec<(&'a [u8], Option<u64>)>,
 }
 
 /// What became of one message of a batch.

@@ -161,15 +161,15 @@ impl Writer {
                 set: &s.name,
                 elements,
             };
-            let refresh: Vec<(Vec<u8>, Option<u64>)> = group
+            let refresh: Vec<(&[u8], Option<u64>)> = group
                 .iter()
                 .filter(|e| e.3)
-                .map(|e| (e.1.to_vec(), None))
+                .map(|e| (e.1, None))
                 .collect();
             if self.destroy_supported() && !refresh.is_empty() {
                 ops.push(op(OpKind::Destroy, refresh));
             }
-            let add = group.iter().map(|e| (e.1.to_vec(), Some(e.2))).collect();
+            let add = group.iter().map(|e| (e.1, Some(e.2))).collect();
             ops.push(op(OpKind::Add, add));
         }
         matches!(self.kernel.write(sock, &ops),
@@ -392,10 +392,10 @@ impl Worker {
                 }
                 for (set, elems) in by_set {
                     let s = &sets[set as usize];
-                    let refresh: Vec<(Vec<u8>, Option<u64>)> = elems
+                    let refresh: Vec<(&[u8], Option<u64>)> = elems
                         .iter()
                         .filter(|p| p.refresh)
-                        .map(|p| (p.element.key.element().to_vec(), None))
+                        .map(|p| (p.element.key.element(), None))
                         .collect();
                     if self.writer.destroy_supported() && !refresh.is_empty() {
                         ops.push(SetOp {
@@ -416,7 +416,7 @@ impl Worker {
                             .iter()
                             .map(|p| {
                                 let timeout = p.element.timeout.as_millis() as u64;
-                                (p.element.key.element().to_vec(), Some(timeout))
+                                (p.element.key.element(), Some(timeout))
                             })
                             .collect(),
                     });
@@ -539,13 +539,13 @@ impl Worker {
                     .iter_mut()
                     .find(|o| o.set == s.name && o.table == s.table)
                 {
-                    Some(op) => op.elements.push((key.to_vec(), Some(ms))),
+                    Some(op) => op.elements.push((key, Some(ms))),
                     None => ops.push(SetOp {
                         kind: OpKind::Add,
                         family: FAMILY_INET,
                         table: &s.table,
                         set: &s.name,
-                        elements: vec![(key.to_vec(), Some(ms))],
+                        elements: vec![(key, Some(ms))],
                     }),
                 }
             }
