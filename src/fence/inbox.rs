@@ -161,17 +161,25 @@ mod tests {
         lock(&inbox.queue).sleeping
     }
 
-    #[test]
-    fn the_admits_of_one_pass_wake_the_thread_once_when_the_pass_ends() {
-        let inbox = Inbox::new();
-        let thread = taker(&inbox);
-        while !sleeping(&inbox) {
+    /// A taker gone to sleep on the inbox, and a runtime whose passes push to it.
+    fn asleep_with_runtime(
+        inbox: &Arc<Inbox>,
+    ) -> (std::thread::JoinHandle<Vec<usize>>, tokio::runtime::Runtime) {
+        let thread = taker(inbox);
+        while !sleeping(inbox) {
             std::thread::sleep(Duration::from_millis(1));
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap();
+        (thread, runtime)
+    }
+
+    #[test]
+    fn the_admits_of_one_pass_wake_the_thread_once_when_the_pass_ends() {
+        let inbox = Inbox::new();
+        let (thread, runtime) = asleep_with_runtime(&inbox);
         runtime.block_on(async {
             for _ in 0..10 {
                 inbox.push(job()).unwrap();
@@ -208,14 +216,7 @@ mod tests {
                 Vec::new()
             }
         }));
-        let thread = taker(&inbox);
-        while !sleeping(&inbox) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let (thread, runtime) = asleep_with_runtime(&inbox);
         runtime.block_on(async {
             for pass in [2, 5] {
                 for _ in 0..pass {

@@ -161,11 +161,8 @@ impl Writer {
                 set: &s.name,
                 elements,
             };
-            let refresh: Vec<(&[u8], Option<u64>)> = group
-                .iter()
-                .filter(|e| e.3)
-                .map(|e| (e.1, None))
-                .collect();
+            let refresh: Vec<(&[u8], Option<u64>)> =
+                group.iter().filter(|e| e.3).map(|e| (e.1, None)).collect();
             if self.destroy_supported() && !refresh.is_empty() {
                 ops.push(op(OpKind::Destroy, refresh));
             }

@@ -20,6 +20,13 @@ async fn start(ns: &Netns, view_opts: &str, fence_extra: &str, extra: &str) -> S
         .await
 }
 
+/// An admin replaces dnsfence's set `name` with one whose elements are of type `kind`.
+fn replace_set(ns: &Netns, name: &str, kind: &str) {
+    ns.nft(&["delete", "set", "inet", "dnsfence", name]);
+    let spec = format!("{{ type {kind}; flags timeout; }}");
+    ns.nft(&["add", "set", "inet", "dnsfence", name, &spec]);
+}
+
 fn values(els: &[(String, Option<u64>, Option<u64>)]) -> Vec<String> {
     let mut v: Vec<String> = els.iter().map(|e| e.0.clone()).collect();
     v.sort();
@@ -398,15 +405,7 @@ fn admit_failure_answers_or_servfails_as_configured() {
             )
             .await;
             // An admin replaces the IPv4 set with one of the wrong type.
-            ns.nft(&["delete", "set", "inet", "dnsfence", "loopback_v4"]);
-            ns.nft(&[
-                "add",
-                "set",
-                "inet",
-                "dnsfence",
-                "loopback_v4",
-                "{ type ipv6_addr; flags timeout; }",
-            ]);
+            replace_set(&ns, "loopback_v4", "ipv6_addr");
             let a = f
                 .client()
                 .udp(&query(
@@ -452,15 +451,7 @@ fn a_burst_of_admits_is_written_together_and_a_refused_one_fails_alone() {
         )
         .await;
         // An admin replaces the IPv6 set with one of the wrong type: every AAAA admit is refused.
-        ns.nft(&["delete", "set", "inet", "dnsfence", "loopback_v6"]);
-        ns.nft(&[
-            "add",
-            "set",
-            "inet",
-            "dnsfence",
-            "loopback_v6",
-            "{ type ipv4_addr; flags timeout; }",
-        ]);
+        replace_set(&ns, "loopback_v6", "ipv4_addr");
         let mut burst = tokio::task::JoinSet::new();
         for n in 0..BURST {
             let c = f.client();
