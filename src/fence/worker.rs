@@ -100,7 +100,7 @@ impl Writer {
     }
 
     /// The admits of one pass of the runtime, written by the thread that ends the pass: one
-    /// transaction, whose acknowledgements the kernel has queued by the time `send` returns
+    /// transaction (a pass of more than [`MAX_BATCH_ELEMENTS`] elements, one per batch), whose acknowledgements the kernel has queued by the time `send` returns
     /// (nfnetlink handles a batch in the sender's system call), so nothing waits on another
     /// thread. Those it could not write — the fence thread holds the socket (a resync, the
     /// periodic check), or the kernel refused the batch — are returned for the fence thread,
@@ -116,17 +116,19 @@ impl Writer {
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return jobs,
         };
-        state
-            .stats
-            .batches_at_pass_end
-            .fetch_add(1, Ordering::Relaxed);
-        let committed = self.write_merged(state, &mut sock, &jobs);
-        drop(sock);
-        if !committed {
-            return jobs;
+        let mut left = Vec::new();
+        for batch in batches(jobs) {
+            state
+                .stats
+                .batches_at_pass_end
+                .fetch_add(1, Ordering::Relaxed);
+            if self.write_merged(state, &mut sock, &batch) {
+                confirm_all(state, batch);
+            } else {
+                left.extend(batch);
+            }
         }
-        confirm_all(state, jobs);
-        Vec::new()
+        left
     }
 
     /// One transaction with one message per set and kind for all of `jobs`' elements: an
@@ -327,17 +329,9 @@ impl Worker {
                 .saturating_sub(self.last_check.elapsed());
             match inbox.take(wait) {
                 Taken::Jobs(jobs) => {
-                    let mut batch = Vec::new();
-                    let mut size = 0;
-                    for job in jobs {
-                        if size > 0 && size + job.elements.len() > MAX_BATCH_ELEMENTS {
-                            self.process(std::mem::take(&mut batch));
-                            size = 0;
-                        }
-                        size += job.elements.len();
-                        batch.push(job);
+                    for batch in batches(jobs) {
+                        self.process(batch);
                     }
-                    self.process(batch);
                 }
                 Taken::Idle => {}
                 Taken::Closed => return,
@@ -557,6 +551,21 @@ impl Worker {
     }
 }
 
+/// `jobs` in batches of at most [`MAX_BATCH_ELEMENTS`] elements (a job larger than that alone),
+/// in order: what one transaction carries, on either path.
+fn batches(jobs: Vec<AdmitJob>) -> impl Iterator<Item = Vec<AdmitJob>> {
+    let mut jobs = jobs.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let mut batch = vec![jobs.next()?];
+        let mut size = batch[0].elements.len();
+        while let Some(job) = jobs.next_if(|j| size + j.elements.len() <= MAX_BATCH_ELEMENTS) {
+            size += job.elements.len();
+            batch.push(job);
+        }
+        Some(batch)
+    })
+}
+
 /// Answers admits the kernel confirmed together: their elements go into the ledger (one lock for
 /// all) and to the tap.
 fn confirm_all(state: &State, jobs: Vec<AdmitJob>) {
@@ -625,4 +634,44 @@ fn enter_netns(name: &str) -> Result<(), String> {
         return Err(format!("setns: {}", std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fence::ledger::{Admission, ElementKey};
+    use crate::fence::{Confirmed, Pending};
+
+    fn job(elements: usize) -> AdmitJob {
+        let admission = Arc::new(Admission {
+            name: "a.example".into(),
+            chain: Box::new([]),
+            endpoint_sets: Box::new([]),
+            would_deny: false,
+            via: None,
+        });
+        let key = ElementKey::new(0, "192.0.2.1".parse().unwrap(), None);
+        let pending = Pending {
+            element: Confirmed {
+                key,
+                timeout: Duration::from_secs(60),
+                admission,
+            },
+            refresh: false,
+        };
+        AdmitJob {
+            elements: vec![pending; elements],
+            reply: None,
+        }
+    }
+
+    #[test]
+    fn batches_hold_at_most_the_batch_size_in_order_and_a_larger_job_alone() {
+        let sizes = [1000, 1000, 100, 3000, 10];
+        let jobs = sizes.iter().map(|n| job(*n)).collect();
+        let got: Vec<Vec<usize>> = batches(jobs)
+            .map(|b| b.iter().map(|j| j.elements.len()).collect())
+            .collect();
+        assert_eq!(got, [vec![1000, 1000], vec![100], vec![3000], vec![10]]);
+    }
 }
